@@ -1,0 +1,41 @@
+//! `xsio`: the command-line face of xen-sansio.
+//!
+//! Each subcommand lives in its own module and is a thin driver over a machine crate.
+#![forbid(unsafe_code)]
+
+mod vbd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "xsio",
+    version,
+    about = "Sans-IO Xen toolstack protocols, from the command line"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Translate Xen VBD names (xvda, hdc2, d536p37) to xenstore `virtual-device` numbers.
+    Vbd(vbd::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Vbd(args) => vbd::run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("xsio: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

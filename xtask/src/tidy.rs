@@ -1,0 +1,201 @@
+//! Architecture invariants checked mechanically (run by `cargo xtask tidy` and as a test).
+//!
+//! - Every crate under `crates/` is named `xsio-<directory>`.
+//! - Every crate root says `#![forbid(unsafe_code)]`.
+//! - A machine crate (anything that is not a driver) has no I/O crate anywhere in its normal
+//!   dependency tree, and its sources never read a clock, spawn a thread or touch the network,
+//!   the file system or processes.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+/// Crates that do I/O. Their names start with these; everything else is a machine or codec.
+const DRIVER_PREFIXES: &[&str] = &["xsio-io-", "xsio-cli", "xsio-sim"];
+
+/// Crates a machine crate must never depend on, even indirectly.
+const IO_CRATES: &[&str] = &[
+    "tokio",
+    "tokio-util",
+    "rustix",
+    "nix",
+    "libc",
+    "mio",
+    "socket2",
+    "async-std",
+    "smol",
+];
+
+/// Source text a machine crate must not contain (outside comments).
+const FORBIDDEN_IN_MACHINES: &[&str] = &[
+    "Instant::now",
+    "SystemTime::now",
+    "std::net",
+    "std::thread",
+    "std::fs",
+    "std::process",
+    "std::env",
+];
+
+/// Returns every violation found, as readable sentences.
+pub(crate) fn check(root: &Path) -> Result<Vec<String>> {
+    let output = std::process::Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--locked"])
+        .current_dir(root)
+        .output()
+        .context("cargo metadata")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "cargo metadata failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let mut problems = Vec::new();
+
+    let mut names_by_id = HashMap::new();
+    for pkg in meta["packages"].as_array().into_iter().flatten() {
+        names_by_id.insert(
+            pkg["id"].as_str().unwrap_or_default().to_owned(),
+            pkg["name"].as_str().unwrap_or_default().to_owned(),
+        );
+    }
+    let mut normal_deps: HashMap<String, Vec<String>> = HashMap::new();
+    for node in meta["resolve"]["nodes"].as_array().into_iter().flatten() {
+        let id = node["id"].as_str().unwrap_or_default().to_owned();
+        let deps = node["deps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|d| {
+                d["dep_kinds"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|k| k["kind"].is_null())
+            })
+            .filter_map(|d| d["pkg"].as_str().map(str::to_owned))
+            .collect();
+        normal_deps.insert(id, deps);
+    }
+
+    let members: BTreeSet<&str> = meta["workspace_members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str())
+        .collect();
+    for pkg in meta["packages"].as_array().into_iter().flatten() {
+        let id = pkg["id"].as_str().unwrap_or_default();
+        if !members.contains(id) {
+            continue;
+        }
+        let name = pkg["name"].as_str().unwrap_or_default();
+        let manifest = Path::new(pkg["manifest_path"].as_str().unwrap_or_default());
+        let dir = manifest.parent().unwrap_or(Path::new("."));
+        if name == "xtask" {
+            continue;
+        }
+        let dir_name = dir.file_name().map(|d| d.to_string_lossy().into_owned());
+        if dir_name.as_deref().map(|d| format!("xsio-{d}")) != Some(name.to_owned()) {
+            problems.push(format!(
+                "crate {name} lives in {}; crates live in crates/<name> as xsio-<name>",
+                dir.display()
+            ));
+        }
+        for root_file in ["src/lib.rs", "src/main.rs"] {
+            let path = dir.join(root_file);
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                if !text.contains("#![forbid(unsafe_code)]") {
+                    problems.push(format!("{} lacks #![forbid(unsafe_code)]", path.display()));
+                }
+            }
+        }
+        if DRIVER_PREFIXES.iter().any(|p| name.starts_with(p)) {
+            continue;
+        }
+        if let Some(path) = io_dependency_path(id, &normal_deps, &names_by_id) {
+            problems.push(format!(
+                "machine crate {name} depends on an I/O crate: {}",
+                path.join(" -> ")
+            ));
+        }
+        scan_sources(&dir.join("src"), name, &mut problems)?;
+    }
+    Ok(problems)
+}
+
+/// Breadth-first search for an I/O crate among the normal dependencies of `start`.
+fn io_dependency_path(
+    start: &str,
+    normal_deps: &HashMap<String, Vec<String>>,
+    names: &HashMap<String, String>,
+) -> Option<Vec<String>> {
+    let mut parent: HashMap<&str, &str> = HashMap::new();
+    let mut queue = VecDeque::from([start]);
+    while let Some(id) = queue.pop_front() {
+        for dep in normal_deps.get(id).into_iter().flatten() {
+            if dep == start || parent.contains_key(dep.as_str()) {
+                continue;
+            }
+            parent.insert(dep, id);
+            if IO_CRATES.contains(&names[dep].as_str()) {
+                let mut path = vec![names[dep].clone()];
+                let mut cur = id;
+                while cur != start {
+                    path.push(names[cur].clone());
+                    cur = parent[cur];
+                }
+                path.push(names[start].clone());
+                path.reverse();
+                return Some(path);
+            }
+            queue.push_back(dep);
+        }
+    }
+    None
+}
+
+fn scan_sources(dir: &Path, crate_name: &str, problems: &mut Vec<String>) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries {
+        let path = entry?.path();
+        if path.is_dir() {
+            scan_sources(&path, crate_name, problems)?;
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let text = std::fs::read_to_string(&path)?;
+            for (n, line) in text.lines().enumerate() {
+                // A test in a machine crate may read the clock once for its epoch, marked so.
+                if line.contains("tidy:allow") {
+                    continue;
+                }
+                let code = line.split("//").next().unwrap_or("");
+                for bad in FORBIDDEN_IN_MACHINES {
+                    if code.contains(bad) {
+                        problems.push(format!(
+                            "{}:{}: machine crate {crate_name} uses `{bad}`; machines do no I/O and read no clock",
+                            path.display(),
+                            n + 1
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn architecture_invariants_hold() {
+        let problems = super::check(&crate::project_root()).unwrap();
+        assert!(
+            problems.is_empty(),
+            "tidy problems:\n{}",
+            problems.join("\n")
+        );
+    }
+}
