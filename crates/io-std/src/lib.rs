@@ -1,0 +1,19 @@
+//! Blocking drivers for the xen-sansio machines.
+//!
+//! The machines in this workspace do no I/O. This crate is where the I/O happens for
+//! programs that want plain blocking calls: it owns the sockets, reads the clock, waits with
+//! `poll(2)`, and passes file descriptors with `SCM_RIGHTS`, all through `rustix`, so there is
+//! no `unsafe` here either.
+//!
+//! Every driver is the same loop: wait until the socket is readable or the machine's deadline
+//! (`poll_timeout`) passes; feed what happened to one `handle_*` call; drain `poll_output`,
+//! sending each `Transmit` with [`UnixConn::send`]; repeat until the operation the caller is
+//! waiting for completes.
+//!
+//! The base module, [`unix`], is the socket layer every driver shares.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod unix;
+
+pub use unix::{UnixConn, now};
