@@ -1,0 +1,214 @@
+//! Framing: cutting a byte stream into header + payload frames, whatever the read sizes.
+
+use bytes::{Buf, Bytes, BytesMut};
+use nom::Parser;
+use nom::number::streaming::le_u32;
+
+use crate::XENSTORE_PAYLOAD_MAX;
+use crate::header::{HEADER_LEN, Header, MsgType};
+
+/// One message as framed on the wire: its header and `header.len` payload bytes.
+///
+/// Turn it into a typed [`Packet`](crate::Packet) with
+/// [`Packet::<Request>::decode`](crate::Packet::decode) (daemon side) or
+/// [`Packet::<Reply>::decode`](crate::Packet::decode) (client side).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    /// The header; `header.len == payload.len()`.
+    pub header: Header,
+    /// The payload bytes.
+    pub payload: Bytes,
+}
+
+impl Frame {
+    /// The named message type, if the number is one of `xs_wire.h`.
+    pub fn kind(&self) -> Option<MsgType> {
+        self.header.kind()
+    }
+
+    /// The wire bytes: header then payload.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut out = BytesMut::with_capacity(HEADER_LEN + self.payload.len());
+        out.extend_from_slice(&self.header.to_bytes());
+        out.extend_from_slice(&self.payload);
+        out.freeze()
+    }
+}
+
+/// The stream cannot be framed any further.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// A header announced more payload than the limit. xenstored treats this as a protocol
+    /// violation and drops the connection; so must the caller, since the stream has no
+    /// resynchronisation point.
+    #[error("frame announces {len} payload bytes, more than the limit of {max}")]
+    Oversize {
+        /// The announced length.
+        len: u32,
+        /// The configured limit.
+        max: usize,
+    },
+}
+
+/// Takes one complete frame off the front of `buf`, tokio-codec style: `Ok(None)` means
+/// "need more bytes" and leaves `buf` untouched; `Ok(Some(_))` removes the frame's bytes.
+///
+/// A header whose `len` exceeds `max_payload` is an error as soon as the header is complete,
+/// before any payload is buffered, so a peer cannot make us allocate more than
+/// `HEADER_LEN + max_payload` bytes per frame.
+pub fn decode_frame(buf: &mut BytesMut, max_payload: usize) -> Result<Option<Frame>, FrameError> {
+    let Some(header) = parse_header(buf) else {
+        return Ok(None);
+    };
+    let len = header.len as usize;
+    if len > max_payload {
+        return Err(FrameError::Oversize {
+            len: header.len,
+            max: max_payload,
+        });
+    }
+    if buf.len() < HEADER_LEN + len {
+        buf.reserve(HEADER_LEN + len - buf.len());
+        return Ok(None);
+    }
+    buf.advance(HEADER_LEN);
+    let payload = buf.split_to(len).freeze();
+    Ok(Some(Frame { header, payload }))
+}
+
+/// The header at the front of `input`, or `None` if fewer than 16 bytes are there.
+pub fn parse_header(input: &[u8]) -> Option<Header> {
+    let mut four = (
+        le_u32::<&[u8], nom::error::Error<&[u8]>>,
+        le_u32,
+        le_u32,
+        le_u32,
+    );
+    let (_, (msg_type, req_id, tx_id, len)) = four.parse(input).ok()?;
+    Some(Header {
+        msg_type,
+        req_id,
+        tx_id,
+        len,
+    })
+}
+
+/// A streaming decoder that owns its buffer: feed it bytes as they arrive, in any split, and
+/// drain frames with [`FrameDecoder::next_frame`] until it returns `Ok(None)`.
+///
+/// ```
+/// use xsio_xs_wire::{FrameDecoder, MsgType};
+///
+/// let wire = b"\x02\0\0\0\x07\0\0\0\0\0\0\0\x03\0\0\0/a\0";
+/// let mut decoder = FrameDecoder::default();
+/// decoder.feed(&wire[..5]); // a partial header
+/// assert_eq!(decoder.next_frame(), Ok(None));
+/// decoder.feed(&wire[5..]);
+/// let frame = decoder.next_frame()?.expect("one whole frame");
+/// assert_eq!((frame.kind(), frame.header.req_id), (Some(MsgType::Read), 7));
+/// assert_eq!(&frame.payload[..], b"/a\0");
+/// assert_eq!(decoder.next_frame(), Ok(None));
+/// # Ok::<(), xsio_xs_wire::FrameError>(())
+/// ```
+///
+/// After an error the decoder is poisoned: every later call returns the same error, because
+/// the stream has no point to resynchronise at.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    buf: BytesMut,
+    max_payload: usize,
+    failed: Option<FrameError>,
+}
+
+impl Default for FrameDecoder {
+    /// A decoder with the protocol's limit, [`XENSTORE_PAYLOAD_MAX`].
+    fn default() -> Self {
+        FrameDecoder::new(XENSTORE_PAYLOAD_MAX)
+    }
+}
+
+impl FrameDecoder {
+    /// A decoder refusing payloads longer than `max_payload`.
+    pub fn new(max_payload: usize) -> Self {
+        FrameDecoder {
+            buf: BytesMut::new(),
+            max_payload,
+            failed: None,
+        }
+    }
+
+    /// Appends received bytes. Drain with [`FrameDecoder::next_frame`] after every feed: the
+    /// buffer holds what was fed and not yet framed.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        if self.failed.is_none() {
+            self.buf.extend_from_slice(bytes);
+        }
+    }
+
+    /// The next complete frame, `Ok(None)` if more bytes are needed.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        if let Some(err) = &self.failed {
+            return Err(err.clone());
+        }
+        decode_frame(&mut self.buf, self.max_payload).inspect_err(|err| {
+            self.failed = Some(err.clone());
+            self.buf = BytesMut::new();
+        })
+    }
+
+    /// Bytes buffered that do not yet make a whole frame (after draining).
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether the stream ended cleanly here: nothing partial is buffered and no error.
+    pub fn is_at_boundary(&self) -> bool {
+        self.failed.is_none() && self.buf.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oversize_is_refused_from_the_header_alone_and_poisons() {
+        let mut decoder = FrameDecoder::default();
+        let header = Header {
+            msg_type: 11,
+            req_id: 0,
+            tx_id: 0,
+            len: 4097,
+        };
+        decoder.feed(&header.to_bytes());
+        let err = FrameError::Oversize {
+            len: 4097,
+            max: 4096,
+        };
+        assert_eq!(decoder.next_frame(), Err(err.clone()));
+        decoder.feed(b"more");
+        assert_eq!(decoder.next_frame(), Err(err));
+        assert!(!decoder.is_at_boundary());
+    }
+
+    #[test]
+    fn exactly_the_limit_passes() {
+        let mut decoder = FrameDecoder::new(3);
+        let header = Header {
+            msg_type: 2,
+            req_id: 1,
+            tx_id: 2,
+            len: 3,
+        };
+        decoder.feed(&header.to_bytes());
+        decoder.feed(b"/a");
+        assert_eq!(decoder.next_frame(), Ok(None));
+        assert_eq!(decoder.buffered(), 18);
+        decoder.feed(b"\0");
+        let frame = decoder.next_frame().unwrap().unwrap();
+        assert_eq!(frame.header, header);
+        assert_eq!(frame.to_bytes().len(), 19);
+        assert!(decoder.is_at_boundary());
+    }
+}
