@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod qmp;
 pub mod unix;
 
 pub use unix::{UnixConn, now};

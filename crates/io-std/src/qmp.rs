@@ -1,0 +1,333 @@
+//! A blocking QMP connection: the [`xsio_qmp::Client`] machine over a Unix socket.
+//!
+//! ```no_run
+//! use xsio_io_std::qmp::QmpConn;
+//! use xsio_qmp::{Config, typed};
+//!
+//! let mut qemu = QmpConn::connect("/run/qemu/dom1.qmp", Config::default())?;
+//! let status: typed::StatusInfo = qemu.execute(typed::query_status())?.parse()?;
+//! println!("QEMU {:?} is {}", qemu.session().greeting.version.qemu, status.status);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Commands can also be pipelined: [`submit`](QmpConn::submit) several, then
+//! [`wait`](QmpConn::wait) for each. Events that arrive meanwhile are kept (up to
+//! `Config::max_events`, then counted as dropped) for [`next_event`](QmpConn::next_event).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::time::Instant;
+
+use xsio_core::{Input, OpId};
+use xsio_qmp::wire::Framer;
+use xsio_qmp::{
+    Client, CloseReason, Command, CommandError, Config, Event, Output, Return, Session,
+};
+
+use crate::unix::{UnixConn, now};
+
+/// Why a blocking QMP call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QmpIoError {
+    /// The socket failed (connect, read or write).
+    #[error("QMP socket: {0}")]
+    Io(#[from] io::Error),
+    /// The command completed with an error.
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// The connection ended before negotiation finished.
+    #[error("QMP connection ended: {0}")]
+    Closed(CloseReason),
+    /// `wait` was given an id that is not pending (never submitted, or already waited for).
+    #[error("no pending QMP command {0}")]
+    UnknownOp(OpId),
+}
+
+/// One QMP connection driven by blocking calls.
+#[derive(Debug)]
+pub struct QmpConn {
+    conn: UnixConn,
+    client: Client<OwnedFd>,
+    max_events: usize,
+    done: HashMap<OpId, Result<Return, CommandError>>,
+    pending: HashSet<OpId>,
+    events: VecDeque<Event>,
+    events_dropped: u64,
+    session: Option<Session>,
+    closed: Option<CloseReason>,
+    io_error: Option<io::Error>,
+    buf: Vec<u8>,
+    transcript: Option<Transcript>,
+}
+
+impl QmpConn {
+    /// Connects to QEMU's QMP socket at `path` and negotiates capabilities.
+    pub fn connect(path: impl AsRef<Path>, config: Config) -> Result<QmpConn, QmpIoError> {
+        let conn = UnixConn::connect(path)?;
+        QmpConn::with_conn(conn, config)
+    }
+
+    /// Negotiates over an already connected socket (one handed over by a parent, say).
+    pub fn with_conn(conn: UnixConn, config: Config) -> Result<QmpConn, QmpIoError> {
+        let mut qmp = QmpConn::unnegotiated(conn, config);
+        qmp.negotiate()?;
+        Ok(qmp)
+    }
+
+    /// Like [`with_conn`](QmpConn::with_conn), recording every message both ways (see
+    /// [`transcript`](QmpConn::transcript)).
+    pub fn with_conn_recorded(conn: UnixConn, config: Config) -> Result<QmpConn, QmpIoError> {
+        let mut qmp = QmpConn::unnegotiated(conn, config);
+        qmp.transcript = Some(Transcript::new());
+        qmp.negotiate()?;
+        Ok(qmp)
+    }
+
+    fn unnegotiated(conn: UnixConn, config: Config) -> QmpConn {
+        QmpConn {
+            conn,
+            max_events: config.max_events,
+            client: Client::new(config, now()),
+            done: HashMap::new(),
+            pending: HashSet::new(),
+            events: VecDeque::new(),
+            events_dropped: 0,
+            session: None,
+            closed: None,
+            io_error: None,
+            buf: vec![0; 64 << 10],
+            transcript: None,
+        }
+    }
+
+    fn negotiate(&mut self) -> Result<(), QmpIoError> {
+        while self.session.is_none() {
+            if let Some(reason) = &self.closed {
+                return Err(QmpIoError::Closed(reason.clone()));
+            }
+            self.step(None);
+        }
+        Ok(())
+    }
+
+    /// What negotiation settled: QEMU's greeting and whether out-of-band is on.
+    pub fn session(&self) -> &Session {
+        // `negotiate` returns only once a session exists.
+        self.session.as_ref().expect("negotiated")
+    }
+
+    /// Runs one command and waits for its reply (or its deadline).
+    pub fn execute(&mut self, command: Command) -> Result<Return, QmpIoError> {
+        let op = self.submit(command);
+        self.wait(op)
+    }
+
+    /// Submits a command without waiting; it is sent at once when the window allows.
+    pub fn submit(&mut self, command: Command) -> OpId {
+        let op = self.client.execute(now(), command);
+        self.pending.insert(op);
+        // Sending now keeps pipelined commands flowing; a send error closes the client, which
+        // then fails the command.
+        self.flush();
+        op
+    }
+
+    /// Waits until command `op` completes and returns its result.
+    pub fn wait(&mut self, op: OpId) -> Result<Return, QmpIoError> {
+        if !self.pending.remove(&op) {
+            return Err(QmpIoError::UnknownOp(op));
+        }
+        loop {
+            if let Some(result) = self.done.remove(&op) {
+                return result.map_err(QmpIoError::from);
+            }
+            self.step(None);
+        }
+    }
+
+    /// The next event, waiting until `deadline` (`None`: as long as the connection lives).
+    /// Returns `Ok(None)` at the deadline or once the connection has closed.
+    pub fn next_event(&mut self, deadline: Option<Instant>) -> Result<Option<Event>, QmpIoError> {
+        loop {
+            if let Some(event) = self.events.pop_front() {
+                return Ok(Some(event));
+            }
+            if self.closed.is_some() || deadline.is_some_and(|d| now() >= d) {
+                return Ok(None);
+            }
+            self.step(deadline);
+        }
+    }
+
+    /// Why the connection ended, once it has.
+    pub fn closed(&self) -> Option<&CloseReason> {
+        self.closed.as_ref()
+    }
+
+    /// Events dropped because `Config::max_events` were waiting, here and in the machine.
+    pub fn events_dropped(&self) -> u64 {
+        self.events_dropped + self.client.stats().events_dropped
+    }
+
+    /// The messages exchanged so far, one per line: `> ` sent (`> [fds=N] ` when fds rode
+    /// along), `< ` received, `# closed` when QEMU closed the socket. Only for connections
+    /// made with [`with_conn_recorded`](QmpConn::with_conn_recorded).
+    pub fn transcript(&self) -> Option<&str> {
+        self.transcript.as_ref().map(|t| t.text.as_str())
+    }
+
+    /// Fails every pending command, then shuts the socket (also done on drop).
+    pub fn close(mut self) {
+        self.client.close();
+        self.flush();
+    }
+
+    /// Drains the machine's outputs: sends transmits, files completions and events.
+    fn flush(&mut self) {
+        while let Some(output) = self.client.poll_output() {
+            match output {
+                Output::Transmit(transmit) => {
+                    if let Some(t) = &mut self.transcript {
+                        t.sent(&transmit.bytes, transmit.fds.len());
+                    }
+                    // A failed send drops the fds (closing them) and ends the connection.
+                    if let Err(e) = self.conn.send(transmit) {
+                        self.fail(e);
+                    }
+                }
+                Output::Done { id, result } => {
+                    self.done.insert(id, result);
+                }
+                Output::Event(event) => {
+                    if self.events.len() >= self.max_events {
+                        self.events_dropped += 1;
+                    } else {
+                        self.events.push_back(event);
+                    }
+                }
+                Output::Connected(session) => self.session = Some(session),
+                Output::Closed(reason) => {
+                    let _ = self.conn.stream().shutdown(std::net::Shutdown::Both);
+                    self.closed = Some(reason);
+                }
+                // Outputs added by later versions of the machine carry nothing to act on here.
+                _ => {}
+            }
+        }
+    }
+
+    /// One turn of the loop: flush, wait for the socket or the earliest deadline, feed it.
+    ///
+    /// A socket error ends the connection like an end of stream: the machine then fails
+    /// every pending command, which is what callers see. The error itself is kept for
+    /// [`io_error`](QmpConn::io_error).
+    fn step(&mut self, user_deadline: Option<Instant>) {
+        self.flush();
+        if self.closed.is_some() {
+            // Nothing more will happen; completions were all filed by the flush.
+            return;
+        }
+        let machine_deadline = self.client.poll_timeout();
+        let deadline = match (machine_deadline, user_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match self.conn.wait_readable(deadline) {
+            Ok(true) => self.read(),
+            Ok(false) => {}
+            Err(e) => self.fail(e),
+        }
+        let t = now();
+        if self.client.poll_timeout().is_some_and(|d| d <= t) {
+            self.client.handle_timeout(t);
+        }
+        self.flush();
+    }
+
+    fn read(&mut self) {
+        let mut fds = Vec::new();
+        let result = self.conn.recv(&mut self.buf, &mut fds);
+        let t = now();
+        if !fds.is_empty() {
+            self.client.handle_input(t, Input::Fds(fds));
+        }
+        match result {
+            Ok(0) => {
+                if let Some(tr) = &mut self.transcript {
+                    tr.line("# closed");
+                }
+                self.client.handle_input(t, Input::Closed);
+            }
+            Ok(n) => {
+                if let Some(tr) = &mut self.transcript {
+                    tr.received(&self.buf[..n]);
+                }
+                self.client.handle_input(t, Input::Bytes(&self.buf[..n]));
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    fn fail(&mut self, error: io::Error) {
+        if let Some(tr) = &mut self.transcript {
+            tr.line("# closed");
+        }
+        self.io_error.get_or_insert(error);
+        self.client.handle_input(now(), Input::Closed);
+    }
+
+    /// The socket error that ended the connection, if one did.
+    pub fn io_error(&self) -> Option<&io::Error> {
+        self.io_error.as_ref()
+    }
+}
+
+impl Drop for QmpConn {
+    fn drop(&mut self) {
+        // Completions nobody will read; the point is closing unsent fds and the socket.
+        self.client.close();
+        while self.client.poll_output().is_some() {}
+    }
+}
+
+/// Records messages both ways as text lines.
+#[derive(Debug)]
+struct Transcript {
+    text: String,
+    framer: Framer,
+}
+
+impl Transcript {
+    fn new() -> Self {
+        Transcript {
+            text: String::new(),
+            framer: Framer::new(usize::MAX),
+        }
+    }
+
+    fn line(&mut self, line: &str) {
+        self.text.push_str(line);
+        self.text.push('\n');
+    }
+
+    fn sent(&mut self, bytes: &[u8], n_fds: usize) {
+        for (i, line) in String::from_utf8_lossy(bytes).lines().enumerate() {
+            let marker = if i == 0 && n_fds > 0 {
+                format!("> [fds={n_fds}] ")
+            } else {
+                "> ".to_owned()
+            };
+            self.line(&format!("{marker}{line}"));
+        }
+    }
+
+    fn received(&mut self, mut bytes: &[u8]) {
+        while let Ok(Some(frame)) = self.framer.next_frame(&mut bytes) {
+            let line = format!("< {}", String::from_utf8_lossy(&frame));
+            self.line(&line);
+        }
+    }
+}
