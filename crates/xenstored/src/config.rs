@@ -1,0 +1,65 @@
+//! Limits and quotas.
+
+/// Per-domain quotas. They bind unprivileged domains only; dom0 and socket clients are exempt,
+/// as in the C daemon (so Xen's test suite may store 3000-byte values from dom0). The defaults
+/// are xenstored 4.17's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Quotas {
+    /// Nodes a domain may own (ENOSPC beyond).
+    pub nodes_per_domain: u32,
+    /// Bytes of one node: value, child names with their NULs, 8 per permission entry
+    /// (ENOSPC beyond).
+    pub node_size: usize,
+    /// Watches a domain may hold (E2BIG beyond).
+    pub watches_per_domain: usize,
+    /// Transactions a domain may have open (ENOSPC beyond).
+    pub transactions_per_domain: usize,
+    /// Distinct nodes one transaction may touch (ENOSPC beyond).
+    pub nodes_per_transaction: usize,
+    /// Entries in one permission list (ENOSPC beyond).
+    pub perms_per_node: usize,
+    /// Requests whose replies are still queued, per connection: past it the server stops
+    /// reading that connection's input until the driver takes the replies.
+    pub outstanding_requests: usize,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Quotas {
+            nodes_per_domain: 1000,
+            node_size: 2048,
+            watches_per_domain: 128,
+            transactions_per_domain: 10,
+            nodes_per_transaction: 1024,
+            perms_per_node: 5,
+            outstanding_requests: 20,
+        }
+    }
+}
+
+/// How a [`Server`](crate::Server) behaves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Config {
+    /// Quotas for unprivileged domains.
+    pub quotas: Quotas,
+    /// Longest node path, counted after a `/local/domain/<id>/` prefix (all callers).
+    pub path_max: usize,
+    /// Replies a privileged connection may have queued before its input stops being read.
+    pub privileged_outstanding_requests: usize,
+    /// Watch events one connection may have queued. A connection that lets more pile up is
+    /// too slow to keep and is closed, so it cannot make the server hold unbounded memory.
+    pub max_queued_events: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            quotas: Quotas::default(),
+            path_max: 2048,
+            privileged_outstanding_requests: 1024,
+            max_queued_events: 1024,
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! The node operations (read, write, mkdir, rm, directory, permissions) with the access rule
+//! and the node quotas, over a [`View`] so they work the same inside a transaction.
+
+use crate::Errno;
+use crate::Quotas;
+use crate::path;
+use crate::perms::{Caller, Granted, Perms};
+use crate::tree::Node;
+use crate::view::{Change, View};
+
+/// Largest reply payload.
+pub(crate) const PAYLOAD_MAX: usize = 4096;
+
+/// The caller and the limits that apply to it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Who<'q> {
+    pub(crate) caller: Caller,
+    pub(crate) quotas: &'q Quotas,
+}
+
+impl Who<'_> {
+    fn unprivileged(&self) -> bool {
+        !self.caller.privileged
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Need {
+    Read,
+    Write,
+}
+
+fn allows(granted: Granted, need: Need) -> bool {
+    match need {
+        Need::Read => granted.read,
+        Need::Write => granted.write,
+    }
+}
+
+/// Looks `path` up with the permission `need`: EACCES when it exists but is not allowed;
+/// when it is missing, ENOENT only if the caller may `need` the nearest existing ancestor,
+/// else EACCES, so that a domain learns nothing about nodes it may not see.
+fn checked<'v>(
+    view: &'v mut View<'_>,
+    who: Who<'_>,
+    path: &str,
+    need: Need,
+) -> Result<&'v Node, Errno> {
+    if view.get(path).is_none() {
+        return Err(missing_errno(view, who, path, need));
+    }
+    let node = view.get(path).expect("looked up just above");
+    if allows(node.perms.granted(who.caller), need) {
+        Ok(node)
+    } else {
+        Err(Errno::Eacces)
+    }
+}
+
+fn missing_errno(view: &mut View<'_>, who: Who<'_>, path: &str, need: Need) -> Errno {
+    let mut current = path;
+    while let Some(parent) = path::parent(current) {
+        if let Some(node) = view.get(parent) {
+            return if allows(node.perms.granted(who.caller), need) {
+                Errno::Enoent
+            } else {
+                Errno::Eacces
+            };
+        }
+        current = parent;
+    }
+    Errno::Enoent
+}
+
+fn check_size(who: Who<'_>, node: &Node) -> Result<(), Errno> {
+    if who.unprivileged() && node.charged_size() > who.quotas.node_size {
+        return Err(Errno::Enospc);
+    }
+    Ok(())
+}
+
+pub(crate) fn read(view: &mut View<'_>, who: Who<'_>, path: &str) -> Result<Vec<u8>, Errno> {
+    Ok(checked(view, who, path, Need::Read)?.value.to_vec())
+}
+
+pub(crate) fn directory(view: &mut View<'_>, who: Who<'_>, path: &str) -> Result<Vec<u8>, Errno> {
+    let list = checked(view, who, path, Need::Read)?.children_wire();
+    if list.len() > PAYLOAD_MAX {
+        return Err(Errno::E2big);
+    }
+    Ok(list)
+}
+
+/// DIRECTORY_PART: the node's generation, then as many whole names as fit starting at byte
+/// `offset` of the child list; the last chunk ends with an extra NUL.
+pub(crate) fn directory_part(
+    view: &mut View<'_>,
+    who: Who<'_>,
+    path: &str,
+    offset: usize,
+) -> Result<Vec<u8>, Errno> {
+    let node = checked(view, who, path, Need::Read)?;
+    let mut out = format!("{}", node.generation).into_bytes();
+    out.push(0);
+    let list = node.children_wire();
+    if offset >= list.len() {
+        out.push(0);
+        return Ok(out);
+    }
+    let budget = PAYLOAD_MAX - out.len() - 1;
+    let rest = &list[offset..];
+    let mut taken = 0;
+    for name in rest.split_inclusive(|&b| b == 0) {
+        if taken + name.len() > budget {
+            break;
+        }
+        taken += name.len();
+    }
+    out.extend_from_slice(&rest[..taken]);
+    if taken == rest.len() {
+        out.push(0);
+    }
+    Ok(out)
+}
+
+pub(crate) fn get_perms(view: &mut View<'_>, who: Who<'_>, path: &str) -> Result<Vec<u8>, Errno> {
+    Ok(checked(view, who, path, Need::Read)?.perms.to_wire())
+}
+
+pub(crate) fn write(
+    view: &mut View<'_>,
+    who: Who<'_>,
+    path: &str,
+    value: &[u8],
+) -> Result<(), Errno> {
+    match view.get(path) {
+        Some(node) => {
+            if !node.perms.granted(who.caller).write {
+                return Err(Errno::Eacces);
+            }
+            let mut node = node.clone();
+            node.value = value.into();
+            check_size(who, &node)?;
+            let perms = node.perms.clone();
+            view.set(path, node);
+            view.record(Change {
+                path: path.to_owned(),
+                exact: false,
+                perms,
+                old_perms: None,
+            });
+            Ok(())
+        }
+        None => create(view, who, path, value),
+    }
+}
+
+pub(crate) fn mkdir(view: &mut View<'_>, who: Who<'_>, path: &str) -> Result<(), Errno> {
+    match view.get(path) {
+        Some(node) if node.perms.granted(who.caller).write => Ok(()),
+        Some(_) => Err(Errno::Eacces),
+        None => create(view, who, path, b""),
+    }
+}
+
+/// Creates `path` and any missing ancestors. Every check runs before the first change, so a
+/// refused creation leaves nothing behind. Only `path` itself fires watches.
+fn create(view: &mut View<'_>, who: Who<'_>, path: &str, value: &[u8]) -> Result<(), Errno> {
+    // The nearest existing ancestor must be writable; the nodes between it and `path` are new.
+    let mut missing = vec![path.to_owned()];
+    let mut anchor = path::parent(path).ok_or(Errno::Einval)?.to_owned();
+    let anchor_node = loop {
+        if let Some(node) = view.get(&anchor) {
+            break node.clone();
+        }
+        missing.push(anchor.clone());
+        anchor = path::parent(&anchor).ok_or(Errno::Enoent)?.to_owned();
+    };
+    if !anchor_node.perms.granted(who.caller).write {
+        return Err(Errno::Eacces);
+    }
+    let perms = if who.unprivileged() {
+        anchor_node.perms.with_owner(who.caller.domid)
+    } else {
+        anchor_node.perms.clone()
+    };
+    let n_new = missing.len() as i64;
+    if who.unprivileged() {
+        let owned = i64::from(view.tree().entries_of(who.caller.domid)) + view.own_entry_delta();
+        if owned + n_new > i64::from(who.quotas.nodes_per_domain) {
+            return Err(Errno::Enospc);
+        }
+    }
+    let mut leaf = Node::new(value, perms.clone());
+    check_size(who, &leaf)?;
+    let mut grown_anchor = anchor_node;
+    let first_new = missing.last().expect("missing holds path itself");
+    grown_anchor
+        .children
+        .push(path::base_name(first_new).into());
+    check_size(who, &grown_anchor)?;
+
+    if who.unprivileged() && perms.owner() == who.caller.domid {
+        view.add_own_entries(n_new);
+    }
+    view.set(&anchor, grown_anchor);
+    // Create from the top down so each new node lists the next one.
+    while let Some(new_path) = missing.pop() {
+        if let Some(next) = missing.last() {
+            let mut node = Node::new(b"", perms.clone());
+            node.children.push(path::base_name(next).into());
+            view.set(&new_path, node);
+        } else {
+            leaf.children.clear();
+            view.set(&new_path, leaf.clone());
+        }
+    }
+    view.record(Change {
+        path: path.to_owned(),
+        exact: false,
+        perms,
+        old_perms: None,
+    });
+    Ok(())
+}
+
+pub(crate) fn rm(view: &mut View<'_>, who: Who<'_>, path: &str) -> Result<(), Errno> {
+    let node = match checked(view, who, path, Need::Write) {
+        Ok(node) => node.clone(),
+        Err(Errno::Enoent) => {
+            // Removing a missing node is fine as long as its parent exists.
+            let parent = path::parent(path).ok_or(Errno::Enoent)?;
+            return match view.get(parent) {
+                Some(_) => Ok(()),
+                None => Err(Errno::Enoent),
+            };
+        }
+        Err(err) => return Err(err),
+    };
+    let parent = path::parent(path).ok_or(Errno::Einval)?;
+    view.record(Change {
+        path: path.to_owned(),
+        exact: false,
+        perms: node.perms.clone(),
+        old_perms: None,
+    });
+    // Depth-first, parents before children, so events come out in tree order.
+    let mut stack = vec![(path.to_owned(), node)];
+    while let Some((current, current_node)) = stack.pop() {
+        for name in current_node.children.iter().rev() {
+            let child_path = path::child(&current, name);
+            if let Some(child) = view.get(&child_path) {
+                stack.push((child_path, child.clone()));
+            }
+        }
+        if current != path {
+            view.record(Change {
+                path: current.clone(),
+                exact: true,
+                perms: current_node.perms.clone(),
+                old_perms: None,
+            });
+        }
+        if who.unprivileged() && current_node.perms.owner() == who.caller.domid {
+            view.add_own_entries(-1);
+        }
+        view.delete(&current);
+    }
+    if let Some(parent_node) = view.get(parent) {
+        let mut parent_node = parent_node.clone();
+        let name = path::base_name(path);
+        parent_node.children.retain(|c| &**c != name);
+        view.set(parent, parent_node);
+    }
+    Ok(())
+}
+
+pub(crate) fn set_perms(
+    view: &mut View<'_>,
+    who: Who<'_>,
+    path: &str,
+    perms: Perms,
+) -> Result<(), Errno> {
+    let Some(node) = view.get(path) else {
+        return Err(missing_errno(view, who, path, Need::Write));
+    };
+    let granted = node.perms.granted(who.caller);
+    if !(granted.write && granted.owner) {
+        return Err(Errno::Eacces);
+    }
+    if who.unprivileged() && perms.owner() != node.perms.owner() {
+        return Err(Errno::Eperm);
+    }
+    let mut node = node.clone();
+    let old_perms = std::mem::replace(&mut node.perms, perms.clone());
+    check_size(who, &node)?;
+    view.set(path, node);
+    view.record(Change {
+        path: path.to_owned(),
+        exact: false,
+        perms,
+        old_perms: Some(old_perms),
+    });
+    Ok(())
+}

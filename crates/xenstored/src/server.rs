@@ -1,0 +1,863 @@
+//! The server: connections, domains, request dispatch, watch fan-out and output queues.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::path;
+use crate::perms::{Access, Caller, Perms};
+use crate::tree::Tree;
+use crate::view::{Change, TxState, View};
+use crate::{Config, Errno, ops};
+
+/// Message type numbers this module dispatches on.
+// TODO(xs-wire): replace with the wire crate's message type once it lands.
+pub(crate) mod kind {
+    pub(crate) const CONTROL: u32 = 0;
+    pub(crate) const DIRECTORY: u32 = 1;
+    pub(crate) const READ: u32 = 2;
+    pub(crate) const GET_PERMS: u32 = 3;
+    pub(crate) const WATCH: u32 = 4;
+    pub(crate) const UNWATCH: u32 = 5;
+    pub(crate) const TRANSACTION_START: u32 = 6;
+    pub(crate) const TRANSACTION_END: u32 = 7;
+    pub(crate) const INTRODUCE: u32 = 8;
+    pub(crate) const RELEASE: u32 = 9;
+    pub(crate) const GET_DOMAIN_PATH: u32 = 10;
+    pub(crate) const WRITE: u32 = 11;
+    pub(crate) const MKDIR: u32 = 12;
+    pub(crate) const RM: u32 = 13;
+    pub(crate) const SET_PERMS: u32 = 14;
+    pub(crate) const WATCH_EVENT: u32 = 15;
+    pub(crate) const ERROR: u32 = 16;
+    pub(crate) const IS_DOMAIN_INTRODUCED: u32 = 17;
+    pub(crate) const RESUME: u32 = 18;
+    pub(crate) const SET_TARGET: u32 = 19;
+    pub(crate) const RESET_WATCHES: u32 = 21;
+    pub(crate) const DIRECTORY_PART: u32 = 22;
+}
+
+/// `DOMID_SELF`, which IS_DOMAIN_INTRODUCED always answers `T` for.
+const DOMID_SELF: i64 = 0x7FF0;
+/// The special watch path fired when a domain is introduced.
+pub const INTRODUCE_DOMAIN: &str = "@introduceDomain";
+/// The special watch path fired when a domain is released.
+pub const RELEASE_DOMAIN: &str = "@releaseDomain";
+
+/// Identifies one client connection of a [`Server`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId(u64);
+
+impl ConnId {
+    /// The raw number (for logs).
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+/// Where a connection comes from, which decides who it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Origin {
+    /// The daemon's Unix socket: the control domain, privileged, home `/local/domain/0`.
+    Socket,
+    /// A domain's ring (here, a socket standing in for it): domain 0 is privileged, any other
+    /// is not; home `/local/domain/<domid>`.
+    Domain(u32),
+}
+
+/// One request, already framed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Request<'a> {
+    /// The message type number.
+    pub kind: u32,
+    /// Echoed in the reply.
+    pub req_id: u32,
+    /// The transaction, or 0.
+    pub tx_id: u32,
+    /// The payload.
+    pub payload: &'a [u8],
+}
+
+/// One message for a client: a reply or a watch event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// The request's type for a reply, 16 for an error, 15 for a watch event.
+    pub kind: u32,
+    /// The request's id (0 for a watch event).
+    pub req_id: u32,
+    /// The request's transaction (0 for a watch event).
+    pub tx_id: u32,
+    /// The payload.
+    pub payload: Bytes,
+}
+
+/// Why the server dropped a connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The client broke the framing (for example, a payload longer than 4096 bytes).
+    Protocol(String),
+    /// The client let more watch events pile up than the configured bound.
+    TooSlow,
+    /// Its domain was released.
+    DomainReleased,
+}
+
+/// What the server asks its driver to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Output {
+    /// Send `message` to `conn`, after everything sent to it before.
+    Message {
+        /// The destination.
+        conn: ConnId,
+        /// The message.
+        message: Message,
+    },
+    /// Close `conn` after sending what was queued for it; the server has already forgotten it.
+    Close {
+        /// The connection.
+        conn: ConnId,
+        /// Why.
+        reason: CloseReason,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct Watch {
+    /// The resolved path (or the special name).
+    path: String,
+    token: Box<[u8]>,
+    /// Given relative: events report paths relative to the connection's home.
+    relative: bool,
+}
+
+#[derive(Debug)]
+struct Conn {
+    domid: u32,
+    privileged: bool,
+    home: String,
+    watches: Vec<Watch>,
+    txs: BTreeMap<u32, TxState>,
+    next_tx_id: u32,
+    out: VecDeque<Message>,
+    queued_events: usize,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Domain {
+    target: Option<u32>,
+}
+
+/// The in-memory xenstore daemon core.
+///
+/// Connections are added with [`connect`](Server::connect) and removed with
+/// [`disconnect`](Server::disconnect). Each request goes through
+/// [`handle_request`](Server::handle_request); afterwards drain
+/// [`poll_output`](Server::poll_output) until it returns `None` and deliver what it says.
+/// The server reads no clock and does no I/O: `now` is accepted for the common machine shape
+/// and future timers, and every result depends only on the inputs, in order.
+#[derive(Debug)]
+pub struct Server {
+    config: Config,
+    tree: Tree,
+    conns: BTreeMap<ConnId, Conn>,
+    next_conn: u64,
+    domains: BTreeMap<u32, Domain>,
+    special_perms: BTreeMap<&'static str, Perms>,
+    ready: VecDeque<ConnId>,
+    closes: VecDeque<(ConnId, CloseReason)>,
+}
+
+impl Server {
+    /// A server with the initial tree (`/`, `/tool`, `/tool/xenstored`) and domain 0 known.
+    pub fn new(config: Config, _now: Instant) -> Self {
+        Self::with_tree(config, Tree::default())
+    }
+
+    pub(crate) fn with_tree(config: Config, tree: Tree) -> Self {
+        let mut domains = BTreeMap::new();
+        domains.insert(0, Domain::default());
+        let special = Perms::owned_by(0, Access::None);
+        Server {
+            config,
+            tree,
+            conns: BTreeMap::new(),
+            next_conn: 0,
+            domains,
+            special_perms: BTreeMap::from([
+                (INTRODUCE_DOMAIN, special.clone()),
+                (RELEASE_DOMAIN, special),
+            ]),
+            ready: VecDeque::new(),
+            closes: VecDeque::new(),
+        }
+    }
+
+    pub(crate) fn tree(&self) -> &Tree {
+        &self.tree
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// How many nodes the committed tree holds.
+    pub fn node_count(&self) -> usize {
+        self.tree.len()
+    }
+
+    /// Checks the tree's structural invariants (every node's parent exists and lists it once,
+    /// every listed child exists, per-owner counts match). `Err` names the first broken one.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        self.tree.check()
+    }
+
+    /// Opens a connection.
+    pub fn connect(&mut self, _now: Instant, origin: Origin) -> ConnId {
+        let id = ConnId(self.next_conn);
+        self.next_conn += 1;
+        let (domid, privileged) = match origin {
+            Origin::Socket => (0, true),
+            Origin::Domain(domid) => (domid, domid == 0),
+        };
+        self.conns.insert(
+            id,
+            Conn {
+                domid,
+                privileged,
+                home: format!("/local/domain/{domid}"),
+                watches: Vec::new(),
+                txs: BTreeMap::new(),
+                next_tx_id: 1,
+                out: VecDeque::new(),
+                queued_events: 0,
+            },
+        );
+        id
+    }
+
+    /// Forgets a connection: its watches and open transactions go with it. Unknown ids are
+    /// ignored.
+    pub fn disconnect(&mut self, _now: Instant, conn: ConnId) {
+        self.conns.remove(&conn);
+        self.ready.retain(|c| *c != conn);
+    }
+
+    /// Whether `conn` is open.
+    pub fn is_connected(&self, conn: ConnId) -> bool {
+        self.conns.contains_key(&conn)
+    }
+
+    /// Replies queued for `conn` and not yet taken with [`poll_output`](Server::poll_output).
+    pub fn queued_messages(&self, conn: ConnId) -> usize {
+        self.conns.get(&conn).map_or(0, |c| c.out.len())
+    }
+
+    /// Makes `domid` known (as INTRODUCE does) and fires `@introduceDomain` if it was not.
+    pub fn introduce_domain(&mut self, _now: Instant, domid: u32) {
+        if let std::collections::btree_map::Entry::Vacant(entry) = self.domains.entry(domid) {
+            entry.insert(Domain::default());
+            self.fire_special(INTRODUCE_DOMAIN);
+        }
+    }
+
+    /// Forgets `domid` (as RELEASE does): closes its connections and fires `@releaseDomain`.
+    /// Returns whether it was known.
+    pub fn release_domain(&mut self, _now: Instant, domid: u32) -> bool {
+        if self.domains.remove(&domid).is_none() {
+            return false;
+        }
+        let gone: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.domid == domid && !c.privileged)
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in gone {
+            self.conns.remove(&conn);
+            self.ready.retain(|c| *c != conn);
+            self.closes.push_back((conn, CloseReason::DomainReleased));
+        }
+        self.fire_special(RELEASE_DOMAIN);
+        true
+    }
+
+    /// The next thing for the driver to do, or `None` when drained.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        if let Some((conn, reason)) = self.closes.pop_front() {
+            return Some(Output::Close { conn, reason });
+        }
+        while let Some(conn_id) = self.ready.front().copied() {
+            let Some(conn) = self.conns.get_mut(&conn_id) else {
+                self.ready.pop_front();
+                continue;
+            };
+            let Some(message) = conn.out.pop_front() else {
+                self.ready.pop_front();
+                continue;
+            };
+            if message.kind == kind::WATCH_EVENT {
+                conn.queued_events -= 1;
+            }
+            if conn.out.is_empty() {
+                self.ready.pop_front();
+            }
+            return Some(Output::Message {
+                conn: conn_id,
+                message,
+            });
+        }
+        None
+    }
+
+    /// Handles one framed request from `conn`; its reply (and any watch events it causes) are
+    /// queued for [`poll_output`](Server::poll_output). Requests on unknown connections are
+    /// ignored.
+    pub fn handle_request(&mut self, now: Instant, conn: ConnId, request: Request<'_>) {
+        if !self.conns.contains_key(&conn) {
+            return;
+        }
+        let mut after = Vec::new();
+        let result = self.dispatch(now, conn, request, &mut after);
+        let (reply_kind, payload) = match result {
+            Ok(payload) if payload.len() <= ops::PAYLOAD_MAX => (request.kind, payload),
+            Ok(_) => (kind::ERROR, nul_terminated(Errno::E2big.name().as_bytes())),
+            Err(errno) => (kind::ERROR, nul_terminated(errno.name().as_bytes())),
+        };
+        self.queue(
+            conn,
+            Message {
+                kind: reply_kind,
+                req_id: request.req_id,
+                tx_id: request.tx_id,
+                payload: payload.into(),
+            },
+        );
+        for (path, token) in after {
+            self.queue_event(conn, &path, &token);
+        }
+    }
+
+    fn caller(&self, conn: &Conn) -> Caller {
+        Caller {
+            domid: conn.domid,
+            privileged: conn.privileged,
+            target: self.domains.get(&conn.domid).and_then(|d| d.target),
+        }
+    }
+
+    fn dispatch(
+        &mut self,
+        now: Instant,
+        conn_id: ConnId,
+        request: Request<'_>,
+        after: &mut Vec<(String, Box<[u8]>)>,
+    ) -> Result<Vec<u8>, Errno> {
+        let conn = self.conns.get(&conn_id).expect("checked by the caller");
+        let caller = self.caller(conn);
+        let payload = request.payload;
+        let needs_privilege = matches!(
+            request.kind,
+            kind::CONTROL
+                | kind::INTRODUCE
+                | kind::RELEASE
+                | kind::IS_DOMAIN_INTRODUCED
+                | kind::RESUME
+                | kind::SET_TARGET
+        );
+        if needs_privilege && !caller.privileged {
+            return Err(Errno::Eacces);
+        }
+        match request.kind {
+            kind::READ
+            | kind::DIRECTORY
+            | kind::DIRECTORY_PART
+            | kind::GET_PERMS
+            | kind::WRITE
+            | kind::MKDIR
+            | kind::RM
+            | kind::SET_PERMS => self.node_request(conn_id, caller, request),
+            kind::TRANSACTION_START => self.transaction_start(conn_id, request.tx_id),
+            kind::TRANSACTION_END => self.transaction_end(conn_id, request),
+            kind::WATCH => self.watch(conn_id, payload, after),
+            kind::UNWATCH => self.unwatch(conn_id, payload),
+            kind::RESET_WATCHES => {
+                let conn = self.conns.get_mut(&conn_id).expect("checked by the caller");
+                conn.watches.clear();
+                conn.txs.clear();
+                Ok(ok())
+            }
+            kind::GET_DOMAIN_PATH => {
+                let domid = parse_domid(one_arg(payload)?)?;
+                Ok(nul_terminated(format!("/local/domain/{domid}").as_bytes()))
+            }
+            kind::IS_DOMAIN_INTRODUCED => {
+                let raw = std::str::from_utf8(one_arg(payload)?).map_err(|_| Errno::Einval)?;
+                let domid: i64 = raw.parse().map_err(|_| Errno::Einval)?;
+                let known = domid == DOMID_SELF
+                    || u32::try_from(domid).is_ok_and(|d| self.domains.contains_key(&d));
+                Ok(if known {
+                    b"T\0".to_vec()
+                } else {
+                    b"F\0".to_vec()
+                })
+            }
+            kind::INTRODUCE => {
+                let args = strings(payload);
+                if args.len() < 3 {
+                    return Err(Errno::Einval);
+                }
+                let domid = parse_domid(args[0])?;
+                self.introduce_domain(now, domid);
+                Ok(ok())
+            }
+            kind::RELEASE => {
+                let domid = parse_domid(one_arg(payload)?)?;
+                if domid == 0 {
+                    return Err(Errno::Einval);
+                }
+                if !self.release_domain(now, domid) {
+                    return Err(Errno::Enoent);
+                }
+                Ok(ok())
+            }
+            kind::RESUME => {
+                let domid = parse_domid(one_arg(payload)?)?;
+                if self.domains.contains_key(&domid) {
+                    Ok(ok())
+                } else {
+                    Err(Errno::Enoent)
+                }
+            }
+            kind::SET_TARGET => {
+                let args = strings(payload);
+                if args.len() != 2 {
+                    return Err(Errno::Einval);
+                }
+                let domid = parse_domid(args[0])?;
+                let target = parse_domid(args[1])?;
+                if !self.domains.contains_key(&target) {
+                    return Err(Errno::Enoent);
+                }
+                let domain = self.domains.get_mut(&domid).ok_or(Errno::Enoent)?;
+                domain.target = Some(target);
+                Ok(ok())
+            }
+            kind::CONTROL => self.control(payload),
+            _ => Err(Errno::Enosys),
+        }
+    }
+
+    fn node_request(
+        &mut self,
+        conn_id: ConnId,
+        caller: Caller,
+        request: Request<'_>,
+    ) -> Result<Vec<u8>, Errno> {
+        let path_max = self.config.path_max;
+        let quotas = self.config.quotas.clone();
+        let conn = self.conns.get_mut(&conn_id).expect("checked by the caller");
+        let tx = match request.tx_id {
+            0 => None,
+            id => Some(conn.txs.get_mut(&id).ok_or(Errno::Enoent)?),
+        };
+        let payload = request.payload;
+        // Every node request starts with a path; WRITE's value follows the first NUL.
+        let (raw_path, rest) = match request.kind {
+            kind::WRITE => {
+                let cut = payload.iter().position(|&b| b == 0).ok_or(Errno::Einval)?;
+                (&payload[..cut], &payload[cut + 1..])
+            }
+            kind::DIRECTORY_PART | kind::SET_PERMS => {
+                let cut = payload.iter().position(|&b| b == 0).ok_or(Errno::Einval)?;
+                (&payload[..cut], &payload[cut + 1..])
+            }
+            _ => (one_arg(payload)?, &[][..]),
+        };
+        let raw_path = std::str::from_utf8(raw_path).map_err(|_| Errno::Einval)?;
+        let path = path::resolve(&conn.home, raw_path);
+        let who = ops::Who {
+            caller,
+            quotas: &quotas,
+        };
+
+        if path::is_special(&path) && matches!(request.kind, kind::GET_PERMS | kind::SET_PERMS) {
+            return self.special_perms_request(who, &path, request.kind, rest);
+        }
+        if !path::is_valid_node(&path, path_max) {
+            return Err(Errno::Einval);
+        }
+        let new_perms = if request.kind == kind::SET_PERMS {
+            let items = strings(rest);
+            if items.is_empty() {
+                return Err(Errno::Einval);
+            }
+            if !caller.privileged && items.len() > quotas.perms_per_node {
+                return Err(Errno::Enospc);
+            }
+            Some(Perms::parse(items)?)
+        } else {
+            None
+        };
+        let mut view = View::new(&mut self.tree, tx);
+        if !caller.privileged {
+            view.check_tx_size(quotas.nodes_per_transaction)?;
+        }
+        let reply = match request.kind {
+            kind::READ => ops::read(&mut view, who, &path),
+            kind::DIRECTORY => ops::directory(&mut view, who, &path),
+            kind::DIRECTORY_PART => {
+                let offset = std::str::from_utf8(one_arg(rest)?)
+                    .ok()
+                    .and_then(|s| s.parse::<usize>().ok())
+                    .ok_or(Errno::Einval)?;
+                ops::directory_part(&mut view, who, &path, offset)
+            }
+            kind::GET_PERMS => ops::get_perms(&mut view, who, &path),
+            kind::WRITE => ops::write(&mut view, who, &path, rest).map(|()| ok()),
+            kind::MKDIR => ops::mkdir(&mut view, who, &path).map(|()| ok()),
+            kind::RM => ops::rm(&mut view, who, &path).map(|()| ok()),
+            _ => {
+                let perms = new_perms.expect("parsed above for SET_PERMS");
+                ops::set_perms(&mut view, who, &path, perms).map(|()| ok())
+            }
+        };
+        let changes = std::mem::take(&mut view.changes);
+        for change in &changes {
+            self.fire(change);
+        }
+        reply
+    }
+
+    fn special_perms_request(
+        &mut self,
+        who: ops::Who<'_>,
+        path: &str,
+        kind: u32,
+        rest: &[u8],
+    ) -> Result<Vec<u8>, Errno> {
+        let name = *self
+            .special_perms
+            .keys()
+            .find(|k| **k == path)
+            .ok_or(Errno::Enoent)?;
+        let current = &self.special_perms[name];
+        let granted = current.granted(who.caller);
+        if kind == kind::GET_PERMS {
+            return if granted.read {
+                Ok(current.to_wire())
+            } else {
+                Err(Errno::Eacces)
+            };
+        }
+        if !(granted.write && granted.owner) {
+            return Err(Errno::Eacces);
+        }
+        let perms = Perms::parse(strings(rest))?;
+        if !who.caller.privileged && perms.owner() != current.owner() {
+            return Err(Errno::Eperm);
+        }
+        self.special_perms.insert(name, perms);
+        Ok(ok())
+    }
+
+    fn transaction_start(&mut self, conn_id: ConnId, tx_id: u32) -> Result<Vec<u8>, Errno> {
+        let conn = self.conns.get(&conn_id).expect("checked by the caller");
+        if tx_id != 0 {
+            return Err(if conn.txs.contains_key(&tx_id) {
+                Errno::Ebusy
+            } else {
+                Errno::Enoent
+            });
+        }
+        if !conn.privileged {
+            let open: usize = self
+                .conns
+                .values()
+                .filter(|c| c.domid == conn.domid)
+                .map(|c| c.txs.len())
+                .sum();
+            if open >= self.config.quotas.transactions_per_domain {
+                return Err(Errno::Enospc);
+            }
+        }
+        let conn = self.conns.get_mut(&conn_id).expect("checked by the caller");
+        let mut id = conn.next_tx_id;
+        while id == 0 || conn.txs.contains_key(&id) {
+            id = id.wrapping_add(1);
+        }
+        conn.next_tx_id = id.wrapping_add(1);
+        conn.txs.insert(id, TxState::default());
+        Ok(nul_terminated(id.to_string().as_bytes()))
+    }
+
+    fn transaction_end(&mut self, conn_id: ConnId, request: Request<'_>) -> Result<Vec<u8>, Errno> {
+        let commit = match one_arg(request.payload)? {
+            b"T" => true,
+            b"F" => false,
+            _ => return Err(Errno::Einval),
+        };
+        let conn = self.conns.get_mut(&conn_id).expect("checked by the caller");
+        let privileged = conn.privileged;
+        let domid = conn.domid;
+        let tx = conn.txs.remove(&request.tx_id).ok_or(Errno::Enoent)?;
+        if !commit {
+            return Ok(ok());
+        }
+        if !privileged && tx.own_entry_delta > 0 {
+            let owned = i64::from(self.tree.entries_of(domid)) + tx.own_entry_delta;
+            if owned > i64::from(self.config.quotas.nodes_per_domain) {
+                return Err(Errno::Enospc);
+            }
+        }
+        let changes = tx.commit(&mut self.tree)?;
+        for change in &changes {
+            self.fire(change);
+        }
+        Ok(ok())
+    }
+
+    fn watch(
+        &mut self,
+        conn_id: ConnId,
+        payload: &[u8],
+        after: &mut Vec<(String, Box<[u8]>)>,
+    ) -> Result<Vec<u8>, Errno> {
+        let (given, token) = two_args(payload)?;
+        let watch = self.resolve_watch(conn_id, given, token)?;
+        let conn = self.conns.get(&conn_id).expect("checked by the caller");
+        if conn
+            .watches
+            .iter()
+            .any(|w| w.path == watch.path && w.token == watch.token)
+        {
+            return Err(Errno::Eexist);
+        }
+        if !conn.privileged {
+            let held: usize = self
+                .conns
+                .values()
+                .filter(|c| c.domid == conn.domid)
+                .map(|c| c.watches.len())
+                .sum();
+            if held >= self.config.quotas.watches_per_domain {
+                return Err(Errno::E2big);
+            }
+        }
+        let conn = self.conns.get_mut(&conn_id).expect("checked by the caller");
+        after.push((given.to_owned(), watch.token.clone()));
+        conn.watches.push(watch);
+        Ok(ok())
+    }
+
+    fn unwatch(&mut self, conn_id: ConnId, payload: &[u8]) -> Result<Vec<u8>, Errno> {
+        let (given, token) = two_args(payload)?;
+        let watch = self.resolve_watch(conn_id, given, token)?;
+        let conn = self.conns.get_mut(&conn_id).expect("checked by the caller");
+        let idx = conn
+            .watches
+            .iter()
+            .position(|w| w.path == watch.path && w.token == watch.token)
+            .ok_or(Errno::Enoent)?;
+        conn.watches.remove(idx);
+        Ok(ok())
+    }
+
+    fn resolve_watch(&self, conn_id: ConnId, given: &str, token: &[u8]) -> Result<Watch, Errno> {
+        let conn = &self.conns[&conn_id];
+        if path::is_special(given) {
+            if given.len() > self.config.path_max {
+                return Err(Errno::Einval);
+            }
+            return Ok(Watch {
+                path: given.to_owned(),
+                token: token.into(),
+                relative: false,
+            });
+        }
+        let resolved = path::resolve(&conn.home, given);
+        if !path::is_valid_node(&resolved, self.config.path_max) {
+            return Err(Errno::Einval);
+        }
+        Ok(Watch {
+            path: resolved,
+            token: token.into(),
+            relative: !given.starts_with('/'),
+        })
+    }
+
+    fn control(&mut self, payload: &[u8]) -> Result<Vec<u8>, Errno> {
+        let args = strings(payload);
+        let reply = match args.first().copied() {
+            Some(b"help") => "check\nhelp\nlog\nprint\nquota\n".to_owned(),
+            Some(b"check") => match self.tree.check() {
+                Ok(()) => "OK".to_owned(),
+                Err(problem) => format!("FAILED: {problem}"),
+            },
+            Some(b"log") | Some(b"print") => String::new(),
+            Some(b"quota") => {
+                let q = &self.config.quotas;
+                format!(
+                    "Node quota: {}\nNode size: {}\nWatch quota: {}\nTransaction quota: {}\n\
+                     Transaction node quota: {}\nPermissions per node: {}\nOutstanding requests: {}\n",
+                    q.nodes_per_domain,
+                    q.node_size,
+                    q.watches_per_domain,
+                    q.transactions_per_domain,
+                    q.nodes_per_transaction,
+                    q.perms_per_node,
+                    q.outstanding_requests
+                )
+            }
+            _ => return Err(Errno::Einval),
+        };
+        Ok(nul_terminated(reply.as_bytes()))
+    }
+
+    /// Queues the events `change` causes on every connection whose watches match and which
+    /// may read the node (under its new or, for a permission change, its old permissions).
+    fn fire(&mut self, change: &Change) {
+        let mut deliveries = Vec::new();
+        for (conn_id, conn) in &self.conns {
+            let caller = self.caller(conn);
+            let can_read = change.perms.granted(caller).read
+                || change
+                    .old_perms
+                    .as_ref()
+                    .is_some_and(|p| p.granted(caller).read);
+            if !can_read {
+                continue;
+            }
+            for watch in &conn.watches {
+                let matches = if change.exact {
+                    watch.path == change.path
+                } else {
+                    path::is_at_or_below(&change.path, &watch.path)
+                };
+                if !matches {
+                    continue;
+                }
+                let reported = match change.path.strip_prefix(conn.home.as_str()) {
+                    Some(rest) if watch.relative && rest.starts_with('/') => &rest[1..],
+                    _ => change.path.as_str(),
+                };
+                deliveries.push((*conn_id, reported.to_owned(), watch.token.clone()));
+            }
+        }
+        for (conn_id, reported, token) in deliveries {
+            self.queue_event(conn_id, &reported, &token);
+        }
+    }
+
+    fn fire_special(&mut self, name: &str) {
+        let perms = self.special_perms.get(name).cloned();
+        let mut deliveries = Vec::new();
+        for (conn_id, conn) in &self.conns {
+            let caller = self.caller(conn);
+            if !perms.as_ref().is_some_and(|p| p.granted(caller).read) {
+                continue;
+            }
+            for watch in &conn.watches {
+                if watch.path == name {
+                    deliveries.push((*conn_id, watch.token.clone()));
+                }
+            }
+        }
+        for (conn_id, token) in deliveries {
+            self.queue_event(conn_id, name, &token);
+        }
+    }
+
+    fn queue_event(&mut self, conn_id: ConnId, path: &str, token: &[u8]) {
+        let mut payload = Vec::with_capacity(path.len() + token.len() + 2);
+        payload.extend_from_slice(path.as_bytes());
+        payload.push(0);
+        payload.extend_from_slice(token);
+        payload.push(0);
+        if payload.len() > ops::PAYLOAD_MAX {
+            return; // xenstored drops an event that cannot fit in one message.
+        }
+        let limit = self.config.max_queued_events;
+        let Some(conn) = self.conns.get_mut(&conn_id) else {
+            return;
+        };
+        if conn.queued_events >= limit {
+            self.conns.remove(&conn_id);
+            self.ready.retain(|c| *c != conn_id);
+            self.closes.push_back((conn_id, CloseReason::TooSlow));
+            return;
+        }
+        conn.queued_events += 1;
+        self.queue(
+            conn_id,
+            Message {
+                kind: kind::WATCH_EVENT,
+                req_id: 0,
+                tx_id: 0,
+                payload: payload.into(),
+            },
+        );
+    }
+
+    fn queue(&mut self, conn_id: ConnId, message: Message) {
+        let Some(conn) = self.conns.get_mut(&conn_id) else {
+            return;
+        };
+        if conn.out.is_empty() {
+            self.ready.push_back(conn_id);
+        }
+        conn.out.push_back(message);
+    }
+}
+
+fn ok() -> Vec<u8> {
+    b"OK\0".to_vec()
+}
+
+fn nul_terminated(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + 1);
+    out.extend_from_slice(bytes);
+    out.push(0);
+    out
+}
+
+/// The NUL-separated strings of a payload (a final NUL ends the last one).
+fn strings(payload: &[u8]) -> Vec<&[u8]> {
+    if payload.is_empty() {
+        return Vec::new();
+    }
+    let body = payload.strip_suffix(b"\0").unwrap_or(payload);
+    body.split(|&b| b == 0).collect()
+}
+
+/// A payload that is exactly one NUL-terminated string.
+fn one_arg(payload: &[u8]) -> Result<&[u8], Errno> {
+    match payload.iter().position(|&b| b == 0) {
+        Some(end) if end + 1 == payload.len() => Ok(&payload[..end]),
+        _ => Err(Errno::Einval),
+    }
+}
+
+/// A payload of exactly two NUL-terminated strings, the first of them text.
+fn two_args(payload: &[u8]) -> Result<(&str, &[u8]), Errno> {
+    if !payload.ends_with(b"\0") {
+        return Err(Errno::Einval);
+    }
+    let args = strings(payload);
+    let [first, second] = args[..] else {
+        return Err(Errno::Einval);
+    };
+    let first = std::str::from_utf8(first).map_err(|_| Errno::Einval)?;
+    Ok((first, second))
+}
+
+fn parse_domid(raw: &[u8]) -> Result<u32, Errno> {
+    std::str::from_utf8(raw)
+        .ok()
+        .and_then(|s| s.parse::<u32>().ok())
+        .ok_or(Errno::Einval)
+}

@@ -1,0 +1,188 @@
+//! Test harness: a server, named message types, and per-connection inboxes.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use xsio_xenstored::{CloseReason, Config, ConnId, Origin, Output, Request, Server};
+
+pub const DIRECTORY: u32 = 1;
+pub const READ: u32 = 2;
+pub const GET_PERMS: u32 = 3;
+pub const WATCH: u32 = 4;
+pub const UNWATCH: u32 = 5;
+pub const TX_START: u32 = 6;
+pub const TX_END: u32 = 7;
+pub const INTRODUCE: u32 = 8;
+pub const RELEASE: u32 = 9;
+pub const GET_DOMAIN_PATH: u32 = 10;
+pub const WRITE: u32 = 11;
+pub const MKDIR: u32 = 12;
+pub const RM: u32 = 13;
+pub const SET_PERMS: u32 = 14;
+pub const IS_DOMAIN_INTRODUCED: u32 = 17;
+pub const SET_TARGET: u32 = 19;
+pub const RESET_WATCHES: u32 = 21;
+pub const DIRECTORY_PART: u32 = 22;
+
+/// One reply: the payload on success, the error name on failure.
+pub type Reply = Result<Vec<u8>, String>;
+
+pub struct Harness {
+    pub server: Server,
+    pub now: Instant,
+    pub events: BTreeMap<ConnId, Vec<(String, String)>>,
+    pub closed: Vec<(ConnId, CloseReason)>,
+    next_req: u32,
+}
+
+impl Harness {
+    pub fn new() -> Self {
+        Self::with_config(Config::default())
+    }
+
+    pub fn with_config(config: Config) -> Self {
+        #[allow(clippy::disallowed_methods)] // The test epoch.
+        let now = Instant::now();
+        Harness {
+            server: Server::new(config, now),
+            now,
+            events: BTreeMap::new(),
+            closed: Vec::new(),
+            next_req: 1,
+        }
+    }
+
+    pub fn dom0(&mut self) -> ConnId {
+        self.server.connect(self.now, Origin::Socket)
+    }
+
+    /// A connection of unprivileged domain `domid` (introduced first, as the daemon does).
+    pub fn domain(&mut self, domid: u32) -> ConnId {
+        self.server.introduce_domain(self.now, domid);
+        self.drain_unexpected();
+        self.server.connect(self.now, Origin::Domain(domid))
+    }
+
+    fn drain_unexpected(&mut self) {
+        let mut sink = Vec::new();
+        self.drain(None, &mut sink);
+    }
+
+    /// Drains every output; the reply for `conn` (if any) is returned through `replies`.
+    fn drain(&mut self, conn: Option<ConnId>, replies: &mut Vec<(u32, u32, u32, Vec<u8>)>) {
+        while let Some(output) = self.server.poll_output() {
+            match output {
+                Output::Message { conn: to, message } => {
+                    if message.kind == 15 {
+                        let mut parts = message.payload.split(|&b| b == 0);
+                        let path = String::from_utf8_lossy(parts.next().unwrap()).into_owned();
+                        let token = String::from_utf8_lossy(parts.next().unwrap()).into_owned();
+                        assert_eq!(parts.next(), Some(&b""[..]), "event ends with a NUL");
+                        self.events.entry(to).or_default().push((path, token));
+                    } else {
+                        assert_eq!(Some(to), conn, "a reply for a connection that sent nothing");
+                        replies.push((
+                            message.kind,
+                            message.req_id,
+                            message.tx_id,
+                            message.payload.to_vec(),
+                        ));
+                    }
+                }
+                Output::Close { conn, reason } => self.closed.push((conn, reason)),
+                other => panic!("unexpected output {other:?}"),
+            }
+        }
+    }
+
+    pub fn raw(&mut self, conn: ConnId, kind: u32, tx_id: u32, payload: &[u8]) -> Reply {
+        let req_id = self.next_req;
+        self.next_req += 1;
+        self.server.handle_request(
+            self.now,
+            conn,
+            Request {
+                kind,
+                req_id,
+                tx_id,
+                payload,
+            },
+        );
+        let mut replies = Vec::new();
+        self.drain(Some(conn), &mut replies);
+        assert_eq!(replies.len(), 1, "exactly one reply per request");
+        let (reply_kind, reply_req, reply_tx, payload) = replies.pop().unwrap();
+        assert_eq!((reply_req, reply_tx), (req_id, tx_id), "ids echoed");
+        self.server.check_invariants().unwrap();
+        if reply_kind == 16 {
+            let name = payload
+                .strip_suffix(b"\0")
+                .expect("error names end with NUL");
+            Err(String::from_utf8(name.to_vec()).unwrap())
+        } else {
+            assert_eq!(reply_kind, kind, "a reply has the request's type");
+            Ok(payload)
+        }
+    }
+
+    pub fn write(&mut self, conn: ConnId, tx: u32, path: &str, value: &str) -> Reply {
+        let mut payload = path.as_bytes().to_vec();
+        payload.push(0);
+        payload.extend_from_slice(value.as_bytes());
+        self.raw(conn, WRITE, tx, &payload)
+    }
+
+    pub fn op(&mut self, conn: ConnId, kind: u32, tx: u32, args: &[&str]) -> Reply {
+        let mut payload = Vec::new();
+        for arg in args {
+            payload.extend_from_slice(arg.as_bytes());
+            payload.push(0);
+        }
+        self.raw(conn, kind, tx, &payload)
+    }
+
+    pub fn read(&mut self, conn: ConnId, tx: u32, path: &str) -> Result<String, String> {
+        self.op(conn, READ, tx, &[path])
+            .map(|v| String::from_utf8(v).unwrap())
+    }
+
+    pub fn dir(&mut self, conn: ConnId, tx: u32, path: &str) -> Result<Vec<String>, String> {
+        self.op(conn, DIRECTORY, tx, &[path]).map(|v| split_nul(&v))
+    }
+
+    pub fn start(&mut self, conn: ConnId) -> u32 {
+        let id = self.op(conn, TX_START, 0, &[""]).unwrap();
+        split_nul(&id)[0].parse().unwrap()
+    }
+
+    pub fn end(&mut self, conn: ConnId, tx: u32, commit: bool) -> Reply {
+        self.op(conn, TX_END, tx, &[if commit { "T" } else { "F" }])
+    }
+
+    pub fn take_events(&mut self, conn: ConnId) -> Vec<(String, String)> {
+        self.events.remove(&conn).unwrap_or_default()
+    }
+}
+
+pub fn ok() -> Reply {
+    Ok(b"OK\0".to_vec())
+}
+
+pub fn err<T>(name: &str) -> Result<T, String> {
+    Err(name.to_owned())
+}
+
+pub fn split_nul(bytes: &[u8]) -> Vec<String> {
+    let body = bytes.strip_suffix(b"\0").unwrap_or(bytes);
+    if body.is_empty() {
+        return Vec::new();
+    }
+    body.split(|&b| b == 0)
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+pub fn ev(path: &str, token: &str) -> (String, String) {
+    (path.to_owned(), token.to_owned())
+}

@@ -1,0 +1,166 @@
+//! An unprivileged domain against permissions and quotas.
+
+mod common;
+
+use common::*;
+use xsio_xenstored::{CloseReason, Config, Quotas};
+
+#[test]
+fn a_guest_cannot_see_or_touch_what_it_may_not() {
+    let mut h = Harness::new();
+    let c = h.dom0();
+    h.write(c, 0, "/vm/secret", "key").unwrap();
+    let g = h.domain(4);
+    assert_eq!(h.read(g, 0, "/vm/secret"), err("EACCES"));
+    assert_eq!(h.dir(g, 0, "/vm"), err("EACCES"));
+    assert_eq!(h.op(g, GET_PERMS, 0, &["/vm/secret"]), err("EACCES"));
+    // A missing node under an unreadable parent is EACCES too: no existence leak.
+    assert_eq!(h.read(g, 0, "/vm/nothing"), err("EACCES"));
+    assert_eq!(h.write(g, 0, "/vm/secret", "mine"), err("EACCES"));
+    assert_eq!(h.write(g, 0, "/vm/new", "mine"), err("EACCES"));
+    assert_eq!(h.op(g, MKDIR, 0, &["/vm/new"]), err("EACCES"));
+    assert_eq!(h.op(g, RM, 0, &["/vm/secret"]), err("EACCES"));
+    assert_eq!(h.op(g, SET_PERMS, 0, &["/vm/secret", "b4"]), err("EACCES"));
+    assert_eq!(h.op(g, INTRODUCE, 0, &["9", "0", "0"]), err("EACCES"));
+    assert_eq!(h.op(g, 0, 0, &["check"]), err("EACCES"));
+    assert_eq!(h.op(g, GET_PERMS, 0, &["@introduceDomain"]), err("EACCES"));
+    let tx = h.start(g);
+    assert_eq!(h.read(g, tx, "/vm/secret"), err("EACCES"));
+    h.end(g, tx, true).unwrap();
+    assert_eq!(h.read(c, 0, "/vm/secret"), Ok("key".into()));
+}
+
+#[test]
+fn a_guest_owns_what_it_creates_in_its_home_and_cannot_give_it_away() {
+    let mut h = Harness::new();
+    let c = h.dom0();
+    h.write(c, 0, "/local/domain/4", "").unwrap();
+    h.op(c, SET_PERMS, 0, &["/local/domain/4", "n0", "b4"])
+        .unwrap();
+    let g = h.domain(4);
+    assert_eq!(h.write(g, 0, "data/x", "1"), ok());
+    assert_eq!(
+        h.op(g, GET_PERMS, 0, &["data/x"]),
+        Ok(b"n4\0b4\0".to_vec()),
+        "the creator becomes owner, the rest of the list is inherited"
+    );
+    assert_eq!(h.op(g, SET_PERMS, 0, &["data/x", "n4", "r0"]), ok());
+    assert_eq!(h.op(g, SET_PERMS, 0, &["data/x", "b7"]), err("EPERM"));
+    let six = ["n4", "r1", "r2", "r3", "r5", "r6"];
+    let mut args = vec!["data/x"];
+    args.extend(six);
+    assert_eq!(h.op(g, SET_PERMS, 0, &args), err("ENOSPC"));
+    // Another guest sees nothing of it.
+    let other = h.domain(5);
+    assert_eq!(h.read(other, 0, "/local/domain/4/data/x"), err("EACCES"));
+    assert_eq!(h.read(other, 0, "/local/domain/4/data/none"), err("EACCES"));
+}
+
+fn guest_home(h: &mut Harness, domid: u32) -> xsio_xenstored::ConnId {
+    let c = h.dom0();
+    let home = format!("/local/domain/{domid}");
+    h.write(c, 0, &home, "").unwrap();
+    h.op(c, SET_PERMS, 0, &[&home, &format!("n{domid}")])
+        .unwrap();
+    h.domain(domid)
+}
+
+#[test]
+fn node_quota_stops_a_flooding_guest_only() {
+    let mut quotas = Quotas::default();
+    quotas.nodes_per_domain = 20;
+    let mut config = Config::default();
+    config.quotas = quotas;
+    let mut h = Harness::with_config(config);
+    let g = guest_home(&mut h, 3);
+    // The home node itself is owned by the guest: 1 of 20.
+    let mut created = 0;
+    let result = loop {
+        match h.write(g, 0, &format!("n{created}"), "") {
+            Ok(_) => created += 1,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!((result.as_str(), created), ("ENOSPC", 19));
+    // Deep creation needing several nodes is refused whole, leaving nothing behind.
+    h.op(g, RM, 0, &["n0"]).unwrap();
+    assert_eq!(h.write(g, 0, "deep/a/b", ""), err("ENOSPC"));
+    assert_eq!(h.read(g, 0, "deep"), err("ENOENT"));
+    // In a transaction too.
+    let tx = h.start(g);
+    h.write(g, tx, "t1", "").unwrap();
+    assert_eq!(h.write(g, tx, "t2", ""), err("ENOSPC"));
+    h.end(g, tx, false).unwrap();
+    // Other domains and dom0 are unaffected.
+    let other = guest_home(&mut h, 4);
+    assert_eq!(h.write(other, 0, "fine", "1"), ok());
+    let c = h.dom0();
+    for i in 0..50 {
+        h.write(c, 0, &format!("/dom0/{i}"), "").unwrap();
+    }
+}
+
+#[test]
+fn node_size_quota_binds_guests_not_dom0() {
+    let mut h = Harness::new();
+    let g = guest_home(&mut h, 3);
+    assert_eq!(h.write(g, 0, "big", &"x".repeat(3000)), err("ENOSPC"));
+    assert_eq!(h.write(g, 0, "ok", &"x".repeat(2000)), ok());
+    let c = h.dom0();
+    assert_eq!(h.write(c, 0, "/big", &"x".repeat(4000)), ok());
+}
+
+#[test]
+fn watch_and_transaction_quotas() {
+    let mut h = Harness::new();
+    let g = guest_home(&mut h, 3);
+    for i in 0..128 {
+        assert_eq!(h.op(g, WATCH, 0, &[&format!("w{i}"), "t"]), ok());
+    }
+    assert_eq!(h.op(g, WATCH, 0, &["w-more", "t"]), err("E2BIG"));
+    // The quota is per domain: a second connection of the same guest is refused too.
+    let g2 = h.server.connect(h.now, xsio_xenstored::Origin::Domain(3));
+    assert_eq!(h.op(g2, WATCH, 0, &["w-more", "t"]), err("E2BIG"));
+    for _ in 0..10 {
+        h.start(g);
+    }
+    assert_eq!(h.op(g, TX_START, 0, &[""]), err("ENOSPC"));
+    let c = h.dom0();
+    for i in 0..200 {
+        assert_eq!(h.op(c, WATCH, 0, &[&format!("/w{i}"), "t"]), ok());
+    }
+    for _ in 0..20 {
+        h.start(c);
+    }
+}
+
+#[test]
+fn a_connection_that_never_reads_its_events_is_closed() {
+    let mut config = Config::default();
+    config.max_queued_events = 5;
+    let mut h = Harness::with_config(config);
+    let c = h.dom0();
+    let slow = h.dom0();
+    h.op(slow, WATCH, 0, &["/", "t"]).unwrap();
+    // The harness drains outputs, so hold events by writing without draining.
+    for i in 0..10 {
+        h.server.handle_request(
+            h.now,
+            c,
+            xsio_xenstored::Request {
+                kind: WRITE,
+                req_id: i,
+                tx_id: 0,
+                payload: b"/x\0v",
+            },
+        );
+    }
+    let mut closed = Vec::new();
+    while let Some(out) = h.server.poll_output() {
+        if let xsio_xenstored::Output::Close { conn, reason } = out {
+            closed.push((conn, reason));
+        }
+    }
+    assert_eq!(closed, vec![(slow, CloseReason::TooSlow)]);
+    assert!(h.server.is_connected(c));
+}
