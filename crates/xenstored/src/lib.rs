@@ -3,30 +3,41 @@
 //!
 //! A [`Server`] holds the tree and every client connection. A driver (the `xsio xenstored`
 //! daemon, a simulator, a test) opens a connection per client with [`Server::connect`],
-//! feeds it requests, and drains [`Server::poll_output`] after each one, sending every
-//! message to the connection it names.
+//! feeds it the bytes it reads with [`Server::handle_input`] (framing is `xsio-xs-wire`'s),
+//! and drains [`Server::poll_output`] after each call, writing every transmit to the
+//! connection it names and closing the connections it is told to close.
 //!
 //! ```
 //! use std::time::Instant;
-//! use xsio_xenstored::{Config, Origin, Output, Request, Server};
+//! use xsio_xenstored::{Config, Origin, Output, Server};
+//! use xsio_xs_wire::{FrameDecoder, Packet, Reply, Request};
 //!
 //! # #[allow(clippy::disallowed_methods)] // A doc example is its own driver.
 //! let now = Instant::now();
 //! let mut server = Server::new(Config::default(), now);
 //! let dom0 = server.connect(now, Origin::Socket);
 //!
-//! // WRITE (11) of a relative path: it lands under dom0's home, /local/domain/0.
-//! server.handle_request(now, dom0, Request { kind: 11, req_id: 1, tx_id: 0, payload: b"vm/name\0demo" });
-//! server.handle_request(now, dom0, Request { kind: 2, req_id: 2, tx_id: 0, payload: b"/local/domain/0/vm/name\0" });
+//! // A relative path lands under dom0's home, /local/domain/0.
+//! let write = Request::Write { path: "vm/name".into(), value: "demo".into() };
+//! let read = Request::Read { path: "/local/domain/0/vm/name".into() };
+//! let mut wire = Packet::new(1, 0, write).to_bytes()?.to_vec();
+//! wire.extend_from_slice(&Packet::new(2, 0, read).to_bytes()?);
+//! server.handle_input(now, dom0, &wire);
 //!
-//! let mut replies = Vec::new();
+//! let mut decoder = FrameDecoder::default();
 //! while let Some(output) = server.poll_output() {
-//!     if let Output::Message { message, .. } = output {
-//!         replies.push(message.payload);
+//!     if let Output::Transmit { conn, bytes } = output {
+//!         assert_eq!(conn, dom0);
+//!         decoder.feed(&bytes);
 //!     }
 //! }
-//! assert_eq!(replies, [&b"OK\0"[..], &b"demo"[..]]);
+//! let mut replies = Vec::new();
+//! while let Some(frame) = decoder.next_frame()? {
+//!     replies.push(Packet::<Reply>::decode(&frame)?.body);
+//! }
+//! assert_eq!(replies, [Reply::Write, Reply::Read("demo".into())]);
 //! server.check_invariants().unwrap();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! # Semantics
@@ -42,7 +53,6 @@
 #![deny(missing_docs)]
 
 mod config;
-mod errno;
 mod ops;
 mod path;
 mod perms;
@@ -52,9 +62,9 @@ mod tree;
 mod view;
 
 pub use config::{Config, Quotas};
-pub use errno::Errno;
 pub use perms::{Access, Perm, Perms};
 pub use server::{
-    CloseReason, ConnId, INTRODUCE_DOMAIN, Message, Origin, Output, RELEASE_DOMAIN, Request, Server,
+    CloseReason, ConnId, INTRODUCE_DOMAIN, Origin, Output, RELEASE_DOMAIN, Request, Server,
 };
 pub use state::LoadError;
+pub use xsio_xs_wire::ErrorKind;

@@ -1,12 +1,12 @@
 //! The node operations (read, write, mkdir, rm, directory, permissions) with the access rule
 //! and the node quotas, over a [`View`] so they work the same inside a transaction.
 
-use crate::Errno;
 use crate::Quotas;
 use crate::path;
 use crate::perms::{Caller, Granted, Perms};
 use crate::tree::Node;
 use crate::view::{Change, View};
+use xsio_xs_wire::ErrorKind;
 
 /// Largest reply payload.
 pub(crate) const PAYLOAD_MAX: usize = 4096;
@@ -45,7 +45,7 @@ fn checked<'v>(
     who: Who<'_>,
     path: &str,
     need: Need,
-) -> Result<&'v Node, Errno> {
+) -> Result<&'v Node, ErrorKind> {
     if view.get(path).is_none() {
         return Err(missing_errno(view, who, path, need));
     }
@@ -53,40 +53,44 @@ fn checked<'v>(
     if allows(node.perms.granted(who.caller), need) {
         Ok(node)
     } else {
-        Err(Errno::Eacces)
+        Err(ErrorKind::Eacces)
     }
 }
 
-fn missing_errno(view: &mut View<'_>, who: Who<'_>, path: &str, need: Need) -> Errno {
+fn missing_errno(view: &mut View<'_>, who: Who<'_>, path: &str, need: Need) -> ErrorKind {
     let mut current = path;
     while let Some(parent) = path::parent(current) {
         if let Some(node) = view.get(parent) {
             return if allows(node.perms.granted(who.caller), need) {
-                Errno::Enoent
+                ErrorKind::Enoent
             } else {
-                Errno::Eacces
+                ErrorKind::Eacces
             };
         }
         current = parent;
     }
-    Errno::Enoent
+    ErrorKind::Enoent
 }
 
-fn check_size(who: Who<'_>, node: &Node) -> Result<(), Errno> {
+fn check_size(who: Who<'_>, node: &Node) -> Result<(), ErrorKind> {
     if who.unprivileged() && node.charged_size() > who.quotas.node_size {
-        return Err(Errno::Enospc);
+        return Err(ErrorKind::Enospc);
     }
     Ok(())
 }
 
-pub(crate) fn read(view: &mut View<'_>, who: Who<'_>, path: &str) -> Result<Vec<u8>, Errno> {
+pub(crate) fn read(view: &mut View<'_>, who: Who<'_>, path: &str) -> Result<Vec<u8>, ErrorKind> {
     Ok(checked(view, who, path, Need::Read)?.value.to_vec())
 }
 
-pub(crate) fn directory(view: &mut View<'_>, who: Who<'_>, path: &str) -> Result<Vec<u8>, Errno> {
+pub(crate) fn directory(
+    view: &mut View<'_>,
+    who: Who<'_>,
+    path: &str,
+) -> Result<Vec<u8>, ErrorKind> {
     let list = checked(view, who, path, Need::Read)?.children_wire();
     if list.len() > PAYLOAD_MAX {
-        return Err(Errno::E2big);
+        return Err(ErrorKind::E2big);
     }
     Ok(list)
 }
@@ -98,7 +102,7 @@ pub(crate) fn directory_part(
     who: Who<'_>,
     path: &str,
     offset: usize,
-) -> Result<Vec<u8>, Errno> {
+) -> Result<Vec<u8>, ErrorKind> {
     let node = checked(view, who, path, Need::Read)?;
     let mut out = format!("{}", node.generation).into_bytes();
     out.push(0);
@@ -123,7 +127,11 @@ pub(crate) fn directory_part(
     Ok(out)
 }
 
-pub(crate) fn get_perms(view: &mut View<'_>, who: Who<'_>, path: &str) -> Result<Vec<u8>, Errno> {
+pub(crate) fn get_perms(
+    view: &mut View<'_>,
+    who: Who<'_>,
+    path: &str,
+) -> Result<Vec<u8>, ErrorKind> {
     Ok(checked(view, who, path, Need::Read)?.perms.to_wire())
 }
 
@@ -132,11 +140,11 @@ pub(crate) fn write(
     who: Who<'_>,
     path: &str,
     value: &[u8],
-) -> Result<(), Errno> {
+) -> Result<(), ErrorKind> {
     match view.get(path) {
         Some(node) => {
             if !node.perms.granted(who.caller).write {
-                return Err(Errno::Eacces);
+                return Err(ErrorKind::Eacces);
             }
             let mut node = node.clone();
             node.value = value.into();
@@ -155,29 +163,29 @@ pub(crate) fn write(
     }
 }
 
-pub(crate) fn mkdir(view: &mut View<'_>, who: Who<'_>, path: &str) -> Result<(), Errno> {
+pub(crate) fn mkdir(view: &mut View<'_>, who: Who<'_>, path: &str) -> Result<(), ErrorKind> {
     match view.get(path) {
         Some(node) if node.perms.granted(who.caller).write => Ok(()),
-        Some(_) => Err(Errno::Eacces),
+        Some(_) => Err(ErrorKind::Eacces),
         None => create(view, who, path, b""),
     }
 }
 
 /// Creates `path` and any missing ancestors. Every check runs before the first change, so a
 /// refused creation leaves nothing behind. Only `path` itself fires watches.
-fn create(view: &mut View<'_>, who: Who<'_>, path: &str, value: &[u8]) -> Result<(), Errno> {
+fn create(view: &mut View<'_>, who: Who<'_>, path: &str, value: &[u8]) -> Result<(), ErrorKind> {
     // The nearest existing ancestor must be writable; the nodes between it and `path` are new.
     let mut missing = vec![path.to_owned()];
-    let mut anchor = path::parent(path).ok_or(Errno::Einval)?.to_owned();
+    let mut anchor = path::parent(path).ok_or(ErrorKind::Einval)?.to_owned();
     let anchor_node = loop {
         if let Some(node) = view.get(&anchor) {
             break node.clone();
         }
         missing.push(anchor.clone());
-        anchor = path::parent(&anchor).ok_or(Errno::Enoent)?.to_owned();
+        anchor = path::parent(&anchor).ok_or(ErrorKind::Enoent)?.to_owned();
     };
     if !anchor_node.perms.granted(who.caller).write {
-        return Err(Errno::Eacces);
+        return Err(ErrorKind::Eacces);
     }
     let perms = if who.unprivileged() {
         anchor_node.perms.with_owner(who.caller.domid)
@@ -188,7 +196,7 @@ fn create(view: &mut View<'_>, who: Who<'_>, path: &str, value: &[u8]) -> Result
     if who.unprivileged() {
         let owned = i64::from(view.tree().entries_of(who.caller.domid)) + view.own_entry_delta();
         if owned + n_new > i64::from(who.quotas.nodes_per_domain) {
-            return Err(Errno::Enospc);
+            return Err(ErrorKind::Enospc);
         }
     }
     let mut leaf = Node::new(value, perms.clone());
@@ -224,20 +232,20 @@ fn create(view: &mut View<'_>, who: Who<'_>, path: &str, value: &[u8]) -> Result
     Ok(())
 }
 
-pub(crate) fn rm(view: &mut View<'_>, who: Who<'_>, path: &str) -> Result<(), Errno> {
+pub(crate) fn rm(view: &mut View<'_>, who: Who<'_>, path: &str) -> Result<(), ErrorKind> {
     let node = match checked(view, who, path, Need::Write) {
         Ok(node) => node.clone(),
-        Err(Errno::Enoent) => {
+        Err(ErrorKind::Enoent) => {
             // Removing a missing node is fine as long as its parent exists.
-            let parent = path::parent(path).ok_or(Errno::Enoent)?;
+            let parent = path::parent(path).ok_or(ErrorKind::Enoent)?;
             return match view.get(parent) {
                 Some(_) => Ok(()),
-                None => Err(Errno::Enoent),
+                None => Err(ErrorKind::Enoent),
             };
         }
         Err(err) => return Err(err),
     };
-    let parent = path::parent(path).ok_or(Errno::Einval)?;
+    let parent = path::parent(path).ok_or(ErrorKind::Einval)?;
     view.record(Change {
         path: path.to_owned(),
         exact: false,
@@ -280,16 +288,16 @@ pub(crate) fn set_perms(
     who: Who<'_>,
     path: &str,
     perms: Perms,
-) -> Result<(), Errno> {
+) -> Result<(), ErrorKind> {
     let Some(node) = view.get(path) else {
         return Err(missing_errno(view, who, path, Need::Write));
     };
     let granted = node.perms.granted(who.caller);
     if !(granted.write && granted.owner) {
-        return Err(Errno::Eacces);
+        return Err(ErrorKind::Eacces);
     }
     if who.unprivileged() && perms.owner() != node.perms.owner() {
-        return Err(Errno::Eperm);
+        return Err(ErrorKind::Eperm);
     }
     let mut node = node.clone();
     let old_perms = std::mem::replace(&mut node.perms, perms.clone());

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::Errno;
+use xsio_xs_wire::ErrorKind;
 
 /// What one permission entry grants.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -109,12 +109,12 @@ impl Perms {
     }
 
     /// Parses the wire form: one `<letter><domid>` string per entry.
-    pub(crate) fn parse<'a>(items: impl IntoIterator<Item = &'a [u8]>) -> Result<Perms, Errno> {
+    pub(crate) fn parse<'a>(items: impl IntoIterator<Item = &'a [u8]>) -> Result<Perms, ErrorKind> {
         let entries = items
             .into_iter()
             .map(parse_entry)
             .collect::<Result<Vec<_>, _>>()?;
-        Perms::from_entries(entries).ok_or(Errno::Einval)
+        Perms::from_entries(entries).ok_or(ErrorKind::Einval)
     }
 
     /// The wire form: every entry followed by a NUL.
@@ -162,16 +162,16 @@ impl fmt::Display for Perms {
 /// Parses one `<letter><number>` entry. The number follows C `strtol` with base 0 (leading
 /// spaces, a sign, `0x` hex and `0` octal are accepted) because that is what clients may send;
 /// trailing junk or a missing number is refused.
-fn parse_entry(item: &[u8]) -> Result<Perm, Errno> {
-    let (&letter, number) = item.split_first().ok_or(Errno::Einval)?;
+fn parse_entry(item: &[u8]) -> Result<Perm, ErrorKind> {
+    let (&letter, number) = item.split_first().ok_or(ErrorKind::Einval)?;
     let access = match letter {
         b'n' => Access::None,
         b'r' => Access::Read,
         b'w' => Access::Write,
         b'b' => Access::Both,
-        _ => return Err(Errno::Einval),
+        _ => return Err(ErrorKind::Einval),
     };
-    let domid = parse_c_long(number).ok_or(Errno::Einval)?;
+    let domid = parse_c_long(number).ok_or(ErrorKind::Einval)?;
     // C stores the parsed long in an unsigned int: negative ids wrap, as they do there.
     Ok(Perm {
         access,
@@ -209,7 +209,7 @@ pub(crate) fn parse_c_long(text: &[u8]) -> Option<i64> {
 mod tests {
     use super::*;
 
-    fn parse(items: &[&str]) -> Result<Perms, Errno> {
+    fn parse(items: &[&str]) -> Result<Perms, ErrorKind> {
         Perms::parse(items.iter().map(|s| s.as_bytes()))
     }
 
@@ -226,9 +226,9 @@ mod tests {
         let perms = parse(&["b0", "r0x10", "w010", "n-1"]).unwrap();
         assert_eq!(perms.to_string(), "b0,r16,w8,n4294967295");
         for bad in ["", "x1", "r", "r1x", "r 1 ", "r0x"] {
-            assert_eq!(parse(&[bad]), Err(Errno::Einval), "{bad}");
+            assert_eq!(parse(&[bad]), Err(ErrorKind::Einval), "{bad}");
         }
-        assert_eq!(parse(&[]), Err(Errno::Einval));
+        assert_eq!(parse(&[]), Err(ErrorKind::Einval));
     }
 
     #[test]

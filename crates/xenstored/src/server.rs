@@ -3,43 +3,46 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use xsio_xs_wire::{FrameDecoder, Header};
 
 use crate::path;
 use crate::perms::{Access, Caller, Perms};
 use crate::tree::Tree;
 use crate::view::{Change, TxState, View};
-use crate::{Config, Errno, ops};
+use crate::{Config, ErrorKind, ops};
 
-/// Message type numbers this module dispatches on.
-// TODO(xs-wire): replace with the wire crate's message type once it lands.
+/// Message type numbers (from the wire crate) as constants, so requests can be matched on
+/// their raw number: unknown numbers must still get an `ENOSYS` reply.
 pub(crate) mod kind {
-    pub(crate) const CONTROL: u32 = 0;
-    pub(crate) const DIRECTORY: u32 = 1;
-    pub(crate) const READ: u32 = 2;
-    pub(crate) const GET_PERMS: u32 = 3;
-    pub(crate) const WATCH: u32 = 4;
-    pub(crate) const UNWATCH: u32 = 5;
-    pub(crate) const TRANSACTION_START: u32 = 6;
-    pub(crate) const TRANSACTION_END: u32 = 7;
-    pub(crate) const INTRODUCE: u32 = 8;
-    pub(crate) const RELEASE: u32 = 9;
-    pub(crate) const GET_DOMAIN_PATH: u32 = 10;
-    pub(crate) const WRITE: u32 = 11;
-    pub(crate) const MKDIR: u32 = 12;
-    pub(crate) const RM: u32 = 13;
-    pub(crate) const SET_PERMS: u32 = 14;
-    pub(crate) const WATCH_EVENT: u32 = 15;
-    pub(crate) const ERROR: u32 = 16;
-    pub(crate) const IS_DOMAIN_INTRODUCED: u32 = 17;
-    pub(crate) const RESUME: u32 = 18;
-    pub(crate) const SET_TARGET: u32 = 19;
-    pub(crate) const RESET_WATCHES: u32 = 21;
-    pub(crate) const DIRECTORY_PART: u32 = 22;
+    use xsio_xs_wire::MsgType;
+
+    pub(crate) const CONTROL: u32 = MsgType::Control.as_u32();
+    pub(crate) const DIRECTORY: u32 = MsgType::Directory.as_u32();
+    pub(crate) const READ: u32 = MsgType::Read.as_u32();
+    pub(crate) const GET_PERMS: u32 = MsgType::GetPerms.as_u32();
+    pub(crate) const WATCH: u32 = MsgType::Watch.as_u32();
+    pub(crate) const UNWATCH: u32 = MsgType::Unwatch.as_u32();
+    pub(crate) const TRANSACTION_START: u32 = MsgType::TransactionStart.as_u32();
+    pub(crate) const TRANSACTION_END: u32 = MsgType::TransactionEnd.as_u32();
+    pub(crate) const INTRODUCE: u32 = MsgType::Introduce.as_u32();
+    pub(crate) const RELEASE: u32 = MsgType::Release.as_u32();
+    pub(crate) const GET_DOMAIN_PATH: u32 = MsgType::GetDomainPath.as_u32();
+    pub(crate) const WRITE: u32 = MsgType::Write.as_u32();
+    pub(crate) const MKDIR: u32 = MsgType::Mkdir.as_u32();
+    pub(crate) const RM: u32 = MsgType::Rm.as_u32();
+    pub(crate) const SET_PERMS: u32 = MsgType::SetPerms.as_u32();
+    pub(crate) const WATCH_EVENT: u32 = MsgType::WatchEvent.as_u32();
+    pub(crate) const ERROR: u32 = MsgType::Error.as_u32();
+    pub(crate) const IS_DOMAIN_INTRODUCED: u32 = MsgType::IsDomainIntroduced.as_u32();
+    pub(crate) const RESUME: u32 = MsgType::Resume.as_u32();
+    pub(crate) const SET_TARGET: u32 = MsgType::SetTarget.as_u32();
+    pub(crate) const RESET_WATCHES: u32 = MsgType::ResetWatches.as_u32();
+    pub(crate) const DIRECTORY_PART: u32 = MsgType::DirectoryPart.as_u32();
 }
 
 /// `DOMID_SELF`, which IS_DOMAIN_INTRODUCED always answers `T` for.
-const DOMID_SELF: i64 = 0x7FF0;
+const DOMID_SELF: i64 = xsio_xs_wire::DOMID_SELF as i64;
 /// The special watch path fired when a domain is introduced.
 pub const INTRODUCE_DOMAIN: &str = "@introduceDomain";
 /// The special watch path fired when a domain is released.
@@ -80,25 +83,12 @@ pub struct Request<'a> {
     pub payload: &'a [u8],
 }
 
-/// One message for a client: a reply or a watch event.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Message {
-    /// The request's type for a reply, 16 for an error, 15 for a watch event.
-    pub kind: u32,
-    /// The request's id (0 for a watch event).
-    pub req_id: u32,
-    /// The request's transaction (0 for a watch event).
-    pub tx_id: u32,
-    /// The payload.
-    pub payload: Bytes,
-}
-
 /// Why the server dropped a connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CloseReason {
-    /// The client broke the framing (for example, a payload longer than 4096 bytes).
-    Protocol(String),
+    /// The client broke the framing (a header announcing more than 4096 payload bytes).
+    Protocol(xsio_xs_wire::FrameError),
     /// The client let more watch events pile up than the configured bound.
     TooSlow,
     /// Its domain was released.
@@ -109,12 +99,12 @@ pub enum CloseReason {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Output {
-    /// Send `message` to `conn`, after everything sent to it before.
-    Message {
+    /// Write `bytes` (whole messages) to `conn`, after everything written to it before.
+    Transmit {
         /// The destination.
         conn: ConnId,
-        /// The message.
-        message: Message,
+        /// One or more encoded messages.
+        bytes: Bytes,
     },
     /// Close `conn` after sending what was queued for it; the server has already forgotten it.
     Close {
@@ -142,7 +132,12 @@ struct Conn {
     watches: Vec<Watch>,
     txs: BTreeMap<u32, TxState>,
     next_tx_id: u32,
-    out: VecDeque<Message>,
+    decoder: FrameDecoder,
+    /// Encoded messages not yet handed to the driver.
+    out: BytesMut,
+    /// Replies in `out` (the outstanding-request limit counts them).
+    queued_replies: usize,
+    /// Watch events in `out`.
     queued_events: usize,
 }
 
@@ -168,16 +163,18 @@ pub struct Server {
     domains: BTreeMap<u32, Domain>,
     special_perms: BTreeMap<&'static str, Perms>,
     ready: VecDeque<ConnId>,
+    /// The latest `now` seen, for requests answered from inside `poll_output`.
+    last_now: Instant,
     closes: VecDeque<(ConnId, CloseReason)>,
 }
 
 impl Server {
     /// A server with the initial tree (`/`, `/tool`, `/tool/xenstored`) and domain 0 known.
-    pub fn new(config: Config, _now: Instant) -> Self {
-        Self::with_tree(config, Tree::default())
+    pub fn new(config: Config, now: Instant) -> Self {
+        Self::with_tree(config, Tree::default(), now)
     }
 
-    pub(crate) fn with_tree(config: Config, tree: Tree) -> Self {
+    pub(crate) fn with_tree(config: Config, tree: Tree, now: Instant) -> Self {
         let mut domains = BTreeMap::new();
         domains.insert(0, Domain::default());
         let special = Perms::owned_by(0, Access::None);
@@ -192,6 +189,7 @@ impl Server {
                 (RELEASE_DOMAIN, special),
             ]),
             ready: VecDeque::new(),
+            last_now: now,
             closes: VecDeque::new(),
         }
     }
@@ -233,7 +231,9 @@ impl Server {
                 watches: Vec::new(),
                 txs: BTreeMap::new(),
                 next_tx_id: 1,
-                out: VecDeque::new(),
+                decoder: FrameDecoder::default(),
+                out: BytesMut::new(),
+                queued_replies: 0,
                 queued_events: 0,
             },
         );
@@ -253,8 +253,70 @@ impl Server {
     }
 
     /// Replies queued for `conn` and not yet taken with [`poll_output`](Server::poll_output).
-    pub fn queued_messages(&self, conn: ConnId) -> usize {
-        self.conns.get(&conn).map_or(0, |c| c.out.len())
+    pub fn queued_replies(&self, conn: ConnId) -> usize {
+        self.conns.get(&conn).map_or(0, |c| c.queued_replies)
+    }
+
+    /// Bytes received from `conn` that wait to be handled: an incomplete message, or whole
+    /// ones held back because too many of its replies are queued. A driver stops reading a
+    /// connection while this is large, so a flooding client is held at its own socket.
+    pub fn buffered_input(&self, conn: ConnId) -> usize {
+        self.conns.get(&conn).map_or(0, |c| c.decoder.buffered())
+    }
+
+    /// Handles bytes received from `conn`, in any split: every complete request is answered,
+    /// up to the outstanding-request limit (the rest wait in the buffer until the driver has
+    /// taken the replies with [`poll_output`](Server::poll_output)). A header announcing more
+    /// than 4096 payload bytes is a protocol violation: the connection is closed
+    /// ([`Output::Close`]). Bytes for unknown connections are ignored.
+    pub fn handle_input(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
+        let Some(state) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        state.decoder.feed(bytes);
+        self.last_now = self.last_now.max(now);
+        self.pump(now, conn);
+    }
+
+    /// Answers buffered requests of `conn` while its queued replies are under the limit.
+    fn pump(&mut self, now: Instant, conn_id: ConnId) {
+        loop {
+            let Some(conn) = self.conns.get_mut(&conn_id) else {
+                return;
+            };
+            let limit = if conn.privileged {
+                self.config.privileged_outstanding_requests
+            } else {
+                self.config.quotas.outstanding_requests
+            };
+            if conn.queued_replies >= limit {
+                return;
+            }
+            match conn.decoder.next_frame() {
+                Ok(Some(frame)) => self.handle_request(
+                    now,
+                    conn_id,
+                    Request {
+                        kind: frame.header.msg_type,
+                        req_id: frame.header.req_id,
+                        tx_id: frame.header.tx_id,
+                        payload: &frame.payload,
+                    },
+                ),
+                Ok(None) => return,
+                Err(err) => {
+                    self.drop_conn(conn_id, CloseReason::Protocol(err));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn drop_conn(&mut self, conn_id: ConnId, reason: CloseReason) {
+        if self.conns.remove(&conn_id).is_some() {
+            self.ready.retain(|c| *c != conn_id);
+            self.closes.push_back((conn_id, reason));
+        }
     }
 
     /// Makes `domid` known (as INTRODUCE does) and fires `@introduceDomain` if it was not.
@@ -278,40 +340,32 @@ impl Server {
             .map(|(id, _)| *id)
             .collect();
         for conn in gone {
-            self.conns.remove(&conn);
-            self.ready.retain(|c| *c != conn);
-            self.closes.push_back((conn, CloseReason::DomainReleased));
+            self.drop_conn(conn, CloseReason::DomainReleased);
         }
         self.fire_special(RELEASE_DOMAIN);
         true
     }
 
-    /// The next thing for the driver to do, or `None` when drained.
+    /// The next thing for the driver to do, or `None` when drained. Taking a connection's
+    /// bytes frees its outstanding-request budget, so requests it had waiting are answered
+    /// here and come out in later calls.
     pub fn poll_output(&mut self) -> Option<Output> {
         if let Some((conn, reason)) = self.closes.pop_front() {
             return Some(Output::Close { conn, reason });
         }
-        while let Some(conn_id) = self.ready.front().copied() {
-            let Some(conn) = self.conns.get_mut(&conn_id) else {
-                self.ready.pop_front();
-                continue;
-            };
-            let Some(message) = conn.out.pop_front() else {
-                self.ready.pop_front();
-                continue;
-            };
-            if message.kind == kind::WATCH_EVENT {
-                conn.queued_events -= 1;
-            }
-            if conn.out.is_empty() {
-                self.ready.pop_front();
-            }
-            return Some(Output::Message {
-                conn: conn_id,
-                message,
-            });
+        let conn_id = self.ready.pop_front()?;
+        let conn = self.conns.get_mut(&conn_id)?;
+        let bytes = conn.out.split().freeze();
+        let had_waiting = conn.queued_replies > 0 && conn.decoder.buffered() > 0;
+        conn.queued_replies = 0;
+        conn.queued_events = 0;
+        if had_waiting {
+            self.pump(self.last_now, conn_id);
         }
-        None
+        Some(Output::Transmit {
+            conn: conn_id,
+            bytes,
+        })
     }
 
     /// Handles one framed request from `conn`; its reply (and any watch events it causes) are
@@ -325,17 +379,24 @@ impl Server {
         let result = self.dispatch(now, conn, request, &mut after);
         let (reply_kind, payload) = match result {
             Ok(payload) if payload.len() <= ops::PAYLOAD_MAX => (request.kind, payload),
-            Ok(_) => (kind::ERROR, nul_terminated(Errno::E2big.name().as_bytes())),
+            Ok(_) => (
+                kind::ERROR,
+                nul_terminated(ErrorKind::E2big.name().as_bytes()),
+            ),
             Err(errno) => (kind::ERROR, nul_terminated(errno.name().as_bytes())),
         };
+        if let Some(state) = self.conns.get_mut(&conn) {
+            state.queued_replies += 1;
+        }
         self.queue(
             conn,
-            Message {
-                kind: reply_kind,
+            Header {
+                msg_type: reply_kind,
                 req_id: request.req_id,
                 tx_id: request.tx_id,
-                payload: payload.into(),
+                len: payload.len() as u32,
             },
+            &payload,
         );
         for (path, token) in after {
             self.queue_event(conn, &path, &token);
@@ -356,7 +417,7 @@ impl Server {
         conn_id: ConnId,
         request: Request<'_>,
         after: &mut Vec<(String, Box<[u8]>)>,
-    ) -> Result<Vec<u8>, Errno> {
+    ) -> Result<Vec<u8>, ErrorKind> {
         let conn = self.conns.get(&conn_id).expect("checked by the caller");
         let caller = self.caller(conn);
         let payload = request.payload;
@@ -370,7 +431,7 @@ impl Server {
                 | kind::SET_TARGET
         );
         if needs_privilege && !caller.privileged {
-            return Err(Errno::Eacces);
+            return Err(ErrorKind::Eacces);
         }
         match request.kind {
             kind::READ
@@ -396,8 +457,8 @@ impl Server {
                 Ok(nul_terminated(format!("/local/domain/{domid}").as_bytes()))
             }
             kind::IS_DOMAIN_INTRODUCED => {
-                let raw = std::str::from_utf8(one_arg(payload)?).map_err(|_| Errno::Einval)?;
-                let domid: i64 = raw.parse().map_err(|_| Errno::Einval)?;
+                let raw = std::str::from_utf8(one_arg(payload)?).map_err(|_| ErrorKind::Einval)?;
+                let domid: i64 = raw.parse().map_err(|_| ErrorKind::Einval)?;
                 let known = domid == DOMID_SELF
                     || u32::try_from(domid).is_ok_and(|d| self.domains.contains_key(&d));
                 Ok(if known {
@@ -409,7 +470,7 @@ impl Server {
             kind::INTRODUCE => {
                 let args = strings(payload);
                 if args.len() < 3 {
-                    return Err(Errno::Einval);
+                    return Err(ErrorKind::Einval);
                 }
                 let domid = parse_domid(args[0])?;
                 self.introduce_domain(now, domid);
@@ -418,10 +479,10 @@ impl Server {
             kind::RELEASE => {
                 let domid = parse_domid(one_arg(payload)?)?;
                 if domid == 0 {
-                    return Err(Errno::Einval);
+                    return Err(ErrorKind::Einval);
                 }
                 if !self.release_domain(now, domid) {
-                    return Err(Errno::Enoent);
+                    return Err(ErrorKind::Enoent);
                 }
                 Ok(ok())
             }
@@ -430,25 +491,25 @@ impl Server {
                 if self.domains.contains_key(&domid) {
                     Ok(ok())
                 } else {
-                    Err(Errno::Enoent)
+                    Err(ErrorKind::Enoent)
                 }
             }
             kind::SET_TARGET => {
                 let args = strings(payload);
                 if args.len() != 2 {
-                    return Err(Errno::Einval);
+                    return Err(ErrorKind::Einval);
                 }
                 let domid = parse_domid(args[0])?;
                 let target = parse_domid(args[1])?;
                 if !self.domains.contains_key(&target) {
-                    return Err(Errno::Enoent);
+                    return Err(ErrorKind::Enoent);
                 }
-                let domain = self.domains.get_mut(&domid).ok_or(Errno::Enoent)?;
+                let domain = self.domains.get_mut(&domid).ok_or(ErrorKind::Enoent)?;
                 domain.target = Some(target);
                 Ok(ok())
             }
             kind::CONTROL => self.control(payload),
-            _ => Err(Errno::Enosys),
+            _ => Err(ErrorKind::Enosys),
         }
     }
 
@@ -457,28 +518,34 @@ impl Server {
         conn_id: ConnId,
         caller: Caller,
         request: Request<'_>,
-    ) -> Result<Vec<u8>, Errno> {
+    ) -> Result<Vec<u8>, ErrorKind> {
         let path_max = self.config.path_max;
         let quotas = self.config.quotas.clone();
         let conn = self.conns.get_mut(&conn_id).expect("checked by the caller");
         let tx = match request.tx_id {
             0 => None,
-            id => Some(conn.txs.get_mut(&id).ok_or(Errno::Enoent)?),
+            id => Some(conn.txs.get_mut(&id).ok_or(ErrorKind::Enoent)?),
         };
         let payload = request.payload;
         // Every node request starts with a path; WRITE's value follows the first NUL.
         let (raw_path, rest) = match request.kind {
             kind::WRITE => {
-                let cut = payload.iter().position(|&b| b == 0).ok_or(Errno::Einval)?;
+                let cut = payload
+                    .iter()
+                    .position(|&b| b == 0)
+                    .ok_or(ErrorKind::Einval)?;
                 (&payload[..cut], &payload[cut + 1..])
             }
             kind::DIRECTORY_PART | kind::SET_PERMS => {
-                let cut = payload.iter().position(|&b| b == 0).ok_or(Errno::Einval)?;
+                let cut = payload
+                    .iter()
+                    .position(|&b| b == 0)
+                    .ok_or(ErrorKind::Einval)?;
                 (&payload[..cut], &payload[cut + 1..])
             }
             _ => (one_arg(payload)?, &[][..]),
         };
-        let raw_path = std::str::from_utf8(raw_path).map_err(|_| Errno::Einval)?;
+        let raw_path = std::str::from_utf8(raw_path).map_err(|_| ErrorKind::Einval)?;
         let path = path::resolve(&conn.home, raw_path);
         let who = ops::Who {
             caller,
@@ -489,15 +556,15 @@ impl Server {
             return self.special_perms_request(who, &path, request.kind, rest);
         }
         if !path::is_valid_node(&path, path_max) {
-            return Err(Errno::Einval);
+            return Err(ErrorKind::Einval);
         }
         let new_perms = if request.kind == kind::SET_PERMS {
             let items = strings(rest);
             if items.is_empty() {
-                return Err(Errno::Einval);
+                return Err(ErrorKind::Einval);
             }
             if !caller.privileged && items.len() > quotas.perms_per_node {
-                return Err(Errno::Enospc);
+                return Err(ErrorKind::Enospc);
             }
             Some(Perms::parse(items)?)
         } else {
@@ -514,7 +581,7 @@ impl Server {
                 let offset = std::str::from_utf8(one_arg(rest)?)
                     .ok()
                     .and_then(|s| s.parse::<usize>().ok())
-                    .ok_or(Errno::Einval)?;
+                    .ok_or(ErrorKind::Einval)?;
                 ops::directory_part(&mut view, who, &path, offset)
             }
             kind::GET_PERMS => ops::get_perms(&mut view, who, &path),
@@ -539,39 +606,39 @@ impl Server {
         path: &str,
         kind: u32,
         rest: &[u8],
-    ) -> Result<Vec<u8>, Errno> {
+    ) -> Result<Vec<u8>, ErrorKind> {
         let name = *self
             .special_perms
             .keys()
             .find(|k| **k == path)
-            .ok_or(Errno::Enoent)?;
+            .ok_or(ErrorKind::Enoent)?;
         let current = &self.special_perms[name];
         let granted = current.granted(who.caller);
         if kind == kind::GET_PERMS {
             return if granted.read {
                 Ok(current.to_wire())
             } else {
-                Err(Errno::Eacces)
+                Err(ErrorKind::Eacces)
             };
         }
         if !(granted.write && granted.owner) {
-            return Err(Errno::Eacces);
+            return Err(ErrorKind::Eacces);
         }
         let perms = Perms::parse(strings(rest))?;
         if !who.caller.privileged && perms.owner() != current.owner() {
-            return Err(Errno::Eperm);
+            return Err(ErrorKind::Eperm);
         }
         self.special_perms.insert(name, perms);
         Ok(ok())
     }
 
-    fn transaction_start(&mut self, conn_id: ConnId, tx_id: u32) -> Result<Vec<u8>, Errno> {
+    fn transaction_start(&mut self, conn_id: ConnId, tx_id: u32) -> Result<Vec<u8>, ErrorKind> {
         let conn = self.conns.get(&conn_id).expect("checked by the caller");
         if tx_id != 0 {
             return Err(if conn.txs.contains_key(&tx_id) {
-                Errno::Ebusy
+                ErrorKind::Ebusy
             } else {
-                Errno::Enoent
+                ErrorKind::Enoent
             });
         }
         if !conn.privileged {
@@ -582,7 +649,7 @@ impl Server {
                 .map(|c| c.txs.len())
                 .sum();
             if open >= self.config.quotas.transactions_per_domain {
-                return Err(Errno::Enospc);
+                return Err(ErrorKind::Enospc);
             }
         }
         let conn = self.conns.get_mut(&conn_id).expect("checked by the caller");
@@ -595,23 +662,27 @@ impl Server {
         Ok(nul_terminated(id.to_string().as_bytes()))
     }
 
-    fn transaction_end(&mut self, conn_id: ConnId, request: Request<'_>) -> Result<Vec<u8>, Errno> {
+    fn transaction_end(
+        &mut self,
+        conn_id: ConnId,
+        request: Request<'_>,
+    ) -> Result<Vec<u8>, ErrorKind> {
         let commit = match one_arg(request.payload)? {
             b"T" => true,
             b"F" => false,
-            _ => return Err(Errno::Einval),
+            _ => return Err(ErrorKind::Einval),
         };
         let conn = self.conns.get_mut(&conn_id).expect("checked by the caller");
         let privileged = conn.privileged;
         let domid = conn.domid;
-        let tx = conn.txs.remove(&request.tx_id).ok_or(Errno::Enoent)?;
+        let tx = conn.txs.remove(&request.tx_id).ok_or(ErrorKind::Enoent)?;
         if !commit {
             return Ok(ok());
         }
         if !privileged && tx.own_entry_delta > 0 {
             let owned = i64::from(self.tree.entries_of(domid)) + tx.own_entry_delta;
             if owned > i64::from(self.config.quotas.nodes_per_domain) {
-                return Err(Errno::Enospc);
+                return Err(ErrorKind::Enospc);
             }
         }
         let changes = tx.commit(&mut self.tree)?;
@@ -626,7 +697,7 @@ impl Server {
         conn_id: ConnId,
         payload: &[u8],
         after: &mut Vec<(String, Box<[u8]>)>,
-    ) -> Result<Vec<u8>, Errno> {
+    ) -> Result<Vec<u8>, ErrorKind> {
         let (given, token) = two_args(payload)?;
         let watch = self.resolve_watch(conn_id, given, token)?;
         let conn = self.conns.get(&conn_id).expect("checked by the caller");
@@ -635,7 +706,7 @@ impl Server {
             .iter()
             .any(|w| w.path == watch.path && w.token == watch.token)
         {
-            return Err(Errno::Eexist);
+            return Err(ErrorKind::Eexist);
         }
         if !conn.privileged {
             let held: usize = self
@@ -645,7 +716,7 @@ impl Server {
                 .map(|c| c.watches.len())
                 .sum();
             if held >= self.config.quotas.watches_per_domain {
-                return Err(Errno::E2big);
+                return Err(ErrorKind::E2big);
             }
         }
         let conn = self.conns.get_mut(&conn_id).expect("checked by the caller");
@@ -654,7 +725,7 @@ impl Server {
         Ok(ok())
     }
 
-    fn unwatch(&mut self, conn_id: ConnId, payload: &[u8]) -> Result<Vec<u8>, Errno> {
+    fn unwatch(&mut self, conn_id: ConnId, payload: &[u8]) -> Result<Vec<u8>, ErrorKind> {
         let (given, token) = two_args(payload)?;
         let watch = self.resolve_watch(conn_id, given, token)?;
         let conn = self.conns.get_mut(&conn_id).expect("checked by the caller");
@@ -662,16 +733,21 @@ impl Server {
             .watches
             .iter()
             .position(|w| w.path == watch.path && w.token == watch.token)
-            .ok_or(Errno::Enoent)?;
+            .ok_or(ErrorKind::Enoent)?;
         conn.watches.remove(idx);
         Ok(ok())
     }
 
-    fn resolve_watch(&self, conn_id: ConnId, given: &str, token: &[u8]) -> Result<Watch, Errno> {
+    fn resolve_watch(
+        &self,
+        conn_id: ConnId,
+        given: &str,
+        token: &[u8],
+    ) -> Result<Watch, ErrorKind> {
         let conn = &self.conns[&conn_id];
         if path::is_special(given) {
             if given.len() > self.config.path_max {
-                return Err(Errno::Einval);
+                return Err(ErrorKind::Einval);
             }
             return Ok(Watch {
                 path: given.to_owned(),
@@ -681,7 +757,7 @@ impl Server {
         }
         let resolved = path::resolve(&conn.home, given);
         if !path::is_valid_node(&resolved, self.config.path_max) {
-            return Err(Errno::Einval);
+            return Err(ErrorKind::Einval);
         }
         Ok(Watch {
             path: resolved,
@@ -690,7 +766,7 @@ impl Server {
         })
     }
 
-    fn control(&mut self, payload: &[u8]) -> Result<Vec<u8>, Errno> {
+    fn control(&mut self, payload: &[u8]) -> Result<Vec<u8>, ErrorKind> {
         let args = strings(payload);
         let reply = match args.first().copied() {
             Some(b"help") => "check\nhelp\nlog\nprint\nquota\n".to_owned(),
@@ -713,7 +789,7 @@ impl Server {
                     q.outstanding_requests
                 )
             }
-            _ => return Err(Errno::Einval),
+            _ => return Err(ErrorKind::Einval),
         };
         Ok(nul_terminated(reply.as_bytes()))
     }
@@ -786,31 +862,31 @@ impl Server {
             return;
         };
         if conn.queued_events >= limit {
-            self.conns.remove(&conn_id);
-            self.ready.retain(|c| *c != conn_id);
-            self.closes.push_back((conn_id, CloseReason::TooSlow));
+            self.drop_conn(conn_id, CloseReason::TooSlow);
             return;
         }
         conn.queued_events += 1;
         self.queue(
             conn_id,
-            Message {
-                kind: kind::WATCH_EVENT,
+            Header {
+                msg_type: kind::WATCH_EVENT,
                 req_id: 0,
                 tx_id: 0,
-                payload: payload.into(),
+                len: payload.len() as u32,
             },
+            &payload,
         );
     }
 
-    fn queue(&mut self, conn_id: ConnId, message: Message) {
+    fn queue(&mut self, conn_id: ConnId, header: Header, payload: &[u8]) {
         let Some(conn) = self.conns.get_mut(&conn_id) else {
             return;
         };
         if conn.out.is_empty() {
             self.ready.push_back(conn_id);
         }
-        conn.out.push_back(message);
+        conn.out.extend_from_slice(&header.to_bytes());
+        conn.out.extend_from_slice(payload);
     }
 }
 
@@ -835,29 +911,29 @@ fn strings(payload: &[u8]) -> Vec<&[u8]> {
 }
 
 /// A payload that is exactly one NUL-terminated string.
-fn one_arg(payload: &[u8]) -> Result<&[u8], Errno> {
+fn one_arg(payload: &[u8]) -> Result<&[u8], ErrorKind> {
     match payload.iter().position(|&b| b == 0) {
         Some(end) if end + 1 == payload.len() => Ok(&payload[..end]),
-        _ => Err(Errno::Einval),
+        _ => Err(ErrorKind::Einval),
     }
 }
 
 /// A payload of exactly two NUL-terminated strings, the first of them text.
-fn two_args(payload: &[u8]) -> Result<(&str, &[u8]), Errno> {
+fn two_args(payload: &[u8]) -> Result<(&str, &[u8]), ErrorKind> {
     if !payload.ends_with(b"\0") {
-        return Err(Errno::Einval);
+        return Err(ErrorKind::Einval);
     }
     let args = strings(payload);
     let [first, second] = args[..] else {
-        return Err(Errno::Einval);
+        return Err(ErrorKind::Einval);
     };
-    let first = std::str::from_utf8(first).map_err(|_| Errno::Einval)?;
+    let first = std::str::from_utf8(first).map_err(|_| ErrorKind::Einval)?;
     Ok((first, second))
 }
 
-fn parse_domid(raw: &[u8]) -> Result<u32, Errno> {
+fn parse_domid(raw: &[u8]) -> Result<u32, ErrorKind> {
     std::str::from_utf8(raw)
         .ok()
         .and_then(|s| s.parse::<u32>().ok())
-        .ok_or(Errno::Einval)
+        .ok_or(ErrorKind::Einval)
 }

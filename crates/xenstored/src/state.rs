@@ -55,7 +55,6 @@ impl Server {
         now: std::time::Instant,
         bytes: &[u8],
     ) -> Result<Server, LoadError> {
-        let _ = now;
         let text = std::str::from_utf8(bytes).map_err(|_| LoadError::BadHeader)?;
         let mut lines = text.lines();
         if lines.next() != Some(HEADER) {
@@ -95,7 +94,7 @@ impl Server {
             tree.put(node_path, node);
         }
         tree.check().map_err(LoadError::Inconsistent)?;
-        Ok(Server::with_tree(config, tree))
+        Ok(Server::with_tree(config, tree, now))
     }
 }
 

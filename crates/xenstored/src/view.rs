@@ -10,10 +10,10 @@
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
 
-use crate::Errno;
 use crate::path;
 use crate::perms::Perms;
 use crate::tree::{Node, Tree};
+use xsio_xs_wire::ErrorKind;
 
 /// A change that may fire watches.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,10 +54,10 @@ impl TxState {
 
     /// Commits onto `tree`: `Err(EAGAIN)` and no effect if any node the transaction looked
     /// at changed since; otherwise applies the writes and returns the changes to fire.
-    pub(crate) fn commit(self, tree: &mut Tree) -> Result<Vec<Change>, Errno> {
+    pub(crate) fn commit(self, tree: &mut Tree) -> Result<Vec<Change>, ErrorKind> {
         for (path, entry) in &self.overlay {
             if tree.get(path).map(|n| n.generation) != entry.observed {
-                return Err(Errno::Eagain);
+                return Err(ErrorKind::Eagain);
             }
         }
         for (path, entry) in self.overlay {
@@ -176,9 +176,9 @@ impl<'a> View<'a> {
     }
 
     /// Errors if an unprivileged transaction already touched `limit` nodes.
-    pub(crate) fn check_tx_size(&self, limit: usize) -> Result<(), Errno> {
+    pub(crate) fn check_tx_size(&self, limit: usize) -> Result<(), ErrorKind> {
         match self.tx.as_deref() {
-            Some(tx) if tx.accessed() >= limit => Err(Errno::Enospc),
+            Some(tx) if tx.accessed() >= limit => Err(ErrorKind::Enospc),
             _ => Ok(()),
         }
     }

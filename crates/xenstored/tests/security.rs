@@ -142,19 +142,20 @@ fn a_connection_that_never_reads_its_events_is_closed() {
     let c = h.dom0();
     let slow = h.dom0();
     h.op(slow, WATCH, 0, &["/", "t"]).unwrap();
-    // The harness drains outputs, so hold events by writing without draining.
-    for i in 0..10 {
-        h.server.handle_request(
-            h.now,
-            c,
-            xsio_xenstored::Request {
-                kind: WRITE,
-                req_id: i,
-                tx_id: 0,
-                payload: b"/x\0v",
-            },
-        );
+    // Ten writes in one read, without the driver taking any output in between.
+    let mut wire = Vec::new();
+    for req_id in 0..10 {
+        let payload = b"/x\0v";
+        let header = xsio_xs_wire::Header {
+            msg_type: WRITE,
+            req_id,
+            tx_id: 0,
+            len: payload.len() as u32,
+        };
+        wire.extend_from_slice(&header.to_bytes());
+        wire.extend_from_slice(payload);
     }
+    h.server.handle_input(h.now, c, &wire);
     let mut closed = Vec::new();
     while let Some(out) = h.server.poll_output() {
         if let xsio_xenstored::Output::Close { conn, reason } = out {
@@ -163,4 +164,61 @@ fn a_connection_that_never_reads_its_events_is_closed() {
     }
     assert_eq!(closed, vec![(slow, CloseReason::TooSlow)]);
     assert!(h.server.is_connected(c));
+}
+
+#[test]
+fn a_flooding_guest_is_answered_in_slices_of_its_outstanding_limit() {
+    let mut h = Harness::new();
+    let g = guest_home(&mut h, 3);
+    let mut wire = Vec::new();
+    for req_id in 0..50 {
+        let payload = b"/local/domain/3\0";
+        let header = xsio_xs_wire::Header {
+            msg_type: READ,
+            req_id,
+            tx_id: 0,
+            len: payload.len() as u32,
+        };
+        wire.extend_from_slice(&header.to_bytes());
+        wire.extend_from_slice(payload);
+    }
+    h.server.handle_input(h.now, g, &wire);
+    assert_eq!(h.server.queued_replies(g), 20);
+    assert!(h.server.buffered_input(g) > 0);
+    let mut frames = 0;
+    while let Some(out) = h.server.poll_output() {
+        if let xsio_xenstored::Output::Transmit { bytes, .. } = out {
+            let mut decoder = xsio_xs_wire::FrameDecoder::default();
+            decoder.feed(&bytes);
+            while decoder.next_frame().unwrap().is_some() {
+                frames += 1;
+            }
+        }
+    }
+    assert_eq!(frames, 50);
+    assert_eq!(h.server.buffered_input(g), 0);
+}
+
+#[test]
+fn an_oversized_header_closes_only_that_connection() {
+    let mut h = Harness::new();
+    let c = h.dom0();
+    let bad = h.domain(3);
+    let header = xsio_xs_wire::Header {
+        msg_type: WRITE,
+        req_id: 0,
+        tx_id: 0,
+        len: 4097,
+    };
+    h.server.handle_input(h.now, bad, &header.to_bytes());
+    let mut closed = Vec::new();
+    while let Some(out) = h.server.poll_output() {
+        if let xsio_xenstored::Output::Close { conn, reason } = out {
+            closed.push((conn, reason));
+        }
+    }
+    assert_eq!(closed.len(), 1);
+    assert_eq!(closed[0].0, bad);
+    assert!(matches!(closed[0].1, CloseReason::Protocol(_)));
+    assert_eq!(h.write(c, 0, "/still", "fine"), ok());
 }

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use xsio_xenstored::{CloseReason, Config, ConnId, Origin, Output, Request, Server};
+use xsio_xenstored::{CloseReason, Config, ConnId, Origin, Output, Server};
+use xsio_xs_wire::{FrameDecoder, Header};
 
 pub const DIRECTORY: u32 = 1;
 pub const READ: u32 = 2;
@@ -33,6 +34,7 @@ pub struct Harness {
     pub now: Instant,
     pub events: BTreeMap<ConnId, Vec<(String, String)>>,
     pub closed: Vec<(ConnId, CloseReason)>,
+    decoders: BTreeMap<ConnId, FrameDecoder>,
     next_req: u32,
 }
 
@@ -49,6 +51,7 @@ impl Harness {
             now,
             events: BTreeMap::new(),
             closed: Vec::new(),
+            decoders: BTreeMap::new(),
             next_req: 1,
         }
     }
@@ -69,26 +72,35 @@ impl Harness {
         self.drain(None, &mut sink);
     }
 
-    /// Drains every output; the reply for `conn` (if any) is returned through `replies`.
+    /// Drains every output, decoding each connection's bytes; replies to `conn` are returned
+    /// through `replies` as (type, req_id, tx_id, payload), events go to `self.events`.
     fn drain(&mut self, conn: Option<ConnId>, replies: &mut Vec<(u32, u32, u32, Vec<u8>)>) {
         while let Some(output) = self.server.poll_output() {
             match output {
-                Output::Message { conn: to, message } => {
-                    if message.kind == 15 {
-                        let mut parts = message.payload.split(|&b| b == 0);
-                        let path = String::from_utf8_lossy(parts.next().unwrap()).into_owned();
-                        let token = String::from_utf8_lossy(parts.next().unwrap()).into_owned();
-                        assert_eq!(parts.next(), Some(&b""[..]), "event ends with a NUL");
-                        self.events.entry(to).or_default().push((path, token));
-                    } else {
-                        assert_eq!(Some(to), conn, "a reply for a connection that sent nothing");
-                        replies.push((
-                            message.kind,
-                            message.req_id,
-                            message.tx_id,
-                            message.payload.to_vec(),
-                        ));
+                Output::Transmit { conn: to, bytes } => {
+                    let decoder = self.decoders.entry(to).or_default();
+                    decoder.feed(&bytes);
+                    while let Some(frame) = decoder.next_frame().unwrap() {
+                        let h = frame.header;
+                        let payload = frame.payload.to_vec();
+                        if h.msg_type == 15 {
+                            assert_eq!((h.req_id, h.tx_id), (0, 0));
+                            let mut parts = payload.split(|&b| b == 0);
+                            let path = String::from_utf8_lossy(parts.next().unwrap()).into_owned();
+                            let token = String::from_utf8_lossy(parts.next().unwrap()).into_owned();
+                            assert_eq!(parts.next(), Some(&b""[..]), "event ends with a NUL");
+                            assert_eq!(parts.next(), None, "event has two fields");
+                            self.events.entry(to).or_default().push((path, token));
+                        } else {
+                            assert_eq!(
+                                Some(to),
+                                conn,
+                                "a reply for a connection that sent nothing"
+                            );
+                            replies.push((h.msg_type, h.req_id, h.tx_id, payload));
+                        }
                     }
+                    assert!(decoder.is_at_boundary(), "transmits carry whole messages");
                 }
                 Output::Close { conn, reason } => self.closed.push((conn, reason)),
                 other => panic!("unexpected output {other:?}"),
@@ -96,19 +108,19 @@ impl Harness {
         }
     }
 
+    /// Sends one request as wire bytes and returns its reply.
     pub fn raw(&mut self, conn: ConnId, kind: u32, tx_id: u32, payload: &[u8]) -> Reply {
         let req_id = self.next_req;
         self.next_req += 1;
-        self.server.handle_request(
-            self.now,
-            conn,
-            Request {
-                kind,
-                req_id,
-                tx_id,
-                payload,
-            },
-        );
+        let header = Header {
+            msg_type: kind,
+            req_id,
+            tx_id,
+            len: payload.len() as u32,
+        };
+        let mut wire = header.to_bytes().to_vec();
+        wire.extend_from_slice(payload);
+        self.server.handle_input(self.now, conn, &wire);
         let mut replies = Vec::new();
         self.drain(Some(conn), &mut replies);
         assert_eq!(replies.len(), 1, "exactly one reply per request");
