@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod vbd;
+mod xenstored;
 
 use std::process::ExitCode;
 
@@ -24,12 +25,15 @@ struct Cli {
 enum Command {
     /// Translate Xen VBD names (xvda, hdc2, d536p37) to xenstore `virtual-device` numbers.
     Vbd(vbd::Args),
+    /// Serve an in-memory xenstore on Unix sockets (dom0 and simulated guests).
+    Xenstored(xenstored::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Vbd(args) => vbd::run(&args),
+        Command::Xenstored(args) => xenstored::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -16,5 +16,6 @@
 
 pub mod qmp;
 pub mod unix;
+pub mod xenstored;
 
 pub use unix::{UnixConn, now};

@@ -1,0 +1,74 @@
+//! `xsio xenstored`: the in-memory xenstore daemon on Unix sockets.
+
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use xsio_io_std::xenstored::{DaemonConfig, run as run_daemon};
+
+/// Arguments of `xsio xenstored`.
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// The control socket. Clients here are dom0: privileged, relative paths under
+    /// /local/domain/0. Point Xen's tools at it with XENSTORED_PATH.
+    #[arg(long)]
+    socket: PathBuf,
+    /// A socket standing in for a guest's ring, as DOMID=PATH (repeatable). Clients there are
+    /// that unprivileged domain; the domain is introduced at start.
+    #[arg(long = "domain-socket", value_name = "DOMID=PATH", value_parser = parse_domain_socket)]
+    domain_sockets: Vec<(u32, PathBuf)>,
+    /// Load the tree from FILE at start (if it exists) and save it there on SIGTERM/SIGINT.
+    #[arg(long, value_name = "FILE")]
+    state: Option<PathBuf>,
+    /// Nodes an unprivileged domain may own.
+    #[arg(long, default_value_t = 1000)]
+    quota_nodes: u32,
+    /// Watches an unprivileged domain may hold.
+    #[arg(long, default_value_t = 128)]
+    quota_watches: usize,
+}
+
+fn parse_domain_socket(arg: &str) -> Result<(u32, PathBuf), String> {
+    let (domid, path) = arg
+        .split_once('=')
+        .ok_or_else(|| format!("expected DOMID=PATH, got {arg:?}"))?;
+    let domid: u32 = domid
+        .parse()
+        .map_err(|_| format!("domid {domid:?} is not a number"))?;
+    if domid == 0 {
+        return Err("domain 0 is the control socket's; use --socket".into());
+    }
+    Ok((domid, PathBuf::from(path)))
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut seen = std::collections::BTreeSet::new();
+    for (domid, _) in &args.domain_sockets {
+        if !seen.insert(domid) {
+            bail!("domain {domid} is given two sockets");
+        }
+    }
+    // A signal writes a byte to `wake`; the loop polls `stop` and ends cleanly.
+    let (stop, wake) = UnixStream::pair().context("socket pair for signals")?;
+    for signal in [SIGTERM, SIGINT] {
+        signal_hook::low_level::pipe::register(signal, wake.try_clone()?)
+            .context("installing the signal handler")?;
+    }
+    let mut config = DaemonConfig::new(&args.socket);
+    config.domain_sockets = args.domain_sockets.clone();
+    config.state = args.state.clone();
+    config.server.quotas.nodes_per_domain = args.quota_nodes;
+    config.server.quotas.watches_per_domain = args.quota_watches;
+    run_daemon(config, stop).context("xenstored")?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,310 @@
+//! The `xsio xenstored` daemon loop: many Unix socket clients served by one
+//! [`xsio_xenstored::Server`], with `poll(2)`, non-blocking sockets and bounded queues.
+//!
+//! One thread, one loop: wait until a listener, a client or the stop socket is ready; accept,
+//! read (at most one read per client per turn, so a flooding client cannot starve the
+//! others), hand the bytes to the server, drain its output into per-client write buffers, and
+//! write what each socket takes without blocking. A client whose unread replies and events
+//! pile up past [`DaemonConfig::max_write_buffer`] is disconnected: it is too slow to keep,
+//! and keeping it would let it grow the daemon's memory. While a client's write buffer is
+//! non-empty or the server holds requests of its back, the loop stops reading from it, so its
+//! own socket buffer absorbs the flood.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use rustix::event::{PollFd, PollFlags, poll};
+use tracing::{debug, info, warn};
+use xsio_xenstored::{Config, ConnId, Origin, Output, Server};
+
+use crate::unix::now;
+
+/// How the daemon is set up.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct DaemonConfig {
+    /// The control socket: every client on it is dom0, privileged.
+    pub socket: PathBuf,
+    /// One socket per simulated guest: clients on it are that unprivileged domain.
+    pub domain_sockets: Vec<(u32, PathBuf)>,
+    /// Load the tree from here at start (if the file exists) and save it here on stop.
+    pub state: Option<PathBuf>,
+    /// The server's quotas and limits.
+    pub server: Config,
+    /// Bytes a client may leave unread before it is disconnected.
+    pub max_write_buffer: usize,
+}
+
+impl DaemonConfig {
+    /// A daemon on `socket` with default limits, no domain sockets and no state file.
+    pub fn new(socket: impl Into<PathBuf>) -> Self {
+        DaemonConfig {
+            socket: socket.into(),
+            domain_sockets: Vec::new(),
+            state: None,
+            server: Config::default(),
+            max_write_buffer: 4 << 20,
+        }
+    }
+}
+
+/// Bytes read from one client per turn of the loop.
+const READ_CHUNK: usize = 64 * 1024;
+
+struct Client {
+    stream: UnixStream,
+    out: Vec<u8>,
+    /// Where the unwritten part of `out` starts.
+    written: usize,
+    origin: Origin,
+}
+
+impl Client {
+    fn pending(&self) -> usize {
+        self.out.len() - self.written
+    }
+
+    /// Writes what the socket takes now. `Err` means the client is gone.
+    fn flush(&mut self) -> io::Result<()> {
+        while self.written < self.out.len() {
+            match self.stream.write(&self.out[self.written..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        if self.written == self.out.len() {
+            self.out.clear();
+            self.written = 0;
+        }
+        Ok(())
+    }
+}
+
+/// Binds the sockets, loads the state, then serves until `stop` becomes readable (the CLI
+/// connects it to SIGTERM/SIGINT); then saves the state and removes the socket files.
+pub fn run(config: DaemonConfig, stop: UnixStream) -> io::Result<()> {
+    let start = now();
+    let mut server = match config.state.as_deref().filter(|p| p.exists()) {
+        Some(path) => {
+            let bytes = std::fs::read(path)?;
+            let server = Server::load(config.server.clone(), start, &bytes)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            info!(path = %path.display(), nodes = server.node_count(), "state loaded");
+            server
+        }
+        None => Server::new(config.server.clone(), start),
+    };
+    let mut listeners = vec![(bind(&config.socket)?, Origin::Socket)];
+    for (domid, path) in &config.domain_sockets {
+        listeners.push((bind(path)?, Origin::Domain(*domid)));
+        server.introduce_domain(start, *domid);
+    }
+    // Nobody is connected yet: the introduction events have no audience.
+    while server.poll_output().is_some() {}
+    info!(socket = %config.socket.display(), domains = config.domain_sockets.len(), "xenstored listening");
+
+    let result = serve(&config, &mut server, &listeners, &stop);
+
+    for (path, _) in std::iter::once((&config.socket, ()))
+        .chain(config.domain_sockets.iter().map(|(_, p)| (p, ())))
+    {
+        let _ = std::fs::remove_file(path);
+    }
+    if let Some(path) = &config.state {
+        save_state(path, &server)?;
+        info!(path = %path.display(), nodes = server.node_count(), "state saved");
+    }
+    info!("xenstored stopped");
+    result
+}
+
+fn save_state(path: &Path, server: &Server) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, server.save())?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Binds a listening socket, replacing a stale socket file left by a previous run.
+fn bind(path: &Path) -> io::Result<UnixListener> {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.file_type().is_socket() {
+            std::fs::remove_file(path)?;
+        }
+    }
+    let listener = UnixListener::bind(path)?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+fn serve(
+    config: &DaemonConfig,
+    server: &mut Server,
+    listeners: &[(UnixListener, Origin)],
+    stop: &UnixStream,
+) -> io::Result<()> {
+    let mut clients: BTreeMap<ConnId, Client> = BTreeMap::new();
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        let ids: Vec<ConnId> = clients.keys().copied().collect();
+        let (readable, writable, stop_now, accept) = {
+            let mut fds = Vec::with_capacity(1 + listeners.len() + clients.len());
+            fds.push(PollFd::new(stop, PollFlags::IN));
+            for (listener, _) in listeners {
+                fds.push(PollFd::new(listener, PollFlags::IN));
+            }
+            for id in &ids {
+                let client = &clients[id];
+                let mut flags = PollFlags::empty();
+                // Read only from clients that have taken their replies (back-pressure). After
+                // a full drain the server holds no whole request, only a partial one.
+                if client.pending() == 0 {
+                    flags |= PollFlags::IN;
+                }
+                if client.pending() > 0 {
+                    flags |= PollFlags::OUT;
+                }
+                fds.push(PollFd::new(&client.stream, flags));
+            }
+            loop {
+                match poll(&mut fds, None) {
+                    Ok(_) => break,
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let stop_now = !fds[0].revents().is_empty();
+            let accept: Vec<bool> = fds[1..=listeners.len()]
+                .iter()
+                .map(|f| !f.revents().is_empty())
+                .collect();
+            let client_fds = &fds[1 + listeners.len()..];
+            let readable: Vec<ConnId> = ids
+                .iter()
+                .zip(client_fds)
+                .filter(|(_, f)| {
+                    f.revents()
+                        .intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR)
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            let writable: Vec<ConnId> = ids
+                .iter()
+                .zip(client_fds)
+                .filter(|(_, f)| f.revents().contains(PollFlags::OUT))
+                .map(|(id, _)| *id)
+                .collect();
+            (readable, writable, stop_now, accept)
+        };
+        if stop_now {
+            info!("stop requested");
+            return Ok(());
+        }
+        let now = now();
+        for ((listener, origin), ready) in listeners.iter().zip(accept) {
+            if !ready {
+                continue;
+            }
+            loop {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        stream.set_nonblocking(true)?;
+                        let id = server.connect(now, *origin);
+                        debug!(conn = id.get(), ?origin, "client connected");
+                        clients.insert(
+                            id,
+                            Client {
+                                stream,
+                                out: Vec::new(),
+                                written: 0,
+                                origin: *origin,
+                            },
+                        );
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        warn!(error = %e, "accept failed");
+                        break;
+                    }
+                }
+            }
+        }
+        for id in readable {
+            let Some(client) = clients.get_mut(&id) else {
+                continue;
+            };
+            match client.stream.read(&mut buf) {
+                Ok(0) => {
+                    debug!(conn = id.get(), "client closed");
+                    server.disconnect(now, id);
+                    clients.remove(&id);
+                }
+                Ok(n) => server.handle_input(now, id, &buf[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => {
+                    debug!(conn = id.get(), error = %e, "read failed");
+                    server.disconnect(now, id);
+                    clients.remove(&id);
+                }
+            }
+        }
+        drain(config, server, &mut clients);
+        for id in writable {
+            flush_or_drop(server, &mut clients, id);
+        }
+    }
+}
+
+/// Moves the server's output into the clients' write buffers and writes what fits now.
+fn drain(config: &DaemonConfig, server: &mut Server, clients: &mut BTreeMap<ConnId, Client>) {
+    let mut touched = Vec::new();
+    while let Some(output) = server.poll_output() {
+        match output {
+            Output::Transmit { conn, bytes } => {
+                let Some(client) = clients.get_mut(&conn) else {
+                    continue;
+                };
+                client.out.extend_from_slice(&bytes);
+                if client.pending() > config.max_write_buffer {
+                    warn!(conn = conn.get(), origin = ?client.origin, "client too slow, disconnecting");
+                    server.disconnect(now(), conn);
+                    clients.remove(&conn);
+                    continue;
+                }
+                touched.push(conn);
+            }
+            Output::Close { conn, reason } => {
+                warn!(conn = conn.get(), ?reason, "closing client");
+                if let Some(mut client) = clients.remove(&conn) {
+                    let _ = client.flush();
+                }
+            }
+            _ => {}
+        }
+    }
+    touched.dedup();
+    for id in touched {
+        flush_or_drop(server, clients, id);
+    }
+}
+
+fn flush_or_drop(server: &mut Server, clients: &mut BTreeMap<ConnId, Client>, id: ConnId) {
+    let Some(client) = clients.get_mut(&id) else {
+        return;
+    };
+    if let Err(e) = client.flush() {
+        debug!(conn = id.get(), error = %e, "write failed");
+        server.disconnect(now(), id);
+        clients.remove(&id);
+    }
+}
