@@ -3,6 +3,7 @@
 //! Each subcommand lives in its own module and is a thin driver over a machine crate.
 #![forbid(unsafe_code)]
 
+mod qmp;
 mod vbd;
 mod xenstored;
 
@@ -27,6 +28,8 @@ enum Command {
     Vbd(vbd::Args),
     /// Serve an in-memory xenstore on Unix sockets (dom0 and simulated guests).
     Xenstored(xenstored::Args),
+    /// Run one QMP command on a QEMU monitor socket and print the reply, or print its events.
+    Qmp(qmp::Args),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Vbd(args) => vbd::run(&args),
         Command::Xenstored(args) => xenstored::run(&args),
+        Command::Qmp(args) => qmp::run(&args),
     };
     match result {
         Ok(code) => code,
