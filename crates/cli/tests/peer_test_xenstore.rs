@@ -1,0 +1,130 @@
+//! Xen's own client test suite, `test-xenstore` (4.17), against `xsio xenstored`.
+//!
+//! The suite exits 0 even when a test fails, so its output is judged: every test it lists
+//! must report a time, none may report `failed`.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{Daemon, peer, wait_with_timeout};
+
+const SUITE: &str = "/usr/lib/xen-4.17/bin/test-xenstore";
+
+fn suite(daemon: &Daemon, args: &[&str], limit: Duration) -> String {
+    let mut child = Command::new(SUITE)
+        .args(args)
+        .env("XENSTORED_PATH", &daemon.socket)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_with_timeout(&mut child, limit, "test-xenstore");
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "test-xenstore {args:?} exited with {}:\n{text}",
+        out.status
+    );
+    text
+}
+
+/// The test names `-l` lists (the part before the colon, trimmed).
+fn listed_tests(daemon: &Daemon) -> Vec<String> {
+    suite(daemon, &["-l"], Duration::from_secs(10))
+        .lines()
+        .filter_map(|l| l.split_once(':').map(|(name, _)| name.trim().to_owned()))
+        .collect()
+}
+
+#[test]
+fn every_test_of_the_suite_passes() {
+    if !peer(SUITE) {
+        return;
+    }
+    let daemon = Daemon::start(&[], &[]);
+    let names = listed_tests(&daemon);
+    assert_eq!(
+        names.len(),
+        12,
+        "test-xenstore 4.17 lists 12 tests: {names:?}"
+    );
+    let output = suite(&daemon, &["-i", "20"], Duration::from_secs(60));
+    assert!(!output.contains("failed"), "a test failed:\n{output}");
+    for name in &names {
+        let line = output
+            .lines()
+            .find(|l| l.split_once(':').is_some_and(|(n, _)| n.trim() == name))
+            .unwrap_or_else(|| panic!("no result line for {name:?} in:\n{output}"));
+        assert!(line.contains(" ns"), "{name}: {line}");
+    }
+    assert_cleaned_up(&daemon);
+}
+
+/// After a successful run the suite removes its nodes, the last step in a transaction.
+fn assert_cleaned_up(daemon: &Daemon) {
+    let left = daemon.run("xenstore-exists", &["/local/domain/0/xenstore-test"]);
+    assert!(
+        !left.status.success(),
+        "test-xenstore left its nodes behind"
+    );
+}
+
+#[test]
+fn each_test_alone_passes() {
+    if !peer(SUITE) {
+        return;
+    }
+    let daemon = Daemon::start(&[], &[]);
+    for name in listed_tests(&daemon) {
+        let output = suite(&daemon, &["-t", &name], Duration::from_secs(30));
+        assert!(!output.contains("failed"), "{name}:\n{output}");
+        assert!(output.contains(&name), "{name} did not run:\n{output}");
+    }
+}
+
+#[test]
+fn a_random_run_passes() {
+    if !peer(SUITE) {
+        return;
+    }
+    let daemon = Daemon::start(&[], &[]);
+    let output = suite(&daemon, &["-r", "5"], Duration::from_secs(60));
+    // Silent on success; a failing test prints `failed` and ends the run early.
+    assert!(!output.contains("failed"), "random run failed:\n{output}");
+    assert_cleaned_up(&daemon);
+    // The daemon is still healthy and its tree consistent afterwards.
+    assert_eq!(control(&daemon, "check"), "OK");
+}
+
+/// Sends a CONTROL request (xenstore-control needs a hypervisor, so we speak the wire).
+fn control(daemon: &Daemon, command: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(&daemon.socket).unwrap();
+    let payload = format!("{command}\0");
+    let header = xsio_xs_wire::Header {
+        msg_type: 0,
+        req_id: 1,
+        tx_id: 0,
+        len: payload.len() as u32,
+    };
+    stream.write_all(&header.to_bytes()).unwrap();
+    stream.write_all(payload.as_bytes()).unwrap();
+    let mut head = [0u8; 16];
+    stream.read_exact(&mut head).unwrap();
+    let reply = xsio_xs_wire::parse_header(&head).unwrap();
+    assert_eq!(reply.msg_type, 0, "CONTROL reply, not an error");
+    let mut body = vec![0u8; reply.len as usize];
+    stream.read_exact(&mut body).unwrap();
+    String::from_utf8(body)
+        .unwrap()
+        .trim_end_matches('\0')
+        .to_owned()
+}
