@@ -17,5 +17,6 @@
 pub mod qmp;
 pub mod unix;
 pub mod xenstored;
+pub mod xenstore;
 
 pub use unix::{UnixConn, now};
