@@ -6,6 +6,7 @@
 mod qmp;
 mod vbd;
 mod xenstored;
+mod xs;
 
 use std::process::ExitCode;
 
@@ -30,6 +31,8 @@ enum Command {
     Xenstored(xenstored::Args),
     /// Run one QMP command on a QEMU monitor socket and print the reply, or print its events.
     Qmp(qmp::Args),
+    /// Read, write, list, remove and watch xenstore nodes (honours XENSTORED_PATH).
+    Xs(xs::Args),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
         Command::Vbd(args) => vbd::run(&args),
         Command::Xenstored(args) => xenstored::run(&args),
         Command::Qmp(args) => qmp::run(&args),
+        Command::Xs(args) => xs::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -32,6 +32,11 @@ use xsio_xs_wire::{ErrorKind, Perm};
 
 use crate::unix::{UnixConn, now};
 
+/// The project README's examples, compiled as doc tests.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 /// The socket paths tried when `XENSTORED_PATH` and `XENSTORED_RUNDIR` are unset, in order
 /// (libxenstore's compiled-in `<rundir>/xenstored/socket`; on Debian `/var/run` is `/run`).
 pub const DEFAULT_SOCKET_PATHS: [&str; 2] = ["/run/xenstored/socket", "/var/run/xenstored/socket"];

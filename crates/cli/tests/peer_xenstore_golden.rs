@@ -1,0 +1,52 @@
+//! Peer test: Xen's own xenstore-utils, replayed against the golden transcripts, still send
+//! exactly the recorded bytes, so the vectors in `testdata/xenstore/` (and the byte-identity
+//! tests of `xsio xs` built on them) speak for the installed libxenstore.
+
+mod golden;
+
+use golden::{Replay, run, transcript};
+
+const TRANSCRIPTS: &[&str] = &[
+    "write-single",
+    "write-multi",
+    "write-empty-value",
+    "read-single",
+    "read-multi",
+    "read-enoent",
+    "read-relative",
+    "exists",
+    "rm",
+    "list",
+    "ls",
+    "ls-perms",
+    "chmod",
+    "watch",
+];
+
+fn have(program: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn xenstore_utils_send_the_recorded_bytes() {
+    if !have("xenstore-read") {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "xenstore-utils missing under CI (cargo xtask test installs it)"
+        );
+        eprintln!("SKIPPED: xenstore-utils is not installed; `cargo xtask test` installs it");
+        return;
+    }
+    for name in TRANSCRIPTS {
+        let t = transcript(name);
+        let replay = Replay::start(&t);
+        let out = run(&t.argv[0], &t.argv[1..], &replay.socket);
+        let sent = replay.received();
+        assert_eq!(sent, t.client_frames(), "{name}: {}", out.stderr);
+        let expected_status = if *name == "read-enoent" { 1 } else { 0 };
+        assert_eq!(out.status, expected_status, "{name}: {}", out.stderr);
+    }
+}
