@@ -16,7 +16,7 @@
 
 pub mod qmp;
 pub mod unix;
-pub mod xenstored;
 pub mod xenstore;
+pub mod xenstored;
 
 pub use unix::{UnixConn, now};
