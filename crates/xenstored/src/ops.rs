@@ -72,8 +72,8 @@ fn missing_errno(view: &mut View<'_>, who: Who<'_>, path: &str, need: Need) -> E
     ErrorKind::Enoent
 }
 
-fn check_size(who: Who<'_>, node: &Node) -> Result<(), ErrorKind> {
-    if who.unprivileged() && node.charged_size() > who.quotas.node_size {
+fn check_size(who: Who<'_>, charged_size: usize) -> Result<(), ErrorKind> {
+    if who.unprivileged() && charged_size > who.quotas.node_size {
         return Err(ErrorKind::Enospc);
     }
     Ok(())
@@ -141,26 +141,23 @@ pub(crate) fn write(
     path: &str,
     value: &[u8],
 ) -> Result<(), ErrorKind> {
-    match view.get(path) {
-        Some(node) => {
-            if !node.perms.granted(who.caller).write {
-                return Err(ErrorKind::Eacces);
-            }
-            let mut node = node.clone();
-            node.value = value.into();
-            check_size(who, &node)?;
-            let perms = node.perms.clone();
-            view.set(path, node);
-            view.record(Change {
-                path: path.to_owned(),
-                exact: false,
-                perms,
-                old_perms: None,
-            });
-            Ok(())
-        }
-        None => create(view, who, path, value),
+    let Some(node) = view.get(path) else {
+        return create(view, who, path, value);
+    };
+    if !node.perms.granted(who.caller).write {
+        return Err(ErrorKind::Eacces);
     }
+    let new_size = node.charged_size() - node.value.len() + value.len();
+    check_size(who, new_size)?;
+    let perms = node.perms.clone();
+    view.modify(path, |node| node.value = value.into());
+    view.record(Change {
+        path: path.to_owned(),
+        exact: false,
+        perms,
+        old_perms: None,
+    });
+    Ok(())
 }
 
 pub(crate) fn mkdir(view: &mut View<'_>, who: Who<'_>, path: &str) -> Result<(), ErrorKind> {
@@ -177,20 +174,20 @@ fn create(view: &mut View<'_>, who: Who<'_>, path: &str, value: &[u8]) -> Result
     // The nearest existing ancestor must be writable; the nodes between it and `path` are new.
     let mut missing = vec![path.to_owned()];
     let mut anchor = path::parent(path).ok_or(ErrorKind::Einval)?.to_owned();
-    let anchor_node = loop {
+    let (anchor_perms, anchor_size) = loop {
         if let Some(node) = view.get(&anchor) {
-            break node.clone();
+            break (node.perms.clone(), node.charged_size());
         }
         missing.push(anchor.clone());
         anchor = path::parent(&anchor).ok_or(ErrorKind::Enoent)?.to_owned();
     };
-    if !anchor_node.perms.granted(who.caller).write {
+    if !anchor_perms.granted(who.caller).write {
         return Err(ErrorKind::Eacces);
     }
     let perms = if who.unprivileged() {
-        anchor_node.perms.with_owner(who.caller.domid)
+        anchor_perms.with_owner(who.caller.domid)
     } else {
-        anchor_node.perms.clone()
+        anchor_perms
     };
     let n_new = missing.len() as i64;
     if who.unprivileged() {
@@ -199,29 +196,28 @@ fn create(view: &mut View<'_>, who: Who<'_>, path: &str, value: &[u8]) -> Result
             return Err(ErrorKind::Enospc);
         }
     }
-    let mut leaf = Node::new(value, perms.clone());
-    check_size(who, &leaf)?;
-    let mut grown_anchor = anchor_node;
+    let leaf = Node::new(value, perms.clone());
+    check_size(who, leaf.charged_size())?;
     let first_new = missing.last().expect("missing holds path itself");
-    grown_anchor
-        .children
-        .push(path::base_name(first_new).into());
-    check_size(who, &grown_anchor)?;
+    let first_name = path::base_name(first_new);
+    check_size(who, anchor_size + first_name.len() + 1)?;
 
-    if who.unprivileged() && perms.owner() == who.caller.domid {
+    if who.unprivileged() {
         view.add_own_entries(n_new);
     }
-    view.set(&anchor, grown_anchor);
+    view.modify(&anchor, |node| node.children.push(first_name.into()));
     // Create from the top down so each new node lists the next one.
+    let mut leaf = Some(leaf);
     while let Some(new_path) = missing.pop() {
-        if let Some(next) = missing.last() {
-            let mut node = Node::new(b"", perms.clone());
-            node.children.push(path::base_name(next).into());
-            view.set(&new_path, node);
-        } else {
-            leaf.children.clear();
-            view.set(&new_path, leaf.clone());
-        }
+        let node = match missing.last() {
+            Some(next) => {
+                let mut node = Node::new(b"", perms.clone());
+                node.children.push(path::base_name(next).into());
+                node
+            }
+            None => leaf.take().expect("the leaf is created last"),
+        };
+        view.set(&new_path, node);
     }
     view.record(Change {
         path: path.to_owned(),
@@ -274,12 +270,8 @@ pub(crate) fn rm(view: &mut View<'_>, who: Who<'_>, path: &str) -> Result<(), Er
         }
         view.delete(&current);
     }
-    if let Some(parent_node) = view.get(parent) {
-        let mut parent_node = parent_node.clone();
-        let name = path::base_name(path);
-        parent_node.children.retain(|c| &**c != name);
-        view.set(parent, parent_node);
-    }
+    let name = path::base_name(path);
+    view.modify(parent, |node| node.children.retain(|c| &**c != name));
     Ok(())
 }
 
@@ -299,10 +291,11 @@ pub(crate) fn set_perms(
     if who.unprivileged() && perms.owner() != node.perms.owner() {
         return Err(ErrorKind::Eperm);
     }
-    let mut node = node.clone();
-    let old_perms = std::mem::replace(&mut node.perms, perms.clone());
-    check_size(who, &node)?;
-    view.set(path, node);
+    let old_perms = node.perms.clone();
+    let new_size = node.charged_size() - 8 * old_perms.entries().len() + 8 * perms.entries().len();
+    check_size(who, new_size)?;
+    let stored = perms.clone();
+    view.modify(path, |node| node.perms = stored);
     view.record(Change {
         path: path.to_owned(),
         exact: false,

@@ -114,12 +114,32 @@ impl Tree {
 
     /// Adds `name` to the child list of `parent` (bumping its generation) if it is missing.
     pub(crate) fn link_child(&mut self, parent: &str, name: &str) {
-        if let Some(mut node) = self.nodes.get(parent).cloned() {
-            if !node.children.iter().any(|c| &**c == name) {
-                node.children.push(name.into());
-                self.put(parent, node);
-            }
+        let listed = self
+            .nodes
+            .get(parent)
+            .is_some_and(|n| n.children.iter().any(|c| &**c == name));
+        if !listed {
+            self.modify(parent, |node| node.children.push(name.into()));
         }
+    }
+
+    /// Changes the node at `path` in place with a fresh generation (no copy of its value or
+    /// child list, which matters for directories with many children). Returns whether the
+    /// node exists.
+    pub(crate) fn modify(&mut self, path: &str, change: impl FnOnce(&mut Node)) -> bool {
+        let Some(node) = self.nodes.get_mut(path) else {
+            return false;
+        };
+        let old_owner = node.perms.owner();
+        change(node);
+        node.generation = self.next_generation;
+        self.next_generation += 1;
+        let new_owner = node.perms.owner();
+        if new_owner != old_owner {
+            self.count_owner(old_owner, -1);
+            self.count_owner(new_owner, 1);
+        }
+        true
     }
 
     fn count_owner(&mut self, domid: u32, delta: i32) {

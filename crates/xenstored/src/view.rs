@@ -135,6 +135,23 @@ impl<'a> View<'a> {
         self.store(path, Some(node));
     }
 
+    /// Changes the existing node at `path` in place (in the tree, or in the transaction's
+    /// copy of it, which this records as accessed first). Does nothing if it is missing.
+    pub(crate) fn modify(&mut self, path: &str, change: impl FnOnce(&mut Node)) {
+        if self.tx.is_none() {
+            self.tree.modify(path, change);
+            return;
+        }
+        self.get(path);
+        let tx = self.tx.as_deref_mut().expect("checked above");
+        if let Some(entry) = tx.overlay.get_mut(path) {
+            if let Some(node) = entry.node.as_mut() {
+                change(node);
+                entry.modified = true;
+            }
+        }
+    }
+
     /// Removes the single node at `path`.
     pub(crate) fn delete(&mut self, path: &str) {
         self.store(path, None);
