@@ -1,0 +1,169 @@
+//! The daemon loop with real sockets: one slow or flooding client never blocks the others,
+//! and a client that stops reading is disconnected once its unread output passes the bound.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use xsio_io_std::xenstored::{DaemonConfig, run};
+use xsio_xs_wire::{Header, Packet, Request};
+
+struct Daemon {
+    dir: tempfile::TempDir,
+    stop: UnixStream,
+    thread: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Daemon {
+    fn start(max_write_buffer: usize) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = DaemonConfig::new(dir.path().join("socket"));
+        config.max_write_buffer = max_write_buffer;
+        config.state = Some(dir.path().join("state"));
+        let (stop_rx, stop) = UnixStream::pair().unwrap();
+        let thread = std::thread::spawn(move || run(config, stop_rx));
+        let daemon = Daemon {
+            dir,
+            stop,
+            thread: Some(thread),
+        };
+        daemon.connect();
+        daemon
+    }
+
+    fn connect(&self) -> UnixStream {
+        let socket = self.dir.path().join("socket");
+        for _ in 0..500 {
+            if let Ok(stream) = UnixStream::connect(&socket) {
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                return stream;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("daemon did not start");
+    }
+
+    /// Stops the daemon through its stop socket; returns its result and the state file.
+    fn stop(mut self) -> (std::io::Result<()>, Vec<u8>) {
+        self.stop.write_all(b"x").unwrap();
+        let result = self.thread.take().unwrap().join().unwrap();
+        let state = std::fs::read(self.dir.path().join("state")).unwrap_or_default();
+        (result, state)
+    }
+}
+
+fn send(stream: &mut UnixStream, request: Request) {
+    stream
+        .write_all(&Packet::new(7, 0, request).to_bytes().unwrap())
+        .unwrap();
+}
+
+/// Reads one message: (type, payload).
+fn recv(stream: &mut UnixStream) -> (u32, Vec<u8>) {
+    let mut head = [0u8; 16];
+    stream.read_exact(&mut head).unwrap();
+    let header: Header = xsio_xs_wire::parse_header(&head).unwrap();
+    let mut body = vec![0u8; header.len as usize];
+    stream.read_exact(&mut body).unwrap();
+    (header.msg_type, body)
+}
+
+fn write(stream: &mut UnixStream, path: &str, value: &str) {
+    send(
+        stream,
+        Request::Write {
+            path: path.into(),
+            value: value.to_owned().into(),
+        },
+    );
+    assert_eq!(recv(stream), (11, b"OK\0".to_vec()));
+}
+
+#[test]
+fn a_client_that_stops_reading_is_dropped_and_blocks_nobody() {
+    let daemon = Daemon::start(64 * 1024);
+    let mut slow = daemon.connect();
+    send(
+        &mut slow,
+        Request::Watch {
+            path: "/".into(),
+            token: "t".into(),
+        },
+    );
+    assert_eq!(recv(&mut slow).0, 4, "watch acknowledged");
+    // From now on `slow` reads nothing while every write queues an event for it.
+    let mut fast = daemon.connect();
+    let value = "v".repeat(200);
+    // About 1 MB of events, far more than the socket buffers and the 64 KiB bound hold.
+    let writes = 20_000;
+    for i in 0..writes {
+        write(
+            &mut fast,
+            &format!("/flood/node-with-a-long-name-{i}"),
+            &value,
+        );
+    }
+    // The slow client was cut off: after what was buffered for it, its stream ends.
+    let mut rest = Vec::new();
+    slow.read_to_end(&mut rest).unwrap();
+    let mut decoder = xsio_xs_wire::FrameDecoder::default();
+    decoder.feed(&rest);
+    let mut events = 0;
+    while let Some(frame) = decoder.next_frame().unwrap() {
+        assert_eq!(frame.header.msg_type, 15);
+        events += 1;
+    }
+    assert!(events > 0, "the slow client got its first events");
+    assert!(
+        events < writes,
+        "the slow client got all {events} events: it was never cut off"
+    );
+    let (result, state) = daemon.stop();
+    result.unwrap();
+    assert!(
+        String::from_utf8_lossy(&state).contains("/flood/node-with-a-long-name-19999 "),
+        "state saved on stop"
+    );
+}
+
+#[test]
+fn a_flooding_client_does_not_delay_others() {
+    let daemon = Daemon::start(4 << 20);
+    let flooder = daemon.connect();
+    let mut flood_writer = flooder.try_clone().unwrap();
+    // 200 000 READs written without reading a reply: the daemon stops reading this client
+    // once its replies back up, and the writer blocks in its own socket.
+    let flood = std::thread::spawn(move || {
+        let read = Packet::new(
+            1,
+            0,
+            Request::Read {
+                path: "/tool".into(),
+            },
+        )
+        .to_bytes()
+        .unwrap();
+        let mut batch = Vec::new();
+        for _ in 0..1000 {
+            batch.extend_from_slice(&read);
+        }
+        for _ in 0..200 {
+            if flood_writer.write_all(&batch).is_err() {
+                return;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let mut other = daemon.connect();
+    for i in 0..200 {
+        write(&mut other, &format!("/other/{i}"), "x");
+    }
+    // Shutting the socket down unblocks the flooding writer.
+    flooder.shutdown(std::net::Shutdown::Both).unwrap();
+    let _ = flood.join();
+    let (result, _) = daemon.stop();
+    result.unwrap();
+}
