@@ -49,6 +49,7 @@ fuzz_target!(|data: &[u8]| {
         max_events: 4,
         max_message: 512,
         enable_oob: data.first().is_some_and(|b| b & 1 == 1),
+        match_by_order: data.first().is_some_and(|b| b & 2 == 2),
         ..Config::default()
     };
     let mut s = Session {

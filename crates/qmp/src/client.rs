@@ -33,6 +33,14 @@ pub struct Config {
     pub enable_oob: bool,
     /// Most bytes put into one transmit when several commands are ready.
     pub max_transmit: usize,
+    /// Sends in-band commands without `id` and matches their replies by order.
+    ///
+    /// QEMU answers in-band commands strictly in order, and handling an `id` costs it about
+    /// a sixth of a `query-status` round trip (measured on QEMU 7.2), so this is faster.
+    /// The price: an id-less error QEMU sends for input it could not parse would be taken
+    /// for the reply to the oldest command. This crate never sends unparsable input, so that
+    /// takes a corrupted stream. Out-of-band commands always carry an id.
+    pub match_by_order: bool,
 }
 
 impl Default for Config {
@@ -46,6 +54,7 @@ impl Default for Config {
             max_events: 4096,
             enable_oob: false,
             max_transmit: 64 << 10,
+            match_by_order: false,
         }
     }
 }
@@ -380,7 +389,7 @@ impl<F> Client<F> {
                     &mut bytes,
                     "qmp_capabilities",
                     arguments.as_ref(),
-                    NEGOTIATION_ID,
+                    Some(NEGOTIATION_ID),
                     false,
                 );
                 self.outputs
@@ -399,12 +408,14 @@ impl<F> Client<F> {
             (Phase::Negotiating, Message::Error { id, error }) if is_negotiation(&id) => {
                 self.shut(ProtocolError::NegotiationRefused(error).into());
             }
-            (_, Message::Return { id: None, .. }) => {
-                self.shut(ProtocolError::UnattributedReturn.into())
-            }
-            (_, Message::Error { id: None, error }) => {
-                self.shut(ProtocolError::UnattributedError(error).into())
-            }
+            (_, Message::Return { id: None, value }) => match self.oldest_in_band() {
+                Some(at) => self.finish(at, Ok(Return::new(value))),
+                None => self.shut(ProtocolError::UnattributedReturn.into()),
+            },
+            (_, Message::Error { id: None, error }) => match self.oldest_in_band() {
+                Some(at) => self.finish(at, Err(CommandError::Qmp(error))),
+                None => self.shut(ProtocolError::UnattributedError(error).into()),
+            },
             (
                 _,
                 Message::Return {
@@ -430,6 +441,20 @@ impl<F> Client<F> {
             self.stats.unknown_replies += 1;
             return;
         };
+        self.finish(at, result);
+    }
+
+    /// Where the reply to an id-less command is: the oldest in-band command on the wire, when
+    /// commands go without ids.
+    fn oldest_in_band(&self) -> Option<usize> {
+        if !self.config.match_by_order || self.phase != Phase::Ready {
+            return None;
+        }
+        self.in_flight.iter().position(|f| !f.out_of_band)
+    }
+
+    /// Removes the in-flight command at `at` and completes it, unless it already was.
+    fn finish(&mut self, at: usize, result: Result<Return, CommandError>) {
         let entry = self.in_flight.remove(at).expect("position is in range");
         if entry.carries_fds {
             self.fd_command_in_flight = false;
@@ -466,11 +491,12 @@ impl<F> Client<F> {
             }
             let entry = self.unsent.pop_front().expect("front exists");
             let command = entry.command;
+            let id = (out_of_band || !self.config.match_by_order).then_some(entry.wire_id);
             wire::encode_command(
                 &mut bytes,
                 &command.name,
                 command.arguments.as_ref(),
-                entry.wire_id,
+                id,
                 out_of_band,
             );
             if carries_fds {

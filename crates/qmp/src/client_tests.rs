@@ -566,3 +566,39 @@ proptest! {
         prop_assert_eq!(run_session(&chunks), whole);
     }
 }
+
+#[test]
+fn match_by_order_sends_in_band_commands_without_id_and_pairs_replies_in_order() {
+    let mut h = Harness::new(Config {
+        match_by_order: true,
+        enable_oob: true,
+        ..Config::default()
+    });
+    h.feed(GREETING);
+    assert_eq!(
+        h.drain(),
+        vec![r#"tx {"execute":"qmp_capabilities","arguments":{"enable":["oob"]},"id":0}"#]
+    );
+    h.feed(r#"{"return": {}, "id": 0}"#);
+    h.drain();
+    let a = h.exec(typed::query_status());
+    let b = h.exec(Command::new("nope"));
+    let c = h.exec(Command::new("x-oob").out_of_band());
+    assert_eq!(
+        h.drain(),
+        vec![r#"tx {"exec-oob":"x-oob","id":3} | {"execute":"query-status"} | {"execute":"nope"}"#]
+    );
+    h.feed(r#"{"return": {}, "id": 3}"#);
+    h.feed(r#"{"return": {"running": true}}"#);
+    h.feed(r#"{"error": {"class": "CommandNotFound", "desc": "x"}}"#);
+    let lines = h.drain();
+    assert_eq!(lines[0], format!("done {c} ok {{}}"));
+    assert_eq!(lines[1], format!(r#"done {a} ok {{"running": true}}"#));
+    assert!(
+        lines[2].starts_with(&format!("done {b} err Qmp")),
+        "{lines:?}"
+    );
+    // With nothing in flight an id-less reply belongs to nobody: fatal.
+    h.feed(r#"{"return": {}}"#);
+    assert_eq!(h.drain(), vec!["closed Protocol(UnattributedReturn)"]);
+}

@@ -346,12 +346,13 @@ pub fn decode(frame: &[u8]) -> Result<Message, WireError> {
 
 /// Appends one command, compact and followed by a newline, to `out`.
 ///
-/// `id` is always sent: replies are matched by it. `oob` uses `exec-oob` instead of `execute`.
+/// Replies are matched by `id`; without one QEMU answers without one (the client then relies
+/// on in-band replies coming in order). `oob` uses `exec-oob` instead of `execute`.
 pub fn encode_command(
     out: &mut Vec<u8>,
     name: &str,
     arguments: Option<&Value>,
-    id: u64,
+    id: Option<u64>,
     oob: bool,
 ) {
     out.extend_from_slice(if oob {
@@ -364,8 +365,10 @@ pub fn encode_command(
         out.extend_from_slice(b",\"arguments\":");
         write_json(out, arguments);
     }
-    out.extend_from_slice(b",\"id\":");
-    out.extend_from_slice(itoa(id, &mut [0; 20]));
+    if let Some(id) = id {
+        out.extend_from_slice(b",\"id\":");
+        out.extend_from_slice(itoa(id, &mut [0; 20]));
+    }
     out.extend_from_slice(b"}\n");
 }
 
@@ -513,12 +516,19 @@ mod tests {
     #[test]
     fn encoded_commands_are_compact_single_lines() {
         let mut out = Vec::new();
-        encode_command(&mut out, "query-status", None, 0, false);
+        encode_command(&mut out, "query-status", None, Some(0), false);
         let args = serde_json::json!({"id": "cd0"});
-        encode_command(&mut out, "eject", Some(&args), 18446744073709551615, true);
+        encode_command(
+            &mut out,
+            "eject",
+            Some(&args),
+            Some(18446744073709551615),
+            true,
+        );
+        encode_command(&mut out, "stop", None, None, false);
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "{\"execute\":\"query-status\",\"id\":0}\n{\"exec-oob\":\"eject\",\"arguments\":{\"id\":\"cd0\"},\"id\":18446744073709551615}\n"
+            "{\"execute\":\"query-status\",\"id\":0}\n{\"exec-oob\":\"eject\",\"arguments\":{\"id\":\"cd0\"},\"id\":18446744073709551615}\n{\"execute\":\"stop\"}\n"
         );
     }
 }

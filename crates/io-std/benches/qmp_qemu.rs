@@ -1,0 +1,414 @@
+//! QMP round trips against a real QEMU, our client next to a raw socket client, in one run.
+//!
+//! `cargo bench -p xsio-io-std --bench qmp_qemu` starts one
+//! `qemu-system-x86_64 -machine none` (no guest, no CPU use) and measures, over the same
+//! socket, one connection at a time:
+//!
+//! - `sequential/*`: one `query-status` round trip per iteration, with [`QmpConn::execute`]
+//!   and with a raw client (one `write` of the command line, read one reply line);
+//! - `pipelined/*`: [`PIPELINED`] `query-status` commands per iteration, submitted together
+//!   (our client, default window of 8) and by a raw client whose writer thread sends them all
+//!   while the reader reads every reply;
+//! - `cpu/*`: no QEMU: the client machine's own cost per message (submit, transmit, decode the
+//!   recorded reply, complete) next to `serde_json` parsing the same reply bytes to a `Value`.
+//!
+//! Without QEMU the QEMU groups print SKIPPED and do nothing; the `cpu` group still runs.
+
+use std::hint::black_box;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, Command as Process, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use divan::Bencher;
+use divan::counter::ItemsCount;
+use xsio_core::Input;
+use xsio_io_std::now;
+use xsio_io_std::qmp::QmpConn;
+use xsio_qmp::{Client, Config, Output, typed};
+
+/// Commands per iteration of the pipelined benches.
+const PIPELINED: usize = 200;
+
+static SOCKET: OnceLock<Option<PathBuf>> = OnceLock::new();
+
+struct Qemu {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_qemu() -> Option<Qemu> {
+    let dir = tempfile::tempdir().ok()?;
+    let socket = dir.path().join("qmp.sock");
+    let child = Process::new("qemu-system-x86_64")
+        .args([
+            "-machine",
+            "none",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-qmp",
+        ])
+        .arg(format!("unix:{},server=on,wait=off", socket.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let deadline = now() + Duration::from_secs(30);
+    while !socket.exists() && now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = SOCKET.set(Some(socket));
+    Some(Qemu { child, _dir: dir })
+}
+
+fn main() {
+    let qemu = start_qemu();
+    if qemu.is_none() {
+        let _ = SOCKET.set(None);
+        eprintln!("SKIPPED: qemu-system-x86_64 is not installed; only the cpu benches run");
+    }
+    if let Some(socket) = socket() {
+        if std::env::var_os("XSIO_BENCH_NO_AB").is_none() {
+            side_by_side::run(socket);
+        }
+    }
+    divan::main();
+    drop(qemu);
+}
+
+fn socket() -> Option<&'static PathBuf> {
+    SOCKET.get().and_then(Option::as_ref)
+}
+
+fn by_order() -> Config {
+    Config {
+        match_by_order: true,
+        ..Config::default()
+    }
+}
+
+fn ours(socket: &PathBuf) -> QmpConn {
+    QmpConn::connect(socket, Config::default()).expect("connect to QEMU")
+}
+
+/// The floor: a minimal client, one `write` per command, one line read per reply.
+struct Raw {
+    writer: UnixStream,
+    reader: BufReader<UnixStream>,
+    line: String,
+}
+
+impl Raw {
+    fn connect(socket: &PathBuf) -> Raw {
+        let writer = UnixStream::connect(socket).expect("connect to QEMU");
+        let mut raw = Raw {
+            reader: BufReader::new(writer.try_clone().unwrap()),
+            writer,
+            line: String::new(),
+        };
+        raw.read_line(); // greeting
+        raw.writer
+            .write_all(b"{\"execute\":\"qmp_capabilities\"}\n")
+            .unwrap();
+        raw.read_line();
+        raw
+    }
+
+    fn read_line(&mut self) -> usize {
+        self.line.clear();
+        self.reader.read_line(&mut self.line).unwrap()
+    }
+}
+
+#[divan::bench_group(sample_count = 30)]
+mod sequential {
+    use super::*;
+
+    #[divan::bench]
+    fn xsio_qmp(bencher: Bencher<'_, '_>) {
+        let Some(socket) = socket() else { return };
+        let mut qmp = ours(socket);
+        bencher.bench_local(|| qmp.execute(typed::query_status()).unwrap());
+    }
+
+    #[divan::bench]
+    fn xsio_qmp_by_order(bencher: Bencher<'_, '_>) {
+        let Some(socket) = socket() else { return };
+        let mut qmp = QmpConn::connect(socket, by_order()).unwrap();
+        bencher.bench_local(|| qmp.execute(typed::query_status()).unwrap());
+    }
+
+    #[divan::bench]
+    fn raw_socket(bencher: Bencher<'_, '_>) {
+        let Some(socket) = socket() else { return };
+        let mut raw = Raw::connect(socket);
+        bencher.bench_local(|| {
+            raw.writer
+                .write_all(b"{\"execute\":\"query-status\"}\n")
+                .unwrap();
+            raw.read_line()
+        });
+    }
+
+    #[divan::bench]
+    fn raw_socket_with_id(bencher: Bencher<'_, '_>) {
+        let Some(socket) = socket() else { return };
+        let mut raw = Raw::connect(socket);
+        let mut id = 0u64;
+        bencher.bench_local(|| {
+            id += 1;
+            raw.writer
+                .write_all(format!("{{\"execute\":\"query-status\",\"id\":{id}}}\n").as_bytes())
+                .unwrap();
+            raw.read_line()
+        });
+    }
+}
+
+#[divan::bench_group(sample_count = 30)]
+mod pipelined {
+    use super::*;
+
+    #[divan::bench]
+    fn xsio_qmp(bencher: Bencher<'_, '_>) {
+        let Some(socket) = socket() else { return };
+        let mut qmp = ours(socket);
+        bencher.counter(ItemsCount::new(PIPELINED)).bench_local(|| {
+            let ops: Vec<_> = (0..PIPELINED)
+                .map(|_| qmp.submit(typed::query_status()))
+                .collect();
+            for op in ops {
+                qmp.wait(op).unwrap();
+            }
+        });
+    }
+
+    #[divan::bench]
+    fn xsio_qmp_by_order(bencher: Bencher<'_, '_>) {
+        let Some(socket) = socket() else { return };
+        let mut qmp = QmpConn::connect(socket, by_order()).unwrap();
+        bencher.counter(ItemsCount::new(PIPELINED)).bench_local(|| {
+            let ops: Vec<_> = (0..PIPELINED)
+                .map(|_| qmp.submit(typed::query_status()))
+                .collect();
+            for op in ops {
+                qmp.wait(op).unwrap();
+            }
+        });
+    }
+
+    #[divan::bench]
+    fn raw_socket(bencher: Bencher<'_, '_>) {
+        let Some(socket) = socket() else { return };
+        let mut raw = Raw::connect(socket);
+        let batch: Vec<u8> = (0..PIPELINED)
+            .flat_map(|i| format!("{{\"execute\":\"query-status\",\"id\":{i}}}\n").into_bytes())
+            .collect();
+        bencher.counter(ItemsCount::new(PIPELINED)).bench_local(|| {
+            let mut writer = raw.writer.try_clone().unwrap();
+            let batch = batch.clone();
+            let sender = std::thread::spawn(move || {
+                for line in batch.split_inclusive(|&b| b == b'\n') {
+                    writer.write_all(line).unwrap();
+                }
+            });
+            for _ in 0..PIPELINED {
+                raw.read_line();
+            }
+            sender.join().unwrap();
+        });
+    }
+}
+
+/// A reply as QEMU 7.2 sends it to `query-status`.
+fn reply(id: u64) -> Vec<u8> {
+    format!(
+        "{{\"return\": {{\"status\": \"running\", \"singlestep\": false, \"running\": true}}, \"id\": {id}}}\r\n"
+    )
+    .into_bytes()
+}
+
+/// Messages per iteration of the cpu benches.
+const MESSAGES: usize = 1000;
+
+#[divan::bench_group]
+mod cpu {
+    use super::*;
+
+    /// Submit `query-status`, take its transmit, feed the reply, take the completion.
+    #[divan::bench]
+    fn client_round_trip(bencher: Bencher<'_, '_>) {
+        let replies: Vec<Vec<u8>> = (1..=MESSAGES as u64).map(reply).collect();
+        bencher
+            .counter(ItemsCount::new(MESSAGES))
+            .with_inputs(|| {
+                let t = now();
+                let mut qmp: Client<std::os::fd::OwnedFd> = Client::new(Config::default(), t);
+                qmp.handle_input(t, Input::Bytes(br#"{"QMP": {"version": {"qemu": {"micro": 22, "minor": 2, "major": 7}, "package": ""}, "capabilities": ["oob"]}}"#));
+                qmp.handle_input(t, Input::Bytes(b"{\"return\": {}, \"id\": 0}\r\n"));
+                while qmp.poll_output().is_some() {}
+                (qmp, t)
+            })
+            .bench_local_values(|(mut qmp, t)| {
+                for reply in &replies {
+                    qmp.execute(t, typed::query_status());
+                    while let Some(out) = qmp.poll_output() {
+                        black_box(out);
+                    }
+                    qmp.handle_input(t, Input::Bytes(reply));
+                    while let Some(out) = qmp.poll_output() {
+                        if let Output::Done { result, .. } = out {
+                            black_box(result.unwrap());
+                        }
+                    }
+                }
+            });
+    }
+
+    /// The yardstick: `serde_json` parsing the same reply bytes into a `Value`.
+    #[divan::bench]
+    fn serde_json_value(bencher: Bencher<'_, '_>) {
+        let replies: Vec<Vec<u8>> = (1..=MESSAGES as u64).map(reply).collect();
+        bencher.counter(ItemsCount::new(MESSAGES)).bench_local(|| {
+            for reply in &replies {
+                let v: serde_json::Value = serde_json::from_slice(black_box(reply)).unwrap();
+                black_box(v);
+            }
+        });
+    }
+}
+
+/// Interleaved rounds (raw, ours, raw, ours, ...) so that machine noise hits both alike;
+/// prints the medians and the ratios the issue asks for.
+mod side_by_side {
+    use std::time::Instant;
+
+    use super::*;
+
+    const N: usize = 2000;
+    const ROUNDS: usize = 7;
+
+    fn rate(start: Instant) -> f64 {
+        N as f64 / (now() - start).as_secs_f64()
+    }
+
+    fn raw_sequential(socket: &PathBuf, with_id: bool) -> f64 {
+        let mut raw = Raw::connect(socket);
+        let lines: Vec<Vec<u8>> = (0..N)
+            .map(|i| {
+                if with_id {
+                    format!("{{\"execute\":\"query-status\",\"id\":{}}}\n", i + 1).into_bytes()
+                } else {
+                    b"{\"execute\":\"query-status\"}\n".to_vec()
+                }
+            })
+            .collect();
+        let start = now();
+        for line in &lines {
+            raw.writer.write_all(line).unwrap();
+            raw.read_line();
+        }
+        rate(start)
+    }
+
+    fn raw_pipelined(socket: &PathBuf) -> f64 {
+        let mut raw = Raw::connect(socket);
+        let batch: Vec<u8> = (0..N)
+            .flat_map(|i| format!("{{\"execute\":\"query-status\",\"id\":{i}}}\n").into_bytes())
+            .collect();
+        let mut writer = raw.writer.try_clone().unwrap();
+        let start = now();
+        let sender = std::thread::spawn(move || {
+            for line in batch.split_inclusive(|&b| b == b'\n') {
+                writer.write_all(line).unwrap();
+            }
+        });
+        for _ in 0..N {
+            raw.read_line();
+        }
+        sender.join().unwrap();
+        rate(start)
+    }
+
+    fn ours_sequential(socket: &PathBuf, config: Config) -> f64 {
+        let mut qmp = QmpConn::connect(socket, config).unwrap();
+        let start = now();
+        for _ in 0..N {
+            qmp.execute(typed::query_status()).unwrap();
+        }
+        rate(start)
+    }
+
+    fn ours_pipelined(socket: &PathBuf, config: Config) -> f64 {
+        let mut qmp = QmpConn::connect(socket, config).unwrap();
+        let start = now();
+        let ops: Vec<_> = (0..N).map(|_| qmp.submit(typed::query_status())).collect();
+        for op in ops {
+            qmp.wait(op).unwrap();
+        }
+        rate(start)
+    }
+
+    fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    }
+
+    pub(super) fn run(socket: &PathBuf) {
+        let names = [
+            "raw sequential, no id",
+            "raw sequential, ids",
+            "xsio sequential, ids",
+            "xsio sequential, by order",
+            "raw pipelined, ids",
+            "xsio pipelined, ids",
+            "xsio pipelined, by order",
+        ];
+        let mut rates: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+        for _ in 0..ROUNDS {
+            rates[0].push(raw_sequential(socket, false));
+            rates[3].push(ours_sequential(socket, by_order()));
+            rates[1].push(raw_sequential(socket, true));
+            rates[2].push(ours_sequential(socket, Config::default()));
+            rates[4].push(raw_pipelined(socket));
+            rates[5].push(ours_pipelined(socket, Config::default()));
+            rates[6].push(ours_pipelined(socket, by_order()));
+        }
+        let m: Vec<f64> = rates.into_iter().map(median).collect();
+        eprintln!("side by side, {ROUNDS} interleaved rounds of {N} query-status, medians:");
+        for (name, rate) in names.iter().zip(&m) {
+            eprintln!("  {name:<26} {rate:>8.0} commands/s");
+        }
+        eprintln!(
+            "  ratio xsio sequential by order / raw no id  {:.3}",
+            m[3] / m[0]
+        );
+        eprintln!(
+            "  ratio xsio sequential ids / raw ids         {:.3}",
+            m[2] / m[1]
+        );
+        eprintln!(
+            "  ratio xsio sequential ids / raw no id       {:.3}",
+            m[2] / m[0]
+        );
+        eprintln!(
+            "  ratio xsio pipelined ids / raw pipelined    {:.3}",
+            m[5] / m[4]
+        );
+        eprintln!(
+            "  ratio xsio pipelined by order / raw pipel.  {:.3}",
+            m[6] / m[4]
+        );
+    }
+}
