@@ -128,3 +128,37 @@ fn control(daemon: &Daemon, command: &str) -> String {
         .trim_end_matches('\0')
         .to_owned()
 }
+
+#[test]
+fn the_suite_passes_as_an_unprivileged_guest() {
+    if !peer(SUITE) {
+        return;
+    }
+    // Guest 3 owns its home; the suite's relative paths land there, under its quotas.
+    let daemon = Daemon::start(&[3], &[]);
+    daemon.ok("xenstore-write", &["/local/domain/3", ""]);
+    daemon.ok("xenstore-chmod", &["/local/domain/3", "n3"]);
+    let guest = daemon.domain_socket(3);
+    let mut child = Command::new(SUITE)
+        .args(["-i", "5"])
+        .env("XENSTORED_PATH", &guest)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_with_timeout(&mut child, Duration::from_secs(60), "test-xenstore");
+    let out = child.wait_with_output().unwrap();
+    let output = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && !output.contains("failed"),
+        "{output}"
+    );
+    assert_eq!(
+        output.lines().filter(|l| l.contains(" ns")).count(),
+        12,
+        "{output}"
+    );
+    let left = daemon.run("xenstore-exists", &["/local/domain/3/xenstore-test"]);
+    assert!(!left.status.success(), "the guest's run left nodes behind");
+}

@@ -97,3 +97,25 @@ fn the_tree_survives_a_clean_restart() {
     assert_eq!(d.ok("xenstore-read", &["/keep/me"]), "binary\\tvalue\n");
     assert!(d.ok("xenstore-ls", &["-p", "/"]).contains("(r2)"));
 }
+
+#[test]
+fn large_directories_list_through_directory_part() {
+    if !peer("/usr/bin/xenstore-list") {
+        return;
+    }
+    let d = Daemon::start(&[], &[]);
+    // 400 names of about 28 bytes: the listing is over 11 KB, so DIRECTORY answers E2BIG and
+    // libxenstore falls back to DIRECTORY_PART chunks. One transaction writes them all.
+    let names: Vec<String> = (0..400)
+        .map(|i| format!("child-with-a-long-name-{i:04}"))
+        .collect();
+    let mut args = Vec::new();
+    for name in &names {
+        args.push(format!("/big/{name}"));
+        args.push("x".to_owned());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    d.ok("xenstore-write", &args);
+    let listed = d.ok("xenstore-list", &["/big"]);
+    assert_eq!(listed.lines().collect::<Vec<_>>(), names);
+}
