@@ -16,6 +16,8 @@ pub(crate) enum Role {
     Exists,
     /// `WATCH`: the watch's registration.
     Watch,
+    /// `RESET_WATCHES`: forget every watch once acknowledged.
+    ResetWatches,
     /// `UNWATCH` of this watch.
     Unwatch(xsio_core::OpId),
     /// `DIRECTORY` or `DIRECTORY_PART` of a listing.

@@ -127,3 +127,21 @@ fn refused_and_duplicate_watches() {
     h.reply(&req, Reply::Watch);
     assert!(h.result_of(special).is_ok());
 }
+
+#[test]
+fn reset_watches_forgets_them_all() {
+    let mut h = Harness::new(Config::default());
+    let w = h.client.watch(h.now, "/a", "t");
+    let req = h.next_request();
+    h.reply(&req, Reply::Watch);
+    let r = h.client.reset_watches(h.now);
+    let req = h.next_request();
+    assert_eq!(req.body, Request::ResetWatches);
+    h.reply(&req, Reply::ResetWatches);
+    assert_eq!(h.result_of(r), &Ok(Response::Unit));
+    h.event("/a", "t");
+    assert!(h.seen.events.is_empty());
+    let u = h.client.unwatch(h.now, w);
+    h.drain();
+    assert_eq!(h.result_of(u), &Err(Error::UnknownWatch(w)));
+}
