@@ -1,0 +1,13 @@
+//! Async drivers for the xen-sansio machines, on tokio.
+//!
+//! The machines do no I/O; here one tokio task owns a machine and its socket, and callers
+//! talk to it through a cloneable handle (an `mpsc` channel in, a `oneshot` per operation
+//! out). The socket is a `tokio::net::UnixStream`; descriptors travel with `SCM_RIGHTS`
+//! through `rustix`'s `sendmsg`/`recvmsg` inside `readable()`/`writable()` + `try_io`, and
+//! the machine's deadlines become `tokio::time::sleep_until`. No `unsafe` here either.
+//!
+//! - [`qmp`]: a QMP connection ([`qmp::connect`], [`qmp::QmpHandle`]).
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod qmp;

@@ -1,0 +1,240 @@
+//! The async QMP driver against a real QEMU (Debian's qemu-system-x86_64).
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::process::{Child, Command as Process, Stdio};
+use std::time::Duration;
+
+use rustix::process::{Pid, Signal, kill_process};
+use tokio::time::timeout;
+use xsio_io_tokio::qmp::{self, Error, QmpHandle};
+use xsio_qmp::typed::{self, ChangeMedium, ReadOnlyMode};
+use xsio_qmp::{Command, CommandError, Config, ErrorClass};
+
+const QEMU: &str = "qemu-system-x86_64";
+
+/// A QEMU process with a QMP socket; killed when dropped.
+struct Qemu {
+    child: Child,
+    socket: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Qemu {
+    fn start(machine: &[&str]) -> Option<Qemu> {
+        let installed = Process::new(QEMU)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !installed {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{QEMU} is missing and CI is set"
+            );
+            eprintln!("SKIPPED: {QEMU} is not installed; this peer test did not run");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("qmp.sock");
+        let child = Process::new(QEMU)
+            .args(machine)
+            .args(["-nodefaults", "-display", "none", "-qmp"])
+            .arg(format!("unix:{},server=on,wait=off", socket.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..1500 {
+            if socket.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(Qemu { child, socket, dir })
+    }
+
+    fn paused_pc() -> Option<Qemu> {
+        Qemu::start(&[
+            "-machine",
+            "pc",
+            "-accel",
+            "tcg",
+            "-S",
+            "-device",
+            "ide-cd,id=cd0,bus=ide.1,unit=0",
+        ])
+    }
+
+    async fn connect(&self) -> (QmpHandle, tokio::sync::mpsc::Receiver<xsio_qmp::Event>) {
+        timeout(
+            Duration::from_secs(30),
+            qmp::connect(&self.socket, Config::default()),
+        )
+        .await
+        .expect("negotiated in time")
+        .unwrap()
+    }
+
+    fn signal(&self, signal: Signal) {
+        kill_process(Pid::from_raw(self.child.id() as i32).unwrap(), signal).unwrap();
+    }
+
+    fn image(&self) -> PathBuf {
+        let path = self.dir.path().join("cd.iso");
+        File::create(&path)
+            .unwrap()
+            .write_all(&vec![7u8; 32 << 10])
+            .unwrap();
+        path
+    }
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+const LONG: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn many_tasks_pipeline_commands_on_one_connection() {
+    let Some(qemu) = Qemu::start(&["-machine", "none"]) else {
+        return;
+    };
+    let (qmp, _events) = qemu.connect().await;
+    assert!(qmp.session().greeting.offers("oob"));
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let qmp = qmp.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..50 {
+                let status: typed::StatusInfo = qmp
+                    .execute(typed::query_status())
+                    .await
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!(status.running);
+            }
+        }));
+    }
+    for task in tasks {
+        timeout(LONG, task).await.unwrap().unwrap();
+    }
+    match qmp.execute(Command::new("no-such-command")).await {
+        Err(Error::Command(CommandError::Qmp(e))) => {
+            assert_eq!(e.class, ErrorClass::CommandNotFound)
+        }
+        other => panic!("{other:?}"),
+    }
+    // Dropping every handle closes the connection, so QEMU takes a new client.
+    drop(qmp);
+    let (again, _events) = qemu.connect().await;
+    again.execute(typed::query_status()).await.unwrap();
+}
+
+#[tokio::test]
+async fn events_and_a_cdrom_change_through_a_passed_fd() {
+    let Some(qemu) = Qemu::paused_pc() else {
+        return;
+    };
+    let image = qemu.image();
+    let (qmp, mut events) = qemu.connect().await;
+    let fd: OwnedFd = File::open(&image).unwrap().into();
+    let added: typed::AddFdInfo = qmp
+        .execute(typed::add_fd(fd, None, Some("cdrom")))
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    let path = typed::fdset_path(added.fdset_id);
+    qmp.execute(typed::blockdev_change_medium(&ChangeMedium {
+        id: "cd0".into(),
+        filename: path.clone(),
+        format: Some("raw".into()),
+        read_only_mode: Some(ReadOnlyMode::ReadOnly),
+    }))
+    .await
+    .unwrap();
+    for expected in [true, false] {
+        let event = timeout(LONG, events.recv()).await.unwrap().unwrap();
+        let moved: typed::DeviceTrayMoved = event.parse_data().unwrap();
+        assert_eq!(
+            (moved.id.as_deref(), moved.tray_open),
+            (Some("cd0"), expected)
+        );
+    }
+    let blocks: Vec<typed::BlockInfo> = qmp
+        .execute(typed::query_block())
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    let cd = blocks
+        .iter()
+        .find(|b| b.qdev.as_deref() == Some("cd0"))
+        .unwrap();
+    assert_eq!(cd.inserted.as_ref().unwrap().file, path);
+    qmp.execute(typed::eject("cd0")).await.unwrap();
+
+    qmp.execute(typed::cont()).await.unwrap();
+    loop {
+        let event = timeout(LONG, events.recv()).await.unwrap().unwrap();
+        if event.name == "RESUME" {
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn qemu_killed_with_commands_in_flight_fails_each_once_and_closes_every_fd() {
+    let Some(qemu) = Qemu::paused_pc() else {
+        return;
+    };
+    let image = qemu.image();
+    let (qmp, _events) = qemu.connect().await;
+    let before = open_fds();
+    qemu.signal(Signal::STOP);
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let qmp = qmp.clone();
+        let command = if i % 2 == 0 {
+            let fd: OwnedFd = File::open(&image).unwrap().into();
+            typed::add_fd(fd, None, None)
+        } else {
+            typed::query_status()
+        };
+        tasks.push(tokio::spawn(async move { qmp.execute(command).await }));
+    }
+    // Let the commands reach the driver (and the socket, for those allowed out).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    qemu.signal(Signal::KILL);
+    for task in tasks {
+        match timeout(LONG, task).await.unwrap().unwrap() {
+            Err(Error::Command(CommandError::Disconnected)) => {}
+            other => panic!("expected Disconnected, got {other:?}"),
+        }
+    }
+    // Every image fd we opened is closed, and the driver closed its socket as well.
+    for _ in 0..100 {
+        if open_fds() == before - 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        open_fds(),
+        before - 1,
+        "image fds and the socket are closed"
+    );
+}
