@@ -18,6 +18,22 @@ import sys
 import tempfile
 import threading
 
+PYXS_SESSION = """
+import os, pyxs
+with pyxs.Client(unix_socket_path=os.environ["XENSTORED_PATH"]) as c:
+    c.write(b"/x/y", b"1")
+    assert c.read(b"/x/y") == b"1"
+    c.mkdir(b"/m")
+    c.set_perms(b"/m", [b"n0", b"r5"])
+    assert c.get_perms(b"/m") == [b"n0", b"r5"]
+    assert c.list(b"/x") == [b"y", b"z"]
+    assert c.get_domain_path(3) == b"/local/domain/3"
+    c.transaction()
+    c.write(b"/x/z", b"3")
+    assert c.commit()
+    c.delete(b"/a")
+"""
+
 SCENARIOS = [
     ("write-single", ["xenstore-write", "/a", "b"]),
     ("write-multi", ["xenstore-write", "/x/y", "1", "/x/z", "2"]),
@@ -33,6 +49,9 @@ SCENARIOS = [
     ("ls-perms", ["xenstore-ls", "-p", "/x"]),
     ("chmod", ["xenstore-chmod", "/x/y", "n0", "r5"]),
     ("watch", ["xenstore-watch", "-n", "2", "/x"]),
+    # pyxs (python3-pyxs), a second, independent client: counting req_ids, a transaction,
+    # permissions and the domain path.
+    ("pyxs-session", ["/usr/bin/python3", "-c", PYXS_SESSION]),
 ]
 
 TREE = {
@@ -93,6 +112,8 @@ def answer(tree, msg_type, req_id, tx_id, payload):
         tree[path] = value
         return reply(b"OK\0")
     if msg_type in (12, 13, 14):  # MKDIR, RM, SET_PERMS
+        if msg_type == 12:
+            tree.setdefault(path, b"")
         if msg_type == 13:
             for key in [k for k in tree if k == path or k.startswith(path + "/")]:
                 del tree[key]
@@ -105,6 +126,8 @@ def answer(tree, msg_type, req_id, tx_id, payload):
         ]
     if msg_type == 5:  # UNWATCH
         return reply(b"OK\0")
+    if msg_type == 10:  # GET_DOMAIN_PATH
+        return reply(b"/local/domain/" + fields[0] + b"\0")
     return error(b"ENOSYS")
 
 
@@ -134,10 +157,11 @@ def hexline(direction, data):
 
 def main():
     outdir = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
-    version = subprocess.run(
-        ["dpkg-query", "-W", "-f=${Version}", "xenstore-utils"],
-        capture_output=True, text=True,
-    ).stdout.strip()
+    def version(package):
+        return subprocess.run(
+            ["dpkg-query", "-W", "-f=${Version}", package],
+            capture_output=True, text=True,
+        ).stdout.strip()
     with tempfile.TemporaryDirectory() as tmp:
         sock_path = os.path.join(tmp, "socket")
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -156,8 +180,10 @@ def main():
             thread.join(timeout=5)
             conn.close()
             with open(os.path.join(outdir, name + ".txt"), "w") as f:
-                f.write(f"# {' '.join(repr(a) if a == '' else a for a in argv)}\n")
-                f.write(f"# recorded by record.py from Debian xenstore-utils {version}\n")
+                shown = argv if name != "pyxs-session" else ["pyxs-session", "(see record.py)"]
+                f.write(f"# {' '.join(repr(a) if a == '' else a for a in shown)}\n")
+                package = "python3-pyxs" if name.startswith("pyxs") else "xenstore-utils"
+                f.write(f"# recorded by record.py from Debian {package} {version(package)}\n")
                 f.write(f"# exit status {proc.returncode}; stdout {out!r}; stderr {err!r}\n")
                 f.write("# '>' client to daemon, '<' daemon to client; hex header then payload\n")
                 for direction, data in log:

@@ -43,7 +43,7 @@ fn vectors() -> BTreeMap<String, Vector> {
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();
         out.insert(name, vector);
     }
-    assert!(out.len() >= 14, "golden vectors missing from {dir}");
+    assert!(out.len() >= 15, "golden vectors missing from {dir}");
     out
 }
 
@@ -186,4 +186,34 @@ fn the_requests_mean_what_xenstore_utils_asked() {
     );
     let enoent = decode_all::<Reply>(&all["read-enoent"].daemon);
     assert_eq!(enoent[0].body, Reply::Error(ErrorKind::Enoent));
+}
+
+/// pyxs, the second client: it counts req_ids and puts its transaction's id in the header.
+#[test]
+fn pyxs_counts_req_ids_and_carries_its_transaction() {
+    let all = vectors();
+    let packets = decode_all::<Request>(&all["pyxs-session"].client);
+    let req_ids: Vec<u32> = packets.iter().map(|p| p.req_id).collect();
+    assert_eq!(req_ids, (0..11).collect::<Vec<u32>>());
+    let in_tx: Vec<&Request> = packets
+        .iter()
+        .filter(|p| p.tx_id == 1)
+        .map(|p| &p.body)
+        .collect();
+    assert_eq!(
+        in_tx,
+        [
+            &Request::Write {
+                path: "/x/z".into(),
+                value: Bytes::from_static(b"3")
+            },
+            &Request::TransactionEnd { commit: true },
+        ]
+    );
+    assert_eq!(packets[6].body, Request::GetDomainPath { domid: 3 });
+    let replies = decode_all::<Reply>(&all["pyxs-session"].daemon);
+    assert_eq!(
+        replies[6].body,
+        Reply::GetDomainPath("/local/domain/3".into())
+    );
 }
