@@ -148,12 +148,24 @@ struct Domain {
 
 /// The in-memory xenstore daemon core.
 ///
-/// Connections are added with [`connect`](Server::connect) and removed with
-/// [`disconnect`](Server::disconnect). Each request goes through
-/// [`handle_request`](Server::handle_request); afterwards drain
-/// [`poll_output`](Server::poll_output) until it returns `None` and deliver what it says.
+/// Method groups:
+/// - connections: [`connect`](Server::connect), [`disconnect`](Server::disconnect),
+///   [`is_connected`](Server::is_connected);
+/// - inputs: [`handle_input`](Server::handle_input) with the bytes read from a client (any
+///   split), or [`handle_request`](Server::handle_request) with one already-framed request
+///   (for in-process drivers such as a simulator); domains come and go with
+///   [`introduce_domain`](Server::introduce_domain) and
+///   [`release_domain`](Server::release_domain);
+/// - outputs: [`poll_output`](Server::poll_output), drained until `None` after every input:
+///   write each [`Output::Transmit`] to its connection in order, close each
+///   [`Output::Close`];
+/// - inspection: [`check_invariants`](Server::check_invariants),
+///   [`node_count`](Server::node_count), [`queued_replies`](Server::queued_replies),
+///   [`buffered_input`](Server::buffered_input), [`save`](Server::save).
+///
 /// The server reads no clock and does no I/O: `now` is accepted for the common machine shape
-/// and future timers, and every result depends only on the inputs, in order.
+/// and future timers (it has none today), and every result depends only on the inputs, in
+/// order.
 #[derive(Debug)]
 pub struct Server {
     config: Config,
