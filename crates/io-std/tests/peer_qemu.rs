@@ -325,3 +325,86 @@ fn qemu_killed_with_commands_in_flight_fails_each_once_and_closes_every_fd() {
     assert_eq!(open_fds(), before, "the unsent fd was closed");
     keep_transcript("killed", &qmp);
 }
+
+#[test]
+fn device_state_is_saved_into_an_fd_passed_with_add_fd() {
+    let Some(qemu) = Qemu::paused_pc() else {
+        return;
+    };
+    let mut qmp = qemu.connect(Config::default());
+    let path = qemu.dir.path().join("saved-state");
+    // Write-only: QEMU picks an fd from the set whose access mode matches its open (O_WRONLY).
+    let file = File::options()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    qmp.execute(typed::stop()).unwrap();
+    let added: typed::AddFdInfo = qmp
+        .execute(typed::add_fd(
+            OwnedFd::from(file),
+            None,
+            Some("saved_state"),
+        ))
+        .unwrap()
+        .parse()
+        .unwrap();
+    qmp.execute(typed::xen_save_devices_state(
+        &typed::fdset_path(added.fdset_id),
+        Some(false),
+    ))
+    .unwrap();
+    let saved = std::fs::read(&path).unwrap();
+    assert!(
+        saved.len() > 16,
+        "QEMU wrote the device state: {} bytes",
+        saved.len()
+    );
+    // QEMU's migration stream starts with the magic "QEVM".
+    assert_eq!(&saved[..4], b"QEVM");
+    keep_transcript("save-devices-state", &qmp);
+}
+
+#[test]
+fn getfd_stores_a_named_fd_and_closefd_releases_it() {
+    let Some(qemu) = Qemu::bare() else { return };
+    let mut qmp = qemu.connect(Config::default());
+    let image = qemu.image(4096);
+    let fd: OwnedFd = File::open(&image).unwrap().into();
+    qmp.execute(typed::getfd(fd, "image")).unwrap();
+    qmp.execute(typed::closefd("image")).unwrap();
+    assert_eq!(
+        qmp_class(qmp.execute(typed::closefd("image"))),
+        ErrorClass::GenericError,
+        "already released"
+    );
+}
+
+#[test]
+fn device_add_and_del_of_a_pci_nic() {
+    let Some(qemu) = Qemu::paused_pc() else {
+        return;
+    };
+    let mut qmp = qemu.connect(Config::default());
+    let mut props = serde_json::Map::new();
+    props.insert("bus".into(), "pci.0".into());
+    qmp.execute(typed::device_add("virtio-net-pci", "nic1", props))
+        .unwrap();
+    // On a paused guest the unplug request is accepted but never completes (peers.md): the
+    // reply comes, DEVICE_DELETED does not, and a second request is refused.
+    qmp.execute(typed::device_del("nic1")).unwrap();
+    assert_eq!(
+        qmp_class(qmp.execute(typed::device_del("nic1"))),
+        ErrorClass::GenericError
+    );
+    let deleted = qmp
+        .next_event(Some(now() + Duration::from_millis(300)))
+        .unwrap();
+    assert!(
+        deleted
+            .as_ref()
+            .is_none_or(|e| e.name != typed::DEVICE_DELETED),
+        "{deleted:?}"
+    );
+}

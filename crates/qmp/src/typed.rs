@@ -335,6 +335,14 @@ mod tests {
             }
         );
 
+        let event = crate::wire::decode(br#"{"timestamp": {"seconds": 1, "microseconds": 2}, "event": "DEVICE_DELETED", "data": {"path": "/machine/peripheral/nic1", "device": "nic1", "new": 1}}"#).unwrap();
+        let crate::wire::Message::Event(event) = event else {
+            panic!("not an event")
+        };
+        let deleted: DeviceDeleted = event.parse_data().unwrap();
+        assert_eq!(deleted.device.as_deref(), Some("nic1"));
+        assert_eq!(deleted.path, "/machine/peripheral/nic1");
+
         let bad = ret(r#"{"fd": "x"}"#).parse::<AddFdInfo>();
         assert!(matches!(bad, Err(crate::CommandError::BadReply { .. })));
     }
