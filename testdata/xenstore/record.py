@@ -18,22 +18,6 @@ import sys
 import tempfile
 import threading
 
-PYXS_SESSION = """
-import os, pyxs
-with pyxs.Client(unix_socket_path=os.environ["XENSTORED_PATH"]) as c:
-    c.write(b"/x/y", b"1")
-    assert c.read(b"/x/y") == b"1"
-    c.mkdir(b"/m")
-    c.set_perms(b"/m", [b"n0", b"r5"])
-    assert c.get_perms(b"/m") == [b"n0", b"r5"]
-    assert c.list(b"/x") == [b"y", b"z"]
-    assert c.get_domain_path(3) == b"/local/domain/3"
-    c.transaction()
-    c.write(b"/x/z", b"3")
-    assert c.commit()
-    c.delete(b"/a")
-"""
-
 SCENARIOS = [
     ("write-single", ["xenstore-write", "/a", "b"]),
     ("write-multi", ["xenstore-write", "/x/y", "1", "/x/z", "2"]),
@@ -51,7 +35,7 @@ SCENARIOS = [
     ("watch", ["xenstore-watch", "-n", "2", "/x"]),
     # pyxs (python3-pyxs), a second, independent client: counting req_ids, a transaction,
     # permissions and the domain path.
-    ("pyxs-session", ["/usr/bin/python3", "-c", PYXS_SESSION]),
+    ("pyxs-session", ["/usr/bin/python3", "testdata/xenstore/pyxs-session.py"]),
 ]
 
 TREE = {
@@ -67,6 +51,9 @@ TREE = {
 }
 
 ERROR, WATCH_EVENT = 16, 15
+
+# Commands run from the repository root (the pyxs script's path is relative to it).
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def frame(msg_type, req_id, tx_id, payload):
@@ -170,7 +157,7 @@ def main():
         for name, argv in SCENARIOS:
             log = []
             proc = subprocess.Popen(
-                argv, env={**os.environ, "XENSTORED_PATH": sock_path},
+                argv, cwd=ROOT, env={**os.environ, "XENSTORED_PATH": sock_path},
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             )
             conn, _ = server.accept()
@@ -180,8 +167,7 @@ def main():
             thread.join(timeout=5)
             conn.close()
             with open(os.path.join(outdir, name + ".txt"), "w") as f:
-                shown = argv if name != "pyxs-session" else ["pyxs-session", "(see record.py)"]
-                f.write(f"# {' '.join(repr(a) if a == '' else a for a in shown)}\n")
+                f.write(f"# {' '.join(repr(a) if a == '' else a for a in argv)}\n")
                 package = "python3-pyxs" if name.startswith("pyxs") else "xenstore-utils"
                 f.write(f"# recorded by record.py from Debian {package} {version(package)}\n")
                 f.write(f"# exit status {proc.returncode}; stdout {out!r}; stderr {err!r}\n")

@@ -1,4 +1,4 @@
-//! Peer test: Xen's own xenstore-utils, replayed against the golden transcripts, still send
+//! Peer test: Xen's own xenstore-utils (and pyxs), replayed against the golden transcripts, still send
 //! exactly the recorded bytes, so the vectors in `testdata/xenstore/` (and the byte-identity
 //! tests of `xsio xs` built on them) speak for the installed libxenstore.
 
@@ -21,6 +21,7 @@ const TRANSCRIPTS: &[&str] = &[
     "ls-perms",
     "chmod",
     "watch",
+    "pyxs-session",
 ];
 
 fn have(program: &str) -> bool {
@@ -32,12 +33,18 @@ fn have(program: &str) -> bool {
 
 #[test]
 fn xenstore_utils_send_the_recorded_bytes() {
-    if !have("xenstore-read") {
+    let pyxs = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", "import pyxs"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have("xenstore-read") || !pyxs {
         assert!(
             std::env::var_os("CI").is_none(),
-            "xenstore-utils missing under CI (cargo xtask test installs it)"
+            "xenstore-utils or python3-pyxs missing under CI (cargo xtask test installs them)"
         );
-        eprintln!("SKIPPED: xenstore-utils is not installed; `cargo xtask test` installs it");
+        eprintln!(
+            "SKIPPED: xenstore-utils or python3-pyxs is not installed; `cargo xtask test` installs them"
+        );
         return;
     }
     for name in TRANSCRIPTS {

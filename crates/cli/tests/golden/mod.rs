@@ -139,10 +139,12 @@ pub struct Run {
     pub stderr: String,
 }
 
-/// Runs `program args` with XENSTORED_PATH set to `socket`.
+/// Runs `program args` from the repository root with XENSTORED_PATH set to `socket`.
 pub fn run(program: &str, args: &[String], socket: &std::path::Path) -> Run {
+    let root = format!("{}/../..", env!("CARGO_MANIFEST_DIR"));
     let out = std::process::Command::new(program)
         .args(args)
+        .current_dir(root)
         .env("XENSTORED_PATH", socket)
         .env_remove("XENSTORED_RUNDIR")
         .output()
