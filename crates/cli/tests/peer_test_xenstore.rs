@@ -162,3 +162,43 @@ fn the_suite_passes_as_an_unprivileged_guest() {
     let left = daemon.run("xenstore-exists", &["/local/domain/3/xenstore-test"]);
     assert!(!left.status.success(), "the guest's run left nodes behind");
 }
+
+#[test]
+fn four_concurrent_runs_pass() {
+    if !peer(SUITE) {
+        return;
+    }
+    // Four clients at once, each in its own subtree, sharing the parent their final cleanup
+    // transactions list and remove: conflicts there must end in EAGAIN and a retry, not in
+    // a failure or a livelock.
+    let daemon = Daemon::start(&[], &[]);
+    let mut runs: Vec<_> = (0..4)
+        .map(|_| {
+            Command::new(SUITE)
+                .args(["-i", "30"])
+                .env("XENSTORED_PATH", &daemon.socket)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for run in &mut runs {
+        wait_with_timeout(run, Duration::from_secs(60), "test-xenstore");
+    }
+    for run in runs {
+        let out = run.wait_with_output().unwrap();
+        let output = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && !output.contains("failed"),
+            "{output}"
+        );
+        assert_eq!(
+            output.lines().filter(|l| l.contains(" ns")).count(),
+            12,
+            "{output}"
+        );
+    }
+    assert_cleaned_up(&daemon);
+}
