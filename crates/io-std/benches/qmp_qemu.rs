@@ -12,6 +12,11 @@
 //! - `cpu/*`: no QEMU: the client machine's own cost per message (submit, transmit, decode the
 //!   recorded reply, complete) next to `serde_json` parsing the same reply bytes to a `Value`.
 //!
+//! Before the divan tables, `side_by_side` runs interleaved rounds of every client (and of
+//! PyPI `qemu.qmp` through `benches/qemu_qmp_peer.py`, when a venv at
+//! `target/qmp-bench-venv` or `XSIO_BENCH_PYTHON` has it) and prints medians and ratios.
+//! Set `XSIO_BENCH_NO_AB=1` to skip it.
+//!
 //! Without QEMU the QEMU groups print SKIPPED and do nothing; the `cpu` group still runs.
 
 use std::hint::black_box;
@@ -296,8 +301,8 @@ mod side_by_side {
 
     use super::*;
 
-    const N: usize = 2000;
-    const ROUNDS: usize = 7;
+    const N: usize = 1000;
+    const ROUNDS: usize = 11;
 
     fn rate(start: Instant) -> f64 {
         N as f64 / (now() - start).as_secs_f64()
@@ -360,9 +365,40 @@ mod side_by_side {
         rate(start)
     }
 
+    /// The Python interpreter of the venv with `qemu.qmp`, if one was made (see the README).
+    fn python() -> Option<PathBuf> {
+        let path = std::env::var_os("XSIO_BENCH_PYTHON")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join("../../target/qmp-bench-venv/bin/python")
+            });
+        let works = Process::new(&path)
+            .args(["-c", "import qemu.qmp"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        works.then_some(path)
+    }
+
+    fn qemu_qmp(python: &PathBuf, socket: &PathBuf, mode: &str) -> f64 {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/qemu_qmp_peer.py");
+        let out = Process::new(python)
+            .arg(script)
+            .arg(socket)
+            .arg(N.to_string())
+            .arg(mode)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(f64::NAN)
+    }
+
     fn median(mut v: Vec<f64>) -> f64 {
         v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
     }
 
     pub(super) fn run(socket: &PathBuf) {
@@ -374,7 +410,10 @@ mod side_by_side {
             "raw pipelined, ids",
             "xsio pipelined, ids",
             "xsio pipelined, by order",
+            "qemu.qmp sequential",
+            "qemu.qmp pipelined",
         ];
+        let python = python();
         let mut rates: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
         for _ in 0..ROUNDS {
             rates[0].push(raw_sequential(socket, false));
@@ -384,6 +423,17 @@ mod side_by_side {
             rates[4].push(raw_pipelined(socket));
             rates[5].push(ours_pipelined(socket, Config::default()));
             rates[6].push(ours_pipelined(socket, by_order()));
+            if let Some(python) = &python {
+                rates[7].push(qemu_qmp(python, socket, "sequential"));
+                rates[8].push(qemu_qmp(python, socket, "pipelined"));
+            }
+        }
+        if python.is_none() {
+            rates.truncate(7);
+            eprintln!(
+                "qemu.qmp not measured: python3 -m venv target/qmp-bench-venv && \\
+                 target/qmp-bench-venv/bin/pip install qemu.qmp (or set XSIO_BENCH_PYTHON)"
+            );
         }
         let m: Vec<f64> = rates.into_iter().map(median).collect();
         eprintln!("side by side, {ROUNDS} interleaved rounds of {N} query-status, medians:");
