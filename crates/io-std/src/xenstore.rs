@@ -92,7 +92,6 @@ impl XsError {
 /// Each call sends its request and steps the [`Client`] machine (reading the socket,
 /// feeding the real clock to its timers) until that operation completes. Watch events that
 /// arrive meanwhile are queued for [`XsConn::next_event`].
-#[derive(Debug)]
 pub struct XsConn {
     conn: UnixConn,
     client: Client,
@@ -100,6 +99,22 @@ pub struct XsConn {
     events: VecDeque<WatchEvent>,
     buf: Box<[u8]>,
     attempts: u32,
+    dropped_events: u64,
+}
+
+/// Watch events kept for [`XsConn::next_event`]; past this the oldest are dropped (and
+/// counted by [`XsConn::dropped_events`]), so a watch nobody reads cannot grow memory.
+pub const MAX_QUEUED_EVENTS: usize = 65_536;
+
+impl std::fmt::Debug for XsConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the 64 KiB receive buffer.
+        f.debug_struct("XsConn")
+            .field("conn", &self.conn)
+            .field("client", &self.client)
+            .field("events", &self.events.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl XsConn {
@@ -149,6 +164,7 @@ impl XsConn {
             events: VecDeque::new(),
             buf: vec![0; 64 * 1024].into_boxed_slice(),
             attempts,
+            dropped_events: 0,
         }
     }
 
@@ -330,6 +346,11 @@ impl XsConn {
         }
     }
 
+    /// Watch events dropped because more than [`MAX_QUEUED_EVENTS`] were waiting.
+    pub fn dropped_events(&self) -> u64 {
+        self.dropped_events
+    }
+
     /// Steps the machine until operation `op` (started on [`XsConn::client_mut`])
     /// completes, and returns its result.
     pub fn wait(&mut self, op: OpId) -> Result<Response, XsError> {
@@ -379,7 +400,13 @@ impl XsConn {
                 Output::Done { id, result } => {
                     self.done.insert(id, result);
                 }
-                Output::Event(event) => self.events.push_back(event),
+                Output::Event(event) => {
+                    if self.events.len() >= MAX_QUEUED_EVENTS {
+                        self.events.pop_front();
+                        self.dropped_events += 1;
+                    }
+                    self.events.push_back(event);
+                }
                 _ => {}
             }
         }
