@@ -29,6 +29,11 @@ struct Qemu {
 impl Qemu {
     /// Starts QEMU, or returns `None` (after saying so loudly) when it is not installed.
     fn start(machine: &[&str]) -> Option<Qemu> {
+        Qemu::start_with(machine, false)
+    }
+
+    /// `pretty`: the monitor sends multi-line, indented JSON (`-mon ...,pretty=on`).
+    fn start_with(machine: &[&str], pretty: bool) -> Option<Qemu> {
         let installed = Process::new(QEMU)
             .arg("--version")
             .stdout(Stdio::null())
@@ -44,10 +49,24 @@ impl Qemu {
         }
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("qmp.sock");
-        let child = Process::new(QEMU)
+        let mut command = Process::new(QEMU);
+        command
             .args(machine)
-            .args(["-nodefaults", "-display", "none", "-qmp"])
-            .arg(format!("unix:{},server=on,wait=off", socket.display()))
+            .args(["-nodefaults", "-display", "none"]);
+        if pretty {
+            command
+                .arg("-chardev")
+                .arg(format!(
+                    "socket,id=mon0,path={},server=on,wait=off",
+                    socket.display()
+                ))
+                .args(["-mon", "chardev=mon0,mode=control,pretty=on"]);
+        } else {
+            command
+                .arg("-qmp")
+                .arg(format!("unix:{},server=on,wait=off", socket.display()));
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -406,5 +425,25 @@ fn device_add_and_del_of_a_pci_nic() {
             .as_ref()
             .is_none_or(|e| e.name != typed::DEVICE_DELETED),
         "{deleted:?}"
+    );
+}
+
+#[test]
+fn a_pretty_printing_monitor_works_because_framing_is_by_json_value() {
+    let Some(qemu) = Qemu::start_with(&["-machine", "none"], true) else {
+        return;
+    };
+    let mut qmp = qemu.connect(Config::default());
+    let ops: Vec<_> = (0..20).map(|_| qmp.submit(typed::query_status())).collect();
+    for op in ops {
+        let status: typed::StatusInfo = qmp.wait(op).unwrap().parse().unwrap();
+        assert!(status.running);
+    }
+    // The transcript shows QEMU really sent multi-line JSON.
+    let transcript = qmp.transcript().unwrap();
+    assert!(transcript.contains("\n    \"return\": {"), "{transcript}");
+    assert_eq!(
+        qmp_class(qmp.execute(Command::new("no-such-command"))),
+        ErrorClass::CommandNotFound
     );
 }

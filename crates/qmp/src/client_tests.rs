@@ -602,3 +602,24 @@ fn match_by_order_sends_in_band_commands_without_id_and_pairs_replies_in_order()
     h.feed(r#"{"return": {}}"#);
     assert_eq!(h.drain(), vec!["closed Protocol(UnattributedReturn)"]);
 }
+
+#[test]
+fn i3_nothing_is_delivered_from_inside_a_call_outputs_wait_to_be_drained() {
+    let mut h = Harness::ready(Config::default());
+    let a = h.exec(typed::query_status());
+    // Inputs and commands only queue; the order of the queue is the order of events.
+    h.feed(r#"{"event": "STOP", "timestamp": {"seconds": 1, "microseconds": 1}}"#);
+    let b = h.exec(typed::cont());
+    h.qmp.close();
+    let c = h.exec(typed::stop());
+    assert_eq!(
+        h.drain(),
+        vec![
+            "event STOP {}".to_owned(),
+            format!("done {a} err Disconnected"),
+            format!("done {b} err Disconnected"),
+            "closed ClosedByCaller".to_owned(),
+            format!("done {c} err Disconnected"),
+        ]
+    );
+}
