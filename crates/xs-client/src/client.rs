@@ -427,6 +427,8 @@ impl Client {
         };
         let reply = match Packet::<Reply>::decode(frame) {
             Ok(packet) => packet.body,
+            // As libxenstore: an error name outside the table reads as EINVAL.
+            Err(xsio_xs_wire::PayloadError::UnknownErrorName(_)) => Reply::Error(ErrorKind::Einval),
             Err(err) => {
                 self.fail_pending(pending, Error::Protocol(err.to_string()));
                 return;

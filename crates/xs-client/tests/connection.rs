@@ -179,3 +179,21 @@ fn helpers_exists_rm_tree_and_typed_values() {
     assert!(u32::from_xs(b"-1").is_err());
     assert!(u32::from_xs(b"").is_err());
 }
+
+#[test]
+fn an_unknown_error_name_reads_as_einval_like_libxenstore() {
+    let mut h = Harness::new(Config::default());
+    let a = h.client.read(h.now, None, "/a");
+    let req = h.next_request();
+    let mut frame = Header {
+        msg_type: 16,
+        req_id: req.req_id,
+        tx_id: 0,
+        len: 7,
+    }
+    .to_bytes()
+    .to_vec();
+    frame.extend_from_slice(b"EWEIRD\0");
+    h.feed(&frame);
+    assert_eq!(h.result_of(a), &Err(Error::Xs(ErrorKind::Einval)));
+}
