@@ -807,8 +807,13 @@ impl Server {
     }
 
     /// Queues the events `change` causes on every connection whose watches match and which
-    /// may read the node (under its new or, for a permission change, its old permissions).
+    /// may read the node (under its new or, for a permission change, its old permissions) or
+    /// its parent, as xenstored decides: a guest watching a directory it may read hears of
+    /// children it may not read, but never of anything below a directory hidden from it.
     fn fire(&mut self, change: &Change) {
+        let parent_perms = path::parent(&change.path)
+            .and_then(|p| self.tree.get(p))
+            .map(|n| &n.perms);
         let mut deliveries = Vec::new();
         for (conn_id, conn) in &self.conns {
             let caller = self.caller(conn);
@@ -816,7 +821,8 @@ impl Server {
                 || change
                     .old_perms
                     .as_ref()
-                    .is_some_and(|p| p.granted(caller).read);
+                    .is_some_and(|p| p.granted(caller).read)
+                || parent_perms.is_some_and(|p| p.granted(caller).read);
             if !can_read {
                 continue;
             }

@@ -126,3 +126,25 @@ fn reset_watches_drops_every_watch() {
     h.write(c, 0, "/a", "x").unwrap();
     assert_eq!(h.take_events(c), vec![]);
 }
+
+#[test]
+fn a_readable_parent_lets_a_guest_hear_of_unreadable_children() {
+    let mut h = Harness::new();
+    let c = h.dom0();
+    h.write(c, 0, "/dir", "").unwrap();
+    h.op(c, SET_PERMS, 0, &["/dir", "n0", "r3"]).unwrap();
+    h.write(c, 0, "/dir/child", "").unwrap();
+    h.op(c, SET_PERMS, 0, &["/dir/child", "n0"]).unwrap();
+    h.write(c, 0, "/dir/child/grandchild", "").unwrap();
+    let g = h.domain(3);
+    h.op(g, WATCH, 0, &["/dir", "t"]).unwrap();
+    h.take_events(g);
+    h.write(c, 0, "/dir/child", "changed").unwrap();
+    h.write(c, 0, "/dir/child/grandchild", "changed").unwrap();
+    assert_eq!(h.take_events(g), vec![ev("/dir/child", "t")]);
+    assert_eq!(
+        h.read(g, 0, "/dir/child"),
+        err("EACCES"),
+        "hearing is not reading"
+    );
+}
