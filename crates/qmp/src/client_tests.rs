@@ -623,3 +623,57 @@ fn i3_nothing_is_delivered_from_inside_a_call_outputs_wait_to_be_drained() {
         ]
     );
 }
+
+/// One scripted session with deadlines; returns everything the client output, with times.
+fn scripted_session() -> Vec<String> {
+    let mut h = Harness::ready(Config {
+        command_timeout: Duration::from_secs(3),
+        ..Config::default()
+    });
+    let mut lines = Vec::new();
+    h.exec(typed::query_status());
+    h.exec(Command::new("slow").timeout(Duration::from_secs(1)));
+    lines.extend(h.drain());
+    for step in 0..5 {
+        h.advance(Duration::from_millis(700));
+        if step == 2 {
+            h.feed(r#"{"return": {}, "id": 2}"#);
+        }
+        let at = (h.now - h.start).as_millis();
+        lines.extend(h.drain().into_iter().map(|l| format!("+{at}ms {l}")));
+        lines.push(format!(
+            "next {:?}",
+            h.qmp.poll_timeout().map(|t| t - h.start)
+        ));
+    }
+    lines
+}
+
+#[test]
+fn i5_time_comes_only_from_arguments_so_a_rerun_is_identical() {
+    let first = scripted_session();
+    assert_eq!(scripted_session(), first);
+    // And the deadlines did fire at the virtual times they were set for.
+    assert!(
+        first.contains(&"+1400ms done op#1 err Timeout".to_owned()),
+        "{first:#?}"
+    );
+    assert!(
+        first.contains(&"+3500ms done op#0 err Timeout".to_owned()),
+        "{first:#?}"
+    );
+}
+
+#[test]
+fn replies_are_matched_by_id_even_when_they_overtake() {
+    let mut h = Harness::ready(Config::default());
+    let a = h.exec(typed::query_status());
+    let b = h.exec(typed::query_block());
+    h.drain();
+    h.feed(r#"{"return": [], "id": 2}"#);
+    h.feed(r#"{"return": {}, "id": 1}"#);
+    assert_eq!(
+        h.drain(),
+        vec![format!("done {b} ok []"), format!("done {a} ok {{}}")]
+    );
+}
