@@ -47,6 +47,17 @@
 //! transaction conflict rule (a commit fails with EAGAIN when any node the transaction looked
 //! at, including one it found missing, changed since). Quotas bind unprivileged domains only.
 //!
+//! Where we chose, knowingly:
+//! - "Looked at" includes the nodes a write touches: the written node and, when it creates
+//!   a node, the parent whose child list it extends. So a transaction conflicts with an
+//!   outside write to a node it only wrote, or with a sibling created outside; commits are
+//!   serializable, and clients retry on EAGAIN as they must anyway. It never conflicts on
+//!   unrelated subtrees (oxenstored's coarser rule does).
+//! - Every domid is valid in a permission list (there is no hypervisor to ask).
+//! - The outstanding-request quota bounds the replies queued for one connection: past it,
+//!   that connection's further requests wait, unread, until the driver takes the replies.
+//! - Identical unsent watch events are not coalesced (spurious events are allowed).
+//!
 //! # Panics
 //! No input makes the server panic; a panic means a broken internal invariant (a bug).
 #![forbid(unsafe_code)]
