@@ -447,3 +447,25 @@ fn a_pretty_printing_monitor_works_because_framing_is_by_json_value() {
         ErrorClass::CommandNotFound
     );
 }
+
+#[test]
+fn a_second_client_gets_no_greeting_and_negotiation_times_out() {
+    let Some(qemu) = Qemu::bare() else { return };
+    let first = qemu.connect(Config::default());
+    // QEMU serves one client per monitor: the kernel queues the second connection, but no
+    // greeting comes until the first leaves (kata-containers #12236 hung here forever).
+    let conn = UnixConn::connect(&qemu.socket).unwrap();
+    let started = now();
+    let config = Config {
+        negotiation_timeout: Duration::from_millis(500),
+        ..Config::default()
+    };
+    match QmpConn::with_conn(conn, config) {
+        Err(QmpIoError::Closed(xsio_qmp::CloseReason::Protocol(
+            xsio_qmp::ProtocolError::NegotiationTimeout,
+        ))) => {}
+        other => panic!("expected a negotiation timeout, got {other:?}"),
+    }
+    assert!(now() - started >= Duration::from_millis(500));
+    drop(first);
+}
