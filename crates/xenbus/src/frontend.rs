@@ -1,0 +1,457 @@
+//! The frontend end of the handshake (what Linux blkfront and netfront do in a guest).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use xsio_core::{Machine, OpId};
+
+use crate::areas::DeviceAreas;
+use crate::keys::{KeyCheck, KeyError, KeyRead, KeySpec};
+use crate::ops::{
+    InFlight, InputError, Output, Reply, Request, Txn, TxnOp, XsError, XsErrorKind, XsOp,
+    expect_done, expect_txn, expect_value,
+};
+use crate::state::{StateError, XenbusState};
+
+/// What a [`Frontend`] needs to know.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct FrontendConfig {
+    /// Where the device lives.
+    pub areas: DeviceAreas,
+    /// Keys (relative to the frontend directory) written together with Initialised
+    /// (`ring-ref`, `event-channel`, `protocol`).
+    pub transport: Vec<(String, String)>,
+    /// Backend keys read before declaring Connected (`sectors`, `info`, `sector-size`).
+    pub backend_keys: Vec<KeySpec>,
+    /// How those values are checked.
+    pub check: KeyCheck,
+    /// How long a [`close`](Frontend::close) waits in Closing for the backend before going
+    /// Closed anyway (Linux waits 5 s on guest shutdown).
+    pub close_timeout: Duration,
+}
+
+/// What a [`Frontend`] reports.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FrontendEvent {
+    /// The frontend wrote a new state.
+    StateChanged {
+        /// The state before.
+        from: XenbusState,
+        /// The state written.
+        to: XenbusState,
+    },
+    /// A read of the backend's `state` gave this (missing node: Unknown).
+    BackendState(XenbusState),
+    /// The backend's `state` node holds garbage; it is ignored.
+    BadBackendState(StateError),
+    /// The backend's keys were read and checked: the device is usable.
+    Connected {
+        /// `(key, value)` pairs read from the backend directory.
+        backend: Vec<(String, String)>,
+    },
+    /// The backend's keys were missing or malformed; the frontend goes Closing.
+    ConnectFailed(KeyError),
+    /// The device is no longer usable (the frontend left Connected).
+    Disconnected,
+    /// The backend directory is gone and the frontend is Closed; watches were removed.
+    Finished,
+    /// The frontend's own `state` node vanished (its directory was destroyed).
+    Removed,
+    /// A xenstore operation failed; the frontend stopped.
+    Failed(XsError),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Purpose {
+    Watch,
+    Unwatch,
+    ReadBackendState,
+    ReadKey { generation: u32, index: usize },
+    WriteState,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Phase {
+    Running,
+    Finished,
+    Failed,
+}
+
+/// The frontend end of a split device.
+///
+/// From Initialising it publishes its transport and goes Initialised when the backend is
+/// InitWait (or Connected: the skipped work is done first); when the backend is Connected it
+/// reads the backend's keys and goes Connected. A backend Closing or Closed (a missed
+/// Closing) closes it. [`close`](Frontend::close) starts a guest-side close: Closing, then
+/// Closed when the backend follows or after [`FrontendConfig::close_timeout`].
+/// [`restart`](Frontend::restart) reconnects a Closed frontend (driver reload).
+///
+/// Once Closed the frontend writes nothing until it is restarted; while Initialising it
+/// ignores a backend still Closed from an earlier connection (the backend answers the
+/// restart with InitWait).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Frontend {
+    config: FrontendConfig,
+    ops: InFlight<Purpose>,
+    out: VecDeque<Output<FrontendEvent>>,
+    own: XenbusState,
+    backend: XenbusState,
+    read: Option<KeyRead>,
+    generation: u32,
+    close_deadline: Option<Instant>,
+    phase: Phase,
+}
+
+impl Frontend {
+    /// Starts the frontend of a device whose directories the toolstack created (both
+    /// `state` = Initialising).
+    pub fn new(config: FrontendConfig, _now: Instant) -> Frontend {
+        let mut frontend = Frontend {
+            config,
+            ops: InFlight::default(),
+            out: VecDeque::new(),
+            own: XenbusState::Initialising,
+            backend: XenbusState::Initialising,
+            read: None,
+            generation: 0,
+            close_deadline: None,
+            phase: Phase::Running,
+        };
+        let path = frontend.backend_state_path();
+        frontend.request(
+            Purpose::Watch,
+            XsOp::Watch {
+                token: frontend.token(),
+                path,
+            },
+        );
+        frontend
+    }
+
+    /// The state the frontend last wrote.
+    pub fn state(&self) -> XenbusState {
+        self.own
+    }
+
+    /// The backend state the frontend last read.
+    pub fn backend_state(&self) -> XenbusState {
+        self.backend
+    }
+
+    /// Whether the frontend stopped (finished, removed or failed).
+    pub fn is_stopped(&self) -> bool {
+        self.phase != Phase::Running
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &FrontendConfig {
+        &self.config
+    }
+
+    /// How many requests await a reply.
+    pub fn in_flight(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// The guest lets go of the device (unplug, shutdown). A Connected frontend goes
+    /// Closing and waits for the backend up to the close timeout; one that never connected
+    /// goes Closed at once. Does nothing when already Closing or Closed.
+    pub fn close(&mut self, now: Instant) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        match self.own {
+            XenbusState::Closing | XenbusState::Closed => {}
+            XenbusState::Connected => {
+                self.switch(XenbusState::Closing, Vec::new());
+                self.close_deadline = now.checked_add(self.config.close_timeout);
+            }
+            _ => self.close_now(),
+        }
+    }
+
+    /// Reconnects a Closed frontend (driver reload): writes Initialising, and the handshake
+    /// runs again once the backend answers InitWait. Returns false (and does nothing) when
+    /// the frontend is not Closed or has stopped.
+    pub fn restart(&mut self, _now: Instant) -> bool {
+        if self.phase != Phase::Running || self.own != XenbusState::Closed {
+            return false;
+        }
+        self.switch(XenbusState::Initialising, Vec::new());
+        true
+    }
+
+    /// A watch event. Events of other tokens and events after the frontend stopped are
+    /// ignored.
+    pub fn handle_watch(&mut self, _now: Instant, _path: &str, token: &str) {
+        if self.phase != Phase::Running || token != self.token() {
+            return;
+        }
+        let path = self.backend_state_path();
+        self.request(Purpose::ReadBackendState, XsOp::Read { path });
+    }
+
+    /// The result of a request.
+    pub fn handle_reply(
+        &mut self,
+        _now: Instant,
+        id: OpId,
+        result: Result<Reply, XsError>,
+    ) -> Result<(), InputError> {
+        let purpose = self.ops.finish(id).ok_or(InputError::UnknownOp(id))?;
+        match purpose {
+            Purpose::Watch | Purpose::Unwatch => {
+                let checked = expect_done(id, result);
+                self.after_check(checked, |_, _| {})
+            }
+            Purpose::WriteState => {
+                let checked = expect_txn(id, result);
+                self.after_check(checked, |me, committed| {
+                    if !committed {
+                        me.stop(Phase::Finished, FrontendEvent::Removed);
+                    }
+                })
+            }
+            Purpose::ReadBackendState => {
+                let checked = expect_value(id, result);
+                self.after_check(checked, |me, value| me.on_backend_state(value))
+            }
+            Purpose::ReadKey { generation, index } => {
+                let checked = expect_value(id, result);
+                self.after_check(checked, |me, value| me.on_key(generation, index, value))
+            }
+        }
+    }
+
+    /// Time passed: a close that waited too long for the backend goes Closed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let Some(deadline) = self.close_deadline else {
+            return;
+        };
+        if now < deadline {
+            return;
+        }
+        self.close_deadline = None;
+        if self.phase == Phase::Running && self.own == XenbusState::Closing {
+            self.close_now();
+        }
+    }
+
+    /// The next output, or `None` when drained. Drain after every input.
+    pub fn poll_output(&mut self) -> Option<Output<FrontendEvent>> {
+        self.out.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is due: the close deadline, if any.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.close_deadline
+    }
+
+    fn after_check<T>(
+        &mut self,
+        checked: Result<Result<T, XsError>, InputError>,
+        on_ok: impl FnOnce(&mut Self, T),
+    ) -> Result<(), InputError> {
+        match checked {
+            Ok(Ok(value)) => {
+                if self.phase == Phase::Running {
+                    on_ok(self, value);
+                }
+                Ok(())
+            }
+            Ok(Err(err)) => {
+                self.stop(Phase::Failed, FrontendEvent::Failed(err));
+                Ok(())
+            }
+            Err(wrong) => {
+                let err = XsError::new(XsErrorKind::Invalid, wrong.to_string());
+                self.stop(Phase::Failed, FrontendEvent::Failed(err));
+                Err(wrong)
+            }
+        }
+    }
+
+    fn on_backend_state(&mut self, value: Option<String>) {
+        let state = match XenbusState::from_node(value.as_deref()) {
+            Ok(state) => state,
+            Err(err) => {
+                self.event(FrontendEvent::BadBackendState(err));
+                return;
+            }
+        };
+        self.backend = state;
+        self.event(FrontendEvent::BackendState(state));
+        match state {
+            XenbusState::InitWait => {
+                if self.own == XenbusState::Initialising {
+                    self.publish();
+                }
+            }
+            XenbusState::Connected => match self.own {
+                XenbusState::Initialising => {
+                    // The backend skipped ahead: do the InitWait work first.
+                    self.publish();
+                    self.start_read();
+                }
+                XenbusState::Initialised if self.read.is_none() => self.start_read(),
+                _ => {}
+            },
+            XenbusState::Closing => {
+                if self.own != XenbusState::Closed {
+                    self.close_now();
+                }
+            }
+            XenbusState::Closed => {
+                // A missed Closing, unless we are restarting and the backend has not seen
+                // our Initialising yet.
+                if !matches!(self.own, XenbusState::Closed | XenbusState::Initialising) {
+                    self.close_now();
+                }
+            }
+            XenbusState::Unknown => {
+                // The backend directory is gone.
+                if self.own != XenbusState::Closed {
+                    self.close_now();
+                }
+                self.stop(Phase::Finished, FrontendEvent::Finished);
+            }
+            XenbusState::Initialising
+            | XenbusState::Initialised
+            | XenbusState::Reconfiguring
+            | XenbusState::Reconfigured => {}
+        }
+    }
+
+    fn on_key(&mut self, generation: u32, index: usize, value: Option<String>) {
+        let Some(read) = self.read.as_mut() else {
+            return;
+        };
+        if read.generation != generation || !read.record(index, value) {
+            return;
+        }
+        let result = read.finish(&self.config.backend_keys, self.config.check);
+        self.read = None;
+        if self.own != XenbusState::Initialised {
+            return;
+        }
+        match result {
+            Ok(backend) => {
+                self.switch(XenbusState::Connected, Vec::new());
+                self.event(FrontendEvent::Connected { backend });
+            }
+            Err(err) => {
+                self.event(FrontendEvent::ConnectFailed(err));
+                self.switch(XenbusState::Closing, Vec::new());
+            }
+        }
+    }
+
+    fn publish(&mut self) {
+        let keys = self
+            .config
+            .transport
+            .iter()
+            .map(|(key, value)| TxnOp::write(self.config.areas.frontend_key(key), value.clone()))
+            .collect();
+        self.switch(XenbusState::Initialised, keys);
+    }
+
+    fn start_read(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
+        let generation = self.generation;
+        let keys: Vec<String> = self
+            .config
+            .backend_keys
+            .iter()
+            .map(|k| k.name.clone())
+            .collect();
+        self.read = Some(KeyRead::new(generation, keys.len()));
+        if keys.is_empty() {
+            self.on_key(generation, 0, None);
+            return;
+        }
+        for (index, key) in keys.iter().enumerate() {
+            let path = self.config.areas.backend_key(key);
+            self.request(Purpose::ReadKey { generation, index }, XsOp::Read { path });
+        }
+    }
+
+    fn close_now(&mut self) {
+        self.read = None;
+        self.close_deadline = None;
+        self.switch(XenbusState::Closed, Vec::new());
+    }
+
+    fn switch(&mut self, to: XenbusState, mut extra: Vec<TxnOp>) {
+        if self.own == to {
+            return;
+        }
+        let from = self.own;
+        self.own = to;
+        let state_path = self.config.areas.frontend_key("state");
+        extra.push(TxnOp::write(state_path.clone(), to.wire()));
+        self.request(
+            Purpose::WriteState,
+            XsOp::Transaction(Txn {
+                only_if_exists: Some(state_path),
+                ops: extra,
+            }),
+        );
+        if from == XenbusState::Connected {
+            self.event(FrontendEvent::Disconnected);
+        }
+        self.event(FrontendEvent::StateChanged { from, to });
+    }
+
+    fn stop(&mut self, phase: Phase, event: FrontendEvent) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        self.phase = phase;
+        self.read = None;
+        self.close_deadline = None;
+        self.event(event);
+        let path = self.backend_state_path();
+        self.request(
+            Purpose::Unwatch,
+            XsOp::Unwatch {
+                token: self.token(),
+                path,
+            },
+        );
+    }
+
+    fn request(&mut self, purpose: Purpose, op: XsOp) {
+        let id = self.ops.start(purpose);
+        self.out.push_back(Output::Request(Request { id, op }));
+    }
+
+    fn event(&mut self, event: FrontendEvent) {
+        self.out.push_back(Output::Event(event));
+    }
+
+    fn token(&self) -> String {
+        format!("{}:backend-state", self.config.areas.frontend_path())
+    }
+
+    fn backend_state_path(&self) -> String {
+        self.config.areas.backend_key("state")
+    }
+}
+
+impl Machine for Frontend {
+    type Output = Output<FrontendEvent>;
+
+    fn handle_timeout(&mut self, now: Instant) {
+        Frontend::handle_timeout(self, now);
+    }
+
+    fn poll_output(&mut self) -> Option<Output<FrontendEvent>> {
+        Frontend::poll_output(self)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        Frontend::poll_timeout(self)
+    }
+}

@@ -1,0 +1,252 @@
+//! The toolstack's wait for a `state` node to reach a value (libxl's devstate wait).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+use xsio_core::{Machine, OpId};
+
+use crate::ops::{
+    InFlight, InputError, Output, Reply, Request, XsError, XsErrorKind, XsOp, expect_done,
+    expect_value,
+};
+use crate::state::{StateError, XenbusState};
+
+/// What a [`StateWaiter`] waits for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct WaiterConfig {
+    /// The `state` node.
+    pub path: String,
+    /// Any of these ends the wait. Include [`XenbusState::Unknown`] to accept a missing
+    /// node (a device already destroyed); otherwise a missing node is waited through.
+    pub wanted: Vec<XenbusState>,
+    /// How long to wait.
+    pub timeout: Duration,
+    /// The watch token (unique on the driver's connection).
+    pub token: String,
+}
+
+/// Why a wait ended without reaching a wanted state.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Error)]
+#[non_exhaustive]
+pub enum WaitError {
+    /// The timeout passed.
+    #[error("timed out waiting; last state seen: {last:?}")]
+    TimedOut {
+        /// The last state read, if any read succeeded.
+        last: Option<XenbusState>,
+    },
+    /// The caller cancelled the wait.
+    #[error("wait cancelled")]
+    Cancelled,
+    /// A xenstore operation failed.
+    #[error(transparent)]
+    Xenstore(#[from] XsError),
+}
+
+/// What a [`StateWaiter`] reports.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum WaitEvent {
+    /// A state was read that does not end the wait (an intermediate or stale value).
+    StillWaiting(XenbusState),
+    /// The node holds garbage; the wait goes on (it may be rewritten).
+    Garbage(StateError),
+    /// The wait ended. Reported exactly once.
+    Done(Result<XenbusState, WaitError>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Purpose {
+    Watch,
+    Unwatch,
+    Read,
+}
+
+/// Waits until a `state` node holds one of the wanted values, or a timeout passes.
+///
+/// It watches the node and re-reads it on every event (xenstore events carry no value, and
+/// several changes may be seen as one): intermediate values, duplicate events and a missing
+/// node only keep it waiting. The watch fires once on registration, so a state reached
+/// before the wait started is seen.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use xsio_xenbus::{Output, Reply, StateWaiter, WaitEvent, WaiterConfig, XenbusState, XsOp};
+///
+/// # #[allow(clippy::disallowed_methods)] // a doc example's epoch
+/// let now = Instant::now();
+/// let mut waiter = StateWaiter::new(WaiterConfig {
+///     path: "/local/domain/0/backend/qdisk/1/51712/state".into(),
+///     wanted: vec![XenbusState::Closed],
+///     timeout: Duration::from_secs(10),
+///     token: "wait".into(),
+/// }, now);
+/// let Some(Output::Request(watch)) = waiter.poll_output() else { unreachable!() };
+/// waiter.handle_reply(now, watch.id, Ok(Reply::Done))?;
+/// waiter.handle_watch(now, "/local/domain/0/backend/qdisk/1/51712/state", "wait");
+/// let Some(Output::Request(read)) = waiter.poll_output() else { unreachable!() };
+/// assert!(matches!(read.op, XsOp::Read { .. }));
+/// waiter.handle_reply(now, read.id, Ok(Reply::Value(Some("6".into()))))?;
+/// assert_eq!(waiter.poll_output(), Some(Output::Event(WaitEvent::Done(Ok(XenbusState::Closed)))));
+/// # Ok::<(), xsio_xenbus::InputError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct StateWaiter {
+    config: WaiterConfig,
+    ops: InFlight<Purpose>,
+    out: VecDeque<Output<WaitEvent>>,
+    deadline: Option<Instant>,
+    last: Option<XenbusState>,
+    result: Option<Result<XenbusState, WaitError>>,
+}
+
+impl StateWaiter {
+    /// Starts waiting: registers the watch and arms the timeout.
+    pub fn new(config: WaiterConfig, now: Instant) -> StateWaiter {
+        let mut waiter = StateWaiter {
+            deadline: now.checked_add(config.timeout),
+            config,
+            ops: InFlight::default(),
+            out: VecDeque::new(),
+            last: None,
+            result: None,
+        };
+        let op = XsOp::Watch {
+            path: waiter.config.path.clone(),
+            token: waiter.config.token.clone(),
+        };
+        // A timeout too large for `Instant` (checked_add gave None) means no deadline.
+        waiter.request(Purpose::Watch, op);
+        waiter
+    }
+
+    /// The result, once the wait ended.
+    pub fn result(&self) -> Option<&Result<XenbusState, WaitError>> {
+        self.result.as_ref()
+    }
+
+    /// Whether the wait ended.
+    pub fn is_done(&self) -> bool {
+        self.result.is_some()
+    }
+
+    /// How many requests await a reply.
+    pub fn in_flight(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// The caller gives up: the wait ends with [`WaitError::Cancelled`].
+    pub fn cancel(&mut self, _now: Instant) {
+        self.finish(Err(WaitError::Cancelled));
+    }
+
+    /// A watch event; other tokens, and events after the end, are ignored.
+    pub fn handle_watch(&mut self, _now: Instant, _path: &str, token: &str) {
+        if self.result.is_some() || token != self.config.token {
+            return;
+        }
+        let path = self.config.path.clone();
+        self.request(Purpose::Read, XsOp::Read { path });
+    }
+
+    /// The result of a request.
+    pub fn handle_reply(
+        &mut self,
+        _now: Instant,
+        id: OpId,
+        result: Result<Reply, XsError>,
+    ) -> Result<(), InputError> {
+        let purpose = self.ops.finish(id).ok_or(InputError::UnknownOp(id))?;
+        let outcome = match purpose {
+            Purpose::Watch | Purpose::Unwatch => expect_done(id, result).map(|r| r.map(|()| None)),
+            Purpose::Read => expect_value(id, result).map(|r| r.map(Some)),
+        };
+        match outcome {
+            Ok(Ok(None)) => {}
+            Ok(Ok(Some(value))) => self.on_value(value),
+            Ok(Err(err)) => self.finish(Err(WaitError::Xenstore(err))),
+            Err(wrong) => {
+                let err = XsError::new(XsErrorKind::Invalid, wrong.to_string());
+                self.finish(Err(WaitError::Xenstore(err)));
+                return Err(wrong);
+            }
+        }
+        Ok(())
+    }
+
+    /// Time passed: after the deadline the wait ends with [`WaitError::TimedOut`].
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.deadline.is_some_and(|deadline| now >= deadline) {
+            let last = self.last;
+            self.finish(Err(WaitError::TimedOut { last }));
+        }
+    }
+
+    /// The next output, or `None` when drained.
+    pub fn poll_output(&mut self) -> Option<Output<WaitEvent>> {
+        self.out.pop_front()
+    }
+
+    /// The deadline while waiting.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.result.is_some() {
+            None
+        } else {
+            self.deadline
+        }
+    }
+
+    fn on_value(&mut self, value: Option<String>) {
+        if self.result.is_some() {
+            return;
+        }
+        match XenbusState::from_node(value.as_deref()) {
+            Ok(state) if self.config.wanted.contains(&state) => {
+                self.last = Some(state);
+                self.finish(Ok(state));
+            }
+            Ok(state) => {
+                self.last = Some(state);
+                self.out
+                    .push_back(Output::Event(WaitEvent::StillWaiting(state)));
+            }
+            Err(err) => self.out.push_back(Output::Event(WaitEvent::Garbage(err))),
+        }
+    }
+
+    fn finish(&mut self, result: Result<XenbusState, WaitError>) {
+        if self.result.is_some() {
+            return;
+        }
+        self.result = Some(result.clone());
+        self.deadline = None;
+        self.out.push_back(Output::Event(WaitEvent::Done(result)));
+        let op = XsOp::Unwatch {
+            path: self.config.path.clone(),
+            token: self.config.token.clone(),
+        };
+        self.request(Purpose::Unwatch, op);
+    }
+
+    fn request(&mut self, purpose: Purpose, op: XsOp) {
+        let id = self.ops.start(purpose);
+        self.out.push_back(Output::Request(Request { id, op }));
+    }
+}
+
+impl Machine for StateWaiter {
+    type Output = Output<WaitEvent>;
+
+    fn handle_timeout(&mut self, now: Instant) {
+        StateWaiter::handle_timeout(self, now);
+    }
+
+    fn poll_output(&mut self) -> Option<Output<WaitEvent>> {
+        StateWaiter::poll_output(self)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        StateWaiter::poll_timeout(self)
+    }
+}
