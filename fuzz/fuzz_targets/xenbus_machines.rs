@@ -1,0 +1,175 @@
+//! Arbitrary watch events, replies and values into the backend, the frontend and the
+//! toolstack waiter: no panic, every request id fresh, every write in the machine's own
+//! directory, every unknown or repeated reply refused.
+#![no_main]
+
+use std::time::{Duration, Instant};
+
+use libfuzzer_sys::fuzz_target;
+use xsio_core::OpId;
+use xsio_vbd::Vbd;
+use xsio_xenbus::block::{BlockDevice, BlockKind, BlockTransport, Mode};
+use xsio_xenbus::{
+    Backend, Frontend, Output, Reply, Request, StateWaiter, TxnOp, WaiterConfig, XenbusState,
+    XsError, XsErrorKind, XsOp,
+};
+
+/// Values a state or key read may return: real states, garbage, big numbers.
+const VALUES: &[&str] = &[
+    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "", "04", "-1", "x", "4294967296",
+    "99999999999999999999999", "512", "2048", "x86_64-abi",
+];
+
+struct Bytes<'a>(&'a [u8]);
+
+impl Bytes<'_> {
+    fn next(&mut self) -> Option<u8> {
+        let (first, rest) = self.0.split_first()?;
+        self.0 = rest;
+        Some(*first)
+    }
+}
+
+/// Keeps a machine's pending requests and checks what it emits.
+#[derive(Default)]
+struct Pending {
+    requests: Vec<Request>,
+    tokens: Vec<String>,
+    last_id: Option<u64>,
+}
+
+impl Pending {
+    fn take<E>(&mut self, output: Option<Output<E>>, own_dir: &str) -> bool {
+        let Some(output) = output else {
+            return false;
+        };
+        if let Output::Request(request) = output {
+            let id = request.id.get();
+            assert!(self.last_id.is_none_or(|last| id > last), "op ids must be fresh");
+            self.last_id = Some(id);
+            match &request.op {
+                XsOp::Watch { token, .. } => self.tokens.push(token.clone()),
+                XsOp::Transaction(txn) => {
+                    for op in &txn.ops {
+                        if let TxnOp::Write { path, .. } = op {
+                            assert!(path.starts_with(own_dir), "{path} outside {own_dir}");
+                        }
+                    }
+                }
+                _ => {}
+            }
+            self.requests.push(request);
+        }
+        true
+    }
+
+    fn reply(&mut self, data: &mut Bytes<'_>) -> Option<(OpId, Result<Reply, XsError>)> {
+        if self.requests.is_empty() {
+            return None;
+        }
+        let pick = usize::from(data.next()?) % self.requests.len();
+        let request = self.requests.remove(pick);
+        let kind = data.next()?;
+        let value = VALUES[usize::from(data.next()?) % VALUES.len()];
+        let result = match kind % 8 {
+            0 => Ok(Reply::Value(Some(value.to_owned()))),
+            1 => Ok(Reply::Value(None)),
+            2 => Ok(Reply::Done),
+            3 => Ok(Reply::Committed),
+            4 => Ok(Reply::Skipped),
+            5 => Err(XsError::new(XsErrorKind::Access, "EACCES")),
+            // The reply that fits the request, so that long runs make progress.
+            _ => Ok(match request.op {
+                XsOp::Read { .. } => Reply::Value(Some(value.to_owned())),
+                XsOp::Watch { .. } | XsOp::Unwatch { .. } => Reply::Done,
+                XsOp::Transaction(_) => Reply::Committed,
+            }),
+        };
+        Some((request.id, result))
+    }
+
+    fn token(&self, data: &mut Bytes<'_>) -> String {
+        match data.next() {
+            Some(n) if !self.tokens.is_empty() => self.tokens[usize::from(n) % self.tokens.len()].clone(),
+            _ => "stray".to_owned(),
+        }
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    #[allow(clippy::disallowed_methods)] // the fuzz run's epoch
+    let epoch = Instant::now();
+    let mut data = Bytes(data);
+    let dev = BlockDevice::new(BlockKind::Cdrom, Vbd::parse("hdc").unwrap(), "/cd.iso", Mode::ReadOnly);
+    let areas = dev.areas(0, 1);
+    let be_dir = areas.backend_path();
+    let fe_dir = areas.frontend_path();
+    let transport = BlockTransport { ring_ref: 8, event_channel: 5, protocol: None };
+    let mut backend = Backend::new(dev.backend_config(areas.clone()), epoch);
+    let mut frontend = Frontend::new(dev.frontend_config(areas.clone(), &transport), epoch);
+    let mut waiter = StateWaiter::new(
+        WaiterConfig {
+            path: areas.backend_key("state"),
+            wanted: vec![XenbusState::Closed],
+            timeout: Duration::from_secs(10),
+            token: "wait".into(),
+        },
+        epoch,
+    );
+    let (mut be, mut fe, mut wt) = (Pending::default(), Pending::default(), Pending::default());
+    let mut now = epoch;
+    let mut answered: Vec<OpId> = Vec::new();
+
+    loop {
+        while be.take(backend.poll_output(), &be_dir) {}
+        while fe.take(frontend.poll_output(), &fe_dir) {}
+        while wt.take(waiter.poll_output(), "/nothing-written") {}
+        let Some(choice) = data.next() else { break };
+        match choice % 12 {
+            0 => {
+                let token = be.token(&mut data);
+                backend.handle_watch(now, "/p", &token);
+            }
+            1 => {
+                let token = fe.token(&mut data);
+                frontend.handle_watch(now, "/p", &token);
+            }
+            2 => {
+                let token = wt.token(&mut data);
+                waiter.handle_watch(now, "/p", &token);
+            }
+            3 | 4 => {
+                if let Some((id, result)) = be.reply(&mut data) {
+                    let _ = backend.handle_reply(now, id, result);
+                    answered.push(id);
+                }
+            }
+            5 | 6 => {
+                if let Some((id, result)) = fe.reply(&mut data) {
+                    let _ = frontend.handle_reply(now, id, result);
+                }
+            }
+            7 => {
+                if let Some((id, result)) = wt.reply(&mut data) {
+                    let _ = waiter.handle_reply(now, id, result);
+                }
+            }
+            8 => frontend.close(now),
+            9 => {
+                let _ = frontend.restart(now);
+            }
+            10 => {
+                now += Duration::from_millis(u64::from(data.next().unwrap_or(0)) * 100);
+                frontend.handle_timeout(now);
+                waiter.handle_timeout(now);
+                backend.handle_timeout(now);
+            }
+            _ => {
+                // A reply for an id already answered is refused, whatever it carries.
+                if let Some(id) = answered.first() {
+                    assert!(backend.handle_reply(now, *id, Ok(Reply::Done)).is_err());
+                }
+            }
+        }
+    }
+});
