@@ -3,6 +3,7 @@
 //! Each subcommand lives in its own module and is a thin driver over a machine crate.
 #![forbid(unsafe_code)]
 
+mod demo;
 mod qmp;
 mod vbd;
 mod xenstored;
@@ -25,6 +26,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a guest's disk and CD-ROM through the xenbus handshake to Connected and back to
+    /// Closed, in one process (in-memory xenstored, virtual time), printing the trace.
+    Demo(demo::Args),
     /// Translate Xen VBD names (xvda, hdc2, d536p37) to xenstore `virtual-device` numbers.
     Vbd(vbd::Args),
     /// Serve an in-memory xenstore on Unix sockets (dom0 and simulated guests).
@@ -38,6 +42,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(args) => demo::run(&args),
         Command::Vbd(args) => vbd::run(&args),
         Command::Xenstored(args) => xenstored::run(&args),
         Command::Qmp(args) => qmp::run(&args),

@@ -95,6 +95,8 @@ impl DeviceAreas {
     ///
     /// Every node is written with its directory's permissions (each key gets an explicit
     /// `SetPerms`), so the result does not depend on how a daemon inherits permissions.
+    /// The directories are expected to be absent ([`destroy`](Self::destroy) an old device
+    /// first): keys left from an earlier device would survive.
     pub fn create(
         &self,
         backend_keys: &[(String, String)],
@@ -105,7 +107,6 @@ impl DeviceAreas {
         let fe = self.frontend_path();
         let initialising = XenbusState::Initialising.wire().to_owned();
 
-        ops.push(TxnOp::Rm { path: be.clone() });
         ops.push(TxnOp::Mkdir { path: be.clone() });
         ops.push(TxnOp::SetPerms {
             path: be.clone(),
@@ -121,7 +122,6 @@ impl DeviceAreas {
             self.push_key(&mut ops, &be, key, value, self.backend_perms());
         }
 
-        ops.push(TxnOp::Rm { path: fe.clone() });
         ops.push(TxnOp::Mkdir { path: fe.clone() });
         ops.push(TxnOp::SetPerms {
             path: fe.clone(),

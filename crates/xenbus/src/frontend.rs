@@ -9,7 +9,7 @@ use crate::areas::DeviceAreas;
 use crate::keys::{KeyCheck, KeyError, KeyRead, KeySpec};
 use crate::ops::{
     InFlight, InputError, Output, Reply, Request, Txn, TxnOp, XsError, XsErrorKind, XsOp,
-    expect_done, expect_txn, expect_value,
+    expect_done, expect_state_value, expect_txn, expect_value,
 };
 use crate::state::{StateError, XenbusState};
 
@@ -214,7 +214,7 @@ impl Frontend {
                 })
             }
             Purpose::ReadBackendState => {
-                let checked = expect_value(id, result);
+                let checked = expect_state_value(id, result);
                 self.after_check(checked, |me, value| me.on_backend_state(value))
             }
             Purpose::ReadKey { generation, index } => {

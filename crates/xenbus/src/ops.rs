@@ -293,6 +293,20 @@ pub(crate) fn expect_value(
     }
 }
 
+/// Checks the reply to a read of the other end's `state`: as Linux's
+/// `xenbus_read_driver_state`, a node we may not read counts as missing. (xenstored answers
+/// EACCES, not ENOENT, for a missing node whose parent the reader may not see: that is
+/// how a guest sees a destroyed backend directory.)
+pub(crate) fn expect_state_value(
+    id: OpId,
+    result: Result<Reply, XsError>,
+) -> Result<Result<Option<String>, XsError>, InputError> {
+    match expect_value(id, result) {
+        Ok(Err(err)) if err.kind == XsErrorKind::Access => Ok(Ok(None)),
+        other => other,
+    }
+}
+
 /// Checks a transaction reply; `Ok(true)` when committed, `Ok(false)` when skipped.
 pub(crate) fn expect_txn(
     id: OpId,

@@ -8,7 +8,7 @@ use xsio_core::{Machine, OpId};
 
 use crate::ops::{
     InFlight, InputError, Output, Reply, Request, XsError, XsErrorKind, XsOp, expect_done,
-    expect_value,
+    expect_state_value,
 };
 use crate::state::{StateError, XenbusState};
 
@@ -160,7 +160,7 @@ impl StateWaiter {
         let purpose = self.ops.finish(id).ok_or(InputError::UnknownOp(id))?;
         let outcome = match purpose {
             Purpose::Watch | Purpose::Unwatch => expect_done(id, result).map(|r| r.map(|()| None)),
-            Purpose::Read => expect_value(id, result).map(|r| r.map(Some)),
+            Purpose::Read => expect_state_value(id, result).map(|r| r.map(Some)),
         };
         match outcome {
             Ok(Ok(None)) => {}

@@ -199,3 +199,23 @@ fn waiter_waits_through_a_missing_node_and_times_out() {
     waiter.handle_timeout(now + Duration::from_secs(20));
     assert_eq!(waiter.poll_output(), None);
 }
+
+#[test]
+fn an_unreadable_other_end_counts_as_gone() {
+    // A guest reading a destroyed backend directory gets EACCES, not ENOENT.
+    let now = epoch();
+    let (mut backend, token) = started_backend(now);
+    backend.handle_watch(now, "/x", &token);
+    let (requests, _) = drain(|| backend.poll_output());
+    let denied = xsio_xenbus::XsError::new(xsio_xenbus::XsErrorKind::Access, "EACCES");
+    backend
+        .handle_reply(now, requests[0].id, Err(denied))
+        .unwrap();
+    let (_, events) = drain(|| backend.poll_output());
+    assert!(
+        events.contains(&BackendEvent::FrontendState(XenbusState::Unknown)),
+        "{events:?}"
+    );
+    assert!(events.contains(&BackendEvent::Finished));
+    assert_eq!(backend.state(), XenbusState::Closed);
+}

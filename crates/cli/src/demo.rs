@@ -1,0 +1,213 @@
+//! `xsio demo`: a guest's disk and CD-ROM through the whole xenbus handshake and back, in
+//! one process.
+//!
+//! The toolstack, the backend (as QEMU would run it) and the frontend (as the guest kernel
+//! would) each have their own xenstore connection to our in-memory xenstored core; the
+//! xenbus machines do the protocol, a small driver (`demo/bus.rs`) moves the bytes. Time is
+//! virtual (one millisecond per message), so the trace is the same on every run.
+
+mod bus;
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use xsio_vbd::Vbd;
+use xsio_xenbus::block::{BlockDevice, BlockKind, BlockTransport, Mode, Protocol};
+use xsio_xenbus::{
+    Backend, Frontend, Reply, Request, StateWaiter, WaiterConfig, XenbusState, XsOp,
+};
+
+use bus::{Actor, Bus, DeviceMachines, TOOLSTACK_OP};
+
+/// Arguments of `xsio demo`.
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// The guest's domain id.
+    #[arg(long, default_value_t = 1)]
+    domid: u32,
+}
+
+/// The guest's devices: a `xen-disk` `xvda` and a `xen-cdrom` `hdc`.
+fn devices() -> anyhow::Result<Vec<BlockDevice>> {
+    let mut disk = BlockDevice::new(
+        BlockKind::Disk,
+        Vbd::parse("xvda")?,
+        "/srv/guest/disk.img",
+        Mode::ReadWrite,
+    );
+    disk.sectors = 16_777_216; // 8 GiB in 512-byte units
+    let mut cdrom = BlockDevice::new(
+        BlockKind::Cdrom,
+        Vbd::parse("hdc")?,
+        "/srv/iso/install.iso",
+        Mode::ReadOnly,
+    );
+    cdrom.sectors = 1_331_200; // 650 MiB
+    cdrom.sector_size = 2048;
+    Ok(vec![disk, cdrom])
+}
+
+pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    #[allow(clippy::disallowed_methods)] // the driver's epoch; all later times are virtual
+    let epoch = Instant::now();
+    let mut bus = Bus::new(epoch, args.domid, true);
+    run_scenario(&mut bus, args.domid)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The whole story: create, connect, show the tree, remove, show the tree.
+pub(crate) fn run_scenario(bus: &mut Bus, domid: u32) -> anyhow::Result<()> {
+    println!("== xsio demo: domain {domid} gets a xen-disk xvda and a xen-cdrom hdc");
+    println!("   (virtual time; each line: time, who, what it wrote, read or saw)");
+    let devices = devices()?;
+    for (i, dev) in devices.iter().enumerate() {
+        let areas = dev.areas(0, domid);
+        let name = format!("{} {}", dev.vdev, dev.kind.qemu_driver());
+        let transport = BlockTransport {
+            ring_ref: 8 + 8 * i as u32,
+            event_channel: 20 + i as u32,
+            protocol: Some(Protocol::X86_64),
+        };
+        bus.devices.push(DeviceMachines {
+            name: dev.vdev.to_string(),
+            backend: Backend::new(dev.backend_config(areas.clone()), bus.now()),
+            frontend: Frontend::new(dev.frontend_config(areas.clone(), &transport), bus.now()),
+            waiter: None,
+            toolstack_results: Vec::new(),
+            history: Vec::new(),
+            problems: Vec::new(),
+        });
+        bus.say(
+            "toolstack",
+            format!("add {name} (device id {})", dev.devid()),
+        );
+        let create = areas.create(
+            &dev.toolstack_backend_keys(),
+            &dev.toolstack_frontend_keys(),
+        );
+        bus.send(
+            Actor::Toolstack(i),
+            Request {
+                id: TOOLSTACK_OP,
+                op: XsOp::Transaction(create),
+            },
+        );
+        bus.run_until_quiet()?;
+        ensure!(
+            matches!(
+                bus.devices[i].toolstack_results.last(),
+                Some(Ok(Reply::Committed))
+            ),
+            "creating {name} failed: {:?}",
+            bus.devices[i].toolstack_results
+        );
+    }
+
+    println!("\n== backends and frontends start");
+    for i in 0..bus.devices.len() {
+        bus.drain(Actor::Backend(i))?;
+        bus.drain(Actor::Frontend(i))?;
+    }
+    bus.run_until_quiet()?;
+    for dev in &bus.devices {
+        ensure!(
+            dev.backend.state() == XenbusState::Connected
+                && dev.frontend.state() == XenbusState::Connected,
+            "{} did not connect: backend {}, frontend {}",
+            dev.name,
+            dev.backend.state(),
+            dev.frontend.state()
+        );
+    }
+    println!(
+        "\n== both devices Connected at {} ms; the tree:",
+        bus.elapsed().as_millis()
+    );
+    print_tree(bus, domid)?;
+
+    println!("\n== the toolstack removes both devices (online=0, state=5, wait for 6, destroy)");
+    for i in 0..bus.devices.len() {
+        let areas = bus.devices[i].backend.config().areas.clone();
+        bus.send(
+            Actor::Toolstack(i),
+            Request {
+                id: TOOLSTACK_OP,
+                op: XsOp::Transaction(areas.request_removal()),
+            },
+        );
+        let waiter = StateWaiter::new(
+            WaiterConfig {
+                path: areas.backend_key("state"),
+                wanted: vec![XenbusState::Closed],
+                timeout: Duration::from_secs(10),
+                token: format!("xsio-demo-wait-{i}"),
+            },
+            bus.now(),
+        );
+        bus.devices[i].waiter = Some(waiter);
+        bus.drain(Actor::Waiter(i))?;
+    }
+    bus.run_until_quiet()?;
+    for dev in &bus.devices {
+        let waited = dev.waiter.as_ref().and_then(StateWaiter::result).cloned();
+        ensure!(
+            waited == Some(Ok(XenbusState::Closed)),
+            "{}: removal wait ended with {waited:?}",
+            dev.name
+        );
+        ensure!(
+            dev.backend.state() == XenbusState::Closed
+                && dev.frontend.state() == XenbusState::Closed,
+            "{} did not close: backend {}, frontend {}",
+            dev.name,
+            dev.backend.state(),
+            dev.frontend.state()
+        );
+        ensure!(
+            dev.backend.is_stopped(),
+            "{}: backend still running after removal",
+            dev.name
+        );
+        ensure!(
+            dev.frontend.is_stopped(),
+            "{}: frontend still watching after removal",
+            dev.name
+        );
+        ensure!(dev.problems.is_empty(), "{}: {:?}", dev.name, dev.problems);
+    }
+    println!(
+        "\n== both devices Closed and removed at {} ms; the final tree:",
+        bus.elapsed().as_millis()
+    );
+    print_tree(bus, domid)?;
+    println!();
+    for dev in &bus.devices {
+        let path: Vec<String> = dev
+            .history
+            .iter()
+            .map(|(who, s)| format!("{who} {s}"))
+            .collect();
+        println!("{}: {}", dev.name, path.join(", "));
+    }
+    Ok(())
+}
+
+fn print_tree(bus: &mut Bus, domid: u32) -> anyhow::Result<()> {
+    for root in [
+        "/local/domain/0/backend".to_owned(),
+        format!("/local/domain/{domid}/device"),
+    ] {
+        let lines = bus.tree(&root).with_context(|| format!("listing {root}"))?;
+        if lines.is_empty() {
+            println!("{root}: (absent)");
+        }
+        for line in lines {
+            println!("{line}");
+        }
+    }
+    if bus.trace.is_empty() {
+        bail!("the demo printed no trace");
+    }
+    Ok(())
+}
