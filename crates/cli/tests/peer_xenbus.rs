@@ -1,0 +1,362 @@
+//! The xenbus machines driven through `xsio-io-std`'s blocking xenstore client against the
+//! `xsio xenstored` daemon: a toolstack and a backend on the control socket, the frontend on
+//! guest 1's socket. Xen's own `xenstore-ls` then shows the device directories.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{Daemon, peer};
+use xsio_core::OpId;
+use xsio_io_std::xenstore::XsConn;
+use xsio_vbd::Vbd;
+use xsio_xenbus::block::{BlockDevice, BlockKind, BlockTransport, Mode, Protocol};
+use xsio_xenbus::{
+    Access, Backend, Frontend, Output, Reply, Request, StateWaiter, Txn, TxnOp, WaiterConfig,
+    XenbusState, XsError, XsErrorKind, XsOp,
+};
+use xsio_xs_client::TxOp;
+use xsio_xs_wire::{ErrorKind, Perm};
+
+/// One xenstore connection and the watches registered on it (token → client watch id).
+struct Link {
+    conn: XsConn,
+    watches: BTreeMap<String, OpId>,
+}
+
+impl Link {
+    /// Executes one machine request, blocking, and returns the machine's reply.
+    fn execute(&mut self, op: &XsOp) -> Result<Reply, XsError> {
+        let kind = |e: &xsio_io_std::xenstore::XsError| e.xs_kind();
+        match op {
+            XsOp::Read { path } => match self.conn.read(path) {
+                Ok(v) => Ok(Reply::Value(Some(String::from_utf8_lossy(&v).into_owned()))),
+                Err(e) if kind(&e) == Some(ErrorKind::Enoent) => Ok(Reply::Value(None)),
+                Err(e) if kind(&e) == Some(ErrorKind::Eacces) => {
+                    Err(XsError::new(XsErrorKind::Access, "EACCES"))
+                }
+                Err(e) => Err(XsError::new(XsErrorKind::Other, e.to_string())),
+            },
+            XsOp::Watch { path, token } => {
+                let id = self
+                    .conn
+                    .watch(path, token)
+                    .map_err(|e| XsError::new(XsErrorKind::Other, e.to_string()))?;
+                self.watches.insert(token.clone(), id);
+                Ok(Reply::Done)
+            }
+            XsOp::Unwatch { token, .. } => {
+                if let Some(id) = self.watches.remove(token) {
+                    self.conn
+                        .unwatch(id)
+                        .map_err(|e| XsError::new(XsErrorKind::Other, e.to_string()))?;
+                }
+                Ok(Reply::Done)
+            }
+            XsOp::Transaction(txn) => match self.conn.transact(tx_ops(txn)) {
+                Ok(_) => Ok(Reply::Committed),
+                Err(e) if txn.only_if_exists.is_some() && kind(&e) == Some(ErrorKind::Enoent) => {
+                    Ok(Reply::Skipped)
+                }
+                Err(e) => Err(XsError::new(XsErrorKind::Other, e.to_string())),
+            },
+        }
+    }
+}
+
+fn tx_ops(txn: &Txn) -> Vec<TxOp> {
+    let mut ops: Vec<TxOp> = txn
+        .only_if_exists
+        .iter()
+        .map(|g| TxOp::Read(g.clone()))
+        .collect();
+    for op in &txn.ops {
+        ops.push(match op {
+            TxnOp::Mkdir { path } => TxOp::Mkdir(path.clone()),
+            TxnOp::Write { path, value } => TxOp::Write(path.clone(), Bytes::from(value.clone())),
+            TxnOp::Rm { path } => TxOp::Rm(path.clone()),
+            TxnOp::SetPerms { path, perms } => TxOp::SetPerms(
+                path.clone(),
+                perms
+                    .iter()
+                    .map(|p| {
+                        let access = match p.access {
+                            Access::None => xsio_xs_wire::Access::None,
+                            Access::Read => xsio_xs_wire::Access::Read,
+                            Access::Write => xsio_xs_wire::Access::Write,
+                            Access::Both => xsio_xs_wire::Access::Both,
+                        };
+                        Perm::new(access, p.domid)
+                    })
+                    .collect(),
+            ),
+        });
+    }
+    ops
+}
+
+fn stringify<E: std::fmt::Debug>(output: Output<E>) -> Output<String> {
+    match output {
+        Output::Request(r) => Output::Request(r),
+        Output::Event(e) => Output::Event(format!("{e:?}")),
+    }
+}
+
+/// The machines of one party, all on one link.
+enum Machine {
+    Backend(Backend),
+    Frontend(Frontend),
+    Waiter(StateWaiter),
+}
+
+impl Machine {
+    fn next(&mut self) -> Option<Output<String>> {
+        match self {
+            Machine::Backend(m) => m.poll_output().map(stringify),
+            Machine::Frontend(m) => m.poll_output().map(stringify),
+            Machine::Waiter(m) => m.poll_output().map(stringify),
+        }
+    }
+
+    fn reply(&mut self, id: OpId, reply: Result<Reply, XsError>) {
+        #[allow(clippy::disallowed_methods)] // a driver reads the clock
+        let now = Instant::now();
+        let result = match self {
+            Machine::Backend(m) => m.handle_reply(now, id, reply),
+            Machine::Frontend(m) => m.handle_reply(now, id, reply),
+            Machine::Waiter(m) => m.handle_reply(now, id, reply),
+        };
+        result.expect("the machine accepts its reply");
+    }
+
+    fn watch(&mut self, path: &str, token: &str) {
+        #[allow(clippy::disallowed_methods)] // a driver reads the clock
+        let now = Instant::now();
+        match self {
+            Machine::Backend(m) => m.handle_watch(now, path, token),
+            Machine::Frontend(m) => m.handle_watch(now, path, token),
+            Machine::Waiter(m) => m.handle_watch(now, path, token),
+        }
+    }
+}
+
+/// Runs the machines of each link until `done` holds (10 s at most).
+fn drive(
+    links: &mut [Link],
+    machines: &mut [Vec<Machine>],
+    done: impl Fn(&[Vec<Machine>]) -> bool,
+) {
+    #[allow(clippy::disallowed_methods)] // a driver reads the clock
+    let give_up = Instant::now() + Duration::from_secs(10);
+    loop {
+        for (link, ms) in links.iter_mut().zip(machines.iter_mut()) {
+            for m in ms.iter_mut() {
+                while let Some(out) = m.next() {
+                    match out {
+                        Output::Request(Request { id, op }) => {
+                            let reply = link.execute(&op);
+                            m.reply(id, reply);
+                        }
+                        Output::Event(e) => assert!(!e.contains("Failed"), "{e}"),
+                    }
+                }
+            }
+        }
+        if done(machines) {
+            return;
+        }
+        #[allow(clippy::disallowed_methods)] // a driver reads the clock
+        let now = Instant::now();
+        assert!(now < give_up, "the handshake did not settle within 10 s");
+        for (link, ms) in links.iter_mut().zip(machines.iter_mut()) {
+            if let Some(event) = link
+                .conn
+                .next_event(Some(now + Duration::from_millis(5)))
+                .unwrap()
+            {
+                for m in ms.iter_mut() {
+                    m.watch(&event.path, &event.token);
+                }
+            }
+        }
+    }
+}
+
+fn state_of(machines: &[Vec<Machine>], party: usize, index: usize) -> XenbusState {
+    match &machines[party][index] {
+        Machine::Backend(m) => m.state(),
+        Machine::Frontend(m) => m.state(),
+        Machine::Waiter(_) => XenbusState::Unknown,
+    }
+}
+
+/// `xenstore-ls -p DIR`, one `name = "value" (perms)` per line, with the tool's padding
+/// (spaces and ` . . .` leaders before the permissions) collapsed.
+fn ls(d: &Daemon, dir: &str) -> Vec<String> {
+    d.ok("xenstore-ls", &["-p", dir])
+        .lines()
+        .map(|l| {
+            l.split_whitespace()
+                .filter(|word| *word != ".")
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
+#[test]
+fn disk_and_cdrom_connect_and_close_through_our_xenstored() {
+    if !peer("/usr/bin/xenstore-ls") {
+        return;
+    }
+    let d = Daemon::start(&[1], &[]);
+    let link = |path: &std::path::Path| Link {
+        conn: XsConn::connect(path).expect("connect to xsio xenstored"),
+        watches: BTreeMap::new(),
+    };
+    const TOOLSTACK: usize = 0;
+    const BACKEND: usize = 1;
+    const FRONTEND: usize = 2;
+    let mut links = vec![link(&d.socket), link(&d.socket), link(&d.domain_socket(1))];
+    #[allow(clippy::disallowed_methods)] // a driver reads the clock
+    let now = Instant::now();
+
+    let mut disk = BlockDevice::new(
+        BlockKind::Disk,
+        Vbd::parse("xvda").unwrap(),
+        "/img/disk",
+        Mode::ReadWrite,
+    );
+    disk.sectors = 2048;
+    let cdrom = BlockDevice::new(
+        BlockKind::Cdrom,
+        Vbd::parse("hdc").unwrap(),
+        "/img/cd.iso",
+        Mode::ReadOnly,
+    );
+    let mut machines: Vec<Vec<Machine>> = vec![Vec::new(), Vec::new(), Vec::new()];
+    for (i, dev) in [&disk, &cdrom].into_iter().enumerate() {
+        let areas = dev.areas(0, 1);
+        let create = areas.create(
+            &dev.toolstack_backend_keys(),
+            &dev.toolstack_frontend_keys(),
+        );
+        assert_eq!(
+            links[TOOLSTACK].execute(&XsOp::Transaction(create)),
+            Ok(Reply::Committed)
+        );
+        let transport = BlockTransport {
+            ring_ref: 8 + i as u32,
+            event_channel: 3 + i as u32,
+            protocol: Some(Protocol::X86_64),
+        };
+        machines[BACKEND].push(Machine::Backend(Backend::new(
+            dev.backend_config(areas.clone()),
+            now,
+        )));
+        machines[FRONTEND].push(Machine::Frontend(Frontend::new(
+            dev.frontend_config(areas, &transport),
+            now,
+        )));
+    }
+    let all = |ms: &[Vec<Machine>], want: XenbusState| {
+        (0..2).all(|i| state_of(ms, BACKEND, i) == want && state_of(ms, FRONTEND, i) == want)
+    };
+    drive(&mut links, &mut machines, |ms| {
+        all(ms, XenbusState::Connected)
+    });
+
+    // What Xen's own client sees: every key the protocol prescribes, with the backend's
+    // directory owned by dom0 and readable by the guest, and the reverse.
+    let be = ls(&d, "/local/domain/0/backend/qdisk/1/51712");
+    let expected_be = [
+        "frontend = \"/local/domain/1/device/vbd/51712\" (n0,r1)",
+        "frontend-id = \"1\" (n0,r1)",
+        "online = \"1\" (n0,r1)",
+        "state = \"4\" (n0,r1)",
+        "params = \"/img/disk\" (n0,r1)",
+        "mode = \"w\" (n0,r1)",
+        "type = \"qdisk\" (n0,r1)",
+        "device-type = \"disk\" (n0,r1)",
+        "removable = \"0\" (n0,r1)",
+        "dev = \"xvda\" (n0,r1)",
+        "feature-flush-cache = \"1\" (n0,r1)",
+        "feature-discard = \"0\" (n0,r1)",
+        "max-ring-page-order = \"0\" (n0,r1)",
+        "sectors = \"2048\" (n0,r1)",
+        "info = \"0\" (n0,r1)",
+        "sector-size = \"512\" (n0,r1)",
+    ];
+    assert_eq!(be, expected_be);
+    let fe = ls(&d, "/local/domain/1/device/vbd/51712");
+    let expected_fe = [
+        "backend = \"/local/domain/0/backend/qdisk/1/51712\" (n1,r0)",
+        "backend-id = \"0\" (n1,r0)",
+        "state = \"4\" (n1,r0)",
+        "virtual-device = \"51712\" (n1,r0)",
+        "device-type = \"disk\" (n1,r0)",
+        "ring-ref = \"8\" (n1,r0)",
+        "event-channel = \"3\" (n1,r0)",
+        "protocol = \"x86_64-abi\" (n1,r0)",
+    ];
+    assert_eq!(fe, expected_fe);
+    let cd = ls(&d, "/local/domain/0/backend/qdisk/1/5632");
+    for line in [
+        "device-type = \"cdrom\" (n0,r1)",
+        "removable = \"1\" (n0,r1)",
+        "info = \"7\" (n0,r1)",
+        "mode = \"r\" (n0,r1)",
+    ] {
+        assert!(cd.iter().any(|l| l == line), "{line} not in {cd:?}");
+    }
+
+    // Removal: online=0 + Closing, wait for Closed, destroy.
+    for (i, dev) in [&disk, &cdrom].into_iter().enumerate() {
+        let areas = dev.areas(0, 1);
+        assert_eq!(
+            links[TOOLSTACK].execute(&XsOp::Transaction(areas.request_removal())),
+            Ok(Reply::Committed)
+        );
+        machines[TOOLSTACK].push(Machine::Waiter(StateWaiter::new(
+            WaiterConfig {
+                path: areas.backend_key("state"),
+                wanted: vec![XenbusState::Closed],
+                timeout: Duration::from_secs(10),
+                token: format!("wait-{i}"),
+            },
+            now,
+        )));
+    }
+    drive(&mut links, &mut machines, |ms| {
+        ms[TOOLSTACK]
+            .iter()
+            .all(|m| matches!(m, Machine::Waiter(w) if w.is_done()))
+    });
+    for m in &machines[TOOLSTACK] {
+        let Machine::Waiter(w) = m else {
+            unreachable!()
+        };
+        assert_eq!(w.result(), Some(&Ok(XenbusState::Closed)));
+    }
+    drive(&mut links, &mut machines, |ms| all(ms, XenbusState::Closed));
+    for dev in [&disk, &cdrom] {
+        let destroy = dev.areas(0, 1).destroy();
+        assert_eq!(
+            links[TOOLSTACK].execute(&XsOp::Transaction(destroy)),
+            Ok(Reply::Committed)
+        );
+    }
+    // The frontends notice the backend directories are gone and stop watching.
+    drive(&mut links, &mut machines, |ms| {
+        ms[FRONTEND]
+            .iter()
+            .all(|m| matches!(m, Machine::Frontend(f) if f.is_stopped()))
+    });
+    assert_eq!(
+        ls(&d, "/local/domain/0/backend/qdisk/1"),
+        Vec::<String>::new()
+    );
+    assert_eq!(ls(&d, "/local/domain/1/device/vbd"), Vec::<String>::new());
+}
