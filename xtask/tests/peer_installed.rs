@@ -2,30 +2,12 @@
 //! design notes were verified against (shared/design/peers.md). Under CI a missing peer
 //! fails here, loudly, before any protocol test could be mistaken for a skip.
 
-use std::process::Command;
-
-fn output(program: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new(program).args(args).output().ok()?;
-    Some(String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
-}
-
-fn require(what: &str, found: Option<String>) -> Option<String> {
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "peer missing under CI: {what}"
-        );
-        eprintln!("SKIPPED: peer missing: {what} (run `cargo xtask test` to install it)");
-    }
-    found
-}
+use xsio_testkit::peer;
 
 #[test]
 fn qemu_7_2_is_installed() {
-    if let Some(v) = require(
-        "qemu-system-x86_64",
-        output("qemu-system-x86_64", &["--version"]),
-    ) {
+    let qemu = "qemu-system-x86_64";
+    if let Some(v) = peer::output(qemu, qemu, &["--version"], |_| true) {
         assert!(v.contains("version 7.2"), "unexpected QEMU: {v}");
     }
 }
@@ -33,7 +15,7 @@ fn qemu_7_2_is_installed() {
 #[test]
 fn xen_test_xenstore_lists_its_twelve_tests() {
     let bin = "/usr/lib/xen-4.17/bin/test-xenstore";
-    if let Some(list) = require(bin, output(bin, &["-l"])) {
+    if let Some(list) = peer::output(bin, bin, &["-l"], |_| true) {
         assert_eq!(
             list.lines().filter(|l| l.contains(": ")).count(),
             12,
@@ -54,15 +36,16 @@ fn xenstore_utils_are_installed() {
         "xenstore-ls",
         "xenstore-watch",
     ] {
-        let path = format!("/usr/bin/{tool}");
-        let found = std::path::Path::new(&path).exists().then(|| path.clone());
-        require(&path, found);
+        peer::path(&format!("/usr/bin/{tool}"));
     }
 }
 
 #[test]
 fn pyxs_imports_under_debian_python() {
-    let found = output("/usr/bin/python3", &["-c", "import pyxs; print('pyxs-ok')"])
-        .filter(|o| o.contains("pyxs-ok"));
-    require("python3-pyxs", found);
+    peer::output(
+        "python3-pyxs",
+        "/usr/bin/python3",
+        &["-c", "import pyxs; print('pyxs-ok')"],
+        |o| o.contains("pyxs-ok"),
+    );
 }

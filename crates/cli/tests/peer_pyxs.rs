@@ -3,28 +3,25 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::{Daemon, peer, wait_with_timeout};
+use common::{Daemon, output_within, peer};
 
 const PYXS: &str = "/usr/lib/python3/dist-packages/pyxs/__init__.py";
 
 /// Runs `script` with `/usr/bin/python3`; `sys.argv[1]` is dom0's socket, `sys.argv[2]` the
 /// socket of guest 3. Returns stdout; fails on a non-zero exit.
 fn python(daemon: &Daemon, script: &str) -> String {
-    let mut child = Command::new("/usr/bin/python3")
-        .arg("-c")
-        .arg(script)
-        .arg(&daemon.socket)
-        .arg(daemon.domain_socket(3))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_with_timeout(&mut child, Duration::from_secs(30), "python3");
-    let out = child.wait_with_output().unwrap();
+    let out = output_within(
+        Command::new("/usr/bin/python3")
+            .arg("-c")
+            .arg(script)
+            .arg(&daemon.socket)
+            .arg(daemon.domain_socket(3)),
+        Duration::from_secs(30),
+        "python3",
+    );
     assert!(
         out.status.success(),
         "python failed:\n{}",

@@ -1,78 +1,17 @@
 //! `xsio qmp` against a real QEMU, through the real binary.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
+use xsio_testkit::qemu::{PAUSED_PC, Qemu};
 
-const QEMU: &str = "qemu-system-x86_64";
-
-/// A paused PC guest with two QMP monitors; killed when dropped.
-struct Qemu {
-    child: Child,
-    sockets: [PathBuf; 2],
-    _dir: tempfile::TempDir,
-}
-
-impl Qemu {
-    fn start() -> Option<Qemu> {
-        let installed = Command::new(QEMU)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !installed {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "{QEMU} is missing and CI is set"
-            );
-            eprintln!("SKIPPED: {QEMU} is not installed; this peer test did not run");
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let sockets = [dir.path().join("a.sock"), dir.path().join("b.sock")];
-        let mut cmd = Command::new(QEMU);
-        cmd.args([
-            "-machine",
-            "pc",
-            "-accel",
-            "tcg",
-            "-S",
-            "-nodefaults",
-            "-display",
-            "none",
-        ]);
-        for s in &sockets {
-            cmd.arg("-qmp")
-                .arg(format!("unix:{},server=on,wait=off", s.display()));
-        }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        #[allow(clippy::disallowed_methods)] // a test waiting for QEMU to listen
-        let deadline = Instant::now() + Duration::from_secs(30);
-        #[allow(clippy::disallowed_methods)]
-        while !sockets.iter().all(|s| s.exists()) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(Qemu {
-            child,
-            sockets,
-            _dir: dir,
-        })
-    }
-}
-
-impl Drop for Qemu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A paused PC guest with two QMP monitors (one listens for events while the other acts);
+/// killed when dropped.
+fn paused_pc() -> Option<Qemu> {
+    Qemu::builder(PAUSED_PC).monitors(2).start()
 }
 
 fn xsio(socket: &Path, args: &[&str]) -> (Value, i32) {
@@ -91,21 +30,21 @@ fn xsio(socket: &Path, args: &[&str]) -> (Value, i32) {
 
 #[test]
 fn a_command_prints_its_reply_and_an_error_its_class() {
-    let Some(qemu) = Qemu::start() else { return };
-    let (reply, code) = xsio(&qemu.sockets[0], &["query-status"]);
+    let Some(qemu) = paused_pc() else { return };
+    let (reply, code) = xsio(&qemu.sockets()[0], &["query-status"]);
     assert_eq!((reply["status"].as_str(), code), (Some("prelaunch"), 0));
-    let (reply, code) = xsio(&qemu.sockets[0], &["device_del", r#"{"id": "nosuch"}"#]);
+    let (reply, code) = xsio(&qemu.sockets()[0], &["device_del", r#"{"id": "nosuch"}"#]);
     assert_eq!(reply["error"]["class"], "DeviceNotFound");
     assert_eq!(code, 1);
 }
 
 #[test]
 fn events_print_as_json_lines() {
-    let Some(qemu) = Qemu::start() else { return };
+    let Some(qemu) = paused_pc() else { return };
     let mut events = Command::new(env!("CARGO_BIN_EXE_xsio"))
         .arg("qmp")
         .arg("--socket")
-        .arg(&qemu.sockets[0])
+        .arg(&qemu.sockets()[0])
         .arg("--events")
         .stdout(Stdio::piped())
         .spawn()
@@ -118,13 +57,13 @@ fn events_print_as_json_lines() {
     });
     let mut got = None;
     for _ in 0..50 {
-        let (_, code) = xsio(&qemu.sockets[1], &["cont"]);
+        let (_, code) = xsio(&qemu.sockets()[1], &["cont"]);
         assert_eq!(code, 0);
         if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
             got = line;
             break;
         }
-        let (_, code) = xsio(&qemu.sockets[1], &["stop"]);
+        let (_, code) = xsio(&qemu.sockets()[1], &["stop"]);
         assert_eq!(code, 0);
     }
     let _ = events.kill();

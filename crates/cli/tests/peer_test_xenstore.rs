@@ -8,21 +8,18 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Daemon, peer, wait_with_timeout};
+use common::{Daemon, output_within, peer, wait_with_timeout};
 
 const SUITE: &str = "/usr/lib/xen-4.17/bin/test-xenstore";
 
 fn suite(daemon: &Daemon, args: &[&str], limit: Duration) -> String {
-    let mut child = Command::new(SUITE)
-        .args(args)
-        .env("XENSTORED_PATH", &daemon.socket)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_with_timeout(&mut child, limit, "test-xenstore");
-    let out = child.wait_with_output().unwrap();
+    let out = output_within(
+        Command::new(SUITE)
+            .args(args)
+            .env("XENSTORED_PATH", &daemon.socket),
+        limit,
+        "test-xenstore",
+    );
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -139,16 +136,13 @@ fn the_suite_passes_as_an_unprivileged_guest() {
     daemon.ok("xenstore-write", &["/local/domain/3", ""]);
     daemon.ok("xenstore-chmod", &["/local/domain/3", "n3"]);
     let guest = daemon.domain_socket(3);
-    let mut child = Command::new(SUITE)
-        .args(["-i", "5"])
-        .env("XENSTORED_PATH", &guest)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_with_timeout(&mut child, Duration::from_secs(60), "test-xenstore");
-    let out = child.wait_with_output().unwrap();
+    let out = output_within(
+        Command::new(SUITE)
+            .args(["-i", "5"])
+            .env("XENSTORED_PATH", &guest),
+        Duration::from_secs(60),
+        "test-xenstore",
+    );
     let output = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && !output.contains("failed"),

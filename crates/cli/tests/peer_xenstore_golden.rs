@@ -5,6 +5,7 @@
 mod golden;
 
 use golden::{Replay, run, transcript};
+use xsio_testkit::peer;
 
 const TRANSCRIPTS: &[&str] = &[
     "write-single",
@@ -33,18 +34,11 @@ fn have(program: &str) -> bool {
 
 #[test]
 fn xenstore_utils_send_the_recorded_bytes() {
-    let pyxs = std::process::Command::new("/usr/bin/python3")
-        .args(["-c", "import pyxs"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !have("xenstore-read") || !pyxs {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "xenstore-utils or python3-pyxs missing under CI (cargo xtask test installs them)"
-        );
-        eprintln!(
-            "SKIPPED: xenstore-utils or python3-pyxs is not installed; `cargo xtask test` installs them"
-        );
+    let pyxs = peer::runs("/usr/bin/python3", &["-c", "import pyxs"]);
+    if !peer::require(
+        have("xenstore-read") && pyxs,
+        "xenstore-utils or python3-pyxs",
+    ) {
         return;
     }
     for name in TRANSCRIPTS {

@@ -4,10 +4,10 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::{Daemon, peer, wait_with_timeout};
+use common::{Daemon, output_within, peer};
 
 const PYXS: &str = "/usr/lib/python3/dist-packages/pyxs/__init__.py";
 
@@ -111,19 +111,16 @@ fn quotas_stop_a_flooding_guest_only() {
         return;
     }
     let d = prepared(&["--quota-nodes", "20", "--quota-watches", "8"]);
-    let mut child = Command::new("/usr/bin/python3")
-        .arg("-c")
-        .arg(FLOOD)
-        .arg(&d.socket)
-        .arg(d.domain_socket(3))
-        .arg(d.domain_socket(4))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_with_timeout(&mut child, Duration::from_secs(30), "python3");
-    let out = child.wait_with_output().unwrap();
+    let out = output_within(
+        Command::new("/usr/bin/python3")
+            .arg("-c")
+            .arg(FLOOD)
+            .arg(&d.socket)
+            .arg(d.domain_socket(3))
+            .arg(d.domain_socket(4)),
+        Duration::from_secs(30),
+        "python3",
+    );
     assert!(
         out.status.success(),
         "{}",

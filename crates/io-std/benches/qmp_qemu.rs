@@ -23,9 +23,8 @@ use std::hint::black_box;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::process::{Child, Command as Process, Stdio};
+use std::process::{Command as Process, Stdio};
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use divan::Bencher;
 use divan::counter::ItemsCount;
@@ -33,48 +32,18 @@ use xsio_core::Input;
 use xsio_io_std::now;
 use xsio_io_std::qmp::QmpConn;
 use xsio_qmp::{Client, Config, Output, typed};
+use xsio_testkit::qemu::Qemu;
 
 /// Commands per iteration of the pipelined benches.
 const PIPELINED: usize = 200;
 
 static SOCKET: OnceLock<Option<PathBuf>> = OnceLock::new();
 
-struct Qemu {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Qemu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// Starts QEMU (no guest) if it is installed; a bench goes on without it.
 fn start_qemu() -> Option<Qemu> {
-    let dir = tempfile::tempdir().ok()?;
-    let socket = dir.path().join("qmp.sock");
-    let child = Process::new("qemu-system-x86_64")
-        .args([
-            "-machine",
-            "none",
-            "-nodefaults",
-            "-display",
-            "none",
-            "-qmp",
-        ])
-        .arg(format!("unix:{},server=on,wait=off", socket.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let deadline = now() + Duration::from_secs(30);
-    while !socket.exists() && now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = SOCKET.set(Some(socket));
-    Some(Qemu { child, _dir: dir })
+    let qemu = Qemu::builder(&["-machine", "none"]).spawn()?;
+    let _ = SOCKET.set(Some(qemu.socket().to_path_buf()));
+    Some(qemu)
 }
 
 fn main() {

@@ -8,126 +8,46 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command as Process, Stdio};
 use std::time::Duration;
 
-use rustix::process::{Pid, Signal, kill_process};
+use rustix::process::Signal;
 use xsio_io_std::qmp::{QmpConn, QmpIoError};
 use xsio_io_std::{UnixConn, now};
 use xsio_qmp::typed::{self, ChangeMedium, ReadOnlyMode};
 use xsio_qmp::{Command, CommandError, Config, ErrorClass};
+use xsio_testkit::qemu::{QEMU, Qemu};
 
-const QEMU: &str = "qemu-system-x86_64";
-
-/// A QEMU process with a QMP socket; killed when dropped.
-struct Qemu {
-    child: Child,
-    socket: PathBuf,
-    dir: tempfile::TempDir,
+/// What these tests do with a [`Qemu`] beyond starting it.
+trait QmpPeer {
+    /// Connects (retrying while QEMU starts) and negotiates, recording the exchange.
+    fn connect(&self, config: Config) -> QmpConn;
+    /// A CD image of `size` bytes (a repeating pattern) in QEMU's temp dir.
+    fn image(&self, size: usize) -> PathBuf;
 }
 
-impl Qemu {
-    /// Starts QEMU, or returns `None` (after saying so loudly) when it is not installed.
-    fn start(machine: &[&str]) -> Option<Qemu> {
-        Qemu::start_with(machine, false)
-    }
-
-    /// `pretty`: the monitor sends multi-line, indented JSON (`-mon ...,pretty=on`).
-    fn start_with(machine: &[&str], pretty: bool) -> Option<Qemu> {
-        let installed = Process::new(QEMU)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !installed {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "{QEMU} is missing and CI is set: install qemu-system-x86"
-            );
-            eprintln!("SKIPPED: {QEMU} is not installed; this peer test did not run");
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("qmp.sock");
-        let mut command = Process::new(QEMU);
-        command
-            .args(machine)
-            .args(["-nodefaults", "-display", "none"]);
-        if pretty {
-            command
-                .arg("-chardev")
-                .arg(format!(
-                    "socket,id=mon0,path={},server=on,wait=off",
-                    socket.display()
-                ))
-                .args(["-mon", "chardev=mon0,mode=control,pretty=on"]);
-        } else {
-            command
-                .arg("-qmp")
-                .arg(format!("unix:{},server=on,wait=off", socket.display()));
-        }
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        Some(Qemu { child, socket, dir })
-    }
-
-    /// A plain QMP server with no guest.
-    fn bare() -> Option<Qemu> {
-        Qemu::start(&["-machine", "none"])
-    }
-
-    /// A paused PC guest with an empty IDE CD-ROM `cd0`.
-    fn paused_pc() -> Option<Qemu> {
-        Qemu::start(&[
-            "-machine",
-            "pc",
-            "-accel",
-            "tcg",
-            "-S",
-            "-device",
-            "ide-cd,id=cd0,bus=ide.1,unit=0",
-        ])
-    }
-
-    /// Connects (retrying while QEMU starts) and negotiates, recording the exchange.
+impl QmpPeer for Qemu {
     fn connect(&self, config: Config) -> QmpConn {
         let deadline = now() + Duration::from_secs(30);
         loop {
-            match UnixConn::connect(&self.socket) {
+            match UnixConn::connect(self.socket()) {
                 Ok(conn) => return QmpConn::with_conn_recorded(conn, config).unwrap(),
                 Err(e) if now() < deadline => {
                     let _ = e;
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                Err(e) => panic!("QEMU never listened on {}: {e}", self.socket.display()),
+                Err(e) => panic!("QEMU never listened on {}: {e}", self.socket().display()),
             }
         }
     }
 
-    fn signal(&self, signal: Signal) {
-        let pid = Pid::from_raw(self.child.id() as i32).unwrap();
-        kill_process(pid, signal).unwrap();
-    }
-
     fn image(&self, size: usize) -> PathBuf {
-        let path = self.dir.path().join("cd.iso");
+        let path = self.dir().join("cd.iso");
         let mut file = File::create(&path).unwrap();
         let block: Vec<u8> = (0..2048u32).map(|i| (i % 251) as u8).collect();
         for _ in 0..size / 2048 {
             file.write_all(&block).unwrap();
         }
         path
-    }
-}
-
-impl Drop for Qemu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -351,7 +271,7 @@ fn device_state_is_saved_into_an_fd_passed_with_add_fd() {
         return;
     };
     let mut qmp = qemu.connect(Config::default());
-    let path = qemu.dir.path().join("saved-state");
+    let path = qemu.dir().join("saved-state");
     // Write-only: QEMU picks an fd from the set whose access mode matches its open (O_WRONLY).
     let file = File::options()
         .create(true)
@@ -430,7 +350,7 @@ fn device_add_and_del_of_a_pci_nic() {
 
 #[test]
 fn a_pretty_printing_monitor_works_because_framing_is_by_json_value() {
-    let Some(qemu) = Qemu::start_with(&["-machine", "none"], true) else {
+    let Some(qemu) = Qemu::builder(&["-machine", "none"]).pretty().start() else {
         return;
     };
     let mut qmp = qemu.connect(Config::default());
@@ -454,7 +374,7 @@ fn a_second_client_gets_no_greeting_and_negotiation_times_out() {
     let first = qemu.connect(Config::default());
     // QEMU serves one client per monitor: the kernel queues the second connection, but no
     // greeting comes until the first leaves (kata-containers #12236 hung here forever).
-    let conn = UnixConn::connect(&qemu.socket).unwrap();
+    let conn = UnixConn::connect(qemu.socket()).unwrap();
     let started = now();
     let config = Config {
         negotiation_timeout: Duration::from_millis(500),

@@ -4,99 +4,41 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::process::{Child, Command as Process, Stdio};
 use std::time::Duration;
 
-use rustix::process::{Pid, Signal, kill_process};
+use rustix::process::Signal;
 use tokio::time::timeout;
 use xsio_io_tokio::qmp::{self, Error, QmpHandle};
 use xsio_qmp::typed::{self, ChangeMedium, ReadOnlyMode};
 use xsio_qmp::{Command, CommandError, Config, ErrorClass};
+use xsio_testkit::qemu::Qemu;
 
-const QEMU: &str = "qemu-system-x86_64";
-
-/// A QEMU process with a QMP socket; killed when dropped.
-struct Qemu {
-    child: Child,
-    socket: PathBuf,
-    dir: tempfile::TempDir,
+/// What these tests do with a [`Qemu`] beyond starting it.
+trait QmpPeer {
+    /// Connects and negotiates (30 s at most).
+    async fn connect(&self) -> (QmpHandle, tokio::sync::mpsc::Receiver<xsio_qmp::Event>);
+    /// A 32 KiB CD image in QEMU's temp dir.
+    fn image(&self) -> PathBuf;
 }
 
-impl Qemu {
-    fn start(machine: &[&str]) -> Option<Qemu> {
-        let installed = Process::new(QEMU)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !installed {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "{QEMU} is missing and CI is set"
-            );
-            eprintln!("SKIPPED: {QEMU} is not installed; this peer test did not run");
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("qmp.sock");
-        let child = Process::new(QEMU)
-            .args(machine)
-            .args(["-nodefaults", "-display", "none", "-qmp"])
-            .arg(format!("unix:{},server=on,wait=off", socket.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        for _ in 0..1500 {
-            if socket.exists() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(Qemu { child, socket, dir })
-    }
-
-    fn paused_pc() -> Option<Qemu> {
-        Qemu::start(&[
-            "-machine",
-            "pc",
-            "-accel",
-            "tcg",
-            "-S",
-            "-device",
-            "ide-cd,id=cd0,bus=ide.1,unit=0",
-        ])
-    }
-
+impl QmpPeer for Qemu {
     async fn connect(&self) -> (QmpHandle, tokio::sync::mpsc::Receiver<xsio_qmp::Event>) {
         timeout(
             Duration::from_secs(30),
-            qmp::connect(&self.socket, Config::default()),
+            qmp::connect(self.socket(), Config::default()),
         )
         .await
         .expect("negotiated in time")
         .unwrap()
     }
 
-    fn signal(&self, signal: Signal) {
-        kill_process(Pid::from_raw(self.child.id() as i32).unwrap(), signal).unwrap();
-    }
-
     fn image(&self) -> PathBuf {
-        let path = self.dir.path().join("cd.iso");
+        let path = self.dir().join("cd.iso");
         File::create(&path)
             .unwrap()
             .write_all(&vec![7u8; 32 << 10])
             .unwrap();
         path
-    }
-}
-
-impl Drop for Qemu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

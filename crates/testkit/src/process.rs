@@ -1,0 +1,48 @@
+//! Child processes with a time limit: a hung peer fails its test instead of hanging it.
+
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+/// Waits for `child`, killing it (and failing) after `limit`; `what` names it in the panic.
+///
+/// ```
+/// let mut child = std::process::Command::new("true").spawn().unwrap();
+/// xsio_testkit::process::wait_with_timeout(&mut child, std::time::Duration::from_secs(20), "true");
+/// assert!(child.wait().unwrap().success());
+/// ```
+pub fn wait_with_timeout(child: &mut Child, limit: Duration, what: &str) {
+    let step = Duration::from_millis(10);
+    let mut waited = Duration::ZERO;
+    while child.try_wait().unwrap().is_none() {
+        if waited >= limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not finish within {limit:?}");
+        }
+        std::thread::sleep(step);
+        waited += step;
+    }
+}
+
+/// Runs `command` with stdin closed and stdout/stderr captured, failing if it runs longer
+/// than `limit`; `what` names it in the panic.
+///
+/// ```
+/// use std::process::Command;
+/// use std::time::Duration;
+///
+/// let mut echo = Command::new("echo");
+/// echo.arg("hi");
+/// let out = xsio_testkit::process::output_within(&mut echo, Duration::from_secs(20), "echo");
+/// assert_eq!(out.stdout, b"hi\n");
+/// ```
+pub fn output_within(command: &mut Command, limit: Duration, what: &str) -> Output {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    wait_with_timeout(&mut child, limit, what);
+    child.wait_with_output().unwrap()
+}
