@@ -1,55 +1,12 @@
-//! Node permissions: parsing, printing and the access rule.
+//! Node permissions: the list a node carries, its parsing and printing, and the access rule.
 
 use std::fmt;
 
 use xsio_xs_wire::ErrorKind;
 
-/// What one permission entry grants.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Access {
-    /// `n`: nothing.
-    None,
-    /// `r`: read.
-    Read,
-    /// `w`: write.
-    Write,
-    /// `b`: read and write.
-    Both,
-}
-
-impl Access {
-    fn letter(self) -> char {
-        match self {
-            Access::None => 'n',
-            Access::Read => 'r',
-            Access::Write => 'w',
-            Access::Both => 'b',
-        }
-    }
-
-    fn can_read(self) -> bool {
-        matches!(self, Access::Read | Access::Both)
-    }
-
-    fn can_write(self) -> bool {
-        matches!(self, Access::Write | Access::Both)
-    }
-}
-
-/// One entry of a permission list: a domain and what it may do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Perm {
-    /// What the entry grants.
-    pub access: Access,
-    /// The domain it names.
-    pub domid: u32,
-}
-
-impl fmt::Display for Perm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}{}", self.access.letter(), self.domid)
-    }
-}
+// One permission type in the workspace: the entries are `xsio-xs-wire`'s value types; what
+// lives here is the list a node carries, the daemon's lenient parsing, and the access rule.
+pub use xsio_xs_wire::{Access, Perm};
 
 /// A node's permission list. Entry 0 names the owner, and its access is the default for every
 /// domain without an entry of its own. Never empty.
@@ -83,7 +40,7 @@ pub(crate) struct Caller {
 impl Perms {
     /// A list owned by `domid` granting `access` to everyone else.
     pub fn owned_by(domid: u32, access: Access) -> Self {
-        Perms(Box::new([Perm { access, domid }]))
+        Perms(Box::new([Perm::new(access, domid)]))
     }
 
     /// Builds a list from its entries; `None` when `entries` is empty.
@@ -164,19 +121,10 @@ impl fmt::Display for Perms {
 /// trailing junk or a missing number is refused.
 fn parse_entry(item: &[u8]) -> Result<Perm, ErrorKind> {
     let (&letter, number) = item.split_first().ok_or(ErrorKind::Einval)?;
-    let access = match letter {
-        b'n' => Access::None,
-        b'r' => Access::Read,
-        b'w' => Access::Write,
-        b'b' => Access::Both,
-        _ => return Err(ErrorKind::Einval),
-    };
+    let access = Access::from_letter(char::from(letter)).ok_or(ErrorKind::Einval)?;
     let domid = parse_c_long(number).ok_or(ErrorKind::Einval)?;
     // C stores the parsed long in an unsigned int: negative ids wrap, as they do there.
-    Ok(Perm {
-        access,
-        domid: domid as u32,
-    })
+    Ok(Perm::new(access, domid as u32))
 }
 
 /// `strtol(text, &end, 0)` that must consume everything; `None` on junk or overflow.
