@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::{Daemon, output_within, peer, wait_with_timeout};
@@ -143,16 +143,7 @@ fn the_suite_passes_as_an_unprivileged_guest() {
         Duration::from_secs(60),
         "test-xenstore",
     );
-    let output = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && !output.contains("failed"),
-        "{output}"
-    );
-    assert_eq!(
-        output.lines().filter(|l| l.contains(" ns")).count(),
-        12,
-        "{output}"
-    );
+    assert_all_twelve_passed(&out);
     let left = daemon.run("xenstore-exists", &["/local/domain/3/xenstore-test"]);
     assert!(!left.status.success(), "the guest's run left nodes behind");
 }
@@ -182,17 +173,22 @@ fn four_concurrent_runs_pass() {
         wait_with_timeout(run, Duration::from_secs(60), "test-xenstore");
     }
     for run in runs {
-        let out = run.wait_with_output().unwrap();
-        let output = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && !output.contains("failed"),
-            "{output}"
-        );
-        assert_eq!(
-            output.lines().filter(|l| l.contains(" ns")).count(),
-            12,
-            "{output}"
-        );
+        assert_all_twelve_passed(&run.wait_with_output().unwrap());
     }
     assert_cleaned_up(&daemon);
+}
+
+/// A run of the whole suite succeeded: exit 0, no test reported "failed", and each of the
+/// twelve tests printed its timing line.
+fn assert_all_twelve_passed(out: &Output) {
+    let output = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && !output.contains("failed"),
+        "{output}"
+    );
+    assert_eq!(
+        output.lines().filter(|l| l.contains(" ns")).count(),
+        12,
+        "{output}"
+    );
 }

@@ -151,12 +151,7 @@ pub(crate) fn write(
     check_size(who, new_size)?;
     let perms = node.perms.clone();
     view.modify(path, |node| node.value = value.into());
-    view.record(Change {
-        path: path.to_owned(),
-        exact: false,
-        perms,
-        old_perms: None,
-    });
+    view.record(Change::node(path, perms));
     Ok(())
 }
 
@@ -219,12 +214,7 @@ fn create(view: &mut View<'_>, who: Who<'_>, path: &str, value: &[u8]) -> Result
         };
         view.set(&new_path, node);
     }
-    view.record(Change {
-        path: path.to_owned(),
-        exact: false,
-        perms,
-        old_perms: None,
-    });
+    view.record(Change::node(path, perms));
     Ok(())
 }
 
@@ -242,12 +232,7 @@ pub(crate) fn rm(view: &mut View<'_>, who: Who<'_>, path: &str) -> Result<(), Er
         Err(err) => return Err(err),
     };
     let parent = path::parent(path).ok_or(ErrorKind::Einval)?;
-    view.record(Change {
-        path: path.to_owned(),
-        exact: false,
-        perms: node.perms.clone(),
-        old_perms: None,
-    });
+    view.record(Change::node(path, node.perms.clone()));
     // Depth-first, parents before children, so events come out in tree order.
     let mut stack = vec![(path.to_owned(), node)];
     while let Some((current, current_node)) = stack.pop() {
@@ -297,10 +282,8 @@ pub(crate) fn set_perms(
     let stored = perms.clone();
     view.modify(path, |node| node.perms = stored);
     view.record(Change {
-        path: path.to_owned(),
-        exact: false,
-        perms,
         old_perms: Some(old_perms),
+        ..Change::node(path, perms)
     });
     Ok(())
 }

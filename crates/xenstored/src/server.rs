@@ -644,6 +644,16 @@ impl Server {
         Ok(ok())
     }
 
+    /// `count` summed over every connection of `domid`: per-domain quotas (transactions,
+    /// watches) hold across all of a domain's connections, not per connection.
+    fn domain_total(&self, domid: u32, count: impl Fn(&Conn) -> usize) -> usize {
+        self.conns
+            .values()
+            .filter(|c| c.domid == domid)
+            .map(count)
+            .sum()
+    }
+
     fn transaction_start(&mut self, conn_id: ConnId, tx_id: u32) -> Result<Vec<u8>, ErrorKind> {
         let conn = self.conns.get(&conn_id).expect("checked by the caller");
         if tx_id != 0 {
@@ -654,12 +664,7 @@ impl Server {
             });
         }
         if !conn.privileged {
-            let open: usize = self
-                .conns
-                .values()
-                .filter(|c| c.domid == conn.domid)
-                .map(|c| c.txs.len())
-                .sum();
+            let open = self.domain_total(conn.domid, |c| c.txs.len());
             if open >= self.config.quotas.transactions_per_domain {
                 return Err(ErrorKind::Enospc);
             }
@@ -721,12 +726,7 @@ impl Server {
             return Err(ErrorKind::Eexist);
         }
         if !conn.privileged {
-            let held: usize = self
-                .conns
-                .values()
-                .filter(|c| c.domid == conn.domid)
-                .map(|c| c.watches.len())
-                .sum();
+            let held = self.domain_total(conn.domid, |c| c.watches.len());
             if held >= self.config.quotas.watches_per_domain {
                 return Err(ErrorKind::E2big);
             }

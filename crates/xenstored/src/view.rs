@@ -28,6 +28,19 @@ pub(crate) struct Change {
     pub(crate) old_perms: Option<Perms>,
 }
 
+impl Change {
+    /// A change of the node at `path` (its value, its existence): fires watches on `path`
+    /// and above it, for readers under `perms`.
+    pub(crate) fn node(path: &str, perms: Perms) -> Change {
+        Change {
+            path: path.to_owned(),
+            exact: false,
+            perms,
+            old_perms: None,
+        }
+    }
+}
+
 /// The state of one open transaction.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct TxState {
