@@ -125,7 +125,7 @@ fuzz_target!(|data: &[u8]| {
         while fe.take(frontend.poll_output(), &fe_dir) {}
         while wt.take(waiter.poll_output(), "/nothing-written") {}
         let Some(choice) = data.next() else { break };
-        match choice % 12 {
+        match choice % 13 {
             0 => {
                 let token = be.token(&mut data);
                 backend.handle_watch(now, "/p", &token);
@@ -155,6 +155,7 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             8 => frontend.close(now),
+            12 => backend.close(now),
             9 => {
                 let _ = frontend.restart(now);
             }

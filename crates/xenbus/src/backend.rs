@@ -128,6 +128,9 @@ pub struct Backend {
     online: bool,
     connect: Option<KeyRead>,
     generation: u32,
+    /// Closed on its own ([`Backend::close`]): reconnect only after the frontend has shown
+    /// Closed, since an Initialising read before that is the old connection's.
+    awaiting_frontend_close: bool,
     phase: Phase,
 }
 
@@ -144,6 +147,7 @@ impl Backend {
             online: true,
             connect: None,
             generation: 0,
+            awaiting_frontend_close: false,
             phase: Phase::Running,
         };
         let (fe_state, online) = (backend.frontend_state_path(), backend.online_path());
@@ -189,6 +193,25 @@ impl Backend {
     /// How many requests await a reply.
     pub fn in_flight(&self) -> usize {
         self.ops.len()
+    }
+
+    /// The backend gives the device up on its own (unplug, a fatal error of its block
+    /// layer): Closing while the frontend uses the device (its Closed then closes the
+    /// backend), Closed at once otherwise. `online` is untouched, so a frontend coming back
+    /// to Initialising can reconnect. Does nothing when already Closing or Closed.
+    pub fn close(&mut self, _now: Instant) {
+        if self.phase != Phase::Running
+            || matches!(self.own, XenbusState::Closing | XenbusState::Closed)
+        {
+            return;
+        }
+        self.connect = None;
+        self.awaiting_frontend_close = true;
+        if self.frontend.frontend_active() {
+            self.switch(XenbusState::Closing, Vec::new(), false);
+        } else {
+            self.close_now();
+        }
     }
 
     /// A watch event. Events of other tokens and events after the backend stopped are
@@ -276,6 +299,9 @@ impl Backend {
         };
         self.frontend = state;
         self.event(BackendEvent::FrontendState(state));
+        if matches!(state, XenbusState::Closed | XenbusState::Unknown) {
+            self.awaiting_frontend_close = false;
+        }
         match state {
             XenbusState::Unknown => {
                 // The frontend directory is gone: nothing can reconnect.
@@ -295,7 +321,9 @@ impl Backend {
                 }
             }
             XenbusState::Initialising => {
-                if matches!(self.own, XenbusState::Initialising | XenbusState::InitWait) {
+                if matches!(self.own, XenbusState::Initialising | XenbusState::InitWait)
+                    || self.awaiting_frontend_close
+                {
                     return;
                 }
                 // The frontend restarted (driver reload, kexec, resume): close what is left

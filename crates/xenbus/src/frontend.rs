@@ -87,9 +87,9 @@ enum Phase {
 /// Closed when the backend follows or after [`FrontendConfig::close_timeout`].
 /// [`restart`](Frontend::restart) reconnects a Closed frontend (driver reload).
 ///
-/// Once Closed the frontend writes nothing until it is restarted; while Initialising it
-/// ignores a backend still Closed from an earlier connection (the backend answers the
-/// restart with InitWait).
+/// Once Closed the frontend writes nothing until it is restarted; after a restart it
+/// ignores a backend still Closed from the earlier connection until the backend answers
+/// with InitWait (or Connected).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Frontend {
     config: FrontendConfig,
@@ -100,6 +100,9 @@ pub struct Frontend {
     read: Option<KeyRead>,
     generation: u32,
     close_deadline: Option<Instant>,
+    /// Restarted and the backend has not answered yet: a Closed backend is the old
+    /// connection's, not a close.
+    restarting: bool,
     phase: Phase,
 }
 
@@ -116,6 +119,7 @@ impl Frontend {
             read: None,
             generation: 0,
             close_deadline: None,
+            restarting: false,
             phase: Phase::Running,
         };
         let path = frontend.backend_state_path();
@@ -178,6 +182,7 @@ impl Frontend {
         if self.phase != Phase::Running || self.own != XenbusState::Closed {
             return false;
         }
+        self.restarting = true;
         self.switch(XenbusState::Initialising, Vec::new());
         true
     }
@@ -282,6 +287,9 @@ impl Frontend {
         };
         self.backend = state;
         self.event(FrontendEvent::BackendState(state));
+        if matches!(state, XenbusState::InitWait | XenbusState::Connected) {
+            self.restarting = false;
+        }
         match state {
             XenbusState::InitWait => {
                 if self.own == XenbusState::Initialising {
@@ -305,7 +313,7 @@ impl Frontend {
             XenbusState::Closed => {
                 // A missed Closing, unless we are restarting and the backend has not seen
                 // our Initialising yet.
-                if !matches!(self.own, XenbusState::Closed | XenbusState::Initialising) {
+                if self.own != XenbusState::Closed && !self.restarting {
                     self.close_now();
                 }
             }
@@ -378,6 +386,7 @@ impl Frontend {
     }
 
     fn close_now(&mut self) {
+        self.restarting = false;
         self.read = None;
         self.close_deadline = None;
         self.switch(XenbusState::Closed, Vec::new());

@@ -69,8 +69,8 @@
 //!
 //! `tests/model_check.rs` runs both machines and the toolstack (removal request, waiter,
 //! destroy) against a small xenstore model over every interleaving of their steps, watch
-//! deliveries (with duplicate events), guest close and restart, for one device and for two
-//! devices sharing connections. It asserts that both ends reach Connected when nobody
+//! deliveries (with duplicate events), guest close and restart, backend close, for one
+//! device and for two devices sharing connections. It asserts that both ends reach Connected when nobody
 //! closes, that any close ends with both Closed in a bounded number of steps (the state
 //! graph has no cycle), that each machine's state only moves along the documented
 //! transitions, that nothing is written after Closed except a reconnect, and that a

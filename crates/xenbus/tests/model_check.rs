@@ -215,6 +215,7 @@ fn run(name: &str, budgets: &[Budget], reduce: bool) -> Report {
 
 const NOTHING: Budget = Budget {
     closes: 0,
+    backend_closes: 0,
     removals: 0,
     restarts: 0,
     spurious: 0,
@@ -301,6 +302,33 @@ fn one_device_guest_close_races_toolstack_removal() {
         "longest run {}",
         report.longest_run
     );
+}
+
+#[test]
+fn one_device_backend_close_then_restart() {
+    let budget = [Budget {
+        backend_closes: 1,
+        restarts: 1,
+        spurious: 1,
+        ..NOTHING
+    }];
+    let report = run(
+        "one device, backend close + restart, 1 duplicate event",
+        &budget,
+        true,
+    );
+    assert_explored(&report, 10_000..1_000_000);
+    let budget = [Budget {
+        backend_closes: 1,
+        closes: 1,
+        ..NOTHING
+    }];
+    let report = run(
+        "one device, backend close racing guest close",
+        &budget,
+        true,
+    );
+    assert_explored(&report, 1_000..1_000_000);
 }
 
 #[test]

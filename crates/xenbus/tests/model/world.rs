@@ -32,6 +32,8 @@ const FRONTEND: usize = 2;
 pub(crate) struct Budget {
     /// Guest-side closes per device.
     pub(crate) closes: u8,
+    /// Backend-side closes (unplug) per device.
+    pub(crate) backend_closes: u8,
     /// Toolstack removals per device.
     pub(crate) removals: u8,
     /// Guest restarts per device (only when everything is quiet and the frontend Closed).
@@ -68,6 +70,7 @@ pub(crate) struct Device {
     pub(crate) last: Last,
     pub(crate) removed: bool,
     pub(crate) closes: u8,
+    pub(crate) backend_closes: u8,
     pub(crate) removals: u8,
     pub(crate) restarts: u8,
 }
@@ -89,6 +92,7 @@ pub(crate) enum Action {
     FrontendTimer(usize),
     Spurious(usize),
     GuestClose(usize),
+    BackendClose(usize),
     Removal(usize),
     Restart(usize),
 }
@@ -159,6 +163,7 @@ impl World {
                 last: Last::Nothing,
                 removed: false,
                 closes: budget.closes,
+                backend_closes: budget.backend_closes,
                 removals: budget.removals,
                 restarts: budget.restarts,
             });
@@ -197,6 +202,9 @@ impl World {
             if dev.closes > 0 && !dev.frontend.is_stopped() {
                 actions.push(Action::GuestClose(i));
             }
+            if dev.backend_closes > 0 && !dev.backend.is_stopped() {
+                actions.push(Action::BackendClose(i));
+            }
             if dev.tool != Tool::Idle {
                 continue;
             }
@@ -231,8 +239,8 @@ impl World {
     /// A delivery pops the head of one inbound queue into one machine, which pushes to the
     /// tail of its own outbound queue: that commutes with every execute, every other
     /// delivery and every duplicate event. Only the environment's actions on the same
-    /// frontend (close, restart, timer) touch the same machine; a delivery to a backend,
-    /// a waiter or the toolstack has no such partner.
+    /// frontend (close, restart, timer) or backend (close) touch the same machine; a
+    /// delivery to a waiter or the toolstack has no such partner.
     fn delivery_is_independent(&self, c: usize) -> bool {
         match self.conns[c].inbound.front() {
             Some(Inbound::Reply { owner, .. } | Inbound::Event { owner, .. }) => match owner {
@@ -243,7 +251,11 @@ impl World {
                         && dev.frontend.poll_timeout().is_none()
                         && (dev.restarts == 0 || stopped)
                 }
-                Owner::Backend(_) | Owner::Waiter(_) | Owner::Toolstack(_) => true,
+                Owner::Backend(i) => {
+                    let dev = &self.devices[usize::from(*i)];
+                    dev.backend_closes == 0 || dev.backend.is_stopped()
+                }
+                Owner::Waiter(_) | Owner::Toolstack(_) => true,
             },
             None => false,
         }
@@ -305,6 +317,16 @@ impl World {
                 let before = dev.frontend.state();
                 dev.frontend.close(self.now);
                 self.drain_frontend(i, before)?;
+            }
+            Action::BackendClose(i) => {
+                let dev = &mut self.devices[i];
+                dev.backend_closes -= 1;
+                if !dev.removed {
+                    dev.last = Last::Closed;
+                }
+                let before = dev.backend.state();
+                dev.backend.close(self.now);
+                self.drain_backend(i, before)?;
             }
             Action::Removal(i) => {
                 let now = self.now;
