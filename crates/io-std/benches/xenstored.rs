@@ -6,14 +6,13 @@
 //! echo server is a thread reading and writing back the same bytes. Compare the medians: the
 //! ratio says what xenstored's work adds to the cost of the socket itself.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::Path;
-use std::thread::JoinHandle;
-use std::time::Duration;
 
+use common::{Daemon, connect};
 use divan::Bencher;
-use xsio_io_std::xenstored::{DaemonConfig, run};
 use xsio_xs_wire::{Packet, Request};
 
 fn main() {
@@ -49,52 +48,6 @@ fn round_trip(
     body.resize(len, 0);
     stream.read_exact(body).unwrap();
     len
-}
-
-struct Daemon {
-    _dir: tempfile::TempDir,
-    stop: UnixStream,
-    thread: Option<JoinHandle<()>>,
-    client: UnixStream,
-}
-
-impl Daemon {
-    fn start() -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("socket");
-        let (stop_rx, stop) = UnixStream::pair().unwrap();
-        let config = DaemonConfig::new(&socket);
-        let thread = std::thread::spawn(move || run(config, stop_rx).unwrap());
-        let client = connect(&socket);
-        let mut daemon = Daemon {
-            _dir: dir,
-            stop,
-            thread: Some(thread),
-            client,
-        };
-        let (mut head, mut body) = ([0u8; 16], Vec::new());
-        round_trip(&mut daemon.client, &write_request(), &mut head, &mut body);
-        daemon
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.stop.write_all(b"x");
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn connect(socket: &Path) -> UnixStream {
-    for _ in 0..500 {
-        if let Ok(stream) = UnixStream::connect(socket) {
-            return stream;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("daemon did not start");
 }
 
 /// The floor: a thread that writes back whatever it reads.
@@ -135,11 +88,12 @@ fn floor_echo_round_trip(bencher: Bencher) {
 /// READ of a 5-byte value, reply read whole.
 #[divan::bench(sample_count = 1000, sample_size = 10)]
 fn xenstored_read_round_trip(bencher: Bencher) {
-    let mut daemon = Daemon::start();
+    let daemon = Daemon::start();
+    let mut client = connect(&daemon.socket);
     let request = read_request();
     let (mut head, mut body) = ([0u8; 16], Vec::new());
     bencher.bench_local(|| {
-        let len = round_trip(&mut daemon.client, &request, &mut head, &mut body);
+        let len = round_trip(&mut client, &request, &mut head, &mut body);
         assert_eq!(len, 5);
     });
 }
@@ -147,11 +101,12 @@ fn xenstored_read_round_trip(bencher: Bencher) {
 /// WRITE of a 5-byte value (which also fires watch matching), reply read whole.
 #[divan::bench(sample_count = 1000, sample_size = 10)]
 fn xenstored_write_round_trip(bencher: Bencher) {
-    let mut daemon = Daemon::start();
+    let daemon = Daemon::start();
+    let mut client = connect(&daemon.socket);
     let request = write_request();
     let (mut head, mut body) = ([0u8; 16], Vec::new());
     bencher.bench_local(|| {
-        let len = round_trip(&mut daemon.client, &request, &mut head, &mut body);
+        let len = round_trip(&mut client, &request, &mut head, &mut body);
         assert_eq!(len, 3);
     });
 }

@@ -4,65 +4,19 @@
 //! pipelined through the machine (many requests in flight on one connection).
 //! Run with `cargo bench -p xsio-io-std --bench xs_client`.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::thread::JoinHandle;
-use std::time::Duration;
 
+use common::Daemon;
 use divan::Bencher;
 use xsio_io_std::now;
 use xsio_io_std::xenstore::XsConn;
-use xsio_io_std::xenstored::{DaemonConfig, run};
 use xsio_xs_wire::{Packet, Request};
 
 fn main() {
     divan::main();
-}
-
-struct Daemon {
-    _dir: tempfile::TempDir,
-    socket: PathBuf,
-    stop: UnixStream,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Daemon {
-    fn start() -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("socket");
-        let (stop_rx, stop) = UnixStream::pair().unwrap();
-        let config = DaemonConfig::new(&socket);
-        let thread = std::thread::spawn(move || run(config, stop_rx).unwrap());
-        wait_for(&socket);
-        let mut xs = XsConn::connect(&socket).unwrap();
-        xs.write("/bench/key", "value").unwrap();
-        Daemon {
-            _dir: dir,
-            socket,
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.stop.write_all(b"x");
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn wait_for(socket: &Path) {
-    for _ in 0..500 {
-        if UnixStream::connect(socket).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("daemon did not start");
 }
 
 /// The baseline: the READ's bytes written by hand, the reply read whole.

@@ -3,11 +3,43 @@
 mod common;
 
 use common::Harness;
+use xsio_core::OpId;
 use xsio_xs_client::{Config, Error, Response};
-use xsio_xs_wire::{ErrorKind, Reply, Request};
+use xsio_xs_wire::{ErrorKind, Packet, Reply, Request};
 
 fn names(n: &[&str]) -> Vec<String> {
     n.iter().map(|s| s.to_string()).collect()
+}
+
+/// Starts a listing of `/big` and answers its DIRECTORY with E2BIG: the client falls back to
+/// chunks.
+fn big_listing(h: &mut Harness) -> OpId {
+    let op = h.client.directory(h.now, None, "/big");
+    let req = h.next_request();
+    h.reply(&req, Reply::Error(ErrorKind::E2big));
+    op
+}
+
+/// The next request, checked to be a DIRECTORY_PART of `/big` at `offset`.
+fn expect_part(h: &mut Harness, offset: u32) -> Packet<Request> {
+    let part = h.next_request();
+    assert_eq!(
+        part.body,
+        Request::DirectoryPart {
+            path: "/big".into(),
+            offset
+        }
+    );
+    part
+}
+
+/// A DIRECTORY_PART reply.
+fn chunk(generation: u64, children: &[&str], complete: bool) -> Reply {
+    Reply::DirectoryPart {
+        generation,
+        children: names(children),
+        complete,
+    }
 }
 
 #[test]
@@ -22,41 +54,11 @@ fn small_listing_in_one_reply() {
 #[test]
 fn e2big_falls_back_to_chunks_with_offsets() {
     let mut h = Harness::new(Config::default());
-    let op = h.client.directory(h.now, None, "/big");
-    let req = h.next_request();
-    h.reply(&req, Reply::Error(ErrorKind::E2big));
-    let part = h.next_request();
-    assert_eq!(
-        part.body,
-        Request::DirectoryPart {
-            path: "/big".into(),
-            offset: 0
-        }
-    );
-    h.reply(
-        &part,
-        Reply::DirectoryPart {
-            generation: 4,
-            children: names(&["aa", "b"]),
-            complete: false,
-        },
-    );
-    let part = h.next_request();
-    assert_eq!(
-        part.body,
-        Request::DirectoryPart {
-            path: "/big".into(),
-            offset: 5
-        }
-    );
-    h.reply(
-        &part,
-        Reply::DirectoryPart {
-            generation: 4,
-            children: names(&["c"]),
-            complete: true,
-        },
-    );
+    let op = big_listing(&mut h);
+    let part = expect_part(&mut h, 0);
+    h.reply(&part, chunk(4, &["aa", "b"], false));
+    let part = expect_part(&mut h, 5);
+    h.reply(&part, chunk(4, &["c"], true));
     assert_eq!(
         h.result_of(op),
         &Ok(Response::Names(names(&["aa", "b", "c"])))
@@ -66,67 +68,26 @@ fn e2big_falls_back_to_chunks_with_offsets() {
 #[test]
 fn a_generation_change_restarts_from_zero() {
     let mut h = Harness::new(Config::default());
-    let op = h.client.directory(h.now, None, "/big");
-    let req = h.next_request();
-    h.reply(&req, Reply::Error(ErrorKind::E2big));
+    let op = big_listing(&mut h);
     let part = h.next_request();
-    h.reply(
-        &part,
-        Reply::DirectoryPart {
-            generation: 1,
-            children: names(&["a"]),
-            complete: false,
-        },
-    );
+    h.reply(&part, chunk(1, &["a"], false));
     let part = h.next_request();
-    h.reply(
-        &part,
-        Reply::DirectoryPart {
-            generation: 2,
-            children: names(&["z"]),
-            complete: true,
-        },
-    );
-    let part = h.next_request();
-    assert_eq!(
-        part.body,
-        Request::DirectoryPart {
-            path: "/big".into(),
-            offset: 0
-        }
-    );
-    h.reply(
-        &part,
-        Reply::DirectoryPart {
-            generation: 2,
-            children: names(&["b", "z"]),
-            complete: true,
-        },
-    );
+    h.reply(&part, chunk(2, &["z"], true));
+    let part = expect_part(&mut h, 0);
+    h.reply(&part, chunk(2, &["b", "z"], true));
     assert_eq!(h.result_of(op), &Ok(Response::Names(names(&["b", "z"]))));
 }
 
 #[test]
 fn enosys_on_chunks_is_e2big_and_empty_chunks_are_refused() {
     let mut h = Harness::new(Config::default());
-    let op = h.client.directory(h.now, None, "/big");
-    let req = h.next_request();
-    h.reply(&req, Reply::Error(ErrorKind::E2big));
+    let op = big_listing(&mut h);
     let part = h.next_request();
     h.reply(&part, Reply::Error(ErrorKind::Enosys));
     assert_eq!(h.result_of(op), &Err(Error::Xs(ErrorKind::E2big)));
 
-    let op = h.client.directory(h.now, None, "/big");
-    let req = h.next_request();
-    h.reply(&req, Reply::Error(ErrorKind::E2big));
+    let op = big_listing(&mut h);
     let part = h.next_request();
-    h.reply(
-        &part,
-        Reply::DirectoryPart {
-            generation: 1,
-            children: vec![],
-            complete: false,
-        },
-    );
+    h.reply(&part, chunk(1, &[], false));
     assert!(matches!(h.result_of(op), Err(Error::Protocol(_))));
 }
