@@ -1,6 +1,7 @@
 //! The backend end of the handshake (what QEMU's XenDevice and Linux blkback do).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
 use xsio_core::{Machine, OpId};
@@ -120,7 +121,8 @@ enum Phase {
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Backend {
-    config: BackendConfig,
+    // Shared: simulators and model checkers clone machines by the million.
+    config: Arc<BackendConfig>,
     ops: InFlight<Purpose>,
     out: VecDeque<Output<BackendEvent>>,
     own: XenbusState,
@@ -139,7 +141,7 @@ impl Backend {
     /// `state` = Initialising, `online` = 1).
     pub fn new(config: BackendConfig, _now: Instant) -> Backend {
         let mut backend = Backend {
-            config,
+            config: Arc::new(config),
             ops: InFlight::default(),
             out: VecDeque::new(),
             own: XenbusState::Initialising,

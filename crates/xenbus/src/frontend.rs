@@ -1,6 +1,7 @@
 //! The frontend end of the handshake (what Linux blkfront and netfront do in a guest).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use xsio_core::{Machine, OpId};
@@ -92,7 +93,8 @@ enum Phase {
 /// with InitWait (or Connected).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Frontend {
-    config: FrontendConfig,
+    // Shared: simulators and model checkers clone machines by the million.
+    config: Arc<FrontendConfig>,
     ops: InFlight<Purpose>,
     out: VecDeque<Output<FrontendEvent>>,
     own: XenbusState,
@@ -111,7 +113,7 @@ impl Frontend {
     /// `state` = Initialising).
     pub fn new(config: FrontendConfig, _now: Instant) -> Frontend {
         let mut frontend = Frontend {
-            config,
+            config: Arc::new(config),
             ops: InFlight::default(),
             out: VecDeque::new(),
             own: XenbusState::Initialising,

@@ -340,3 +340,11 @@ fn two_devices_sharing_connections() {
     let report = run("two devices, duplicate event", &[DUPLICATE, NOTHING], true);
     assert_explored(&report, 10_000..1_000_000);
 }
+
+/// The biggest graph here (about 1.8 million states, under a minute): removing one device
+/// must not disturb the other on the same connections, which stays Connected.
+#[test]
+fn two_devices_one_removed_while_the_other_stays_connected() {
+    let report = run("two devices, removal of one", &[REMOVAL, NOTHING], true);
+    assert_explored(&report, 1_000_000..5_000_000);
+}
