@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use xsio_xenstored::{CloseReason, Config, Quotas};
+use xsio_xenstored::{CloseReason, Config, ConnId, Quotas};
 
 #[test]
 fn a_guest_cannot_see_or_touch_what_it_may_not() {
@@ -56,7 +56,7 @@ fn a_guest_owns_what_it_creates_in_its_home_and_cannot_give_it_away() {
     assert_eq!(h.read(other, 0, "/local/domain/4/data/none"), err("EACCES"));
 }
 
-fn guest_home(h: &mut Harness, domid: u32) -> xsio_xenstored::ConnId {
+fn guest_home(h: &mut Harness, domid: u32) -> ConnId {
     let c = h.dom0();
     let home = format!("/local/domain/{domid}");
     h.write(c, 0, &home, "").unwrap();
@@ -143,26 +143,9 @@ fn a_connection_that_never_reads_its_events_is_closed() {
     let slow = h.dom0();
     h.op(slow, WATCH, 0, &["/", "t"]).unwrap();
     // Ten writes in one read, without the driver taking any output in between.
-    let mut wire = Vec::new();
-    for req_id in 0..10 {
-        let payload = b"/x\0v";
-        let header = xsio_xs_wire::Header {
-            msg_type: WRITE,
-            req_id,
-            tx_id: 0,
-            len: payload.len() as u32,
-        };
-        wire.extend_from_slice(&header.to_bytes());
-        wire.extend_from_slice(payload);
-    }
-    h.server.handle_input(h.now, c, &wire);
-    let mut closed = Vec::new();
-    while let Some(out) = h.server.poll_output() {
-        if let xsio_xenstored::Output::Close { conn, reason } = out {
-            closed.push((conn, reason));
-        }
-    }
-    assert_eq!(closed, vec![(slow, CloseReason::TooSlow)]);
+    h.server
+        .handle_input(h.now, c, &frames(WRITE, b"/x\0v", 10));
+    assert_eq!(closed(&mut h), vec![(slow, CloseReason::TooSlow)]);
     assert!(h.server.is_connected(c));
 }
 
@@ -170,19 +153,8 @@ fn a_connection_that_never_reads_its_events_is_closed() {
 fn a_flooding_guest_is_answered_in_slices_of_its_outstanding_limit() {
     let mut h = Harness::new();
     let g = guest_home(&mut h, 3);
-    let mut wire = Vec::new();
-    for req_id in 0..50 {
-        let payload = b"/local/domain/3\0";
-        let header = xsio_xs_wire::Header {
-            msg_type: READ,
-            req_id,
-            tx_id: 0,
-            len: payload.len() as u32,
-        };
-        wire.extend_from_slice(&header.to_bytes());
-        wire.extend_from_slice(payload);
-    }
-    h.server.handle_input(h.now, g, &wire);
+    h.server
+        .handle_input(h.now, g, &frames(READ, b"/local/domain/3\0", 50));
     assert_eq!(h.server.queued_replies(g), 20);
     assert!(h.server.buffered_input(g) > 0);
     let mut frames = 0;
@@ -211,14 +183,37 @@ fn an_oversized_header_closes_only_that_connection() {
         len: 4097,
     };
     h.server.handle_input(h.now, bad, &header.to_bytes());
+    let closed = closed(&mut h);
+    assert_eq!(closed.len(), 1);
+    assert_eq!(closed[0].0, bad);
+    assert!(matches!(closed[0].1, CloseReason::Protocol(_)));
+    assert_eq!(h.write(c, 0, "/still", "fine"), ok());
+}
+
+/// `count` frames of `msg_type` carrying `payload`, back to back (req_ids from 0, no
+/// transaction): what a client sends when it floods.
+fn frames(msg_type: u32, payload: &[u8], count: u32) -> Vec<u8> {
+    let mut wire = Vec::new();
+    for req_id in 0..count {
+        let header = xsio_xs_wire::Header {
+            msg_type,
+            req_id,
+            tx_id: 0,
+            len: payload.len() as u32,
+        };
+        wire.extend_from_slice(&header.to_bytes());
+        wire.extend_from_slice(payload);
+    }
+    wire
+}
+
+/// Drains the server's output; returns the connections it closed, and why.
+fn closed(h: &mut Harness) -> Vec<(ConnId, CloseReason)> {
     let mut closed = Vec::new();
     while let Some(out) = h.server.poll_output() {
         if let xsio_xenstored::Output::Close { conn, reason } = out {
             closed.push((conn, reason));
         }
     }
-    assert_eq!(closed.len(), 1);
-    assert_eq!(closed[0].0, bad);
-    assert!(matches!(closed[0].1, CloseReason::Protocol(_)));
-    assert_eq!(h.write(c, 0, "/still", "fine"), ok());
+    closed
 }
