@@ -405,25 +405,14 @@ mod side_by_side {
         for (name, rate) in names.iter().zip(&m) {
             eprintln!("  {name:<26} {rate:>8.0} commands/s");
         }
-        eprintln!(
-            "  ratio xsio sequential by order / raw no id  {:.3}",
-            m[3] / m[0]
-        );
-        eprintln!(
-            "  ratio xsio sequential ids / raw ids         {:.3}",
-            m[2] / m[1]
-        );
-        eprintln!(
-            "  ratio xsio sequential ids / raw no id       {:.3}",
-            m[2] / m[0]
-        );
-        eprintln!(
-            "  ratio xsio pipelined ids / raw pipelined    {:.3}",
-            m[5] / m[4]
-        );
-        eprintln!(
-            "  ratio xsio pipelined by order / raw pipel.  {:.3}",
-            m[6] / m[4]
-        );
+        for (ratio, top, bottom) in [
+            ("xsio sequential by order / raw no id", 3, 0),
+            ("xsio sequential ids / raw ids", 2, 1),
+            ("xsio sequential ids / raw no id", 2, 0),
+            ("xsio pipelined ids / raw pipelined", 5, 4),
+            ("xsio pipelined by order / raw pipel.", 6, 4),
+        ] {
+            eprintln!("  ratio {ratio:<37} {:.3}", m[top] / m[bottom]);
+        }
     }
 }
