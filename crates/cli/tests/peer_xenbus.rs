@@ -14,11 +14,11 @@ use xsio_io_std::xenstore::XsConn;
 use xsio_vbd::Vbd;
 use xsio_xenbus::block::{BlockDevice, BlockKind, BlockTransport, Mode, Protocol};
 use xsio_xenbus::{
-    Access, Backend, Frontend, Output, Reply, Request, StateWaiter, Txn, TxnOp, WaiterConfig,
-    XenbusState, XsError, XsErrorKind, XsOp,
+    Backend, Frontend, Output, Reply, Request, StateWaiter, Txn, TxnOp, WaiterConfig, XenbusState,
+    XsError, XsErrorKind, XsOp,
 };
 use xsio_xs_client::TxOp;
-use xsio_xs_wire::{ErrorKind, Perm};
+use xsio_xs_wire::ErrorKind;
 
 /// One xenstore connection and the watches registered on it (token → client watch id).
 struct Link {
@@ -77,21 +77,7 @@ fn tx_ops(txn: &Txn) -> Vec<TxOp> {
             TxnOp::Mkdir { path } => TxOp::Mkdir(path.clone()),
             TxnOp::Write { path, value } => TxOp::Write(path.clone(), Bytes::from(value.clone())),
             TxnOp::Rm { path } => TxOp::Rm(path.clone()),
-            TxnOp::SetPerms { path, perms } => TxOp::SetPerms(
-                path.clone(),
-                perms
-                    .iter()
-                    .map(|p| {
-                        let access = match p.access {
-                            Access::None => xsio_xs_wire::Access::None,
-                            Access::Read => xsio_xs_wire::Access::Read,
-                            Access::Write => xsio_xs_wire::Access::Write,
-                            Access::Both => xsio_xs_wire::Access::Both,
-                        };
-                        Perm::new(access, p.domid)
-                    })
-                    .collect(),
-            ),
+            TxnOp::SetPerms { path, perms } => TxOp::SetPerms(path.clone(), perms.clone()),
         });
     }
     ops

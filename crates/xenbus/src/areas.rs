@@ -1,7 +1,9 @@
 //! Where a split device lives in xenstore, who may read it, and the toolstack's
 //! transactions to create it, ask for its removal, and destroy it.
 
-use crate::ops::{Access, Perm, Txn, TxnOp};
+use xsio_xs_wire::{Access, Perm};
+
+use crate::ops::{Txn, TxnOp};
 use crate::state::XenbusState;
 
 /// The two xenstore directories of one split device.

@@ -91,11 +91,12 @@ pub use areas::DeviceAreas;
 pub use backend::{Backend, BackendConfig, BackendEvent};
 pub use frontend::{Frontend, FrontendConfig, FrontendEvent};
 pub use keys::{KeyCheck, KeyError, KeySpec};
-pub use ops::{
-    Access, InputError, Output, Perm, Reply, Request, Txn, TxnOp, XsError, XsErrorKind, XsOp,
-};
+pub use ops::{InputError, Output, Reply, Request, Txn, TxnOp, XsError, XsErrorKind, XsOp};
 pub use state::{ALL_STATES, StateError, XenbusState};
 pub use waiter::{StateWaiter, WaitError, WaitEvent, WaiterConfig};
+/// The permission entries of [`TxnOp::SetPerms`]: `xsio-xs-wire`'s value types, so that the
+/// workspace has one permission type and a driver passes them to its client unchanged.
+pub use xsio_xs_wire::{Access, Perm};
 
 /// The transitions of a backend's own state that the machines may make: the documented
 /// handshake, closes from any live state, and the reconnect from Closed.

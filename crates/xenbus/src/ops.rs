@@ -6,58 +6,9 @@
 //! answers with `handle_reply(now, id, result)`; it passes watch events in with
 //! `handle_watch(now, path, token)`.
 
-use std::fmt;
-
 use thiserror::Error;
 use xsio_core::OpId;
-
-/// What a permission entry grants (the letter of a xenstore permission string).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Access {
-    /// `n`: nothing.
-    None,
-    /// `r`: read.
-    Read,
-    /// `w`: write.
-    Write,
-    /// `b`: read and write.
-    Both,
-}
-
-/// One entry of a node's permission list. Entry 0 names the owner, and its access is the
-/// default for every domain without an entry of its own.
-///
-/// ```
-/// use xsio_xenbus::{Access, Perm};
-///
-/// assert_eq!(Perm::new(Access::Read, 1).to_string(), "r1");
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Perm {
-    /// What the domain may do.
-    pub access: Access,
-    /// The domain.
-    pub domid: u32,
-}
-
-impl Perm {
-    /// An entry.
-    pub const fn new(access: Access, domid: u32) -> Perm {
-        Perm { access, domid }
-    }
-}
-
-impl fmt::Display for Perm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let letter = match self.access {
-            Access::None => 'n',
-            Access::Read => 'r',
-            Access::Write => 'w',
-            Access::Both => 'b',
-        };
-        write!(f, "{letter}{}", self.domid)
-    }
-}
+use xsio_xs_wire::Perm;
 
 /// One step of a [`Txn`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

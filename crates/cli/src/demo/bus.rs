@@ -12,12 +12,12 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use xsio_core::{Input, OpId};
 use xsio_xenbus::{
-    Access, Backend, BackendEvent, Frontend, FrontendEvent, Output, Reply, Request, StateWaiter,
-    Txn, TxnOp, WaitEvent, XenbusState, XsError, XsErrorKind, XsOp,
+    Backend, BackendEvent, Frontend, FrontendEvent, Output, Reply, Request, StateWaiter, Txn,
+    TxnOp, WaitEvent, XenbusState, XsError, XsErrorKind, XsOp,
 };
 use xsio_xenstored::{ConnId, Origin, Server};
 use xsio_xs_client::{Client, Error, Response, TxOp, WatchEvent};
-use xsio_xs_wire::{ErrorKind, Perm};
+use xsio_xs_wire::ErrorKind;
 
 /// Who acts. The index is the device's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -529,21 +529,7 @@ fn to_tx_ops(txn: &Txn) -> Vec<TxOp> {
             TxnOp::Mkdir { path } => TxOp::Mkdir(path.clone()),
             TxnOp::Write { path, value } => TxOp::Write(path.clone(), Bytes::from(value.clone())),
             TxnOp::Rm { path } => TxOp::Rm(path.clone()),
-            TxnOp::SetPerms { path, perms } => TxOp::SetPerms(
-                path.clone(),
-                perms
-                    .iter()
-                    .map(|p| {
-                        let access = match p.access {
-                            Access::None => xsio_xs_wire::Access::None,
-                            Access::Read => xsio_xs_wire::Access::Read,
-                            Access::Write => xsio_xs_wire::Access::Write,
-                            Access::Both => xsio_xs_wire::Access::Both,
-                        };
-                        Perm::new(access, p.domid)
-                    })
-                    .collect(),
-            ),
+            TxnOp::SetPerms { path, perms } => TxOp::SetPerms(path.clone(), perms.clone()),
         });
     }
     ops
