@@ -4,83 +4,30 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use common::{Daemon, peer};
 use xsio_core::OpId;
+use xsio_io_std::xenbus::{self, Watches};
 use xsio_io_std::xenstore::XsConn;
 use xsio_vbd::Vbd;
 use xsio_xenbus::block::{BlockDevice, BlockKind, BlockTransport, Mode, Protocol};
 use xsio_xenbus::{
-    Backend, Frontend, Output, Reply, Request, StateWaiter, Txn, TxnOp, WaiterConfig, XenbusState,
-    XsError, XsErrorKind, XsOp,
+    Backend, Frontend, Output, Reply, Request, StateWaiter, WaiterConfig, XenbusState, XsError,
+    XsOp,
 };
-use xsio_xs_client::TxOp;
-use xsio_xs_wire::ErrorKind;
 
-/// One xenstore connection and the watches registered on it (token → client watch id).
+/// One xenstore connection and the watches registered on it.
 struct Link {
     conn: XsConn,
-    watches: BTreeMap<String, OpId>,
+    watches: Watches,
 }
 
 impl Link {
     /// Executes one machine request, blocking, and returns the machine's reply.
     fn execute(&mut self, op: &XsOp) -> Result<Reply, XsError> {
-        let kind = |e: &xsio_io_std::xenstore::XsError| e.xs_kind();
-        match op {
-            XsOp::Read { path } => match self.conn.read(path) {
-                Ok(v) => Ok(Reply::Value(Some(String::from_utf8_lossy(&v).into_owned()))),
-                Err(e) if kind(&e) == Some(ErrorKind::Enoent) => Ok(Reply::Value(None)),
-                Err(e) if kind(&e) == Some(ErrorKind::Eacces) => {
-                    Err(XsError::new(XsErrorKind::Access, "EACCES"))
-                }
-                Err(e) => Err(XsError::new(XsErrorKind::Other, e.to_string())),
-            },
-            XsOp::Watch { path, token } => {
-                let id = self
-                    .conn
-                    .watch(path, token)
-                    .map_err(|e| XsError::new(XsErrorKind::Other, e.to_string()))?;
-                self.watches.insert(token.clone(), id);
-                Ok(Reply::Done)
-            }
-            XsOp::Unwatch { token, .. } => {
-                if let Some(id) = self.watches.remove(token) {
-                    self.conn
-                        .unwatch(id)
-                        .map_err(|e| XsError::new(XsErrorKind::Other, e.to_string()))?;
-                }
-                Ok(Reply::Done)
-            }
-            XsOp::Transaction(txn) => match self.conn.transact(tx_ops(txn)) {
-                Ok(_) => Ok(Reply::Committed),
-                Err(e) if txn.only_if_exists.is_some() && kind(&e) == Some(ErrorKind::Enoent) => {
-                    Ok(Reply::Skipped)
-                }
-                Err(e) => Err(XsError::new(XsErrorKind::Other, e.to_string())),
-            },
-        }
+        xenbus::execute(&mut self.conn, op, &mut self.watches)
     }
-}
-
-fn tx_ops(txn: &Txn) -> Vec<TxOp> {
-    let mut ops: Vec<TxOp> = txn
-        .only_if_exists
-        .iter()
-        .map(|g| TxOp::Read(g.clone()))
-        .collect();
-    for op in &txn.ops {
-        ops.push(match op {
-            TxnOp::Mkdir { path } => TxOp::Mkdir(path.clone()),
-            TxnOp::Write { path, value } => TxOp::Write(path.clone(), Bytes::from(value.clone())),
-            TxnOp::Rm { path } => TxOp::Rm(path.clone()),
-            TxnOp::SetPerms { path, perms } => TxOp::SetPerms(path.clone(), perms.clone()),
-        });
-    }
-    ops
 }
 
 fn stringify<E: std::fmt::Debug>(output: Output<E>) -> Output<String> {
@@ -200,7 +147,7 @@ fn disk_and_cdrom_connect_and_close_through_our_xenstored() {
     let d = Daemon::start(&[1], &[]);
     let link = |path: &std::path::Path| Link {
         conn: XsConn::connect(path).expect("connect to xsio xenstored"),
-        watches: BTreeMap::new(),
+        watches: Watches::default(),
     };
     const TOOLSTACK: usize = 0;
     const BACKEND: usize = 1;

@@ -10,12 +10,15 @@
 //! sending each `Transmit` with [`UnixConn::send`]; repeat until the operation the caller is
 //! waiting for completes.
 //!
-//! The base module, [`unix`], is the socket layer every driver shares.
+//! The base module, [`unix`], is the socket layer every driver shares. [`xenbus`] is the
+//! one translation of the xenbus machines' operations into the xenstore client, for this
+//! crate's blocking connection and for in-process drivers alike.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod qmp;
 pub mod unix;
+pub mod xenbus;
 pub mod xenstore;
 pub mod xenstored;
 

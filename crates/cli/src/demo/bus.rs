@@ -9,14 +9,14 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use bytes::Bytes;
 use xsio_core::{Input, OpId};
+use xsio_io_std::xenbus::{self, Submitted, Watches};
 use xsio_xenbus::{
-    Backend, BackendEvent, Frontend, FrontendEvent, Output, Reply, Request, StateWaiter, Txn,
-    TxnOp, WaitEvent, XenbusState, XsError, XsErrorKind, XsOp,
+    Backend, BackendEvent, Frontend, FrontendEvent, Output, Reply, Request, StateWaiter, TxnOp,
+    WaitEvent, XenbusState, XsError, XsOp,
 };
 use xsio_xenstored::{ConnId, Origin, Server};
-use xsio_xs_client::{Client, Error, Response, TxOp, WatchEvent};
+use xsio_xs_client::{Client, Error, Response, WatchEvent};
 use xsio_xs_wire::ErrorKind;
 
 /// Who acts. The index is the device's.
@@ -34,8 +34,10 @@ struct Party {
     client: Client,
     /// Client op → who asked, their op id, and whether a missing guard means "skipped".
     pending: BTreeMap<OpId, (Actor, OpId, XsOp)>,
-    /// Watch token → owner and the client's watch id.
-    watches: BTreeMap<String, (Actor, OpId)>,
+    /// The client's watches, by token (`xsio-io-std`'s translation keeps them).
+    watches: Watches,
+    /// Watch token → who registered it, to route its events.
+    watchers: BTreeMap<String, Actor>,
 }
 
 /// The toolstack's own transactions, told apart from the machines' requests.
@@ -60,6 +62,8 @@ pub(crate) struct Bus {
     now: Instant,
     server: Server,
     parties: Vec<Party>,
+    /// Requests answered without the daemon, delivered on the next step.
+    answered: Vec<(Actor, OpId, XsOp, Result<Reply, XsError>)>,
     pub(crate) devices: Vec<DeviceMachines>,
     pub(crate) trace: Vec<String>,
     echo: bool,
@@ -80,7 +84,8 @@ impl Bus {
                 conn: server.connect(epoch, origin),
                 client: Client::new(xsio_xs_client::Config::default(), epoch),
                 pending: BTreeMap::new(),
-                watches: BTreeMap::new(),
+                watches: Watches::default(),
+                watchers: BTreeMap::new(),
             });
         }
         Bus {
@@ -88,6 +93,7 @@ impl Bus {
             now: epoch,
             server,
             parties,
+            answered: Vec::new(),
             devices: Vec::new(),
             trace: Vec::new(),
             echo,
@@ -133,21 +139,23 @@ impl Bus {
         self.describe_request(actor, &request.op);
         let now = self.now;
         let p = &mut self.parties[party];
-        let client_op = match &request.op {
-            XsOp::Read { path } => p.client.read(now, None, path),
-            XsOp::Watch { path, token } => {
-                let id = p.client.watch(now, path, token);
-                p.watches.insert(token.clone(), (actor, id));
-                id
+        match &request.op {
+            XsOp::Watch { token, .. } => {
+                p.watchers.insert(token.clone(), actor);
             }
-            XsOp::Unwatch { token, .. } => match p.watches.remove(token) {
-                Some((_, watch)) => p.client.unwatch(now, watch),
-                // Never registered: answer at once through a harmless read.
-                None => p.client.read(now, None, "/"),
-            },
-            XsOp::Transaction(txn) => p.client.transact(now, to_tx_ops(txn)),
-        };
-        p.pending.insert(client_op, (actor, request.id, request.op));
+            XsOp::Unwatch { token, .. } => {
+                p.watchers.remove(token);
+            }
+            XsOp::Read { .. } | XsOp::Transaction(_) => {}
+        }
+        match xenbus::submit(&mut p.client, now, &request.op, &mut p.watches) {
+            Submitted::Started(client_op) => {
+                p.pending.insert(client_op, (actor, request.id, request.op));
+            }
+            Submitted::Answered(reply) => {
+                self.answered.push((actor, request.id, request.op, reply))
+            }
+        }
     }
 
     fn describe_request(&mut self, actor: Actor, op: &XsOp) {
@@ -199,7 +207,10 @@ impl Bus {
     /// One round: client bytes to the daemon, daemon bytes to the clients, results to the
     /// machines. False when nothing moved.
     fn step(&mut self) -> anyhow::Result<bool> {
-        let mut moved = false;
+        let mut moved = !self.answered.is_empty();
+        for (actor, machine_op, op, reply) in std::mem::take(&mut self.answered) {
+            self.deliver(actor, machine_op, &op, reply)?;
+        }
         let mut done = Vec::new();
         let mut events = Vec::new();
         for (index, party) in self.parties.iter_mut().enumerate() {
@@ -254,12 +265,22 @@ impl Bus {
         let Some((actor, machine_op, op)) = self.parties[party].pending.remove(&id) else {
             return Ok(());
         };
-        let reply = to_reply(&op, result);
-        if let (XsOp::Read { path }, Err(err)) = (&op, &reply) {
+        self.deliver(actor, machine_op, &op, xenbus::to_reply(&op, result))
+    }
+
+    /// Hands `actor` the answer to its request `machine_op`, tracing reads.
+    fn deliver(
+        &mut self,
+        actor: Actor,
+        machine_op: OpId,
+        op: &XsOp,
+        reply: Result<Reply, XsError>,
+    ) -> anyhow::Result<()> {
+        if let (XsOp::Read { path }, Err(err)) = (op, &reply) {
             let who = self.actor_name(actor);
             self.say(&who, format!("read {path}: {:?}", err.kind));
         }
-        if let (XsOp::Read { path }, Ok(Reply::Value(value))) = (&op, &reply) {
+        if let (XsOp::Read { path }, Ok(Reply::Value(value))) = (op, &reply) {
             let who = self.actor_name(actor);
             let shown = value.as_deref().map_or("(missing)".to_owned(), |v| {
                 match (path.ends_with("/state"), XenbusState::parse(v)) {
@@ -288,7 +309,7 @@ impl Bus {
     }
 
     fn fire(&mut self, party: usize, event: WatchEvent) -> anyhow::Result<()> {
-        let Some((actor, _)) = self.parties[party].watches.get(&event.token).copied() else {
+        let Some(actor) = self.parties[party].watchers.get(&event.token).copied() else {
             return Ok(());
         };
         let who = self.actor_name(actor);
@@ -516,43 +537,4 @@ fn kv(values: &[(String, String)]) -> String {
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-fn to_tx_ops(txn: &Txn) -> Vec<TxOp> {
-    let mut ops = Vec::new();
-    if let Some(guard) = &txn.only_if_exists {
-        // A missing guard fails the read with ENOENT, which aborts the transaction.
-        ops.push(TxOp::Read(guard.clone()));
-    }
-    for op in &txn.ops {
-        ops.push(match op {
-            TxnOp::Mkdir { path } => TxOp::Mkdir(path.clone()),
-            TxnOp::Write { path, value } => TxOp::Write(path.clone(), Bytes::from(value.clone())),
-            TxnOp::Rm { path } => TxOp::Rm(path.clone()),
-            TxnOp::SetPerms { path, perms } => TxOp::SetPerms(path.clone(), perms.clone()),
-        });
-    }
-    ops
-}
-
-fn to_reply(op: &XsOp, result: Result<Response, Error>) -> Result<Reply, XsError> {
-    match (op, result) {
-        (XsOp::Read { .. }, Ok(Response::Value(v))) => {
-            Ok(Reply::Value(Some(String::from_utf8_lossy(&v).into_owned())))
-        }
-        (XsOp::Read { .. }, Err(Error::Xs(ErrorKind::Enoent))) => Ok(Reply::Value(None)),
-        (XsOp::Watch { .. } | XsOp::Unwatch { .. }, Ok(_)) => Ok(Reply::Done),
-        (XsOp::Transaction(_), Ok(_)) => Ok(Reply::Committed),
-        (XsOp::Transaction(txn), Err(Error::Xs(ErrorKind::Enoent)))
-            if txn.only_if_exists.is_some() =>
-        {
-            Ok(Reply::Skipped)
-        }
-        (_, Ok(other)) => Err(XsError::new(
-            XsErrorKind::Other,
-            format!("unexpected {other:?}"),
-        )),
-        (_, Err(Error::Xs(ErrorKind::Eacces))) => Err(XsError::new(XsErrorKind::Access, "EACCES")),
-        (_, Err(e)) => Err(XsError::new(XsErrorKind::Other, e.to_string())),
-    }
 }
