@@ -1,6 +1,5 @@
 //! The backend end of the handshake (what QEMU's XenDevice and Linux blkback do).
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -9,9 +8,10 @@ use xsio_core::{Machine, OpId};
 use crate::areas::DeviceAreas;
 use crate::keys::{KeyCheck, KeyError, KeyRead, KeySpec};
 use crate::ops::{
-    InFlight, InputError, Output, Reply, Request, Txn, TxnOp, XsError, XsErrorKind, XsOp,
-    expect_done, expect_state_value, expect_txn, expect_value,
+    InputError, Output, Reply, TxnOp, XsError, XsOp, expect_done, expect_state_value, expect_txn,
+    expect_value,
 };
+use crate::requests::{Phase, Requests, after_check, write_state};
 use crate::state::{StateError, XenbusState};
 
 /// What a [`Backend`] needs to know.
@@ -75,13 +75,6 @@ enum Purpose {
     WriteState,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Phase {
-    Running,
-    Finished,
-    Failed,
-}
-
 /// The backend end of a split device.
 ///
 /// It starts by publishing its features with InitWait, watches the frontend's `state` and
@@ -123,8 +116,7 @@ enum Phase {
 pub struct Backend {
     // Shared: simulators and model checkers clone machines by the million.
     config: Arc<BackendConfig>,
-    ops: InFlight<Purpose>,
-    out: VecDeque<Output<BackendEvent>>,
+    requests: Requests<Purpose, BackendEvent>,
     own: XenbusState,
     frontend: XenbusState,
     online: bool,
@@ -142,8 +134,7 @@ impl Backend {
     pub fn new(config: BackendConfig, _now: Instant) -> Backend {
         let mut backend = Backend {
             config: Arc::new(config),
-            ops: InFlight::default(),
-            out: VecDeque::new(),
+            requests: Requests::new(),
             own: XenbusState::Initialising,
             frontend: XenbusState::Initialising,
             online: true,
@@ -194,7 +185,7 @@ impl Backend {
 
     /// How many requests await a reply.
     pub fn in_flight(&self) -> usize {
-        self.ops.len()
+        self.requests.in_flight()
     }
 
     /// The backend gives the device up on its own (unplug, a fatal error of its block
@@ -238,7 +229,7 @@ impl Backend {
         id: OpId,
         result: Result<Reply, XsError>,
     ) -> Result<(), InputError> {
-        let purpose = self.ops.finish(id).ok_or(InputError::UnknownOp(id))?;
+        let purpose = self.requests.finish(id)?;
         match purpose {
             Purpose::Watch | Purpose::Unwatch => {
                 let checked = expect_done(id, result);
@@ -267,28 +258,14 @@ impl Backend {
         }
     }
 
-    /// Runs `on_ok` for a successful reply, the failure path otherwise.
+    /// Runs `on_ok` for a successful reply while running, the failure path otherwise.
     fn after_check<T>(
         &mut self,
         checked: Result<Result<T, XsError>, InputError>,
         on_ok: impl FnOnce(&mut Self, T),
     ) -> Result<(), InputError> {
-        match checked {
-            Ok(Ok(value)) => {
-                if self.phase == Phase::Running {
-                    on_ok(self, value);
-                }
-                Ok(())
-            }
-            Ok(Err(err)) => {
-                self.fail(err);
-                Ok(())
-            }
-            Err(wrong) => {
-                self.fail(XsError::new(XsErrorKind::Invalid, wrong.to_string()));
-                Err(wrong)
-            }
-        }
+        let running = self.phase == Phase::Running;
+        after_check(self, running, checked, Self::fail, on_ok)
     }
 
     fn on_frontend_state(&mut self, value: Option<String>) {
@@ -426,21 +403,14 @@ impl Backend {
     }
 
     /// Writes `to` (with `extra` keys first) unless it is the cached state and not forced.
-    fn switch(&mut self, to: XenbusState, mut extra: Vec<TxnOp>, force: bool) {
+    fn switch(&mut self, to: XenbusState, extra: Vec<TxnOp>, force: bool) {
         if self.own == to && !force {
             return;
         }
         let from = self.own;
         self.own = to;
         let state_path = self.config.areas.backend_key("state");
-        extra.push(TxnOp::write(state_path.clone(), to.wire()));
-        self.request(
-            Purpose::WriteState,
-            XsOp::Transaction(Txn {
-                only_if_exists: Some(state_path),
-                ops: extra,
-            }),
-        );
+        self.request(Purpose::WriteState, write_state(state_path, to, extra));
         if from != to {
             if from == XenbusState::Connected {
                 self.event(BackendEvent::Disconnected);
@@ -484,12 +454,11 @@ impl Backend {
     }
 
     fn request(&mut self, purpose: Purpose, op: XsOp) {
-        let id = self.ops.start(purpose);
-        self.out.push_back(Output::Request(Request { id, op }));
+        self.requests.request(purpose, op);
     }
 
     fn event(&mut self, event: BackendEvent) {
-        self.out.push_back(Output::Event(event));
+        self.requests.event(event);
     }
 
     fn token(&self, what: &str) -> String {
@@ -512,7 +481,7 @@ impl Backend {
 
     /// The next output, or `None` when drained. Drain after every input.
     pub fn poll_output(&mut self) -> Option<Output<BackendEvent>> {
-        self.out.pop_front()
+        self.requests.poll_output()
     }
 
     /// Always `None`: the backend arms no timers.

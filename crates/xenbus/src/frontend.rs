@@ -1,6 +1,5 @@
 //! The frontend end of the handshake (what Linux blkfront and netfront do in a guest).
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,9 +8,10 @@ use xsio_core::{Machine, OpId};
 use crate::areas::DeviceAreas;
 use crate::keys::{KeyCheck, KeyError, KeyRead, KeySpec};
 use crate::ops::{
-    InFlight, InputError, Output, Reply, Request, Txn, TxnOp, XsError, XsErrorKind, XsOp,
-    expect_done, expect_state_value, expect_txn, expect_value,
+    InputError, Output, Reply, TxnOp, XsError, XsOp, expect_done, expect_state_value, expect_txn,
+    expect_value,
 };
+use crate::requests::{Phase, Requests, after_check, write_state};
 use crate::state::{StateError, XenbusState};
 
 /// What a [`Frontend`] needs to know.
@@ -72,13 +72,6 @@ enum Purpose {
     WriteState,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Phase {
-    Running,
-    Finished,
-    Failed,
-}
-
 /// The frontend end of a split device.
 ///
 /// From Initialising it publishes its transport and goes Initialised when the backend is
@@ -95,8 +88,7 @@ enum Phase {
 pub struct Frontend {
     // Shared: simulators and model checkers clone machines by the million.
     config: Arc<FrontendConfig>,
-    ops: InFlight<Purpose>,
-    out: VecDeque<Output<FrontendEvent>>,
+    requests: Requests<Purpose, FrontendEvent>,
     own: XenbusState,
     backend: XenbusState,
     read: Option<KeyRead>,
@@ -114,8 +106,7 @@ impl Frontend {
     pub fn new(config: FrontendConfig, _now: Instant) -> Frontend {
         let mut frontend = Frontend {
             config: Arc::new(config),
-            ops: InFlight::default(),
-            out: VecDeque::new(),
+            requests: Requests::new(),
             own: XenbusState::Initialising,
             backend: XenbusState::Initialising,
             read: None,
@@ -157,7 +148,7 @@ impl Frontend {
 
     /// How many requests await a reply.
     pub fn in_flight(&self) -> usize {
-        self.ops.len()
+        self.requests.in_flight()
     }
 
     /// The guest lets go of the device (unplug, shutdown). A Connected frontend goes
@@ -206,7 +197,7 @@ impl Frontend {
         id: OpId,
         result: Result<Reply, XsError>,
     ) -> Result<(), InputError> {
-        let purpose = self.ops.finish(id).ok_or(InputError::UnknownOp(id))?;
+        let purpose = self.requests.finish(id)?;
         match purpose {
             Purpose::Watch | Purpose::Unwatch => {
                 let checked = expect_done(id, result);
@@ -247,7 +238,7 @@ impl Frontend {
 
     /// The next output, or `None` when drained. Drain after every input.
     pub fn poll_output(&mut self) -> Option<Output<FrontendEvent>> {
-        self.out.pop_front()
+        self.requests.poll_output()
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) is due: the close deadline, if any.
@@ -255,28 +246,14 @@ impl Frontend {
         self.close_deadline
     }
 
+    /// Runs `on_ok` for a successful reply while running, the failure path otherwise.
     fn after_check<T>(
         &mut self,
         checked: Result<Result<T, XsError>, InputError>,
         on_ok: impl FnOnce(&mut Self, T),
     ) -> Result<(), InputError> {
-        match checked {
-            Ok(Ok(value)) => {
-                if self.phase == Phase::Running {
-                    on_ok(self, value);
-                }
-                Ok(())
-            }
-            Ok(Err(err)) => {
-                self.stop(Phase::Failed, FrontendEvent::Failed(err));
-                Ok(())
-            }
-            Err(wrong) => {
-                let err = XsError::new(XsErrorKind::Invalid, wrong.to_string());
-                self.stop(Phase::Failed, FrontendEvent::Failed(err));
-                Err(wrong)
-            }
-        }
+        let running = self.phase == Phase::Running;
+        after_check(self, running, checked, Self::fail, on_ok)
     }
 
     fn on_backend_state(&mut self, value: Option<String>) {
@@ -394,21 +371,14 @@ impl Frontend {
         self.switch(XenbusState::Closed, Vec::new());
     }
 
-    fn switch(&mut self, to: XenbusState, mut extra: Vec<TxnOp>) {
+    fn switch(&mut self, to: XenbusState, extra: Vec<TxnOp>) {
         if self.own == to {
             return;
         }
         let from = self.own;
         self.own = to;
         let state_path = self.config.areas.frontend_key("state");
-        extra.push(TxnOp::write(state_path.clone(), to.wire()));
-        self.request(
-            Purpose::WriteState,
-            XsOp::Transaction(Txn {
-                only_if_exists: Some(state_path),
-                ops: extra,
-            }),
-        );
+        self.request(Purpose::WriteState, write_state(state_path, to, extra));
         if from == XenbusState::Connected {
             self.event(FrontendEvent::Disconnected);
         }
@@ -433,13 +403,16 @@ impl Frontend {
         );
     }
 
+    fn fail(&mut self, err: XsError) {
+        self.stop(Phase::Failed, FrontendEvent::Failed(err));
+    }
+
     fn request(&mut self, purpose: Purpose, op: XsOp) {
-        let id = self.ops.start(purpose);
-        self.out.push_back(Output::Request(Request { id, op }));
+        self.requests.request(purpose, op);
     }
 
     fn event(&mut self, event: FrontendEvent) {
-        self.out.push_back(Output::Event(event));
+        self.requests.event(event);
     }
 
     fn token(&self) -> String {

@@ -84,6 +84,7 @@ pub mod block;
 mod frontend;
 mod keys;
 mod ops;
+mod requests;
 mod state;
 mod waiter;
 

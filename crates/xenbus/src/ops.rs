@@ -191,44 +191,6 @@ pub enum InputError {
     },
 }
 
-/// Allocates op ids and remembers what each in-flight operation is for.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct InFlight<P> {
-    next: u64,
-    ops: Vec<(OpId, P)>,
-}
-
-impl<P> Default for InFlight<P> {
-    fn default() -> Self {
-        InFlight {
-            next: 0,
-            ops: Vec::new(),
-        }
-    }
-}
-
-impl<P> InFlight<P> {
-    /// Registers a new operation and returns its id.
-    pub(crate) fn start(&mut self, purpose: P) -> OpId {
-        let id = OpId::from_raw(self.next);
-        // 2^64 operations cannot happen; wrapping keeps this panic-free regardless.
-        self.next = self.next.wrapping_add(1);
-        self.ops.push((id, purpose));
-        id
-    }
-
-    /// Removes and returns the purpose of `id`.
-    pub(crate) fn finish(&mut self, id: OpId) -> Option<P> {
-        let idx = self.ops.iter().position(|(op, _)| *op == id)?;
-        Some(self.ops.remove(idx).1)
-    }
-
-    /// How many operations are in flight.
-    pub(crate) fn len(&self) -> usize {
-        self.ops.len()
-    }
-}
-
 /// Checks a reply against the kind of operation it answers.
 pub(crate) fn expect_value(
     id: OpId,

@@ -1,15 +1,12 @@
 //! The toolstack's wait for a `state` node to reach a value (libxl's devstate wait).
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use xsio_core::{Machine, OpId};
 
-use crate::ops::{
-    InFlight, InputError, Output, Reply, Request, XsError, XsErrorKind, XsOp, expect_done,
-    expect_state_value,
-};
+use crate::ops::{InputError, Output, Reply, XsError, XsOp, expect_done, expect_state_value};
+use crate::requests::{Requests, after_check};
 use crate::state::{StateError, XenbusState};
 
 /// What a [`StateWaiter`] waits for.
@@ -94,8 +91,7 @@ enum Purpose {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct StateWaiter {
     config: WaiterConfig,
-    ops: InFlight<Purpose>,
-    out: VecDeque<Output<WaitEvent>>,
+    requests: Requests<Purpose, WaitEvent>,
     deadline: Option<Instant>,
     last: Option<XenbusState>,
     result: Option<Result<XenbusState, WaitError>>,
@@ -107,8 +103,7 @@ impl StateWaiter {
         let mut waiter = StateWaiter {
             deadline: now.checked_add(config.timeout),
             config,
-            ops: InFlight::default(),
-            out: VecDeque::new(),
+            requests: Requests::new(),
             last: None,
             result: None,
         };
@@ -117,7 +112,7 @@ impl StateWaiter {
             token: waiter.config.token.clone(),
         };
         // A timeout too large for `Instant` (checked_add gave None) means no deadline.
-        waiter.request(Purpose::Watch, op);
+        waiter.requests.request(Purpose::Watch, op);
         waiter
     }
 
@@ -133,7 +128,7 @@ impl StateWaiter {
 
     /// How many requests await a reply.
     pub fn in_flight(&self) -> usize {
-        self.ops.len()
+        self.requests.in_flight()
     }
 
     /// The caller gives up: the wait ends with [`WaitError::Cancelled`].
@@ -147,7 +142,7 @@ impl StateWaiter {
             return;
         }
         let path = self.config.path.clone();
-        self.request(Purpose::Read, XsOp::Read { path });
+        self.requests.request(Purpose::Read, XsOp::Read { path });
     }
 
     /// The result of a request.
@@ -157,22 +152,18 @@ impl StateWaiter {
         id: OpId,
         result: Result<Reply, XsError>,
     ) -> Result<(), InputError> {
-        let purpose = self.ops.finish(id).ok_or(InputError::UnknownOp(id))?;
+        let purpose = self.requests.finish(id)?;
         let outcome = match purpose {
             Purpose::Watch | Purpose::Unwatch => expect_done(id, result).map(|r| r.map(|()| None)),
             Purpose::Read => expect_state_value(id, result).map(|r| r.map(Some)),
         };
-        match outcome {
-            Ok(Ok(None)) => {}
-            Ok(Ok(Some(value))) => self.on_value(value),
-            Ok(Err(err)) => self.finish(Err(WaitError::Xenstore(err))),
-            Err(wrong) => {
-                let err = XsError::new(XsErrorKind::Invalid, wrong.to_string());
-                self.finish(Err(WaitError::Xenstore(err)));
-                return Err(wrong);
+        // A value after the end is dropped by `on_value`, so the reply goes on regardless.
+        let fail = |me: &mut Self, err| me.finish(Err(WaitError::Xenstore(err)));
+        after_check(self, true, outcome, fail, |me, read| {
+            if let Some(value) = read {
+                me.on_value(value);
             }
-        }
-        Ok(())
+        })
     }
 
     /// Time passed: after the deadline the wait ends with [`WaitError::TimedOut`].
@@ -185,7 +176,7 @@ impl StateWaiter {
 
     /// The next output, or `None` when drained.
     pub fn poll_output(&mut self) -> Option<Output<WaitEvent>> {
-        self.out.pop_front()
+        self.requests.poll_output()
     }
 
     /// The deadline while waiting.
@@ -208,10 +199,9 @@ impl StateWaiter {
             }
             Ok(state) => {
                 self.last = Some(state);
-                self.out
-                    .push_back(Output::Event(WaitEvent::StillWaiting(state)));
+                self.requests.event(WaitEvent::StillWaiting(state));
             }
-            Err(err) => self.out.push_back(Output::Event(WaitEvent::Garbage(err))),
+            Err(err) => self.requests.event(WaitEvent::Garbage(err)),
         }
     }
 
@@ -221,17 +211,12 @@ impl StateWaiter {
         }
         self.result = Some(result.clone());
         self.deadline = None;
-        self.out.push_back(Output::Event(WaitEvent::Done(result)));
+        self.requests.event(WaitEvent::Done(result));
         let op = XsOp::Unwatch {
             path: self.config.path.clone(),
             token: self.config.token.clone(),
         };
-        self.request(Purpose::Unwatch, op);
-    }
-
-    fn request(&mut self, purpose: Purpose, op: XsOp) {
-        let id = self.ops.start(purpose);
-        self.out.push_back(Output::Request(Request { id, op }));
+        self.requests.request(Purpose::Unwatch, op);
     }
 }
 
