@@ -13,6 +13,11 @@ const PEERS: &[(&str, &str)] = &[
         "/usr/lib/python3/dist-packages/pyxs/__init__.py",
     ),
     ("socat", "/usr/bin/socat"),
+    // QEMU's Xen PV backend, and the C compiler (with libc headers) that builds the
+    // testkit's shim which lets it and Xen's own xenstored run without a hypervisor.
+    ("qemu-system-xen", "/usr/libexec/xen-qemu-system-i386"),
+    ("gcc", "/usr/bin/cc"),
+    ("libc6-dev", "/usr/include/stdio.h"),
 ];
 
 /// Installs every missing peer package with apt-get.
@@ -38,6 +43,13 @@ pub(crate) fn ensure_peers(sh: &Shell) -> Result<()> {
         .run()
         .context("apt-get update")?;
     prefix.extend(["install", "-y", "-qq", "--no-install-recommends"]);
+    let mut missing: Vec<String> = missing.iter().map(|p| (*p).to_owned()).collect();
+    // Some images carry a backported qemu-utils whose version breaks bookworm's QEMU 7.2
+    // (the peer the tests are written against): install the matching one alongside.
+    if backported(sh, "qemu-utils") {
+        prefix.push("--allow-downgrades");
+        missing.push("qemu-utils/bookworm".to_owned());
+    }
     cmd!(sh, "{program} {prefix...} {missing...}")
         .env("DEBIAN_FRONTEND", "noninteractive")
         .run()
@@ -76,6 +88,16 @@ pub(crate) fn ensure_cargo_fuzz(sh: &Shell) -> Result<()> {
         cmd!(sh, "cargo install cargo-fuzz --locked").run()?;
     }
     Ok(())
+}
+
+/// Whether `package` is installed from a backports suite.
+fn backported(sh: &Shell, package: &str) -> bool {
+    let format = "${Version}";
+    cmd!(sh, "dpkg-query -W -f {format} {package}")
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .is_ok_and(|version| version.contains("bpo"))
 }
 
 fn is_root(sh: &Shell) -> bool {

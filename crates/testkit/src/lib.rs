@@ -14,7 +14,11 @@
 //! - [`process`]: [`process::wait_with_timeout`], [`process::output_within`];
 //! - [`qemu`]: [`qemu::Qemu`] and its [`qemu::QemuBuilder`];
 //! - [`xenstored`]: [`xenstored::Daemon`] (`xsio xenstored` on temp sockets), Xen's
-//!   xenstore-utils run against it, [`xenstored::Watcher`].
+//!   xenstore-utils run against it, [`xenstored::Watcher`];
+//! - [`xen`]: Xen's own peers without a hypervisor, under an `LD_PRELOAD` shim of ours
+//!   compiled at test time: [`xen::World`] (guest memory, event channels, dying domains),
+//!   [`xen::XenStored`] (Xen's C xenstored and oxenstored, guests over real rings bridged
+//!   to sockets), [`xen::XenQemu`] (QEMU's `xenpv` backend).
 //!
 //! ```
 //! // A peer that is there is simply reported as present.
@@ -26,4 +30,5 @@
 pub mod peer;
 pub mod process;
 pub mod qemu;
+pub mod xen;
 pub mod xenstored;
