@@ -55,7 +55,10 @@ fn guests_talk_over_rings(flavour: Flavour) {
         let home = format!("/local/domain/{domid}\0");
         assert_eq!(call(&mut dom0, WRITE, home.as_bytes()).0, WRITE);
         let perms = format!("/local/domain/{domid}\0n{domid}\0");
-        assert_eq!(call(&mut dom0, SET_PERMS, perms.as_bytes()), (SET_PERMS, b"OK\0".to_vec()));
+        assert_eq!(
+            call(&mut dom0, SET_PERMS, perms.as_bytes()),
+            (SET_PERMS, b"OK\0".to_vec())
+        );
     }
     let mut guest1 = daemon.introduce(1).unwrap();
     let mut guest2 = daemon.introduce(2).unwrap();
@@ -114,7 +117,10 @@ fn dying_domain_is_released(flavour: Flavour) {
     assert_eq!(initial, 1);
     world.kill_domain(3).unwrap();
     let (kind, _, payload) = recv(&mut dom0);
-    assert_eq!((kind, payload), (WATCH_EVENT, b"@releaseDomain\0rel\0".to_vec()));
+    assert_eq!(
+        (kind, payload),
+        (WATCH_EVENT, b"@releaseDomain\0rel\0".to_vec())
+    );
     let (kind, payload) = call(&mut dom0, 17, b"3\0"); // IS_DOMAIN_INTRODUCED
     assert_eq!((kind, payload), (17, b"F\0".to_vec()));
 }

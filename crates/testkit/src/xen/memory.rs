@@ -82,7 +82,9 @@ impl GuestMemory {
     /// Stores the u32 at `offset` of page `gref` (release: everything written before is
     /// visible to whoever sees this value).
     pub fn store_u32(&self, gref: u32, offset: usize, value: u32) {
-        self.page(gref).store(value, offset, Ordering::Release).unwrap();
+        self.page(gref)
+            .store(value, offset, Ordering::Release)
+            .unwrap();
     }
 }
 

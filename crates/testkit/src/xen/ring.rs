@@ -143,11 +143,8 @@ impl Ring {
         }
         self.to_socket
             .extend(copy_out(&self.memory, RingLayout::RSP, cons, avail));
-        self.memory.store_u32(
-            RING_REF,
-            RingLayout::RSP_CONS,
-            cons.wrapping_add(avail),
-        );
+        self.memory
+            .store_u32(RING_REF, RingLayout::RSP_CONS, cons.wrapping_add(avail));
         self.channel.kick()?;
         Ok(true)
     }
@@ -171,11 +168,8 @@ impl Ring {
         }
         let chunk: Vec<u8> = self.to_ring.drain(..room as usize).collect();
         copy_in(&self.memory, RingLayout::REQ, prod, &chunk);
-        self.memory.store_u32(
-            RING_REF,
-            RingLayout::REQ_PROD,
-            prod.wrapping_add(room),
-        );
+        self.memory
+            .store_u32(RING_REF, RingLayout::REQ_PROD, prod.wrapping_add(room));
         self.channel.kick()?;
         Ok(true)
     }

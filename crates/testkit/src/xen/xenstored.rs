@@ -87,10 +87,7 @@ impl XenStored {
             Flavour::OCaml => {
                 let config = world.path("oxenstored.conf");
                 std::fs::write(&config, oxenstored_config(world, extra)).unwrap();
-                command
-                    .arg("--no-fork")
-                    .arg("--config-file")
-                    .arg(&config);
+                command.arg("--no-fork").arg("--config-file").arg(&config);
                 world.path("run/socket")
             }
         };
