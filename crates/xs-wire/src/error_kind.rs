@@ -134,21 +134,3 @@ impl fmt::Display for ErrorKind {
         f.write_str(self.name())
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_round_trip_and_unknowns_are_einval() {
-        for kind in ALL_ERROR_KINDS {
-            assert_eq!(ErrorKind::from_name(kind.name()), Some(kind));
-            assert_eq!(ErrorKind::from_errno(kind.errno()), kind);
-        }
-        assert_eq!(ErrorKind::from_name("ENOENT"), Some(ErrorKind::Enoent));
-        assert_eq!(ErrorKind::from_name("enoent"), None);
-        assert_eq!(ErrorKind::from_name_or_einval("EWHAT"), ErrorKind::Einval);
-        assert_eq!(ErrorKind::from_errno(9999), ErrorKind::Einval);
-        assert_eq!(ErrorKind::Eagain.errno(), 11);
-    }
-}

@@ -218,22 +218,3 @@ impl Header {
         out
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn numbers_match_xs_wire_h() {
-        for (n, t) in ALL_MSG_TYPES.iter().enumerate().take(27) {
-            assert_eq!(t.as_u32(), n as u32);
-            assert_eq!(MsgType::from_u32(n as u32), Some(*t));
-        }
-        assert_eq!(MsgType::Write.as_u32(), 11);
-        assert_eq!(MsgType::Error.as_u32(), 16);
-        assert_eq!(MsgType::DirectoryPart.as_u32(), 22);
-        assert_eq!(MsgType::from_u32(0xffff), Some(MsgType::Invalid));
-        assert_eq!(MsgType::from_u32(27), None);
-        assert_eq!(MsgType::from_u32(0xfffe), None);
-    }
-}
