@@ -5,6 +5,9 @@
 //! - A machine crate (anything that is not a driver) has no I/O crate anywhere in its normal
 //!   dependency tree, and its sources never read a clock, spawn a thread or touch the network,
 //!   the file system or processes.
+//! - Every `peer_*` test binary is a `harness = false` target whose `main` runs
+//!   `xsio_testkit::peer::Tests` (so a missing peer shows as a skip in the summary, or fails
+//!   under `CI`), and has no `#[test]` function (it would silently never run).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::Path;
@@ -95,6 +98,7 @@ pub(crate) fn check(root: &Path) -> Result<Vec<String>> {
         let name = pkg["name"].as_str().unwrap_or_default();
         let manifest = Path::new(pkg["manifest_path"].as_str().unwrap_or_default());
         let dir = manifest.parent().unwrap_or(Path::new("."));
+        check_peer_tests(pkg, manifest, &mut problems)?;
         if name == "xtask" {
             continue;
         }
@@ -125,6 +129,57 @@ pub(crate) fn check(root: &Path) -> Result<Vec<String>> {
         scan_sources(&dir.join("src"), name, &mut problems)?;
     }
     Ok(problems)
+}
+
+/// The `peer_*` test targets of one package run under the peer harness.
+fn check_peer_tests(
+    pkg: &serde_json::Value,
+    manifest: &Path,
+    problems: &mut Vec<String>,
+) -> Result<()> {
+    let manifest_text = std::fs::read_to_string(manifest)?;
+    let manifest_lines: Vec<&str> = manifest_text.lines().map(str::trim).collect();
+    for target in pkg["targets"].as_array().into_iter().flatten() {
+        let name = target["name"].as_str().unwrap_or_default();
+        let is_test = target["kind"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|k| k == "test");
+        if !is_test || !name.starts_with("peer_") {
+            continue;
+        }
+        let declared = manifest_lines
+            .windows(2)
+            .any(|w| w[0] == format!("name = \"{name}\"") && w[1] == "harness = false");
+        if !declared {
+            problems.push(format!(
+                "{}: test {name} needs `[[test]] name = \"{name}\"` with `harness = false` on the \
+                 next line (peer tests run under xsio_testkit::peer::Tests)",
+                manifest.display()
+            ));
+        }
+        let src = Path::new(target["src_path"].as_str().unwrap_or_default());
+        let text = std::fs::read_to_string(src)?;
+        if !text.contains("Tests::new()") {
+            problems.push(format!(
+                "{}: a peer test binary's main runs xsio_testkit::peer::Tests",
+                src.display()
+            ));
+        }
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("").trim();
+            if code.starts_with("#[test]") || code.starts_with("#[tokio::test") {
+                problems.push(format!(
+                    "{}:{}: `{code}` in a harness = false peer binary never runs; list the \
+                     function in main's Tests with the peers it needs",
+                    src.display(),
+                    n + 1
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Breadth-first search for an I/O crate among the normal dependencies of `start`.

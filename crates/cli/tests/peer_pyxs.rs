@@ -6,7 +6,8 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Daemon, output_within, peer};
+use common::{Daemon, output_within};
+use xsio_testkit::peer::{Peer, Tests};
 
 const PYXS: &str = "/usr/lib/python3/dist-packages/pyxs/__init__.py";
 
@@ -47,11 +48,7 @@ with pyxs.Client(unix_socket_path=sys.argv[1]) as c:
         print("error", e.args[0])
 "#;
 
-#[test]
 fn reads_writes_and_permissions() {
-    if !peer(PYXS) {
-        return;
-    }
     let d = Daemon::start(&[3], &[]);
     assert_eq!(
         python(&d, BASICS),
@@ -79,11 +76,7 @@ with pyxs.Client(unix_socket_path=sock) as c, pyxs.Client(unix_socket_path=sock)
     print("conflict commit", c.commit(), other.read(b"/tx/v"))
 "#;
 
-#[test]
 fn transactions_commit_abort_and_conflict() {
-    if !peer(PYXS) {
-        return;
-    }
     let d = Daemon::start(&[3], &[]);
     assert_eq!(
         python(&d, TRANSACTIONS),
@@ -109,15 +102,32 @@ with pyxs.Client(unix_socket_path=sock) as c:
     m.unwatch(b"/wp", b"tok")
 "#;
 
-#[test]
 fn watches_fire_for_other_clients_writes() {
-    if !peer(PYXS) {
-        return;
-    }
     let d = Daemon::start(&[3], &[]);
     assert_eq!(
         python(&d, WATCHES),
         "Event(path=b'/wp', token=b'tok')\nEvent(path=b'/wp/child', token=b'tok')\n\
          Event(path=b'/wp', token=b'tok')\n"
     );
+}
+
+fn main() -> std::process::ExitCode {
+    let pyxs = Peer::file(PYXS);
+    Tests::new()
+        .test(
+            "reads_writes_and_permissions",
+            &[&pyxs],
+            reads_writes_and_permissions,
+        )
+        .test(
+            "transactions_commit_abort_and_conflict",
+            &[&pyxs],
+            transactions_commit_abort_and_conflict,
+        )
+        .test(
+            "watches_fire_for_other_clients_writes",
+            &[&pyxs],
+            watches_fire_for_other_clients_writes,
+        )
+        .run()
 }

@@ -6,7 +6,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use xsio_testkit::qemu::{PAUSED_PC, Qemu};
+use xsio_testkit::peer::Tests;
+use xsio_testkit::qemu::{self, PAUSED_PC, Qemu};
 
 /// A paused PC guest with two QMP monitors (one listens for events while the other acts);
 /// killed when dropped.
@@ -28,7 +29,6 @@ fn xsio(socket: &Path, args: &[&str]) -> (Value, i32) {
     (value, out.status.code().unwrap())
 }
 
-#[test]
 fn a_command_prints_its_reply_and_an_error_its_class() {
     let Some(qemu) = paused_pc() else { return };
     let (reply, code) = xsio(&qemu.sockets()[0], &["query-status"]);
@@ -38,7 +38,6 @@ fn a_command_prints_its_reply_and_an_error_its_class() {
     assert_eq!(code, 1);
 }
 
-#[test]
 fn events_print_as_json_lines() {
     let Some(qemu) = paused_pc() else { return };
     let mut events = Command::new(env!("CARGO_BIN_EXE_xsio"))
@@ -75,4 +74,20 @@ fn events_print_as_json_lines() {
         "{line}"
     );
     assert!(event["timestamp"]["seconds"].as_i64().unwrap() > 0);
+}
+
+fn main() -> std::process::ExitCode {
+    let qemu = qemu::peer();
+    Tests::new()
+        .test(
+            "a_command_prints_its_reply_and_an_error_its_class",
+            &[&qemu],
+            a_command_prints_its_reply_and_an_error_its_class,
+        )
+        .test(
+            "events_print_as_json_lines",
+            &[&qemu],
+            events_print_as_json_lines,
+        )
+        .run()
 }

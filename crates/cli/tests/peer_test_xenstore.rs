@@ -8,7 +8,9 @@ mod common;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{Daemon, output_within, peer, wait_with_timeout};
+use common::{Daemon, output_within, wait_with_timeout};
+use xsio_testkit::peer::{Peer, Tests};
+use xsio_testkit::xenstored::xenstore_utils;
 
 const SUITE: &str = "/usr/lib/xen-4.17/bin/test-xenstore";
 
@@ -41,11 +43,7 @@ fn listed_tests(daemon: &Daemon) -> Vec<String> {
         .collect()
 }
 
-#[test]
 fn every_test_of_the_suite_passes() {
-    if !peer(SUITE) {
-        return;
-    }
     let daemon = Daemon::start(&[], &[]);
     let names = listed_tests(&daemon);
     assert_eq!(
@@ -74,11 +72,7 @@ fn assert_cleaned_up(daemon: &Daemon) {
     );
 }
 
-#[test]
 fn each_test_alone_passes() {
-    if !peer(SUITE) {
-        return;
-    }
     let daemon = Daemon::start(&[], &[]);
     for name in listed_tests(&daemon) {
         let output = suite(&daemon, &["-t", &name], Duration::from_secs(30));
@@ -87,11 +81,7 @@ fn each_test_alone_passes() {
     }
 }
 
-#[test]
 fn a_random_run_passes() {
-    if !peer(SUITE) {
-        return;
-    }
     let daemon = Daemon::start(&[], &[]);
     let output = suite(&daemon, &["-r", "5"], Duration::from_secs(60));
     // Silent on success; a failing test prints `failed` and ends the run early.
@@ -126,11 +116,7 @@ fn control(daemon: &Daemon, command: &str) -> String {
         .to_owned()
 }
 
-#[test]
 fn the_suite_passes_as_an_unprivileged_guest() {
-    if !peer(SUITE) {
-        return;
-    }
     // Guest 3 owns its home; the suite's relative paths land there, under its quotas.
     let daemon = Daemon::start(&[3], &[]);
     daemon.ok("xenstore-write", &["/local/domain/3", ""]);
@@ -148,11 +134,7 @@ fn the_suite_passes_as_an_unprivileged_guest() {
     assert!(!left.status.success(), "the guest's run left nodes behind");
 }
 
-#[test]
 fn four_concurrent_runs_pass() {
-    if !peer(SUITE) {
-        return;
-    }
     // Four clients at once, each in its own subtree, sharing the parent their final cleanup
     // transactions list and remove: conflicts there must end in EAGAIN and a retry, not in
     // a failure or a livelock.
@@ -191,4 +173,33 @@ fn assert_all_twelve_passed(out: &Output) {
         12,
         "{output}"
     );
+}
+
+fn main() -> std::process::ExitCode {
+    let suite = Peer::file(SUITE);
+    // The checks after a run (nothing left behind, the guest's home) use xenstore-utils.
+    let utils = xenstore_utils();
+    Tests::new()
+        .test(
+            "every_test_of_the_suite_passes",
+            &[&suite, &utils],
+            every_test_of_the_suite_passes,
+        )
+        .test("each_test_alone_passes", &[&suite], each_test_alone_passes)
+        .test(
+            "a_random_run_passes",
+            &[&suite, &utils],
+            a_random_run_passes,
+        )
+        .test(
+            "the_suite_passes_as_an_unprivileged_guest",
+            &[&suite, &utils],
+            the_suite_passes_as_an_unprivileged_guest,
+        )
+        .test(
+            "four_concurrent_runs_pass",
+            &[&suite, &utils],
+            four_concurrent_runs_pass,
+        )
+        .run()
 }

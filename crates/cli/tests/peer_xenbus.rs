@@ -1,12 +1,14 @@
 //! The xenbus machines driven through `xsio-io-std`'s blocking xenstore client against the
 //! `xsio xenstored` daemon: a toolstack and a backend on the control socket, the frontend on
-//! guest 1's socket. Xen's own `xenstore-ls` then shows the device directories.
+//! guest 1's socket. The device directories are then listed with `ls -p`: by our own
+//! `xsio xs ls` in a test that needs no peer and always runs, and by Xen's own
+//! `xenstore-ls` in a second run of the same handshake that needs xenstore-utils.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Daemon, peer};
+use common::{Daemon, output_within};
 use xsio_core::OpId;
 use xsio_io_std::xenbus::{self, Watches};
 use xsio_io_std::xenstore::XsConn;
@@ -125,10 +127,10 @@ fn state_of(machines: &[Vec<Machine>], party: usize, index: usize) -> XenbusStat
     }
 }
 
-/// `xenstore-ls -p DIR`, one `name = "value" (perms)` per line, with the tool's padding
+/// One `name = "value" (perms)` per line of a `ls -p` output, with the tool's padding
 /// (spaces and ` . . .` leaders before the permissions) collapsed.
-fn ls(d: &Daemon, dir: &str) -> Vec<String> {
-    d.ok("xenstore-ls", &["-p", dir])
+fn collapsed(listing: &str) -> Vec<String> {
+    listing
         .lines()
         .map(|l| {
             l.split_whitespace()
@@ -139,11 +141,42 @@ fn ls(d: &Daemon, dir: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
+/// Lists a directory of the daemon with `ls -p`, one collapsed line per node.
+type Lister = fn(&Daemon, &str) -> Vec<String>;
+
+/// `xsio xs ls -p DIR`: our own client, no peer needed.
+fn xsio_ls(d: &Daemon, dir: &str) -> Vec<String> {
+    let out = output_within(
+        std::process::Command::new(env!("CARGO_BIN_EXE_xsio"))
+            .args(["xs", "ls", "-p", dir])
+            .env("XENSTORED_PATH", &d.socket),
+        Duration::from_secs(20),
+        "xsio xs ls",
+    );
+    assert!(
+        out.status.success(),
+        "xsio xs ls -p {dir}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    collapsed(&String::from_utf8(out.stdout).unwrap())
+}
+
+/// `xenstore-ls -p DIR`: Xen's own client.
+fn xenstore_ls(d: &Daemon, dir: &str) -> Vec<String> {
+    collapsed(&d.ok("xenstore-ls", &["-p", dir]))
+}
+
 fn disk_and_cdrom_connect_and_close_through_our_xenstored() {
-    if !peer("/usr/bin/xenstore-ls") {
-        return;
-    }
+    handshake_listed_by(xsio_ls);
+}
+
+fn xenstore_ls_shows_the_device_directories() {
+    handshake_listed_by(xenstore_ls);
+}
+
+/// Creates a disk and a CD-ROM, runs both through Connected, checks their directories with
+/// `ls`, removes them, runs both to Closed and checks that `ls` shows nothing left.
+fn handshake_listed_by(ls: Lister) {
     let d = Daemon::start(&[1], &[]);
     let link = |path: &std::path::Path| Link {
         conn: XsConn::connect(path).expect("connect to xsio xenstored"),
@@ -201,7 +234,7 @@ fn disk_and_cdrom_connect_and_close_through_our_xenstored() {
         all(ms, XenbusState::Connected)
     });
 
-    // What Xen's own client sees: every key the protocol prescribes, with the backend's
+    // What a client sees: every key the protocol prescribes, with the backend's
     // directory owned by dom0 and readable by the guest, and the reverse.
     let be = ls(&d, "/local/domain/0/backend/qdisk/1/51712");
     let expected_be = [
@@ -292,4 +325,20 @@ fn disk_and_cdrom_connect_and_close_through_our_xenstored() {
         Vec::<String>::new()
     );
     assert_eq!(ls(&d, "/local/domain/1/device/vbd"), Vec::<String>::new());
+}
+
+fn main() -> std::process::ExitCode {
+    let utils = xsio_testkit::xenstored::xenstore_utils();
+    xsio_testkit::peer::Tests::new()
+        .test(
+            "disk_and_cdrom_connect_and_close_through_our_xenstored",
+            &[],
+            disk_and_cdrom_connect_and_close_through_our_xenstored,
+        )
+        .test(
+            "xenstore_ls_shows_the_device_directories",
+            &[&utils],
+            xenstore_ls_shows_the_device_directories,
+        )
+        .run()
 }

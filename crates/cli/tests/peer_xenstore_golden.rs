@@ -5,7 +5,8 @@
 mod golden;
 
 use golden::{Replay, run, transcript};
-use xsio_testkit::peer;
+use xsio_testkit::peer::{Peer, Tests};
+use xsio_testkit::xenstored::xenstore_utils;
 
 const TRANSCRIPTS: &[&str] = &[
     "write-single",
@@ -25,22 +26,7 @@ const TRANSCRIPTS: &[&str] = &[
     "pyxs-session",
 ];
 
-fn have(program: &str) -> bool {
-    std::process::Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-#[test]
 fn xenstore_utils_send_the_recorded_bytes() {
-    let pyxs = peer::runs("/usr/bin/python3", &["-c", "import pyxs"]);
-    if !peer::require(
-        have("xenstore-read") && pyxs,
-        "xenstore-utils or python3-pyxs",
-    ) {
-        return;
-    }
     for name in TRANSCRIPTS {
         let t = transcript(name);
         let replay = Replay::start(&t);
@@ -50,4 +36,16 @@ fn xenstore_utils_send_the_recorded_bytes() {
         let expected_status = if *name == "read-enoent" { 1 } else { 0 };
         assert_eq!(out.status, expected_status, "{name}: {}", out.stderr);
     }
+}
+
+fn main() -> std::process::ExitCode {
+    let utils = xenstore_utils();
+    let pyxs = Peer::runs("python3-pyxs", "/usr/bin/python3", &["-c", "import pyxs"]);
+    Tests::new()
+        .test(
+            "xenstore_utils_send_the_recorded_bytes",
+            &[&utils, &pyxs],
+            xenstore_utils_send_the_recorded_bytes,
+        )
+        .run()
 }

@@ -2,13 +2,11 @@
 
 mod common;
 
-use common::{Daemon, peer};
+use common::Daemon;
+use xsio_testkit::peer::Tests;
+use xsio_testkit::xenstored::xenstore_utils;
 
-#[test]
 fn write_read_list_exists_rm() {
-    if !peer("/usr/bin/xenstore-write") {
-        return;
-    }
     let d = Daemon::start(&[], &[]);
     d.ok("xenstore-write", &["/vm/name", "demo", "/vm/uuid", "1234"]);
     assert_eq!(d.ok("xenstore-read", &["/vm/name"]), "demo\n");
@@ -37,11 +35,7 @@ fn write_read_list_exists_rm() {
     assert!(!d.run("xenstore-exists", &["/tidy"]).status.success());
 }
 
-#[test]
 fn chmod_sets_permissions_that_ls_shows() {
-    if !peer("/usr/bin/xenstore-chmod") {
-        return;
-    }
     let d = Daemon::start(&[], &[]);
     d.ok("xenstore-write", &["/p/q", "v"]);
     d.ok("xenstore-chmod", &["/p", "r3", "b5"]);
@@ -63,11 +57,7 @@ fn chmod_sets_permissions_that_ls_shows() {
     assert!(listing.trim_end().ends_with("(w7)"), "{listing}");
 }
 
-#[test]
 fn a_watch_sees_another_clients_write() {
-    if !peer("/usr/bin/xenstore-watch") {
-        return;
-    }
     let d = Daemon::start(&[], &[]);
     d.ok("xenstore-write", &["/w", ""]);
     let watcher = Daemon::watch_on(&d.socket, "/w", 3);
@@ -77,11 +67,7 @@ fn a_watch_sees_another_clients_write() {
     assert_eq!(watcher.finish(), ["/w/x", "/w/x"]);
 }
 
-#[test]
 fn the_tree_survives_a_clean_restart() {
-    if !peer("/usr/bin/xenstore-write") {
-        return;
-    }
     let state_dir = tempfile::tempdir().unwrap();
     let state = state_dir.path().join("state").display().to_string();
     let d = Daemon::start(&[], &["--state", &state]);
@@ -98,11 +84,7 @@ fn the_tree_survives_a_clean_restart() {
     assert!(d.ok("xenstore-ls", &["-p", "/"]).contains("(r2)"));
 }
 
-#[test]
 fn large_directories_list_through_directory_part() {
-    if !peer("/usr/bin/xenstore-list") {
-        return;
-    }
     let d = Daemon::start(&[], &[]);
     // 400 names of about 28 bytes: the listing is over 11 KB, so DIRECTORY answers E2BIG and
     // libxenstore falls back to DIRECTORY_PART chunks. One transaction writes them all.
@@ -118,4 +100,35 @@ fn large_directories_list_through_directory_part() {
     d.ok("xenstore-write", &args);
     let listed = d.ok("xenstore-list", &["/big"]);
     assert_eq!(listed.lines().collect::<Vec<_>>(), names);
+}
+
+fn main() -> std::process::ExitCode {
+    let utils = xenstore_utils();
+    Tests::new()
+        .test(
+            "write_read_list_exists_rm",
+            &[&utils],
+            write_read_list_exists_rm,
+        )
+        .test(
+            "chmod_sets_permissions_that_ls_shows",
+            &[&utils],
+            chmod_sets_permissions_that_ls_shows,
+        )
+        .test(
+            "a_watch_sees_another_clients_write",
+            &[&utils],
+            a_watch_sees_another_clients_write,
+        )
+        .test(
+            "the_tree_survives_a_clean_restart",
+            &[&utils],
+            the_tree_survives_a_clean_restart,
+        )
+        .test(
+            "large_directories_list_through_directory_part",
+            &[&utils],
+            large_directories_list_through_directory_part,
+        )
+        .run()
 }

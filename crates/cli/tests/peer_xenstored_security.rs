@@ -7,7 +7,9 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Daemon, output_within, peer};
+use common::{Daemon, output_within};
+use xsio_testkit::peer::{Peer, Tests};
+use xsio_testkit::xenstored::xenstore_utils;
 
 const PYXS: &str = "/usr/lib/python3/dist-packages/pyxs/__init__.py";
 
@@ -24,11 +26,7 @@ fn prepared(extra: &[&str]) -> Daemon {
     d
 }
 
-#[test]
 fn a_guest_cannot_touch_what_it_may_not() {
-    if !peer("/usr/bin/xenstore-read") {
-        return;
-    }
     let d = prepared(&[]);
     let guest = d.domain_socket(3);
     let as_guest = |tool: &str, args: &[&str]| Daemon::run_on(&guest, tool, args);
@@ -64,11 +62,7 @@ fn a_guest_cannot_touch_what_it_may_not() {
     assert_eq!(d.ok("xenstore-read", &["/local/domain/3/data/x"]), "1\n");
 }
 
-#[test]
 fn a_guest_watch_does_not_leak_unreadable_nodes() {
-    if !peer("/usr/bin/xenstore-watch") {
-        return;
-    }
     let d = prepared(&[]);
     let watcher = Daemon::watch_on(&d.domain_socket(3), "/", 2);
     assert_eq!(watcher.first, "/");
@@ -105,11 +99,7 @@ with pyxs.Client(unix_socket_path=dom0) as c:
     print("dom0", len(c.list(b"/dom0")), len(c.list(b"/local/domain/3")))
 "#;
 
-#[test]
 fn quotas_stop_a_flooding_guest_only() {
-    if !peer(PYXS) {
-        return;
-    }
     let d = prepared(&["--quota-nodes", "20", "--quota-watches", "8"]);
     let out = output_within(
         Command::new("/usr/bin/python3")
@@ -132,4 +122,26 @@ fn quotas_stop_a_flooding_guest_only() {
         String::from_utf8_lossy(&out.stdout),
         "nodes 19 28\nsize 2 28\nwatches 8 7\nother domain b'1'\ndom0 100 19\n"
     );
+}
+
+fn main() -> std::process::ExitCode {
+    let utils = xenstore_utils();
+    let pyxs = Peer::file(PYXS);
+    Tests::new()
+        .test(
+            "a_guest_cannot_touch_what_it_may_not",
+            &[&utils],
+            a_guest_cannot_touch_what_it_may_not,
+        )
+        .test(
+            "a_guest_watch_does_not_leak_unreadable_nodes",
+            &[&utils],
+            a_guest_watch_does_not_leak_unreadable_nodes,
+        )
+        .test(
+            "quotas_stop_a_flooding_guest_only",
+            &[&utils, &pyxs],
+            quotas_stop_a_flooding_guest_only,
+        )
+        .run()
 }

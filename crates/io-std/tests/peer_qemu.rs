@@ -15,7 +15,8 @@ use xsio_io_std::qmp::{QmpConn, QmpIoError};
 use xsio_io_std::{UnixConn, now};
 use xsio_qmp::typed::{self, ChangeMedium, ReadOnlyMode};
 use xsio_qmp::{Command, CommandError, Config, ErrorClass};
-use xsio_testkit::qemu::{QEMU, Qemu};
+use xsio_testkit::peer::Tests;
+use xsio_testkit::qemu::{self, QEMU, Qemu};
 
 /// What these tests do with a [`Qemu`] beyond starting it.
 trait QmpPeer {
@@ -77,7 +78,6 @@ fn qmp_class(result: Result<xsio_qmp::Return, QmpIoError>) -> ErrorClass {
     }
 }
 
-#[test]
 fn negotiation_reads_the_greeting_and_enables_oob_only_when_asked() {
     let Some(qemu) = Qemu::bare() else { return };
     let mut qmp = qemu.connect(Config::default());
@@ -98,7 +98,6 @@ fn negotiation_reads_the_greeting_and_enables_oob_only_when_asked() {
     assert!(qmp.session().oob);
 }
 
-#[test]
 fn pipelined_commands_all_complete_in_order() {
     let Some(qemu) = Qemu::bare() else { return };
     let mut qmp = qemu.connect(Config::default());
@@ -115,7 +114,6 @@ fn pipelined_commands_all_complete_in_order() {
     qmp.wait(last).unwrap();
 }
 
-#[test]
 fn unknown_command_and_unknown_device_get_their_classes() {
     let Some(qemu) = Qemu::paused_pc() else {
         return;
@@ -137,7 +135,6 @@ fn unknown_command_and_unknown_device_get_their_classes() {
     keep_transcript("errors", &qmp);
 }
 
-#[test]
 fn events_arrive_as_they_happen() {
     let Some(qemu) = Qemu::paused_pc() else {
         return;
@@ -159,7 +156,6 @@ fn events_arrive_as_they_happen() {
     keep_transcript("events", &qmp);
 }
 
-#[test]
 fn cdrom_media_change_through_an_fd_passed_with_add_fd() {
     let Some(qemu) = Qemu::paused_pc() else {
         return;
@@ -234,7 +230,6 @@ fn cdrom_media_change_through_an_fd_passed_with_add_fd() {
     keep_transcript("cdrom-fd", &qmp);
 }
 
-#[test]
 fn qemu_killed_with_commands_in_flight_fails_each_once_and_closes_every_fd() {
     let Some(qemu) = Qemu::paused_pc() else {
         return;
@@ -265,7 +260,6 @@ fn qemu_killed_with_commands_in_flight_fails_each_once_and_closes_every_fd() {
     keep_transcript("killed", &qmp);
 }
 
-#[test]
 fn device_state_is_saved_into_an_fd_passed_with_add_fd() {
     let Some(qemu) = Qemu::paused_pc() else {
         return;
@@ -305,7 +299,6 @@ fn device_state_is_saved_into_an_fd_passed_with_add_fd() {
     keep_transcript("save-devices-state", &qmp);
 }
 
-#[test]
 fn getfd_stores_a_named_fd_and_closefd_releases_it() {
     let Some(qemu) = Qemu::bare() else { return };
     let mut qmp = qemu.connect(Config::default());
@@ -320,7 +313,6 @@ fn getfd_stores_a_named_fd_and_closefd_releases_it() {
     );
 }
 
-#[test]
 fn device_add_and_del_of_a_pci_nic() {
     let Some(qemu) = Qemu::paused_pc() else {
         return;
@@ -348,7 +340,6 @@ fn device_add_and_del_of_a_pci_nic() {
     );
 }
 
-#[test]
 fn a_pretty_printing_monitor_works_because_framing_is_by_json_value() {
     let Some(qemu) = Qemu::builder(&["-machine", "none"]).pretty().start() else {
         return;
@@ -368,7 +359,6 @@ fn a_pretty_printing_monitor_works_because_framing_is_by_json_value() {
     );
 }
 
-#[test]
 fn a_second_client_gets_no_greeting_and_negotiation_times_out() {
     let Some(qemu) = Qemu::bare() else { return };
     let first = qemu.connect(Config::default());
@@ -388,4 +378,65 @@ fn a_second_client_gets_no_greeting_and_negotiation_times_out() {
     }
     assert!(now() - started >= Duration::from_millis(500));
     drop(first);
+}
+
+fn main() -> std::process::ExitCode {
+    let qemu = qemu::peer();
+    Tests::new()
+        .test(
+            "negotiation_reads_the_greeting_and_enables_oob_only_when_asked",
+            &[&qemu],
+            negotiation_reads_the_greeting_and_enables_oob_only_when_asked,
+        )
+        .test(
+            "pipelined_commands_all_complete_in_order",
+            &[&qemu],
+            pipelined_commands_all_complete_in_order,
+        )
+        .test(
+            "unknown_command_and_unknown_device_get_their_classes",
+            &[&qemu],
+            unknown_command_and_unknown_device_get_their_classes,
+        )
+        .test(
+            "events_arrive_as_they_happen",
+            &[&qemu],
+            events_arrive_as_they_happen,
+        )
+        .test(
+            "cdrom_media_change_through_an_fd_passed_with_add_fd",
+            &[&qemu],
+            cdrom_media_change_through_an_fd_passed_with_add_fd,
+        )
+        .test(
+            "qemu_killed_with_commands_in_flight_fails_each_once_and_closes_every_fd",
+            &[&qemu],
+            qemu_killed_with_commands_in_flight_fails_each_once_and_closes_every_fd,
+        )
+        .test(
+            "device_state_is_saved_into_an_fd_passed_with_add_fd",
+            &[&qemu],
+            device_state_is_saved_into_an_fd_passed_with_add_fd,
+        )
+        .test(
+            "getfd_stores_a_named_fd_and_closefd_releases_it",
+            &[&qemu],
+            getfd_stores_a_named_fd_and_closefd_releases_it,
+        )
+        .test(
+            "device_add_and_del_of_a_pci_nic",
+            &[&qemu],
+            device_add_and_del_of_a_pci_nic,
+        )
+        .test(
+            "a_pretty_printing_monitor_works_because_framing_is_by_json_value",
+            &[&qemu],
+            a_pretty_printing_monitor_works_because_framing_is_by_json_value,
+        )
+        .test(
+            "a_second_client_gets_no_greeting_and_negotiation_times_out",
+            &[&qemu],
+            a_second_client_gets_no_greeting_and_negotiation_times_out,
+        )
+        .run()
 }

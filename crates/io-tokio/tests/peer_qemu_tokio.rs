@@ -11,7 +11,8 @@ use tokio::time::timeout;
 use xsio_io_tokio::qmp::{self, Error, QmpHandle};
 use xsio_qmp::typed::{self, ChangeMedium, ReadOnlyMode};
 use xsio_qmp::{Command, CommandError, Config, ErrorClass};
-use xsio_testkit::qemu::Qemu;
+use xsio_testkit::peer::Tests;
+use xsio_testkit::qemu::{self, Qemu};
 
 /// What these tests do with a [`Qemu`] beyond starting it.
 trait QmpPeer {
@@ -48,7 +49,6 @@ fn open_fds() -> usize {
 
 const LONG: Duration = Duration::from_secs(30);
 
-#[tokio::test]
 async fn many_tasks_pipeline_commands_on_one_connection() {
     let Some(qemu) = Qemu::start(&["-machine", "none"]) else {
         return;
@@ -85,7 +85,6 @@ async fn many_tasks_pipeline_commands_on_one_connection() {
     again.execute(typed::query_status()).await.unwrap();
 }
 
-#[tokio::test]
 async fn events_and_a_cdrom_change_through_a_passed_fd() {
     let Some(qemu) = Qemu::paused_pc() else {
         return;
@@ -138,7 +137,6 @@ async fn events_and_a_cdrom_change_through_a_passed_fd() {
     }
 }
 
-#[tokio::test]
 async fn qemu_killed_with_commands_in_flight_fails_each_once_and_closes_every_fd() {
     let Some(qemu) = Qemu::paused_pc() else {
         return;
@@ -179,4 +177,34 @@ async fn qemu_killed_with_commands_in_flight_fails_each_once_and_closes_every_fd
         before - 1,
         "image fds and the socket are closed"
     );
+}
+
+/// Runs one test on its own current-thread runtime, as `#[tokio::test]` would.
+fn block_on(test: impl Future<Output = ()>) {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(test);
+}
+
+fn main() -> std::process::ExitCode {
+    let qemu = qemu::peer();
+    Tests::new()
+        .test(
+            "many_tasks_pipeline_commands_on_one_connection",
+            &[&qemu],
+            || block_on(many_tasks_pipeline_commands_on_one_connection()),
+        )
+        .test(
+            "events_and_a_cdrom_change_through_a_passed_fd",
+            &[&qemu],
+            || block_on(events_and_a_cdrom_change_through_a_passed_fd()),
+        )
+        .test(
+            "qemu_killed_with_commands_in_flight_fails_each_once_and_closes_every_fd",
+            &[&qemu],
+            || block_on(qemu_killed_with_commands_in_flight_fails_each_once_and_closes_every_fd()),
+        )
+        .run()
 }

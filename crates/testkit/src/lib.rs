@@ -1,18 +1,19 @@
 //! Dev-only support shared by the tests and benches that talk to real peers.
 //!
 //! Every crate's `peer_*` test binaries need the same few things: decide whether a peer is
-//! installed (and FAIL when it is missing and env `CI` is set, print a loud `SKIPPED` line
-//! otherwise), start QEMU on a QMP socket in a fresh temp directory and kill it on drop,
-//! start `xsio xenstored` the same way, and run a child process with a time limit. They live
-//! here once instead of in a copy per test file.
+//! installed (and FAIL when it is missing and env `CI` is set, be reported as skipped in the
+//! runner's summary otherwise), start QEMU on a QMP socket in a fresh temp directory and
+//! kill it on drop, start `xsio xenstored` the same way, and run a child process with a time
+//! limit. They live here once instead of in a copy per test file.
 //!
 //! This crate spawns processes, so it is a driver-side crate (listed as such in
 //! `xtask/src/tidy.rs`), and it is only ever a `[dev-dependencies]` entry: no machine crate
 //! links it into a library.
 //!
-//! - [`peer`]: [`peer::require`], [`peer::path`], [`peer::program`], [`peer::output`];
+//! - [`peer`]: [`peer::Tests`], the `main` of every `peer_*` test binary, and [`peer::Peer`],
+//!   what each test needs; [`peer::require`] for a check inside a test;
 //! - [`process`]: [`process::wait_with_timeout`], [`process::output_within`];
-//! - [`qemu`]: [`qemu::Qemu`] and its [`qemu::QemuBuilder`];
+//! - [`qemu`]: [`qemu::Qemu`] and its [`qemu::QemuBuilder`], [`qemu::peer`];
 //! - [`xenstored`]: [`xenstored::Daemon`] (`xsio xenstored` on temp sockets), Xen's
 //!   xenstore-utils run against it, [`xenstored::Watcher`];
 //! - [`xen`]: Xen's own peers without a hypervisor, under an `LD_PRELOAD` shim of ours

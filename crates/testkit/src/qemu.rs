@@ -13,6 +13,12 @@ pub const QEMU: &str = "qemu-system-x86_64";
 /// loaded 2-core machine.
 const LISTEN_WAIT: Duration = Duration::from_secs(30);
 
+/// QEMU as a peer a test declares to [`crate::peer::Tests::test`]: `qemu-system-x86_64
+/// --version` runs (found on `PATH`).
+pub fn peer() -> crate::peer::Peer {
+    crate::peer::Peer::runs(QEMU, QEMU, &["--version"])
+}
+
 /// The machine options of a paused PC guest (TCG, stopped before its first instruction).
 pub const PAUSED_PC: &[&str] = &["-machine", "pc", "-accel", "tcg", "-S"];
 
@@ -56,7 +62,7 @@ impl QemuBuilder {
     /// Starts QEMU under the missing-peer rule ([`crate::peer::require`]): `None` (after a
     /// SKIPPED line, or a panic under CI) when QEMU is not installed.
     pub fn start(self) -> Option<Qemu> {
-        if !crate::peer::program(QEMU, &["--version"]) {
+        if !crate::peer::require(crate::peer::runs(QEMU, &["--version"]), QEMU) {
             return None;
         }
         self.spawn()

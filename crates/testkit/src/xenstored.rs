@@ -11,7 +11,32 @@ use std::time::Duration;
 
 use rustix::process::{Pid, Signal, kill_process};
 
+use crate::peer::Peer;
 use crate::process::{output_within, wait_with_timeout};
+
+/// The tools of Debian's `xenstore-utils` that the peer tests run.
+const XENSTORE_UTILS: &[&str] = &[
+    "xenstore-read",
+    "xenstore-write",
+    "xenstore-ls",
+    "xenstore-list",
+    "xenstore-exists",
+    "xenstore-rm",
+    "xenstore-chmod",
+    "xenstore-watch",
+    "xenstore-control",
+];
+
+/// Xen's `xenstore-utils` as a peer a test declares to [`crate::peer::Tests::test`]: every
+/// tool the tests run is on `PATH` (where [`run_on`] and [`watch_on`] find them).
+pub fn xenstore_utils() -> Peer {
+    Peer::new(
+        "xenstore-utils",
+        XENSTORE_UTILS
+            .iter()
+            .all(|tool| Peer::on_path(tool).is_present()),
+    )
+}
 
 /// How long the daemon gets to come up, and to exit after SIGTERM.
 const DAEMON_WAIT: Duration = Duration::from_secs(10);
@@ -144,13 +169,11 @@ fn domain_socket(dir: &Path, domid: u32) -> PathBuf {
     dir.join(format!("dom{domid}"))
 }
 
-/// Runs Xen client `tool` (e.g. `xenstore-read`, from `/usr/bin`) against `socket`
+/// Runs Xen client `tool` (e.g. `xenstore-read`, found on `PATH`) against `socket`
 /// (through `XENSTORED_PATH`), failing if it takes more than 20 s.
 pub fn run_on(socket: &Path, tool: &str, args: &[&str]) -> Output {
     output_within(
-        Command::new(format!("/usr/bin/{tool}"))
-            .args(args)
-            .env("XENSTORED_PATH", socket),
+        Command::new(tool).args(args).env("XENSTORED_PATH", socket),
         TOOL_WAIT,
         tool,
     )
@@ -158,7 +181,7 @@ pub fn run_on(socket: &Path, tool: &str, args: &[&str]) -> Output {
 
 /// Starts `xenstore-watch -n count path` on `socket` and waits for its initial event line.
 pub fn watch_on(socket: &Path, path: &str, count: usize) -> Watcher {
-    let mut child = Command::new("/usr/bin/xenstore-watch")
+    let mut child = Command::new("xenstore-watch")
         .args(["-n", &count.to_string(), path])
         .env("XENSTORED_PATH", socket)
         .stdin(Stdio::null())

@@ -7,7 +7,6 @@ use std::ops::Deref;
 use std::path::Path;
 use std::process::{ExitStatus, Output};
 
-pub use xsio_testkit::peer::path as peer;
 pub use xsio_testkit::process::{output_within, wait_with_timeout};
 use xsio_testkit::xenstored;
 pub use xsio_testkit::xenstored::Watcher;
