@@ -214,6 +214,18 @@ pub fn require(present: bool, what: &str) -> bool {
     present
 }
 
+/// [`require`] for a peer installed at `path` (a file such as `/usr/sbin/xenstored`): for
+/// launchers, a second line behind the peers a test declares.
+pub fn path(path: &str) -> bool {
+    require(Path::new(path).exists(), path)
+}
+
+/// [`require`] for a program that must run and exit successfully with `args`
+/// (e.g. `cc --version`): for launchers, a second line behind the peers a test declares.
+pub fn program(program: &str, args: &[&str]) -> bool {
+    require(runs(program, args), program)
+}
+
 /// Whether `program args` runs and exits successfully; no missing-peer rule (for benches,
 /// which may go on without the peer).
 pub fn runs(program: &str, args: &[&str]) -> bool {

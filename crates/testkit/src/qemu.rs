@@ -62,7 +62,7 @@ impl QemuBuilder {
     /// Starts QEMU under the missing-peer rule ([`crate::peer::require`]): `None` (after a
     /// SKIPPED line, or a panic under CI) when QEMU is not installed.
     pub fn start(self) -> Option<Qemu> {
-        if !crate::peer::require(crate::peer::runs(QEMU, &["--version"]), QEMU) {
+        if !crate::peer::program(QEMU, &["--version"]) {
             return None;
         }
         self.spawn()

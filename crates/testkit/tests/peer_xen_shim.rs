@@ -5,6 +5,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
+use xsio_testkit::peer::{Peer, Tests};
 use xsio_testkit::xen::{Flavour, World, XenStored};
 
 const WRITE: u32 = 11;
@@ -86,12 +87,10 @@ fn guests_talk_over_rings(flavour: Flavour) {
     );
 }
 
-#[test]
 fn c_xenstored_guests_talk_over_rings() {
     guests_talk_over_rings(Flavour::C);
 }
 
-#[test]
 fn oxenstored_guests_talk_over_rings() {
     guests_talk_over_rings(Flavour::OCaml);
 }
@@ -125,12 +124,39 @@ fn dying_domain_is_released(flavour: Flavour) {
     assert_eq!((kind, payload), (17, b"F\0".to_vec()));
 }
 
-#[test]
 fn c_xenstored_releases_a_dying_domain() {
     dying_domain_is_released(Flavour::C);
 }
 
-#[test]
 fn oxenstored_releases_a_dying_domain() {
     dying_domain_is_released(Flavour::OCaml);
+}
+
+fn main() -> std::process::ExitCode {
+    // The shim is C compiled at test time; each test then runs one of Xen's daemons.
+    let cc = Peer::runs("cc", "cc", &["--version"]);
+    let c = Peer::file(Flavour::C.program());
+    let ocaml = Peer::file(Flavour::OCaml.program());
+    Tests::new()
+        .test(
+            "c_xenstored_guests_talk_over_rings",
+            &[&cc, &c],
+            c_xenstored_guests_talk_over_rings,
+        )
+        .test(
+            "oxenstored_guests_talk_over_rings",
+            &[&cc, &ocaml],
+            oxenstored_guests_talk_over_rings,
+        )
+        .test(
+            "c_xenstored_releases_a_dying_domain",
+            &[&cc, &c],
+            c_xenstored_releases_a_dying_domain,
+        )
+        .test(
+            "oxenstored_releases_a_dying_domain",
+            &[&cc, &ocaml],
+            oxenstored_releases_a_dying_domain,
+        )
+        .run()
 }
