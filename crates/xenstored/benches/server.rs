@@ -4,18 +4,21 @@
 use std::time::Instant;
 
 use divan::Bencher;
-use xsio_xenstored::{Config, Origin, Request, Server};
+use xsio_xenstored::{Config, Origin, Server};
+use xsio_xs_wire::{Packet, Request};
 
 fn main() {
     divan::main();
 }
 
-fn request(kind: u32, payload: &[u8]) -> Request<'_> {
-    Request {
-        kind,
-        req_id: 0,
-        tx_id: 0,
-        payload,
+fn request(body: Request) -> Packet<Request> {
+    Packet::new(0, 0, body)
+}
+
+fn write(path: &str, value: &str) -> Request {
+    Request::Write {
+        path: path.into(),
+        value: value.to_owned().into(),
     }
 }
 
@@ -30,7 +33,7 @@ fn read_request_in_process(bencher: Bencher) {
     let now = epoch();
     let mut server = Server::new(Config::default(), now);
     let conn = server.connect(now, Origin::Socket);
-    server.handle_request(now, conn, request(11, b"/bench/key\0value"));
+    server.handle_request(now, conn, request(write("/bench/key", "value")));
     while server.poll_output().is_some() {}
     let mut wire = vec![2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 11, 0, 0, 0];
     wire.extend_from_slice(b"/bench/key\0");
@@ -46,7 +49,11 @@ fn write_request_in_process(bencher: Bencher) {
     let now = epoch();
     let mut server = Server::new(Config::default(), now);
     let conn = server.connect(now, Origin::Socket);
-    server.handle_request(now, conn, request(4, b"/bench\0tok\0"));
+    let watch = Request::Watch {
+        path: "/bench".into(),
+        token: "tok".into(),
+    };
+    server.handle_request(now, conn, request(watch));
     while server.poll_output().is_some() {}
     let mut wire = vec![11, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 16, 0, 0, 0];
     wire.extend_from_slice(b"/bench/key\0value");
@@ -76,14 +83,11 @@ fn one_million_nodes() -> usize {
     let mut server = Server::new(Config::default(), now);
     let conn = server.connect(now, Origin::Socket);
     let start_nodes = server.node_count();
-    let mut payload = Vec::with_capacity(128);
     for dir in 0..1000 {
         for key in 0..999 {
-            payload.clear();
-            payload.extend_from_slice(
-                format!("/local/domain/1/device/vbd/{dir}/key-{key}\0value-{key:02}").as_bytes(),
-            );
-            server.handle_request(now, conn, request(11, &payload));
+            let path = format!("/local/domain/1/device/vbd/{dir}/key-{key}");
+            let value = format!("value-{key:02}");
+            server.handle_request(now, conn, request(write(&path, &value)));
             while server.poll_output().is_some() {}
         }
     }

@@ -47,16 +47,38 @@
 //! transaction conflict rule (a commit fails with EAGAIN when any node the transaction looked
 //! at, including one it found missing, changed since). Quotas bind unprivileged domains only.
 //!
+//! Requests are read with `xsio-xs-wire`'s lenient grammar
+//! ([`Packet::decode_lenient`](xsio_xs_wire::Packet::decode_lenient)), the C daemon's:
+//! domids as `atoi` reads them (`+7`, `007` and ` 7` are domain 7, `-1` is 4294967295),
+//! permission domids as `strtol(.., 0)` (`r0x10` is domain 16), extra arguments of
+//! `INTRODUCE` and `SET_TARGET` ignored. The checks run in C's order: a known type (ENOSYS),
+//! privilege (EACCES), a node request's transaction (ENOENT), then the arguments (EINVAL).
+//!
+//! # Accepted differences from C xenstored 4.17
+//! Each is deliberate; a differential test against the C daemon should expect them.
+//!
+//! | case | C xenstored 4.17 | xsio-xenstored | why |
+//! |---|---|---|---|
+//! | a domid or offset field with no digits or trailing bytes (`abc`, `7abc`) | reads a prefix or 0 (`GET_DOMAIN_PATH abc` is `/local/domain/0`) | EINVAL | garbage must not name dom0 |
+//! | a domid beyond 32 bits (`4294967296`, `r4294967296`) | truncated (domain 0) | EINVAL | same |
+//! | a watch token that is not UTF-8 | accepted | EINVAL | tokens are text in every client we know |
+//! | READ (any one-path request) without its trailing NUL | ENOENT | EINVAL | malformed is EINVAL everywhere |
+//! | `DIRECTORY_PART` at an offset that points at a NUL | an empty name, read as the end | EINVAL | names are never empty |
+//! | node-size quota | counts a 24-byte record header too (2015 value bytes fit with one permission) | counts value, child names and 8 bytes per permission | no on-disk record here |
+//! | open transactions and watches of a guest | 11 and 129 (off by one) | 10 and 128 | the documented quota |
+//! | identical unsent watch events | coalesced | all sent | spurious events are allowed |
+//! | a node created and removed in one transaction | no event at commit | an event | spurious events are allowed |
+//! | a transaction whose only read failed with EACCES | also records the parent | commits | no information either way |
+//! | a permission entry naming an unknown domain | kept but ignored; ENOENT if it is the owner | valid | no hypervisor to ask |
+//!
 //! Where we chose, knowingly:
 //! - "Looked at" includes the nodes a write touches: the written node and, when it creates
 //!   a node, the parent whose child list it extends. So a transaction conflicts with an
 //!   outside write to a node it only wrote, or with a sibling created outside; commits are
 //!   serializable, and clients retry on EAGAIN as they must anyway. It never conflicts on
 //!   unrelated subtrees (oxenstored's coarser rule does).
-//! - Every domid is valid in a permission list (there is no hypervisor to ask).
 //! - The outstanding-request quota bounds the replies queued for one connection: past it,
 //!   that connection's further requests wait, unread, until the driver takes the replies.
-//! - Identical unsent watch events are not coalesced (spurious events are allowed).
 //!
 //! # Panics
 //! No input makes the server panic; a panic means a broken internal invariant (a bug).
@@ -65,7 +87,6 @@
 
 mod config;
 mod ops;
-mod path;
 mod perms;
 mod server;
 mod state;
@@ -74,8 +95,6 @@ mod view;
 
 pub use config::{Config, Quotas};
 pub use perms::{Access, Perm, Perms};
-pub use server::{
-    CloseReason, ConnId, INTRODUCE_DOMAIN, Origin, Output, RELEASE_DOMAIN, Request, Server,
-};
+pub use server::{CloseReason, ConnId, INTRODUCE_DOMAIN, Origin, Output, RELEASE_DOMAIN, Server};
 pub use state::LoadError;
 pub use xsio_xs_wire::ErrorKind;

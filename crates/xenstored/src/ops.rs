@@ -1,15 +1,13 @@
 //! The node operations (read, write, mkdir, rm, directory, permissions) with the access rule
 //! and the node quotas, over a [`View`] so they work the same inside a transaction.
 
+use bytes::Bytes;
+use xsio_xs_wire::{ErrorKind, Reply, XENSTORE_PAYLOAD_MAX, path};
+
 use crate::Quotas;
-use crate::path;
 use crate::perms::{Caller, Granted, Perms};
 use crate::tree::Node;
 use crate::view::{Change, View};
-use xsio_xs_wire::ErrorKind;
-
-/// Largest reply payload.
-pub(crate) const PAYLOAD_MAX: usize = 4096;
 
 /// The caller and the limits that apply to it.
 #[derive(Clone, Copy, Debug)]
@@ -79,60 +77,55 @@ fn check_size(who: Who<'_>, charged_size: usize) -> Result<(), ErrorKind> {
     Ok(())
 }
 
-pub(crate) fn read(view: &mut View<'_>, who: Who<'_>, path: &str) -> Result<Vec<u8>, ErrorKind> {
-    Ok(checked(view, who, path, Need::Read)?.value.to_vec())
+pub(crate) fn read(view: &mut View<'_>, who: Who<'_>, path: &str) -> Result<Reply, ErrorKind> {
+    let node = checked(view, who, path, Need::Read)?;
+    Ok(Reply::Read(Bytes::copy_from_slice(&node.value)))
 }
 
-pub(crate) fn directory(
-    view: &mut View<'_>,
-    who: Who<'_>,
-    path: &str,
-) -> Result<Vec<u8>, ErrorKind> {
-    let list = checked(view, who, path, Need::Read)?.children_wire();
-    if list.len() > PAYLOAD_MAX {
-        return Err(ErrorKind::E2big);
-    }
-    Ok(list)
+/// DIRECTORY: the child names in creation order (E2BIG from the encoder when they do not fit
+/// one message).
+pub(crate) fn directory(view: &mut View<'_>, who: Who<'_>, path: &str) -> Result<Reply, ErrorKind> {
+    let node = checked(view, who, path, Need::Read)?;
+    Ok(Reply::Directory(
+        node.children.iter().map(|c| c.to_string()).collect(),
+    ))
 }
 
 /// DIRECTORY_PART: the node's generation, then as many whole names as fit starting at byte
-/// `offset` of the child list; the last chunk ends with an extra NUL.
+/// `offset` of the child list (names with their NULs, as C counts it); the last chunk is
+/// marked complete.
 pub(crate) fn directory_part(
     view: &mut View<'_>,
     who: Who<'_>,
     path: &str,
     offset: usize,
-) -> Result<Vec<u8>, ErrorKind> {
+) -> Result<Reply, ErrorKind> {
     let node = checked(view, who, path, Need::Read)?;
-    let mut out = format!("{}", node.generation).into_bytes();
-    out.push(0);
+    let generation = node.generation;
     let list = node.children_wire();
-    if offset >= list.len() {
-        out.push(0);
-        return Ok(out);
-    }
-    let budget = PAYLOAD_MAX - out.len() - 1;
-    let rest = &list[offset..];
+    let rest = list.get(offset..).unwrap_or_default();
+    // The reply is `gen\0`, the names with their NULs, and one more NUL on the last chunk.
+    let budget = XENSTORE_PAYLOAD_MAX - (generation.to_string().len() + 1) - 1;
     let mut taken = 0;
+    let mut children = Vec::new();
     for name in rest.split_inclusive(|&b| b == 0) {
         if taken + name.len() > budget {
             break;
         }
         taken += name.len();
+        let name = name.strip_suffix(b"\0").unwrap_or(name);
+        children.push(String::from_utf8_lossy(name).into_owned());
     }
-    out.extend_from_slice(&rest[..taken]);
-    if taken == rest.len() {
-        out.push(0);
-    }
-    Ok(out)
+    Ok(Reply::DirectoryPart {
+        generation,
+        children,
+        complete: taken == rest.len(),
+    })
 }
 
-pub(crate) fn get_perms(
-    view: &mut View<'_>,
-    who: Who<'_>,
-    path: &str,
-) -> Result<Vec<u8>, ErrorKind> {
-    Ok(checked(view, who, path, Need::Read)?.perms.to_wire())
+pub(crate) fn get_perms(view: &mut View<'_>, who: Who<'_>, path: &str) -> Result<Reply, ErrorKind> {
+    let node = checked(view, who, path, Need::Read)?;
+    Ok(Reply::GetPerms(node.perms.entries().to_vec()))
 }
 
 pub(crate) fn write(
@@ -237,7 +230,7 @@ pub(crate) fn rm(view: &mut View<'_>, who: Who<'_>, path: &str) -> Result<(), Er
     let mut stack = vec![(path.to_owned(), node)];
     while let Some((current, current_node)) = stack.pop() {
         for name in current_node.children.iter().rev() {
-            let child_path = path::child(&current, name);
+            let child_path = path::join(&current, name);
             if let Some(child) = view.get(&child_path) {
                 stack.push((child_path, child.clone()));
             }

@@ -8,7 +8,9 @@ use std::fmt::Write as _;
 
 use crate::perms::Perms;
 use crate::tree::{Node, Tree};
-use crate::{Config, Server, path};
+use xsio_xs_wire::{Perm, XENSTORE_ABS_PATH_MAX, path};
+
+use crate::{Config, Server};
 
 const HEADER: &str = "xsio-xenstored-state 1";
 
@@ -73,11 +75,16 @@ impl Server {
             else {
                 return Err(bad("expected: path perms hex-value"));
             };
-            if !path::is_valid_node(node_path, path::ABS_PATH_MAX) {
+            if path::check_node(node_path, XENSTORE_ABS_PATH_MAX).is_err() {
                 return Err(bad("invalid path"));
             }
-            let perms = Perms::parse(perms.split(',').map(str::as_bytes))
-                .map_err(|_| bad("invalid permissions"))?;
+            let perms = perms
+                .split(',')
+                .map(str::parse::<Perm>)
+                .collect::<Result<Vec<_>, _>>()
+                .ok()
+                .and_then(Perms::from_entries)
+                .ok_or_else(|| bad("invalid permissions"))?;
             let value = decode_hex(value).ok_or_else(|| bad("invalid hex value"))?;
             let existing_children = tree.get(node_path).map(|n| n.children.clone());
             let mut node = Node::new(&value, perms);

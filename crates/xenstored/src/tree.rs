@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::path;
+use xsio_xs_wire::{XENSTORE_ABS_PATH_MAX, path};
+
 use crate::perms::{Access, Perms};
 
 /// One node: its value, its children in creation order, its permissions, and the generation
@@ -160,7 +161,7 @@ impl Tree {
                 continue;
             };
             for child in node.children.iter().rev() {
-                stack.push(path::child(&path, child));
+                stack.push(path::join(&path, child));
             }
             out.push((path, node));
         }
@@ -179,7 +180,7 @@ impl Tree {
             if node.generation == 0 || node.generation >= self.next_generation {
                 return Err(format!("{path} has generation {}", node.generation));
             }
-            if !path::is_valid_node(path, path::ABS_PATH_MAX) {
+            if path::check_node(path, XENSTORE_ABS_PATH_MAX).is_err() {
                 return Err(format!("{path} is not a valid node path"));
             }
             if let Some(parent) = path::parent(path) {
@@ -198,7 +199,7 @@ impl Tree {
                 }
             }
             for child in &node.children {
-                let child_path = path::child(path, child);
+                let child_path = path::join(path, child);
                 if !self.nodes.contains_key(child_path.as_str()) {
                     return Err(format!("{path} lists missing child {child}"));
                 }

@@ -10,10 +10,9 @@
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
 
-use crate::path;
 use crate::perms::Perms;
 use crate::tree::{Node, Tree};
-use xsio_xs_wire::ErrorKind;
+use xsio_xs_wire::{ErrorKind, path};
 
 /// A change that may fire watches.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -38,11 +38,16 @@
 //! `TRANSACTION_START` and `RESET_WATCHES` are ignored, and permission domids are read as C's
 //! `strtoul(.., 0)` reads them (`r0x10`), then printed in decimal.
 //!
+//! A daemon decodes requests with [`Packet::decode_lenient`] instead: the grammar of Xen's C
+//! daemon, which is what Xen's clients may send (`+7`, `007` and ` 7` are domain 7, `r-1` is
+//! domain 4294967295). Its number rules live in one place and are listed there.
+//!
 //! Paths are not checked by the codec, since a daemon must answer a bad path with an error
 //! reply; [`path::check`] implements the rules.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod c_number;
 mod error_kind;
 mod frame;
 mod header;

@@ -41,6 +41,9 @@ pub enum PathError {
     /// A trailing slash on anything but `/`.
     #[error("trailing slash")]
     TrailingSlash,
+    /// Not absolute where a node path must be (after resolving a relative path).
+    #[error("not an absolute path")]
+    NotAbsolute,
     /// Longer than the limit of its form.
     #[error("path of {len} bytes is longer than {max}")]
     TooLong {
@@ -114,9 +117,85 @@ pub const fn is_path_byte(byte: u8) -> bool {
 /// assert_eq!(resolve("/tool", "/local/domain/0"), "/tool");
 /// ```
 pub fn resolve(path: &str, home: &str) -> String {
+    resolve_owned(path.to_owned(), home)
+}
+
+/// [`resolve`] for a path the caller owns: absolute and special paths come back as they
+/// are, without a copy (a daemon resolves the path of every request).
+pub fn resolve_owned(path: String, home: &str) -> String {
     match path.as_bytes().first() {
-        Some(b'/') | Some(b'@') => path.to_owned(),
+        Some(b'/') | Some(b'@') => path,
         _ => format!("{home}/{path}"),
+    }
+}
+
+/// Checks a resolved node path as xenstored 4.17 does: the rules of [`check`], absolute,
+/// and at most `path_max` bytes counted after a leading `/local/domain/<id>/` (else the
+/// whole path), so every domain gets the same budget under its home.
+///
+/// ```
+/// use xsio_xs_wire::path::{PathError, check_node};
+///
+/// let tail = "x".repeat(2047);
+/// assert_eq!(check_node(&format!("/local/domain/1/{tail}"), 2048), Ok(()));
+/// assert!(check_node(&format!("/{tail}xx"), 2048).is_err());
+/// assert_eq!(check_node("@releaseDomain", 2048), Err(PathError::NotAbsolute));
+/// ```
+pub fn check_node(path: &str, path_max: usize) -> Result<(), PathError> {
+    if check(path)? != PathKind::Absolute {
+        return Err(PathError::NotAbsolute);
+    }
+    let counted = path.len() - domain_prefix_len(path);
+    if counted > path_max {
+        return Err(PathError::TooLong {
+            len: counted,
+            max: path_max,
+        });
+    }
+    Ok(())
+}
+
+/// Length of a leading `/local/domain/<digits>/` (at most 5 digits, as a domid has), or 0.
+fn domain_prefix_len(path: &str) -> usize {
+    const PREFIX: &str = "/local/domain/";
+    let Some(rest) = path.strip_prefix(PREFIX) else {
+        return 0;
+    };
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 || digits > 5 || rest.as_bytes().get(digits) != Some(&b'/') {
+        return 0;
+    }
+    PREFIX.len() + digits + 1
+}
+
+/// The last component of an absolute path (empty for `/`).
+///
+/// ```
+/// use xsio_xs_wire::path::base_name;
+/// assert_eq!(base_name("/a/b"), "b");
+/// assert_eq!(base_name("/"), "");
+/// ```
+pub fn base_name(path: &str) -> &str {
+    path.rfind('/').map_or(path, |cut| &path[cut + 1..])
+}
+
+/// Whether `path` is `ancestor` itself or lies below it: the watch matching rule (a watch
+/// on `/` sees every node).
+///
+/// ```
+/// use xsio_xs_wire::path::is_at_or_below;
+/// assert!(is_at_or_below("/a/b", "/a"));
+/// assert!(is_at_or_below("/a", "/a"));
+/// assert!(!is_at_or_below("/ab", "/a"));
+/// assert!(is_at_or_below("/ab", "/"));
+/// ```
+pub fn is_at_or_below(path: &str, ancestor: &str) -> bool {
+    if ancestor == "/" {
+        return path.starts_with('/');
+    }
+    match path.strip_prefix(ancestor) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
     }
 }
 
@@ -187,5 +266,29 @@ mod tests {
         assert_eq!(check("a//b"), Err(PathError::DoubleSlash));
         assert_eq!(parent("noslash"), None);
         assert_eq!(domain_path(7), "/local/domain/7");
+    }
+
+    #[test]
+    fn node_paths_as_the_daemon_checks_them() {
+        for ok in ["/", "/a", "/a-b/c_d/@x", "/local/domain/7/x"] {
+            assert_eq!(check_node(ok, 2048), Ok(()), "{ok}");
+        }
+        for bad in ["", "a", "/a/", "/a//b", "/a b", "/a.b", "@x", "/\u{e9}"] {
+            assert!(check_node(bad, 2048).is_err(), "{bad}");
+        }
+        let tail = "x".repeat(2047);
+        assert_eq!(check_node(&format!("/{tail}"), 2048), Ok(()));
+        // The prefix is free only with a domid of at most five digits and a slash after it.
+        assert!(check_node(&format!("/local/domain/123456/{tail}"), 2048).is_err());
+        assert!(check_node(&format!("/local/domain/1{tail}"), 2048).is_err());
+        assert_eq!(
+            check_node(&format!("/local/domain/12345/{tail}"), 2048),
+            Ok(())
+        );
+        assert_eq!(
+            resolve_owned("a".into(), "/local/domain/3"),
+            "/local/domain/3/a"
+        );
+        assert_eq!(resolve_owned("@x".into(), "/local/domain/3"), "@x");
     }
 }

@@ -3,6 +3,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::c_number::{Radix, c_u32};
+
 /// What a permission entry grants.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Access {
@@ -99,14 +101,47 @@ impl FromStr for Perm {
     type Err = PermError;
 
     /// Parses `<letter><domid>`. The domid is read as C's `strtoul(s, &end, 0)` reads it
-    /// (decimal, `0x` hex, leading-`0` octal), but without signs or spaces.
+    /// (decimal, `0x` hex, leading-`0` octal), but without signs or spaces: what a client
+    /// meets in a daemon's reply. A daemon reading requests uses [`Perm::parse_lenient`].
     fn from_str(s: &str) -> Result<Perm, PermError> {
-        let mut chars = s.chars();
-        let letter = chars.next().ok_or(PermError::Empty)?;
-        let access = Access::from_letter(letter).ok_or(PermError::BadLetter)?;
-        let domid = parse_c_uint(chars.as_str()).ok_or(PermError::BadDomid)?;
+        let (access, number) = split_letter(s)?;
+        if !number.starts_with(|c: char| c.is_ascii_digit()) {
+            return Err(PermError::BadDomid);
+        }
+        let domid = c_u32(number.as_bytes(), Radix::C).ok_or(PermError::BadDomid)?;
         Ok(Perm { access, domid })
     }
+}
+
+impl Perm {
+    /// Parses `<letter><domid>` as Xen's C daemon does (`xs_strings_to_perms`: the domid is
+    /// `strtol(s, &end, 0)` and nothing may follow it): leading white space and a sign are
+    /// accepted too, a negative domid wraps to 32 bits (`r-1` is domain 4294967295, and
+    /// libxenstore prints domids at or above 2^31 that way), and a domid that does not fit
+    /// 32 bits is refused where C would truncate it. The grammar is the crate's one
+    /// lenient number grammar (see [`Packet::decode_lenient`](crate::Packet::decode_lenient)).
+    ///
+    /// ```
+    /// use xsio_xs_wire::{Access, Perm};
+    ///
+    /// assert_eq!(Perm::parse_lenient("r-1")?, Perm::new(Access::Read, u32::MAX));
+    /// assert_eq!(Perm::parse_lenient("b 0x10")?, Perm::new(Access::Both, 16));
+    /// assert!("r-1".parse::<Perm>().is_err());
+    /// assert!(Perm::parse_lenient("r4294967296").is_err());
+    /// # Ok::<(), xsio_xs_wire::PermError>(())
+    /// ```
+    pub fn parse_lenient(s: &str) -> Result<Perm, PermError> {
+        let (access, number) = split_letter(s)?;
+        let domid = c_u32(number.as_bytes(), Radix::C).ok_or(PermError::BadDomid)?;
+        Ok(Perm { access, domid })
+    }
+}
+
+fn split_letter(s: &str) -> Result<(Access, &str), PermError> {
+    let mut chars = s.chars();
+    let letter = chars.next().ok_or(PermError::Empty)?;
+    let access = Access::from_letter(letter).ok_or(PermError::BadLetter)?;
+    Ok((access, chars.as_str()))
 }
 
 /// Prints `<letter><decimal domid>`, as libxenstore and xenstored do.
@@ -114,23 +149,6 @@ impl fmt::Display for Perm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}{}", self.access.letter(), self.domid)
     }
-}
-
-fn parse_c_uint(digits: &str) -> Option<u32> {
-    let (body, radix) = if let Some(hex) = digits
-        .strip_prefix("0x")
-        .or_else(|| digits.strip_prefix("0X"))
-    {
-        (hex, 16)
-    } else if digits.len() > 1 && digits.starts_with('0') {
-        (&digits[1..], 8)
-    } else {
-        (digits, 10)
-    };
-    if body.is_empty() || !body.chars().all(|c| c.is_digit(radix)) {
-        return None;
-    }
-    u32::from_str_radix(body, radix).ok()
 }
 
 #[cfg(test)]

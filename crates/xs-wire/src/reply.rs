@@ -4,7 +4,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error_kind::ErrorKind;
 use crate::header::MsgType;
-use crate::packet::Body;
+use crate::packet::{Body, encode_message};
 use crate::payload::{
     EncodeError, PayloadError, at_least, exactly, fields, flag, number, perm, put_field, put_flag,
     put_number, text,
@@ -79,6 +79,34 @@ pub enum Reply {
 }
 
 const OK: &[u8] = b"OK\0";
+
+impl Reply {
+    /// Appends a whole `WATCH_EVENT` message to `out` from borrowed strings: the bytes of
+    /// `Packet::new(0, 0, Reply::WatchEvent { path, token })`, without owning them (a daemon
+    /// sends one per matching watch per change). An event that would exceed the payload
+    /// limit is an error and leaves `out` as it was: xenstored drops such an event.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use xsio_xs_wire::{Packet, Reply};
+    ///
+    /// let mut out = BytesMut::new();
+    /// Reply::encode_watch_event("/a", "tok", &mut out)?;
+    /// let owned = Reply::WatchEvent { path: "/a".into(), token: "tok".into() };
+    /// assert_eq!(&out[..], &Packet::new(0, 0, owned).to_bytes()?[..]);
+    /// # Ok::<(), xsio_xs_wire::EncodeError>(())
+    /// ```
+    pub fn encode_watch_event(
+        path: &str,
+        token: &str,
+        out: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
+        encode_message(out, MsgType::WatchEvent, 0, 0, |out| {
+            put_field(out, path.as_bytes())?;
+            put_field(out, token.as_bytes())
+        })
+    }
+}
 
 impl Body for Reply {
     fn msg_type(&self) -> MsgType {

@@ -2,6 +2,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::c_number::{Radix, c_u32, c_u64};
 use crate::header::MsgType;
 use crate::packet::Body;
 use crate::payload::{
@@ -214,103 +215,165 @@ impl Body for Request {
     }
 
     fn decode_payload(msg_type: u32, payload: &Bytes) -> Result<Request, PayloadError> {
-        let kind = MsgType::from_u32(msg_type).ok_or(PayloadError::UnsupportedType(msg_type))?;
-        let p = &payload[..];
-        Ok(match kind {
-            MsgType::Control => Request::Control {
-                args: at_least(p, 1)?
-                    .into_iter()
-                    .map(text)
-                    .collect::<Result<_, _>>()?,
-            },
-            MsgType::Directory => Request::Directory { path: one_text(p)? },
-            MsgType::Read => Request::Read { path: one_text(p)? },
-            MsgType::GetPerms => Request::GetPerms { path: one_text(p)? },
-            MsgType::Mkdir => Request::Mkdir { path: one_text(p)? },
-            MsgType::Rm => Request::Rm { path: one_text(p)? },
-            MsgType::Watch => {
-                let [path, token] = exactly(p)?;
-                Request::Watch {
-                    path: text(path)?,
-                    token: text(token)?,
-                }
-            }
-            MsgType::Unwatch => {
-                let [path, token] = exactly(p)?;
-                Request::Unwatch {
-                    path: text(path)?,
-                    token: text(token)?,
-                }
-            }
-            MsgType::TransactionStart => Request::TransactionStart,
-            MsgType::ResetWatches => Request::ResetWatches,
-            MsgType::TransactionEnd => {
-                let [f] = exactly(p)?;
-                Request::TransactionEnd { commit: flag(f)? }
-            }
-            MsgType::Introduce => {
-                let [domid, gfn, evtchn] = exactly(p)?;
-                Request::Introduce {
-                    domid: number(domid)?,
-                    gfn: number(gfn)?,
-                    evtchn: number(evtchn)?,
-                }
-            }
-            MsgType::Release => Request::Release {
-                domid: one_number(p)?,
-            },
-            MsgType::GetDomainPath => Request::GetDomainPath {
-                domid: one_number(p)?,
-            },
-            MsgType::IsDomainIntroduced => Request::IsDomainIntroduced {
-                domid: one_number(p)?,
-            },
-            MsgType::Resume => Request::Resume {
-                domid: one_number(p)?,
-            },
-            MsgType::Write => {
-                let (path, _value) = head_and_rest(p)?;
-                let value_at = path.len() + 1;
-                Request::Write {
-                    path: text(path)?,
-                    value: payload.slice(value_at..),
-                }
-            }
-            MsgType::SetPerms => {
-                let fields = at_least(p, 2)?;
-                Request::SetPerms {
-                    path: text(fields[0])?,
-                    perms: fields[1..]
-                        .iter()
-                        .map(|f| perm(f))
-                        .collect::<Result<_, _>>()?,
-                }
-            }
-            MsgType::SetTarget => {
-                let [domid, target] = exactly(p)?;
-                Request::SetTarget {
-                    domid: number(domid)?,
-                    target: number(target)?,
-                }
-            }
-            MsgType::DirectoryPart => {
-                let [path, offset] = exactly(p)?;
-                Request::DirectoryPart {
-                    path: text(path)?,
-                    offset: number(offset)?,
-                }
-            }
-            _ => return Err(PayloadError::UnsupportedType(msg_type)),
-        })
+        decode(msg_type, payload, Grammar::Strict)
     }
+
+    fn decode_payload_lenient(msg_type: u32, payload: &Bytes) -> Result<Request, PayloadError> {
+        decode(msg_type, payload, Grammar::Lenient)
+    }
+}
+
+/// Which of the two request grammars a decode follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Grammar {
+    /// Canonical: what [`Request`]'s encoder writes, so decode then encode is the identity.
+    Strict,
+    /// What Xen's C daemon accepts (see [`Packet::decode_lenient`](crate::Packet::decode_lenient)).
+    Lenient,
+}
+
+impl Grammar {
+    fn decimal(self, field: &[u8]) -> Result<u32, PayloadError> {
+        match self {
+            Grammar::Strict => number(field),
+            Grammar::Lenient => c_u32(field, Radix::Decimal).ok_or_else(|| bad_number(field)),
+        }
+    }
+
+    fn gfn(self, field: &[u8]) -> Result<u64, PayloadError> {
+        match self {
+            Grammar::Strict => number(field),
+            Grammar::Lenient => c_u64(field, Radix::Decimal).ok_or_else(|| bad_number(field)),
+        }
+    }
+
+    fn perm(self, field: &[u8]) -> Result<Perm, PayloadError> {
+        match self {
+            Grammar::Strict => perm(field),
+            Grammar::Lenient => {
+                let text = text(field)?;
+                Perm::parse_lenient(&text).map_err(|source| PayloadError::BadPerm { text, source })
+            }
+        }
+    }
+
+    /// The fields of a type with `N` arguments: exactly `N`, or in the lenient grammar at
+    /// least `N` with the rest ignored (C's `get_strings(..) < N` check, which lets old
+    /// clients append an argument, as xend's `INTRODUCE` did with a path).
+    fn first<const N: usize>(self, payload: &[u8]) -> Result<[&[u8]; N], PayloadError> {
+        match self {
+            Grammar::Strict => exactly(payload),
+            Grammar::Lenient => {
+                let fields = at_least(payload, N)?;
+                let found = fields.len();
+                fields[..N]
+                    .try_into()
+                    .map_err(|_| PayloadError::FieldCount { expected: N, found })
+            }
+        }
+    }
+}
+
+fn bad_number(field: &[u8]) -> PayloadError {
+    PayloadError::BadNumber(String::from_utf8_lossy(field).into_owned())
+}
+
+fn decode(msg_type: u32, payload: &Bytes, grammar: Grammar) -> Result<Request, PayloadError> {
+    let kind = MsgType::from_u32(msg_type).ok_or(PayloadError::UnsupportedType(msg_type))?;
+    let p = &payload[..];
+    let one_domid = |p: &[u8]| -> Result<u32, PayloadError> {
+        let [field] = exactly(p)?;
+        grammar.decimal(field)
+    };
+    Ok(match kind {
+        MsgType::Control => Request::Control {
+            args: at_least(p, 1)?
+                .into_iter()
+                .map(text)
+                .collect::<Result<_, _>>()?,
+        },
+        MsgType::Directory => Request::Directory { path: one_text(p)? },
+        MsgType::Read => Request::Read { path: one_text(p)? },
+        MsgType::GetPerms => Request::GetPerms { path: one_text(p)? },
+        MsgType::Mkdir => Request::Mkdir { path: one_text(p)? },
+        MsgType::Rm => Request::Rm { path: one_text(p)? },
+        MsgType::Watch => {
+            let [path, token] = exactly(p)?;
+            Request::Watch {
+                path: text(path)?,
+                token: text(token)?,
+            }
+        }
+        MsgType::Unwatch => {
+            let [path, token] = exactly(p)?;
+            Request::Unwatch {
+                path: text(path)?,
+                token: text(token)?,
+            }
+        }
+        MsgType::TransactionStart => Request::TransactionStart,
+        MsgType::ResetWatches => Request::ResetWatches,
+        MsgType::TransactionEnd => {
+            let [f] = exactly(p)?;
+            Request::TransactionEnd { commit: flag(f)? }
+        }
+        MsgType::Introduce => {
+            let [domid, gfn, evtchn] = grammar.first(p)?;
+            Request::Introduce {
+                domid: grammar.decimal(domid)?,
+                gfn: grammar.gfn(gfn)?,
+                evtchn: grammar.decimal(evtchn)?,
+            }
+        }
+        MsgType::Release => Request::Release {
+            domid: one_domid(p)?,
+        },
+        MsgType::GetDomainPath => Request::GetDomainPath {
+            domid: one_domid(p)?,
+        },
+        MsgType::IsDomainIntroduced => Request::IsDomainIntroduced {
+            domid: one_domid(p)?,
+        },
+        MsgType::Resume => Request::Resume {
+            domid: one_domid(p)?,
+        },
+        MsgType::Write => {
+            let (path, _value) = head_and_rest(p)?;
+            let value_at = path.len() + 1;
+            Request::Write {
+                path: text(path)?,
+                value: payload.slice(value_at..),
+            }
+        }
+        MsgType::SetPerms => {
+            let fields = at_least(p, 2)?;
+            Request::SetPerms {
+                path: text(fields[0])?,
+                perms: fields[1..]
+                    .iter()
+                    .map(|f| grammar.perm(f))
+                    .collect::<Result<_, _>>()?,
+            }
+        }
+        MsgType::SetTarget => {
+            let [domid, target] = grammar.first(p)?;
+            Request::SetTarget {
+                domid: grammar.decimal(domid)?,
+                target: grammar.decimal(target)?,
+            }
+        }
+        MsgType::DirectoryPart => {
+            let [path, offset] = exactly(p)?;
+            Request::DirectoryPart {
+                path: text(path)?,
+                offset: grammar.decimal(offset)?,
+            }
+        }
+        _ => return Err(PayloadError::UnsupportedType(msg_type)),
+    })
 }
 
 fn one_text(p: &[u8]) -> Result<String, PayloadError> {
     let [field] = exactly(p)?;
     text(field)
-}
-
-fn one_number<T: std::str::FromStr>(p: &[u8]) -> Result<T, PayloadError> {
-    let [field] = exactly(p)?;
-    number(field)
 }

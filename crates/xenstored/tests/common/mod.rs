@@ -22,6 +22,7 @@ pub const MKDIR: u32 = 12;
 pub const RM: u32 = 13;
 pub const SET_PERMS: u32 = 14;
 pub const IS_DOMAIN_INTRODUCED: u32 = 17;
+pub const RESUME: u32 = 18;
 pub const SET_TARGET: u32 = 19;
 pub const RESET_WATCHES: u32 = 21;
 pub const DIRECTORY_PART: u32 = 22;

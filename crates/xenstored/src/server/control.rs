@@ -1,0 +1,37 @@
+//! CONTROL (xenstore-control): the commands a test harness or an operator uses.
+
+use xsio_xs_wire::{ErrorKind, Reply};
+
+use super::Server;
+
+impl Server {
+    pub(super) fn control(&mut self, args: &[String]) -> Result<Reply, ErrorKind> {
+        let text = match args.first().map(String::as_str) {
+            Some("help") => "check\nhelp\nlog\nprint\nquota\n".to_owned(),
+            Some("check") => match self.tree.check() {
+                Ok(()) => "OK".to_owned(),
+                Err(problem) => format!("FAILED: {problem}"),
+            },
+            Some("log") | Some("print") => String::new(),
+            Some("quota") => {
+                let q = &self.config.quotas;
+                format!(
+                    "Node quota: {}\nNode size: {}\nWatch quota: {}\nTransaction quota: {}\n\
+                     Transaction node quota: {}\nPermissions per node: {}\nOutstanding requests: {}\n",
+                    q.nodes_per_domain,
+                    q.node_size,
+                    q.watches_per_domain,
+                    q.transactions_per_domain,
+                    q.nodes_per_transaction,
+                    q.perms_per_node,
+                    q.outstanding_requests
+                )
+            }
+            _ => return Err(ErrorKind::Einval),
+        };
+        // xenstored answers text and a NUL; xenstore-control prints the text.
+        let mut bytes = text.into_bytes();
+        bytes.push(0);
+        Ok(Reply::Control(bytes.into()))
+    }
+}

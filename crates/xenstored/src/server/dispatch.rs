@@ -1,0 +1,303 @@
+//! Requests: decoding with `xsio-xs-wire`'s lenient grammar, the checks every type shares
+//! (known type, privilege, transaction id) in the C daemon's order, dispatch to the
+//! operations, and the reply, encoded by `xsio-xs-wire`.
+
+use bytes::Bytes;
+use xsio_xs_wire::{
+    Body, DOMID_SELF, EncodeError, ErrorKind, Frame, MsgType, Packet, PayloadError, Perm, Reply,
+    Request, path,
+};
+
+use super::{ConnId, INTRODUCE_DOMAIN, RELEASE_DOMAIN, Server};
+use crate::ops;
+use crate::perms::Perms;
+use crate::view::View;
+
+/// A node request with its path taken out.
+enum NodeOp {
+    Read,
+    Directory,
+    DirectoryPart { offset: u32 },
+    GetPerms,
+    Write { value: Bytes },
+    Mkdir,
+    Rm,
+    SetPerms { perms: Vec<Perm> },
+}
+
+impl NodeOp {
+    /// The path and the operation of a node request; the request back if it is none.
+    fn split(request: Request) -> Result<(String, NodeOp), Request> {
+        Ok(match request {
+            Request::Read { path } => (path, NodeOp::Read),
+            Request::Directory { path } => (path, NodeOp::Directory),
+            Request::DirectoryPart { path, offset } => (path, NodeOp::DirectoryPart { offset }),
+            Request::GetPerms { path } => (path, NodeOp::GetPerms),
+            Request::Write { path, value } => (path, NodeOp::Write { value }),
+            Request::Mkdir { path } => (path, NodeOp::Mkdir),
+            Request::Rm { path } => (path, NodeOp::Rm),
+            Request::SetPerms { path, perms } => (path, NodeOp::SetPerms { perms }),
+            other => return Err(other),
+        })
+    }
+}
+
+/// Types only a privileged connection may send (EACCES otherwise, before anything else).
+fn needs_privilege(kind: MsgType) -> bool {
+    matches!(
+        kind,
+        MsgType::Control
+            | MsgType::Introduce
+            | MsgType::Release
+            | MsgType::IsDomainIntroduced
+            | MsgType::Resume
+            | MsgType::SetTarget
+    )
+}
+
+/// Node types: an unknown transaction id is ENOENT before the arguments are looked at.
+fn is_node_type(kind: MsgType) -> bool {
+    matches!(
+        kind,
+        MsgType::Read
+            | MsgType::Directory
+            | MsgType::DirectoryPart
+            | MsgType::GetPerms
+            | MsgType::Write
+            | MsgType::Mkdir
+            | MsgType::Rm
+            | MsgType::SetPerms
+    )
+}
+
+impl Server {
+    /// Answers one framed request of a known connection.
+    pub(super) fn answer_frame(&mut self, conn_id: ConnId, frame: &Frame) {
+        let (req_id, tx_id) = (frame.header.req_id, frame.header.tx_id);
+        let mut after = Vec::new();
+        let result = self
+            .decode(conn_id, frame)
+            .and_then(|request| self.execute(conn_id, tx_id, request, &mut after));
+        self.send_reply(conn_id, req_id, tx_id, result, after);
+    }
+
+    /// Answers one typed request of a known connection.
+    pub(super) fn answer_packet(&mut self, conn_id: ConnId, packet: Packet<Request>) {
+        let Packet {
+            req_id,
+            tx_id,
+            body,
+        } = packet;
+        let mut after = Vec::new();
+        let result = self
+            .check_privilege(conn_id, body.msg_type())
+            .and_then(|()| self.execute(conn_id, tx_id, body, &mut after));
+        self.send_reply(conn_id, req_id, tx_id, result, after);
+    }
+
+    /// The checks in the order of the C daemon: a type it knows (ENOSYS), privilege
+    /// (EACCES), the transaction of a node request (ENOENT), then the arguments (EINVAL, or
+    /// ENOSYS for a type a client may not send).
+    fn decode(&self, conn_id: ConnId, frame: &Frame) -> Result<Request, ErrorKind> {
+        let kind = MsgType::from_u32(frame.header.msg_type).ok_or(ErrorKind::Enosys)?;
+        self.check_privilege(conn_id, kind)?;
+        let tx_id = frame.header.tx_id;
+        if is_node_type(kind) && tx_id != 0 && !self.conns[&conn_id].txs.contains_key(&tx_id) {
+            return Err(ErrorKind::Enoent);
+        }
+        match Packet::<Request>::decode_lenient(frame) {
+            Ok(packet) => Ok(packet.body),
+            Err(PayloadError::UnsupportedType(_)) => Err(ErrorKind::Enosys),
+            Err(_) => Err(ErrorKind::Einval),
+        }
+    }
+
+    fn check_privilege(&self, conn_id: ConnId, kind: MsgType) -> Result<(), ErrorKind> {
+        if needs_privilege(kind) && !self.conns[&conn_id].privileged {
+            return Err(ErrorKind::Eacces);
+        }
+        Ok(())
+    }
+
+    /// Queues the reply (an `ERROR` for `Err`, `E2BIG` for a reply too large to send), then
+    /// the events that must follow it (a new watch's first event).
+    fn send_reply(
+        &mut self,
+        conn_id: ConnId,
+        req_id: u32,
+        tx_id: u32,
+        result: Result<Reply, ErrorKind>,
+        after: Vec<(String, String)>,
+    ) {
+        let reply = Packet::new(req_id, tx_id, result.unwrap_or_else(Reply::Error));
+        let queued = self.enqueue(conn_id, |out| match reply.encode(out) {
+            Err(EncodeError::TooLarge { .. }) => {
+                reply.reply(Reply::Error(ErrorKind::E2big)).encode(out)
+            }
+            // Names, paths and tokens come from decoded text fields and hold no NUL, and
+            // lists are never empty: any other failure is answered like a bad request.
+            Err(_) => reply.reply(Reply::Error(ErrorKind::Einval)).encode(out),
+            Ok(()) => Ok(()),
+        });
+        if queued {
+            if let Some(conn) = self.conns.get_mut(&conn_id) {
+                conn.queued_replies += 1;
+            }
+        }
+        for (path, token) in after {
+            self.queue_event(conn_id, &path, &token);
+        }
+    }
+
+    fn execute(
+        &mut self,
+        conn_id: ConnId,
+        tx_id: u32,
+        request: Request,
+        after: &mut Vec<(String, String)>,
+    ) -> Result<Reply, ErrorKind> {
+        let request = match NodeOp::split(request) {
+            Ok((path, op)) => return self.node_request(conn_id, tx_id, path, op),
+            Err(other) => other,
+        };
+        match request {
+            Request::TransactionStart => self.transaction_start(conn_id, tx_id),
+            Request::TransactionEnd { commit } => self.transaction_end(conn_id, tx_id, commit),
+            Request::Watch { path, token } => self.watch(conn_id, path, token, after),
+            Request::Unwatch { path, token } => self.unwatch(conn_id, path, token),
+            Request::ResetWatches => {
+                let conn = self.conns.get_mut(&conn_id).expect("checked by the caller");
+                conn.watches.clear();
+                conn.txs.clear();
+                Ok(Reply::ResetWatches)
+            }
+            Request::GetDomainPath { domid } => Ok(Reply::GetDomainPath(path::domain_path(domid))),
+            Request::IsDomainIntroduced { domid } => Ok(Reply::IsDomainIntroduced(
+                domid == DOMID_SELF || self.domains.contains_key(&domid),
+            )),
+            Request::Introduce { domid, .. } => {
+                self.add_domain(domid);
+                Ok(Reply::Introduce)
+            }
+            Request::Release { domid } => {
+                if domid == 0 {
+                    return Err(ErrorKind::Einval);
+                }
+                if !self.remove_domain(domid) {
+                    return Err(ErrorKind::Enoent);
+                }
+                Ok(Reply::Release)
+            }
+            Request::Resume { domid } => {
+                if self.domains.contains_key(&domid) {
+                    Ok(Reply::Resume)
+                } else {
+                    Err(ErrorKind::Enoent)
+                }
+            }
+            Request::SetTarget { domid, target } => {
+                if !self.domains.contains_key(&target) {
+                    return Err(ErrorKind::Enoent);
+                }
+                let domain = self.domains.get_mut(&domid).ok_or(ErrorKind::Enoent)?;
+                domain.target = Some(target);
+                Ok(Reply::SetTarget)
+            }
+            Request::Control { args } => self.control(&args),
+            _ => Err(ErrorKind::Enosys),
+        }
+    }
+
+    fn node_request(
+        &mut self,
+        conn_id: ConnId,
+        tx_id: u32,
+        raw_path: String,
+        op: NodeOp,
+    ) -> Result<Reply, ErrorKind> {
+        let caller = self.caller(&self.conns[&conn_id]);
+        let quotas = self.config.quotas.clone();
+        let quotas = &quotas;
+        let conn = self.conns.get_mut(&conn_id).expect("checked by the caller");
+        let tx = match tx_id {
+            0 => None,
+            id => Some(conn.txs.get_mut(&id).ok_or(ErrorKind::Enoent)?),
+        };
+        let path = path::resolve_owned(raw_path, &conn.home);
+        let who = ops::Who { caller, quotas };
+
+        if path.starts_with('@') {
+            match op {
+                NodeOp::GetPerms => return self.special_perms_request(who, &path, None),
+                NodeOp::SetPerms { perms } => {
+                    return self.special_perms_request(who, &path, Some(perms));
+                }
+                _ => {}
+            }
+        }
+        path::check_node(&path, self.config.path_max).map_err(|_| ErrorKind::Einval)?;
+        if let NodeOp::SetPerms { perms } = &op {
+            if !caller.privileged && perms.len() > quotas.perms_per_node {
+                return Err(ErrorKind::Enospc);
+            }
+        }
+        let mut view = View::new(&mut self.tree, tx);
+        if !caller.privileged {
+            view.check_tx_size(quotas.nodes_per_transaction)?;
+        }
+        let reply = match op {
+            NodeOp::Read => ops::read(&mut view, who, &path),
+            NodeOp::Directory => ops::directory(&mut view, who, &path),
+            NodeOp::DirectoryPart { offset } => {
+                ops::directory_part(&mut view, who, &path, offset as usize)
+            }
+            NodeOp::GetPerms => ops::get_perms(&mut view, who, &path),
+            NodeOp::Write { value } => {
+                ops::write(&mut view, who, &path, &value).map(|()| Reply::Write)
+            }
+            NodeOp::Mkdir => ops::mkdir(&mut view, who, &path).map(|()| Reply::Mkdir),
+            NodeOp::Rm => ops::rm(&mut view, who, &path).map(|()| Reply::Rm),
+            NodeOp::SetPerms { perms } => {
+                let perms = Perms::from_entries(perms).ok_or(ErrorKind::Einval)?;
+                ops::set_perms(&mut view, who, &path, perms).map(|()| Reply::SetPerms)
+            }
+        };
+        let changes = std::mem::take(&mut view.changes);
+        for change in &changes {
+            self.fire(change);
+        }
+        reply
+    }
+
+    /// GET_PERMS (`new` is `None`) or SET_PERMS on `@introduceDomain` / `@releaseDomain`,
+    /// which decide who hears of domains coming and going.
+    fn special_perms_request(
+        &mut self,
+        who: ops::Who<'_>,
+        path: &str,
+        new: Option<Vec<Perm>>,
+    ) -> Result<Reply, ErrorKind> {
+        let name = [INTRODUCE_DOMAIN, RELEASE_DOMAIN]
+            .into_iter()
+            .find(|k| *k == path)
+            .ok_or(ErrorKind::Enoent)?;
+        let current = &self.special_perms[name];
+        let granted = current.granted(who.caller);
+        let Some(new) = new else {
+            return if granted.read {
+                Ok(Reply::GetPerms(current.entries().to_vec()))
+            } else {
+                Err(ErrorKind::Eacces)
+            };
+        };
+        if !(granted.write && granted.owner) {
+            return Err(ErrorKind::Eacces);
+        }
+        let perms = Perms::from_entries(new).ok_or(ErrorKind::Einval)?;
+        if !who.caller.privileged && perms.owner() != current.owner() {
+            return Err(ErrorKind::Eperm);
+        }
+        self.special_perms.insert(name, perms);
+        Ok(Reply::SetPerms)
+    }
+}

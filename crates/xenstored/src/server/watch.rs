@@ -1,0 +1,166 @@
+//! Watches: registration (WATCH, UNWATCH), matching a change against every connection's
+//! watches under the permission filter, and queueing the events.
+
+use xsio_xs_wire::{ErrorKind, Reply, path};
+
+use super::{CloseReason, ConnId, Server};
+use crate::view::Change;
+
+#[derive(Clone, Debug)]
+pub(super) struct Watch {
+    /// The resolved path (or the special name).
+    pub(super) path: String,
+    pub(super) token: String,
+    /// Given relative: events report paths relative to the connection's home.
+    pub(super) relative: bool,
+}
+
+impl Server {
+    /// WATCH: registers the watch; its first event (the path as given) goes to `after`, to be
+    /// queued behind the reply.
+    pub(super) fn watch(
+        &mut self,
+        conn_id: ConnId,
+        given: String,
+        token: String,
+        after: &mut Vec<(String, String)>,
+    ) -> Result<Reply, ErrorKind> {
+        let watch = self.resolve_watch(conn_id, &given, token)?;
+        let conn = &self.conns[&conn_id];
+        if conn
+            .watches
+            .iter()
+            .any(|w| w.path == watch.path && w.token == watch.token)
+        {
+            return Err(ErrorKind::Eexist);
+        }
+        self.check_watch_quota(conn)?;
+        let conn = self.conns.get_mut(&conn_id).expect("checked by the caller");
+        after.push((given, watch.token.clone()));
+        conn.watches.push(watch);
+        Ok(Reply::Watch)
+    }
+
+    /// UNWATCH: removes the watch with the same resolved path and token (ENOENT if none).
+    pub(super) fn unwatch(
+        &mut self,
+        conn_id: ConnId,
+        given: String,
+        token: String,
+    ) -> Result<Reply, ErrorKind> {
+        let watch = self.resolve_watch(conn_id, &given, token)?;
+        let conn = self.conns.get_mut(&conn_id).expect("checked by the caller");
+        let idx = conn
+            .watches
+            .iter()
+            .position(|w| w.path == watch.path && w.token == watch.token)
+            .ok_or(ErrorKind::Enoent)?;
+        conn.watches.remove(idx);
+        Ok(Reply::Unwatch)
+    }
+
+    fn resolve_watch(
+        &self,
+        conn_id: ConnId,
+        given: &str,
+        token: String,
+    ) -> Result<Watch, ErrorKind> {
+        let conn = &self.conns[&conn_id];
+        if given.starts_with('@') {
+            // A special path only has to be short enough.
+            if given.len() > self.config.path_max {
+                return Err(ErrorKind::Einval);
+            }
+            return Ok(Watch {
+                path: given.to_owned(),
+                token,
+                relative: false,
+            });
+        }
+        let resolved = path::resolve(given, &conn.home);
+        path::check_node(&resolved, self.config.path_max).map_err(|_| ErrorKind::Einval)?;
+        Ok(Watch {
+            path: resolved,
+            token,
+            relative: !given.starts_with('/'),
+        })
+    }
+
+    /// Queues the events `change` causes on every connection whose watches match and which
+    /// may read the node (under its new or, for a permission change, its old permissions) or
+    /// its parent, as xenstored decides: a guest watching a directory it may read hears of
+    /// children it may not read, but never of anything below a directory hidden from it.
+    pub(super) fn fire(&mut self, change: &Change) {
+        let parent_perms = path::parent(&change.path)
+            .and_then(|p| self.tree.get(p))
+            .map(|n| &n.perms);
+        let mut deliveries = Vec::new();
+        for (conn_id, conn) in &self.conns {
+            let caller = self.caller(conn);
+            let can_read = change.perms.granted(caller).read
+                || change
+                    .old_perms
+                    .as_ref()
+                    .is_some_and(|p| p.granted(caller).read)
+                || parent_perms.is_some_and(|p| p.granted(caller).read);
+            if !can_read {
+                continue;
+            }
+            for watch in &conn.watches {
+                let matches = if change.exact {
+                    watch.path == change.path
+                } else {
+                    path::is_at_or_below(&change.path, &watch.path)
+                };
+                if !matches {
+                    continue;
+                }
+                let reported = match change.path.strip_prefix(conn.home.as_str()) {
+                    Some(rest) if watch.relative && rest.starts_with('/') => &rest[1..],
+                    _ => change.path.as_str(),
+                };
+                deliveries.push((*conn_id, reported.to_owned(), watch.token.clone()));
+            }
+        }
+        for (conn_id, reported, token) in deliveries {
+            self.queue_event(conn_id, &reported, &token);
+        }
+    }
+
+    /// Queues `@introduceDomain` or `@releaseDomain` for the watchers allowed to hear it.
+    pub(super) fn fire_special(&mut self, name: &str) {
+        let perms = self.special_perms.get(name).cloned();
+        let mut deliveries = Vec::new();
+        for (conn_id, conn) in &self.conns {
+            let caller = self.caller(conn);
+            if !perms.as_ref().is_some_and(|p| p.granted(caller).read) {
+                continue;
+            }
+            for watch in &conn.watches {
+                if watch.path == name {
+                    deliveries.push((*conn_id, watch.token.clone()));
+                }
+            }
+        }
+        for (conn_id, token) in deliveries {
+            self.queue_event(conn_id, name, &token);
+        }
+    }
+
+    /// Queues one event for `conn_id`. An event too large for one message is dropped, as
+    /// xenstored drops it; a connection that lets more events pile up than the bound is
+    /// closed.
+    pub(super) fn queue_event(&mut self, conn_id: ConnId, path: &str, token: &str) {
+        if !self.enqueue(conn_id, |out| Reply::encode_watch_event(path, token, out)) {
+            return;
+        }
+        let limit = self.config.max_queued_events;
+        let Some(conn) = self.conns.get_mut(&conn_id) else {
+            return;
+        };
+        conn.queued_events += 1;
+        if conn.queued_events > limit {
+            self.drop_conn(conn_id, CloseReason::TooSlow);
+        }
+    }
+}
