@@ -1,5 +1,7 @@
 //! The client machine fed an arbitrary script of inputs, commands and time: it never panics,
 //! every command completes exactly once (I1) and every fd is handed out or closed (I2).
+//! Timeouts (configured and per command) and clock jumps come from the whole range of
+//! `Duration`, `Duration::MAX` and the end of `Instant`'s range included.
 #![no_main]
 
 use std::collections::BTreeMap;
@@ -7,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use xsio_core::{FdLedger, Input, OpId, TrackedFd};
+use xsio_fuzz::{advance, any_duration};
 use xsio_qmp::{Client, Command, Config, Output};
 
 const CANNED: &[&str] = &[
@@ -41,9 +44,28 @@ impl Session {
     }
 }
 
+/// The next byte of the input, 0 once it is exhausted.
+fn take(rest: &mut &[u8]) -> u8 {
+    let (&byte, tail) = rest.split_first().unwrap_or((&0, &[]));
+    *rest = tail;
+    byte
+}
+
 fuzz_target!(|data: &[u8]| {
     let now = Instant::now();
+    let mut rest = data;
+    // Bit 2 of the first byte: configured timeouts come from the input too.
+    let (negotiation_timeout, command_timeout) = if data.first().is_some_and(|b| b & 4 == 4) {
+        rest = &rest[1..];
+        let negotiation = any_duration(|| take(&mut rest));
+        (negotiation, any_duration(|| take(&mut rest)))
+    } else {
+        let defaults = Config::default();
+        (defaults.negotiation_timeout, defaults.command_timeout)
+    };
     let config = Config {
+        negotiation_timeout,
+        command_timeout,
         max_in_flight: 3,
         max_queued: 16,
         max_events: 4,
@@ -59,7 +81,6 @@ fuzz_target!(|data: &[u8]| {
         submitted: Vec::new(),
         done: BTreeMap::new(),
     };
-    let mut rest = data;
     while let Some((&op, tail)) = rest.split_first() {
         rest = tail;
         let arg = rest.first().copied().unwrap_or(0);
@@ -79,7 +100,7 @@ fuzz_target!(|data: &[u8]| {
                     cmd = cmd.eof_is_success();
                 }
                 if arg & 16 == 16 {
-                    cmd = cmd.timeout(Duration::from_millis(u64::from(arg)));
+                    cmd = cmd.timeout(any_duration(|| take(&mut rest)));
                 }
                 let id = s.qmp.execute(s.now, cmd);
                 s.submitted.push(id);
@@ -91,7 +112,12 @@ fuzz_target!(|data: &[u8]| {
                 s.qmp.handle_input(s.now, Input::Bytes(bytes));
             }
             2 => {
-                s.now += Duration::from_millis(u64::from(arg) * 50);
+                let by = if arg & 1 == 1 {
+                    any_duration(|| take(&mut rest))
+                } else {
+                    Duration::from_millis(u64::from(arg) * 50)
+                };
+                s.now = advance(s.now, by);
                 if s.qmp.poll_timeout().is_some_and(|t| t <= s.now) {
                     s.qmp.handle_timeout(s.now);
                 }

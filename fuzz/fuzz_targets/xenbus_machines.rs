@@ -1,12 +1,14 @@
 //! Arbitrary watch events, replies and values into the backend, the frontend and the
 //! toolstack waiter: no panic, every request id fresh, every write in the machine's own
-//! directory, every unknown or repeated reply refused.
+//! directory, every unknown or repeated reply refused. Timeouts and clock jumps come from the
+//! whole range of `Duration`, `Duration::MAX` and the end of `Instant`'s range included.
 #![no_main]
 
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use xsio_core::OpId;
+use xsio_fuzz::{advance, any_duration};
 use xsio_vbd::Vbd;
 use xsio_xenbus::block::{BlockDevice, BlockKind, BlockTransport, Mode};
 use xsio_xenbus::{
@@ -105,13 +107,21 @@ fuzz_target!(|data: &[u8]| {
     let be_dir = areas.backend_path();
     let fe_dir = areas.frontend_path();
     let transport = BlockTransport { ring_ref: 8, event_channel: 5, protocol: None };
+    let mut frontend_config = dev.frontend_config(areas.clone(), &transport);
+    let mut wait_timeout = Duration::from_secs(10);
+    // An input that starts with 0xff sets the two timeouts from the bytes that follow.
+    if data.0.first() == Some(&0xff) {
+        data.next();
+        frontend_config.close_timeout = any_duration(|| data.next().unwrap_or(0));
+        wait_timeout = any_duration(|| data.next().unwrap_or(0));
+    }
     let mut backend = Backend::new(dev.backend_config(areas.clone()), epoch);
-    let mut frontend = Frontend::new(dev.frontend_config(areas.clone(), &transport), epoch);
+    let mut frontend = Frontend::new(frontend_config, epoch);
     let mut waiter = StateWaiter::new(
         WaiterConfig {
             path: areas.backend_key("state"),
             wanted: vec![XenbusState::Closed],
-            timeout: Duration::from_secs(10),
+            timeout: wait_timeout,
             token: "wait".into(),
         },
         epoch,
@@ -160,7 +170,11 @@ fuzz_target!(|data: &[u8]| {
                 let _ = frontend.restart(now);
             }
             10 => {
-                now += Duration::from_millis(u64::from(data.next().unwrap_or(0)) * 100);
+                let by = match data.next().unwrap_or(0) {
+                    n if n & 1 == 1 => any_duration(|| data.next().unwrap_or(0)),
+                    n => Duration::from_millis(u64::from(n) * 100),
+                };
+                now = advance(now, by);
                 frontend.handle_timeout(now);
                 waiter.handle_timeout(now);
                 backend.handle_timeout(now);

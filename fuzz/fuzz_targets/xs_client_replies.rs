@@ -1,6 +1,7 @@
 //! Arbitrary daemon output (any frames, any cuts, interleaved with commands) never makes the
 //! client panic, and every operation completes exactly once by the time the connection
-//! closes.
+//! closes. The request timeout and the clock jumps come from the whole range of `Duration`,
+//! `Duration::MAX` and the end of `Instant`'s range included.
 #![no_main]
 
 use std::collections::BTreeMap;
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use xsio_core::{Input, OpId};
+use xsio_fuzz::{advance, any_duration};
 use xsio_xs_client::{Client, Config, Output, TxOp};
 
 fn command(client: &mut Client, now: Instant, selector: u8, watches: &[OpId]) -> OpId {
@@ -34,15 +36,28 @@ fn drain(client: &mut Client, done: &mut BTreeMap<OpId, usize>) {
     }
 }
 
+/// The next byte of the input, 0 once it is exhausted.
+fn take(rest: &mut &[u8]) -> u8 {
+    let (&byte, tail) = rest.split_first().unwrap_or((&0, &[]));
+    *rest = tail;
+    byte
+}
+
 fuzz_target!(|data: &[u8]| {
     let now = Instant::now();
-    let mut client = Client::new(Config::default(), now);
+    let mut rest = data;
+    let mut config = Config::default();
+    // An input that starts with 0xff sets the request timeout from the bytes that follow.
+    if let Some((&0xff, tail)) = rest.split_first() {
+        rest = tail;
+        config.request_timeout = Some(any_duration(|| take(&mut rest)));
+    }
+    let mut client = Client::new(config, now);
     let mut issued = Vec::new();
     let mut watches = Vec::new();
     let mut done = BTreeMap::new();
     // The input is a sequence of records: a control byte, then (for byte chunks) a length
     // byte and that many bytes of daemon output.
-    let mut rest = data;
     let mut t = now;
     while let Some((&control, tail)) = rest.split_first() {
         rest = tail;
@@ -61,7 +76,12 @@ fuzz_target!(|data: &[u8]| {
                 let _ = client.handle_input(t, Input::<OwnedFd>::Bytes(chunk));
             }
             _ => {
-                t += Duration::from_secs(u64::from(control / 4));
+                let by = if control & 4 == 4 {
+                    any_duration(|| take(&mut rest))
+                } else {
+                    Duration::from_secs(u64::from(control / 8))
+                };
+                t = advance(t, by);
                 client.handle_timeout(t);
             }
         }

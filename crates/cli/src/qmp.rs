@@ -19,7 +19,8 @@ pub(crate) struct Args {
     /// Print events as JSON lines until the connection ends or you interrupt.
     #[arg(long, conflicts_with = "command")]
     events: bool,
-    /// Seconds to wait for the reply.
+    /// Seconds to wait for the greeting and for the reply; a value too large to count from now
+    /// (18446744073709551615) means no deadline.
     #[arg(long, default_value_t = 10)]
     timeout: u64,
     /// The command name (`query-status`).

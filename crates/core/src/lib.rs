@@ -9,8 +9,9 @@
 //! - the next deadline through `poll_timeout()`, fed back with `handle_timeout(now)`.
 //!
 //! This crate holds only the pieces that several machines and drivers share: [`OpId`],
-//! [`Transmit`], [`Input`], and the [`Machine`] trait a driver or simulator uses to step any
-//! machine. It does no I/O and reads no clock.
+//! [`Transmit`], [`Input`], the [`Machine`] trait a driver or simulator uses to step any
+//! machine, and [`deadline`], the one way to compute a deadline (a timeout too large to
+//! represent means "no deadline", never a panic). It does no I/O and reads no clock.
 //!
 //! ```
 //! use xsio_core::{OpId, OpIds, Transmit};
@@ -27,6 +28,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod deadline;
 mod fd_ledger;
 
 use std::fmt;
@@ -35,6 +37,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+pub use deadline::{deadline, last_instant};
 pub use fd_ledger::{FdLedger, TrackedFd};
 
 /// Identifies one operation started on a machine.

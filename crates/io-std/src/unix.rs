@@ -145,8 +145,8 @@ pub fn wait_readable(fd: BorrowedFd<'_>, deadline: Option<Instant>) -> io::Resul
 
 fn timespec(wait: Duration) -> Timespec {
     // Round up to the next millisecond so that a wait never ends just before its deadline
-    // and spins.
-    let wait = wait + Duration::from_nanos(999_999);
+    // and spins. Saturating: a deadline far in the future must not overflow here either.
+    let wait = wait.saturating_add(Duration::from_nanos(999_999));
     Timespec {
         tv_sec: wait.as_secs().min(i64::MAX as u64) as i64,
         tv_nsec: i64::from(wait.subsec_millis()) * 1_000_000,

@@ -287,7 +287,11 @@ impl Task {
 
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        // `sleep` rather than `sleep_until`: tokio rounds a deadline up by adding to it,
+        // which panics for one near the end of `Instant`'s range; `sleep` clamps instead.
+        Some(deadline) => {
+            tokio::time::sleep(deadline.saturating_duration_since(Instant::now())).await
+        }
         None => std::future::pending().await,
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::json;
-use xsio_core::{Input, Machine, OpId, OpIds, Transmit};
+use xsio_core::{Input, Machine, OpId, OpIds, Transmit, deadline};
 
 use crate::command::{Command, Return};
 use crate::error::{CloseReason, CommandError, ProtocolError};
@@ -16,8 +16,10 @@ use crate::wire::{self, Event, Framer, Greeting, Message, MessageId};
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Deadline for the greeting and the answer to `qmp_capabilities`, from [`Client::new`].
+    /// One too large to represent (`Duration::MAX`) means no deadline.
     pub negotiation_timeout: Duration,
-    /// Default deadline of a command, counted from its submission.
+    /// Default deadline of a command, counted from its submission. One too large to
+    /// represent (`Duration::MAX`) means no deadline.
     pub command_timeout: Duration,
     /// Longest message accepted from QEMU, in bytes.
     pub max_message: usize,
@@ -118,7 +120,8 @@ struct Unsent<F> {
     op: OpId,
     wire_id: u64,
     command: Command<F>,
-    deadline: Instant,
+    /// `None`: the timeout was too large to represent, the command waits for ever.
+    deadline: Option<Instant>,
 }
 
 /// A command on the wire, not yet answered.
@@ -129,7 +132,7 @@ struct InFlight {
     carries_fds: bool,
     out_of_band: bool,
     eof_is_success: bool,
-    deadline: Instant,
+    deadline: Option<Instant>,
     /// Already completed (timed out or cancelled); kept until QEMU answers because QEMU may
     /// still run it, and it still holds its place in the window and the fd rule.
     abandoned: bool,
@@ -162,7 +165,8 @@ const NEGOTIATION_ID: u64 = 0;
 pub struct Client<F = OwnedFd> {
     config: Config,
     phase: Phase,
-    negotiation_deadline: Instant,
+    /// `None`: negotiation may take for ever (a timeout too large to represent).
+    negotiation_deadline: Option<Instant>,
     framer: Framer,
     ops: OpIds,
     next_wire_id: u64,
@@ -181,7 +185,7 @@ impl<F> Client<F> {
     /// A client for a connection just opened at `now`; it waits for QEMU's greeting.
     pub fn new(config: Config, now: Instant) -> Self {
         Client {
-            negotiation_deadline: now + config.negotiation_timeout,
+            negotiation_deadline: deadline(now, config.negotiation_timeout),
             framer: Framer::new(config.max_message),
             config,
             phase: Phase::AwaitingGreeting,
@@ -212,8 +216,11 @@ impl<F> Client<F> {
         }
         let wire_id = self.next_wire_id;
         self.next_wire_id += 1;
-        let deadline = now + command.timeout.unwrap_or(self.config.command_timeout);
-        self.deadlines.insert((deadline, wire_id));
+        let timeout = command.timeout.unwrap_or(self.config.command_timeout);
+        let deadline = deadline(now, timeout);
+        if let Some(at) = deadline {
+            self.deadlines.insert((at, wire_id));
+        }
         let entry = Unsent {
             op,
             wire_id,
@@ -247,7 +254,7 @@ impl<F> Client<F> {
     pub fn cancel(&mut self, op: OpId) -> bool {
         if let Some(at) = self.unsent.iter().position(|u| u.op == op) {
             let entry = self.unsent.remove(at).expect("position is in range");
-            self.deadlines.remove(&(entry.deadline, entry.wire_id));
+            self.forget_deadline(entry.deadline, entry.wire_id);
             drop(entry.command.fds);
             self.complete(op, Err(CommandError::Cancelled));
             return true;
@@ -258,8 +265,8 @@ impl<F> Client<F> {
             .find(|f| f.op == op && !f.abandoned)
         {
             entry.abandoned = true;
-            let key = (entry.deadline, entry.wire_id);
-            self.deadlines.remove(&key);
+            let (at, wire_id) = (entry.deadline, entry.wire_id);
+            self.forget_deadline(at, wire_id);
             self.complete(op, Err(CommandError::Cancelled));
             return true;
         }
@@ -303,7 +310,8 @@ impl<F> Client<F> {
         if self.phase == Phase::Closed {
             return;
         }
-        if self.phase != Phase::Ready && now >= self.negotiation_deadline {
+        let negotiation_late = self.negotiation_deadline.is_some_and(|d| now >= d);
+        if self.phase != Phase::Ready && negotiation_late {
             self.shut(ProtocolError::NegotiationTimeout.into());
             return;
         }
@@ -341,9 +349,10 @@ impl<F> Client<F> {
         match self.phase {
             Phase::Closed => None,
             Phase::Ready => command,
-            _ => Some(command.map_or(self.negotiation_deadline, |c| {
-                c.min(self.negotiation_deadline)
-            })),
+            _ => match (command, self.negotiation_deadline) {
+                (Some(c), Some(n)) => Some(c.min(n)),
+                (c, n) => c.or(n),
+            },
         }
     }
 
@@ -463,8 +472,15 @@ impl<F> Client<F> {
             self.in_band_in_flight -= 1;
         }
         if !entry.abandoned {
-            self.deadlines.remove(&(entry.deadline, entry.wire_id));
+            self.forget_deadline(entry.deadline, entry.wire_id);
             self.complete(entry.op, result);
+        }
+    }
+
+    /// Removes a command's deadline from the timer set (commands without one are not in it).
+    fn forget_deadline(&mut self, deadline: Option<Instant>, wire_id: u64) {
+        if let Some(at) = deadline {
+            self.deadlines.remove(&(at, wire_id));
         }
     }
 

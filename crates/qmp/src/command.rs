@@ -63,7 +63,8 @@ impl<F> Command<F> {
         self
     }
 
-    /// Overrides `Config::command_timeout` for this command (counted from submission).
+    /// Overrides `Config::command_timeout` for this command (counted from submission). A
+    /// timeout too large to represent (`Duration::MAX`) means the command has no deadline.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use xsio_core::{Machine, OpId};
+use xsio_core::{Machine, OpId, deadline};
 
 use crate::areas::DeviceAreas;
 use crate::keys::{KeyCheck, KeyError, KeyRead, KeySpec};
@@ -162,7 +162,7 @@ impl Frontend {
             XenbusState::Closing | XenbusState::Closed => {}
             XenbusState::Connected => {
                 self.switch(XenbusState::Closing, Vec::new());
-                self.close_deadline = now.checked_add(self.config.close_timeout);
+                self.close_deadline = deadline(now, self.config.close_timeout);
             }
             _ => self.close_now(),
         }

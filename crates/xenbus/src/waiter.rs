@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
-use xsio_core::{Machine, OpId};
+use xsio_core::{Machine, OpId, deadline};
 
 use crate::ops::{InputError, Output, Reply, XsError, XsOp, expect_done, expect_state_value};
 use crate::requests::{Requests, after_check};
@@ -101,7 +101,8 @@ impl StateWaiter {
     /// Starts waiting: registers the watch and arms the timeout.
     pub fn new(config: WaiterConfig, now: Instant) -> StateWaiter {
         let mut waiter = StateWaiter {
-            deadline: now.checked_add(config.timeout),
+            // A timeout too large for `Instant` means no deadline.
+            deadline: deadline(now, config.timeout),
             config,
             requests: Requests::new(),
             last: None,
@@ -111,7 +112,6 @@ impl StateWaiter {
             path: waiter.config.path.clone(),
             token: waiter.config.token.clone(),
         };
-        // A timeout too large for `Instant` (checked_add gave None) means no deadline.
         waiter.requests.request(Purpose::Watch, op);
         waiter
     }

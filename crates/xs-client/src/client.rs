@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use xsio_core::{Input, Machine, OpId, OpIds, Transmit};
+use xsio_core::{Input, Machine, OpId, OpIds, Transmit, deadline};
 use xsio_xs_wire::{
     Body, ErrorKind, FrameDecoder, FrameError, MsgType, Packet, Perm, Reply, Request, path,
 };
@@ -552,7 +552,8 @@ impl Client {
 
     fn start(&mut self, now: Instant) -> OpId {
         let op = self.ids.next_id();
-        let deadline = self.config.request_timeout.map(|t| now + t);
+        // A timeout too large to represent means no deadline, as `None` does.
+        let deadline = self.config.request_timeout.and_then(|t| deadline(now, t));
         self.ops.insert(op, deadline);
         op
     }

@@ -13,7 +13,8 @@ use xsio_xs_wire::{EncodeError, ErrorKind, Perm, XENSTORE_PAYLOAD_MAX};
 #[non_exhaustive]
 pub struct Config {
     /// How long an operation may wait for its replies before it fails with
-    /// [`Error::Timeout`]; `None` waits for ever (libxenstore's behaviour). Default 60 s.
+    /// [`Error::Timeout`]; `None` waits for ever (libxenstore's behaviour), and so does a
+    /// timeout too large to represent (`Duration::MAX`). Default 60 s.
     pub request_timeout: Option<Duration>,
     /// Requests on the wire at once; more fail at once with [`Error::TooManyInFlight`].
     /// Default 1024.

@@ -1,0 +1,36 @@
+//! Helpers shared by the fuzz targets: time drawn from the whole range.
+//!
+//! A caller may hand a machine any `Duration` as a timeout (`Duration::MAX` means "wait as long
+//! as it takes"), and a driver may run at any `Instant`. Machines compute deadlines with
+//! `xsio_core::deadline`, where overflow means "no deadline"; these helpers make the targets
+//! try the values where that matters, not only the small ones that fire during a session.
+
+use std::time::{Duration, Instant};
+
+use xsio_core::{deadline, last_instant};
+
+/// A duration from anywhere in `Duration`'s range, read from the fuzz input through `next`
+/// (which yields 0 once the input is exhausted): short ones that fire within a session, any
+/// number of seconds, values at and just below `Duration::MAX`, and fully arbitrary ones.
+pub fn any_duration(mut next: impl FnMut() -> u8) -> Duration {
+    let selector = next();
+    let mut raw = 0u64;
+    for _ in 0..8 {
+        raw = raw << 8 | u64::from(next());
+    }
+    match selector % 6 {
+        0 => Duration::from_millis(raw % 10_000),
+        1 => Duration::from_secs(raw),
+        2 => Duration::MAX,
+        3 => Duration::MAX - Duration::from_nanos(raw),
+        4 => Duration::from_secs(u64::from(selector)),
+        // `nanos` below one second: `Duration::new` carries nothing, so it cannot overflow.
+        _ => Duration::new(raw, u32::from(selector) * 3_921_568),
+    }
+}
+
+/// `now` moved on by `by`; when that is past the end of `Instant`'s range, the last instant
+/// representable instead, so that the targets also run machines at the very end of time.
+pub fn advance(now: Instant, by: Duration) -> Instant {
+    deadline(now, by).unwrap_or_else(|| last_instant(now))
+}
