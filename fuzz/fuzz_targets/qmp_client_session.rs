@@ -124,7 +124,7 @@ fuzz_target!(|data: &[u8]| {
             }
             3 => {
                 if let Some(&id) = s.submitted.get(usize::from(arg)) {
-                    s.qmp.cancel(id);
+                    s.qmp.cancel(s.now, id);
                 }
             }
             4 | 5 | 6 => {
@@ -139,14 +139,14 @@ fuzz_target!(|data: &[u8]| {
                 if arg % 4 == 0 {
                     s.qmp.handle_input(s.now, Input::Closed);
                 } else if arg % 4 == 1 {
-                    s.qmp.close();
+                    s.qmp.close(s.now);
                 }
             }
         }
         s.drain();
         assert!(s.done.values().all(|&n| n == 1), "I1: completed more than once");
     }
-    s.qmp.close();
+    s.qmp.close(s.now);
     s.drain();
     assert_eq!(s.done.len(), s.submitted.len(), "I1: every command completed");
     assert!(s.done.values().all(|&n| n == 1), "I1: exactly once");

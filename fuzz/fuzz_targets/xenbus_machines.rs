@@ -11,10 +11,8 @@ use xsio_core::OpId;
 use xsio_fuzz::{advance, any_duration};
 use xsio_vbd::Vbd;
 use xsio_xenbus::block::{BlockDevice, BlockKind, BlockTransport, Mode};
-use xsio_xenbus::{
-    Backend, Frontend, Output, Reply, Request, StateWaiter, TxnOp, WaiterConfig, XenbusState,
-    XsError, XsErrorKind, XsOp,
-};
+use xsio_ops::{Op, OpError, OpErrorKind, Output, Reply, Request, TxnOp, XsOp};
+use xsio_xenbus::{Backend, Frontend, StateWaiter, WaiterConfig, XenbusState};
 
 /// Values a state or key read may return: real states, garbage, big numbers.
 const VALUES: &[&str] = &[
@@ -50,8 +48,8 @@ impl Pending {
             assert!(self.last_id.is_none_or(|last| id > last), "op ids must be fresh");
             self.last_id = Some(id);
             match &request.op {
-                XsOp::Watch { token, .. } => self.tokens.push(token.clone()),
-                XsOp::Transaction(txn) => {
+                Op::Xs(XsOp::Watch { token, .. }) => self.tokens.push(token.clone()),
+                Op::Xs(XsOp::Transaction(txn)) => {
                     for op in &txn.ops {
                         if let TxnOp::Write { path, .. } = op {
                             assert!(path.starts_with(own_dir), "{path} outside {own_dir}");
@@ -65,7 +63,7 @@ impl Pending {
         true
     }
 
-    fn reply(&mut self, data: &mut Bytes<'_>) -> Option<(OpId, Result<Reply, XsError>)> {
+    fn reply(&mut self, data: &mut Bytes<'_>) -> Option<(OpId, Result<Reply, OpError>)> {
         if self.requests.is_empty() {
             return None;
         }
@@ -79,12 +77,12 @@ impl Pending {
             2 => Ok(Reply::Done),
             3 => Ok(Reply::Committed),
             4 => Ok(Reply::Skipped),
-            5 => Err(XsError::new(XsErrorKind::Access, "EACCES")),
+            5 => Err(OpError::new(OpErrorKind::Access, "EACCES")),
             // The reply that fits the request, so that long runs make progress.
             _ => Ok(match request.op {
-                XsOp::Read { .. } => Reply::Value(Some(value.to_owned())),
-                XsOp::Watch { .. } | XsOp::Unwatch { .. } => Reply::Done,
-                XsOp::Transaction(_) => Reply::Committed,
+                Op::Xs(XsOp::Read { .. }) => Reply::Value(Some(value.to_owned())),
+                Op::Xs(XsOp::Transaction(_)) => Reply::Committed,
+                _ => Reply::Done,
             }),
         };
         Some((request.id, result))

@@ -73,7 +73,7 @@ fuzz_target!(|data: &[u8]| {
                 let len = rest.first().copied().unwrap_or(0) as usize;
                 let chunk = rest.get(1..1 + len).unwrap_or(rest.get(1..).unwrap_or(&[]));
                 rest = &rest[(1 + chunk.len()).min(rest.len())..];
-                let _ = client.handle_input(t, Input::<OwnedFd>::Bytes(chunk));
+                client.handle_input(t, Input::<OwnedFd>::Bytes(chunk));
             }
             _ => {
                 let by = if control & 4 == 4 {
@@ -87,7 +87,7 @@ fuzz_target!(|data: &[u8]| {
         }
         drain(&mut client, &mut done);
     }
-    let _ = client.handle_input(t, Input::<OwnedFd>::Closed);
+    client.handle_input(t, Input::<OwnedFd>::Closed);
     drain(&mut client, &mut done);
     for id in &issued {
         assert_eq!(done.remove(id), Some(1), "{id} completes exactly once");

@@ -5,6 +5,10 @@
 //! - A machine crate (anything that is not a driver) has no I/O crate anywhere in its normal
 //!   dependency tree, and its sources never read a clock, spawn a thread or touch the network,
 //!   the file system or processes.
+//! - Every machine (a type with a public `poll_output`) in a machine crate implements
+//!   `xsio_core::Machine`, the one shape that the harness and drivers are generic over.
+//! - A toolstack (L2) crate depends on no protocol (L1) machine crate: it speaks
+//!   `xsio-ops` operations and a driver connects it.
 //! - Every `peer_*` test binary is a `harness = false` target whose `main` runs
 //!   `xsio_testkit::peer::Tests` (so a missing peer shows as a skip in the summary, or fails
 //!   under `CI`), and has no `#[test]` function (it would silently never run).
@@ -16,6 +20,10 @@ use anyhow::{Context, Result};
 
 /// Crates that do I/O. Their names start with these; everything else is a machine or codec.
 /// `xsio-testkit` is here because it spawns QEMU and `xsio xenstored` for the peer tests; it
+/// The toolstack (L2) crates, and the protocol (L1) machine crates they must not name.
+const L2_CRATES: &[&str] = &["xsio-xenbus", "xsio-device", "xsio-dm", "xsio-cdrom"];
+const L1_CRATES: &[&str] = &["xsio-xs-client", "xsio-xenstored", "xsio-qmp"];
+
 /// is only ever a dev-dependency, so no machine crate links it.
 const DRIVER_PREFIXES: &[&str] = &["xsio-io-", "xsio-cli", "xsio-sim", "xsio-testkit"];
 
@@ -123,10 +131,84 @@ pub(crate) fn check(root: &Path) -> Result<Vec<String>> {
         if let Some(path) = io_dependency_path(id, &normal_deps, &names_by_id) {
             problems.push(format!(
                 "machine crate {name} depends on an I/O crate: {}",
+        check_machines_implement_the_trait(&dir.join("src"), name, &mut problems)?;
+        if L2_CRATES.contains(&name) {
+            for dep in normal_deps.get(id).into_iter().flatten() {
+                let dep_name = names_by_id.get(dep).map(String::as_str).unwrap_or_default();
+                if L1_CRATES.contains(&dep_name) {
+                    problems.push(format!(
+                        "toolstack crate {name} depends on the protocol machine crate {dep_name}; L2 speaks xsio-ops operations"
+                    ));
+                }
+            }
+        }
                 path.join(" -> ")
             ));
         }
         scan_sources(&dir.join("src"), name, &mut problems)?;
+        /// Every type with a public `poll_output` method is a machine and must implement
+        /// `xsio_core::Machine` (directly, or through a crate's `impl_machine!`).
+        fn check_machines_implement_the_trait(
+            dir: &Path,
+            crate_name: &str,
+            problems: &mut Vec<String>,
+        ) -> Result<()> {
+            let mut sources = Vec::new();
+            collect_sources(dir, &mut sources)?;
+            let all: String = sources.iter().map(|(_, text)| text.as_str()).collect();
+            for (path, text) in &sources {
+                let mut current: Option<String> = None;
+                for line in text.lines() {
+                    if let Some(rest) = line.strip_prefix("impl") {
+                        current = (!line.contains(" for ")).then(|| impl_type_name(rest));
+                    }
+                    if line.trim_start().starts_with("pub fn poll_output(") {
+                        let Some(name) = current.as_deref() else {
+                            continue;
+                        };
+                        let implemented = all.contains(&format!("Machine for {name}"))
+                            || all.contains(&format!("impl_machine!({name},"));
+                        if !implemented {
+                            problems.push(format!(
+                        "{}: machine {name} of {crate_name} has poll_output but does not implement xsio_core::Machine",
+                        path.display()
+                    ));
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
+
+        /// `<F> Client<F> {` → `Client`.
+        fn impl_type_name(rest: &str) -> String {
+            let rest = rest.trim_start();
+            let rest = match rest.strip_prefix('<') {
+                Some(generic) => generic.split_once('>').map_or("", |(_, after)| after),
+                None => rest,
+            };
+            rest.trim_start()
+                .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        }
+
+        fn collect_sources(dir: &Path, out: &mut Vec<(std::path::PathBuf, String)>) -> Result<()> {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return Ok(());
+            };
+            for entry in entries {
+                let path = entry?.path();
+                if path.is_dir() {
+                    collect_sources(&path, out)?;
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    let text = std::fs::read_to_string(&path)?;
+                    out.push((path, text));
+                }
+            }
+            Ok(())
+        }
     }
     Ok(problems)
 }
@@ -191,6 +273,13 @@ fn io_dependency_path(
     let mut parent: HashMap<&str, &str> = HashMap::new();
     let mut queue = VecDeque::from([start]);
     while let Some(id) = queue.pop_front() {
+        #[test]
+        fn impl_headers_name_their_type() {
+            assert_eq!(super::impl_type_name(" Backend {"), "Backend");
+            assert_eq!(super::impl_type_name("<F> Client<F> {"), "Client");
+            assert_eq!(super::impl_type_name("<A: Actor> Harness<A> {"), "Harness");
+        }
+
         for dep in normal_deps.get(id).into_iter().flatten() {
             if dep == start || parent.contains_key(dep.as_str()) {
                 continue;

@@ -12,13 +12,12 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
+use xsio_ops::Reply;
 use xsio_vbd::Vbd;
 use xsio_xenbus::block::{BlockDevice, BlockKind, BlockTransport, Mode, Protocol};
-use xsio_xenbus::{
-    Backend, Frontend, Reply, Request, StateWaiter, WaiterConfig, XenbusState, XsOp,
-};
+use xsio_xenbus::{Backend, Frontend, StateWaiter, WaiterConfig, XenbusState};
 
-use bus::{Actor, Bus, DeviceMachines, TOOLSTACK_OP};
+use bus::Bus;
 
 /// Arguments of `xsio demo`.
 #[derive(clap::Args)]
@@ -69,15 +68,12 @@ pub(crate) fn run_scenario(bus: &mut Bus, domid: u32) -> anyhow::Result<()> {
             event_channel: 20 + i as u32,
             protocol: Some(Protocol::X86_64),
         };
-        bus.devices.push(DeviceMachines {
-            name: dev.vdev.to_string(),
-            backend: Backend::new(dev.backend_config(areas.clone()), bus.now()),
-            frontend: Frontend::new(dev.frontend_config(areas.clone(), &transport), bus.now()),
-            waiter: None,
-            toolstack_results: Vec::new(),
-            history: Vec::new(),
-            problems: Vec::new(),
-        });
+        let now = bus.now();
+        bus.add_device(
+            dev.vdev.to_string(),
+            Backend::new(dev.backend_config(areas.clone()), now),
+            Frontend::new(dev.frontend_config(areas.clone(), &transport), now),
+        );
         bus.say(
             "toolstack",
             format!("add {name} (device id {})", dev.devid()),
@@ -86,13 +82,7 @@ pub(crate) fn run_scenario(bus: &mut Bus, domid: u32) -> anyhow::Result<()> {
             &dev.toolstack_backend_keys(),
             &dev.toolstack_frontend_keys(),
         );
-        bus.send(
-            Actor::Toolstack(i),
-            Request {
-                id: TOOLSTACK_OP,
-                op: XsOp::Transaction(create),
-            },
-        );
+        bus.toolstack_txn(i, create);
         bus.run_until_quiet()?;
         ensure!(
             matches!(
@@ -106,18 +96,16 @@ pub(crate) fn run_scenario(bus: &mut Bus, domid: u32) -> anyhow::Result<()> {
 
     println!("\n== backends and frontends start");
     for i in 0..bus.devices.len() {
-        bus.drain(Actor::Backend(i))?;
-        bus.drain(Actor::Frontend(i))?;
+        bus.start(bus.devices[i].backend);
+        bus.start(bus.devices[i].frontend);
     }
     bus.run_until_quiet()?;
-    for dev in &bus.devices {
+    for (i, dev) in bus.devices.iter().enumerate() {
+        let (backend, frontend) = (bus.backend(i).state(), bus.frontend(i).state());
         ensure!(
-            dev.backend.state() == XenbusState::Connected
-                && dev.frontend.state() == XenbusState::Connected,
-            "{} did not connect: backend {}, frontend {}",
+            backend == XenbusState::Connected && frontend == XenbusState::Connected,
+            "{} did not connect: backend {backend}, frontend {frontend}",
             dev.name,
-            dev.backend.state(),
-            dev.frontend.state()
         );
     }
     println!(
@@ -128,14 +116,8 @@ pub(crate) fn run_scenario(bus: &mut Bus, domid: u32) -> anyhow::Result<()> {
 
     println!("\n== the toolstack removes both devices (online=0, state=5, wait for 6, destroy)");
     for i in 0..bus.devices.len() {
-        let areas = bus.devices[i].backend.config().areas.clone();
-        bus.send(
-            Actor::Toolstack(i),
-            Request {
-                id: TOOLSTACK_OP,
-                op: XsOp::Transaction(areas.request_removal()),
-            },
-        );
+        let areas = bus.backend(i).config().areas.clone();
+        bus.toolstack_txn(i, areas.request_removal());
         let waiter = StateWaiter::new(
             WaiterConfig {
                 path: areas.backend_key("state"),
@@ -145,32 +127,31 @@ pub(crate) fn run_scenario(bus: &mut Bus, domid: u32) -> anyhow::Result<()> {
             },
             bus.now(),
         );
-        bus.devices[i].waiter = Some(waiter);
-        bus.drain(Actor::Waiter(i))?;
+        bus.add_waiter(i, waiter);
     }
     bus.run_until_quiet()?;
-    for dev in &bus.devices {
-        let waited = dev.waiter.as_ref().and_then(StateWaiter::result).cloned();
+    for (i, dev) in bus.devices.iter().enumerate() {
+        let waited = bus.waiter(i).and_then(StateWaiter::result).cloned();
         ensure!(
             waited == Some(Ok(XenbusState::Closed)),
             "{}: removal wait ended with {waited:?}",
             dev.name
         );
+        let (backend, frontend) = (bus.backend(i), bus.frontend(i));
         ensure!(
-            dev.backend.state() == XenbusState::Closed
-                && dev.frontend.state() == XenbusState::Closed,
+            backend.state() == XenbusState::Closed && frontend.state() == XenbusState::Closed,
             "{} did not close: backend {}, frontend {}",
             dev.name,
-            dev.backend.state(),
-            dev.frontend.state()
+            backend.state(),
+            frontend.state()
         );
         ensure!(
-            dev.backend.is_stopped(),
+            backend.is_stopped(),
             "{}: backend still running after removal",
             dev.name
         );
         ensure!(
-            dev.frontend.is_stopped(),
+            frontend.is_stopped(),
             "{}: frontend still watching after removal",
             dev.name
         );

@@ -6,125 +6,57 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Daemon, output_within};
-use xsio_core::OpId;
-use xsio_io_std::xenbus::{self, Watches};
+use xsio_harness::{ActorId, Conn, Harness};
+use xsio_io_std::l2::{XsLinks, run_until};
+use xsio_io_std::unix::now;
+use xsio_io_std::xenbus;
 use xsio_io_std::xenstore::XsConn;
+use xsio_ops::{OpError, Reply, XsOp};
 use xsio_vbd::Vbd;
 use xsio_xenbus::block::{BlockDevice, BlockKind, BlockTransport, Mode, Protocol};
 use xsio_xenbus::{
-    Backend, Frontend, Output, Reply, Request, StateWaiter, WaiterConfig, XenbusState, XsError,
-    XsOp,
+    Backend, BackendEvent, Frontend, FrontendEvent, StateWaiter, WaitEvent, WaiterConfig,
+    XenbusState,
 };
 
-/// One xenstore connection and the watches registered on it.
-struct Link {
-    conn: XsConn,
-    watches: Watches,
-}
-
-impl Link {
-    /// Executes one machine request, blocking, and returns the machine's reply.
-    fn execute(&mut self, op: &XsOp) -> Result<Reply, XsError> {
-        xenbus::execute(&mut self.conn, op, &mut self.watches)
+xsio_harness::actors! {
+    /// The machines of the test: backends, frontends, the toolstack's waiters.
+    enum Machine / Event {
+        Backend(Backend, BackendEvent),
+        Frontend(Frontend, FrontendEvent),
+        Waiter(StateWaiter, WaitEvent),
     }
 }
 
-fn stringify<E: std::fmt::Debug>(output: Output<E>) -> Output<String> {
-    match output {
-        Output::Request(r) => Output::Request(r),
-        Output::Event(e) => Output::Event(format!("{e:?}")),
-    }
-}
-
-/// The machines of one party, all on one link.
-enum Machine {
-    Backend(Backend),
-    Frontend(Frontend),
-    Waiter(StateWaiter),
-}
-
-impl Machine {
-    fn next(&mut self) -> Option<Output<String>> {
-        match self {
-            Machine::Backend(m) => m.poll_output().map(stringify),
-            Machine::Frontend(m) => m.poll_output().map(stringify),
-            Machine::Waiter(m) => m.poll_output().map(stringify),
-        }
-    }
-
-    fn reply(&mut self, id: OpId, reply: Result<Reply, XsError>) {
-        #[allow(clippy::disallowed_methods)] // a driver reads the clock
-        let now = Instant::now();
-        let result = match self {
-            Machine::Backend(m) => m.handle_reply(now, id, reply),
-            Machine::Frontend(m) => m.handle_reply(now, id, reply),
-            Machine::Waiter(m) => m.handle_reply(now, id, reply),
-        };
-        result.expect("the machine accepts its reply");
-    }
-
-    fn watch(&mut self, path: &str, token: &str) {
-        #[allow(clippy::disallowed_methods)] // a driver reads the clock
-        let now = Instant::now();
-        match self {
-            Machine::Backend(m) => m.handle_watch(now, path, token),
-            Machine::Frontend(m) => m.handle_watch(now, path, token),
-            Machine::Waiter(m) => m.handle_watch(now, path, token),
-        }
-    }
-}
-
-/// Runs the machines of each link until `done` holds (10 s at most).
-fn drive(
-    links: &mut [Link],
-    machines: &mut [Vec<Machine>],
-    done: impl Fn(&[Vec<Machine>]) -> bool,
-) {
-    #[allow(clippy::disallowed_methods)] // a driver reads the clock
-    let give_up = Instant::now() + Duration::from_secs(10);
-    loop {
-        for (link, ms) in links.iter_mut().zip(machines.iter_mut()) {
-            for m in ms.iter_mut() {
-                while let Some(out) = m.next() {
-                    match out {
-                        Output::Request(Request { id, op }) => {
-                            let reply = link.execute(&op);
-                            m.reply(id, reply);
-                        }
-                        Output::Event(e) => assert!(!e.contains("Failed"), "{e}"),
-                    }
-                }
-            }
-        }
-        if done(machines) {
-            return;
-        }
-        #[allow(clippy::disallowed_methods)] // a driver reads the clock
-        let now = Instant::now();
-        assert!(now < give_up, "the handshake did not settle within 10 s");
-        for (link, ms) in links.iter_mut().zip(machines.iter_mut()) {
-            if let Some(event) = link
-                .conn
-                .next_event(Some(now + Duration::from_millis(5)))
-                .unwrap()
-            {
-                for m in ms.iter_mut() {
-                    m.watch(&event.path, &event.token);
-                }
-            }
-        }
-    }
-}
-
-fn state_of(machines: &[Vec<Machine>], party: usize, index: usize) -> XenbusState {
-    match &machines[party][index] {
+fn state_of(world: &Harness<Machine>, id: ActorId) -> XenbusState {
+    match world.actor(id) {
         Machine::Backend(m) => m.state(),
         Machine::Frontend(m) => m.state(),
         Machine::Waiter(_) => XenbusState::Unknown,
     }
+}
+
+/// Runs the world until `done` (10 s at most), failing on any machine's failure event.
+fn drive(
+    world: &mut Harness<Machine>,
+    links: &mut XsLinks,
+    done: impl Fn(&Harness<Machine>) -> bool,
+) {
+    run_until(world, links, Duration::from_secs(10), done).expect("the machines get there");
+    for record in world.take_log() {
+        let text = format!("{record:?}");
+        assert!(!text.contains("Failed"), "{text}");
+    }
+}
+
+/// A transaction of the toolstack's own, executed directly on its connection.
+fn toolstack(links: &mut XsLinks, conn: Conn, op: XsOp) -> Result<Reply, OpError> {
+    let mut watches = xsio_harness::xs::Watches::default();
+    let conn = links.conn_mut(conn).expect("the toolstack's connection");
+    xenbus::execute(conn, &op, &mut watches)
 }
 
 /// One `name = "value" (perms)` per line of a `ls -p` output, with the tool's padding
@@ -178,16 +110,14 @@ fn xenstore_ls_shows_the_device_directories() {
 /// `ls`, removes them, runs both to Closed and checks that `ls` shows nothing left.
 fn handshake_listed_by(ls: Lister) {
     let d = Daemon::start(&[1], &[]);
-    let link = |path: &std::path::Path| Link {
-        conn: XsConn::connect(path).expect("connect to xsio xenstored"),
-        watches: Watches::default(),
-    };
-    const TOOLSTACK: usize = 0;
-    const BACKEND: usize = 1;
-    const FRONTEND: usize = 2;
-    let mut links = vec![link(&d.socket), link(&d.socket), link(&d.domain_socket(1))];
-    #[allow(clippy::disallowed_methods)] // a driver reads the clock
-    let now = Instant::now();
+    let connect =
+        |path: &std::path::Path| XsConn::connect(path).expect("connect to xsio xenstored");
+    let start = now();
+    let mut world: Harness<Machine> = Harness::new(start);
+    let mut links = XsLinks::default();
+    let tool = links.add(&mut world, connect(&d.socket));
+    let back = links.add(&mut world, connect(&d.socket));
+    let front = links.add(&mut world, connect(&d.domain_socket(1)));
 
     let mut disk = BlockDevice::new(
         BlockKind::Disk,
@@ -202,7 +132,8 @@ fn handshake_listed_by(ls: Lister) {
         "/img/cd.iso",
         Mode::ReadOnly,
     );
-    let mut machines: Vec<Vec<Machine>> = vec![Vec::new(), Vec::new(), Vec::new()];
+    let mut ends = Vec::new();
+    let mut frontends = Vec::new();
     for (i, dev) in [&disk, &cdrom].into_iter().enumerate() {
         let areas = dev.areas(0, 1);
         let create = areas.create(
@@ -210,7 +141,7 @@ fn handshake_listed_by(ls: Lister) {
             &dev.toolstack_frontend_keys(),
         );
         assert_eq!(
-            links[TOOLSTACK].execute(&XsOp::Transaction(create)),
+            toolstack(&mut links, tool, XsOp::Transaction(create)),
             Ok(Reply::Committed)
         );
         let transport = BlockTransport {
@@ -218,21 +149,18 @@ fn handshake_listed_by(ls: Lister) {
             event_channel: 3 + i as u32,
             protocol: Some(Protocol::X86_64),
         };
-        machines[BACKEND].push(Machine::Backend(Backend::new(
-            dev.backend_config(areas.clone()),
-            now,
-        )));
-        machines[FRONTEND].push(Machine::Frontend(Frontend::new(
-            dev.frontend_config(areas, &transport),
-            now,
-        )));
+        let backend = Backend::new(dev.backend_config(areas.clone()), start);
+        let frontend = Frontend::new(dev.frontend_config(areas, &transport), start);
+        let b = world.add(back, Machine::Backend(backend));
+        let f = world.add(front, Machine::Frontend(frontend));
+        world.drain(b);
+        world.drain(f);
+        ends.extend([b, f]);
+        frontends.push(f);
     }
-    let all = |ms: &[Vec<Machine>], want: XenbusState| {
-        (0..2).all(|i| state_of(ms, BACKEND, i) == want && state_of(ms, FRONTEND, i) == want)
-    };
-    drive(&mut links, &mut machines, |ms| {
-        all(ms, XenbusState::Connected)
-    });
+    let all =
+        |w: &Harness<Machine>, want: XenbusState| ends.iter().all(|&id| state_of(w, id) == want);
+    drive(&mut world, &mut links, |w| all(w, XenbusState::Connected));
 
     // What a client sees: every key the protocol prescribes, with the backend's
     // directory owned by dom0 and readable by the guest, and the reverse.
@@ -279,46 +207,49 @@ fn handshake_listed_by(ls: Lister) {
     }
 
     // Removal: online=0 + Closing, wait for Closed, destroy.
+    let mut waiters = Vec::new();
     for (i, dev) in [&disk, &cdrom].into_iter().enumerate() {
         let areas = dev.areas(0, 1);
         assert_eq!(
-            links[TOOLSTACK].execute(&XsOp::Transaction(areas.request_removal())),
+            toolstack(&mut links, tool, XsOp::Transaction(areas.request_removal())),
             Ok(Reply::Committed)
         );
-        machines[TOOLSTACK].push(Machine::Waiter(StateWaiter::new(
+        let waiter = StateWaiter::new(
             WaiterConfig {
                 path: areas.backend_key("state"),
                 wanted: vec![XenbusState::Closed],
                 timeout: Duration::from_secs(10),
                 token: format!("wait-{i}"),
             },
-            now,
-        )));
+            world.now(),
+        );
+        let id = world.add(tool, Machine::Waiter(waiter));
+        world.drain(id);
+        waiters.push(id);
     }
-    drive(&mut links, &mut machines, |ms| {
-        ms[TOOLSTACK]
-            .iter()
-            .all(|m| matches!(m, Machine::Waiter(w) if w.is_done()))
+    let waited = |w: &Harness<Machine>, id: ActorId| match w.actor(id) {
+        Machine::Waiter(waiter) => waiter.result().cloned(),
+        _ => None,
+    };
+    drive(&mut world, &mut links, |w| {
+        waiters.iter().all(|&id| waited(w, id).is_some())
     });
-    for m in &machines[TOOLSTACK] {
-        let Machine::Waiter(w) = m else {
-            unreachable!()
-        };
-        assert_eq!(w.result(), Some(&Ok(XenbusState::Closed)));
+    for &id in &waiters {
+        assert_eq!(waited(&world, id), Some(Ok(XenbusState::Closed)));
     }
-    drive(&mut links, &mut machines, |ms| all(ms, XenbusState::Closed));
+    drive(&mut world, &mut links, |w| all(w, XenbusState::Closed));
     for dev in [&disk, &cdrom] {
         let destroy = dev.areas(0, 1).destroy();
         assert_eq!(
-            links[TOOLSTACK].execute(&XsOp::Transaction(destroy)),
+            toolstack(&mut links, tool, XsOp::Transaction(destroy)),
             Ok(Reply::Committed)
         );
     }
     // The frontends notice the backend directories are gone and stop watching.
-    drive(&mut links, &mut machines, |ms| {
-        ms[FRONTEND]
+    drive(&mut world, &mut links, |w| {
+        frontends
             .iter()
-            .all(|m| matches!(m, Machine::Frontend(f) if f.is_stopped()))
+            .all(|&id| matches!(w.actor(id), Machine::Frontend(f) if f.is_stopped()))
     });
     assert_eq!(
         ls(&d, "/local/domain/0/backend/qdisk/1"),

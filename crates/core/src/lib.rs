@@ -124,14 +124,68 @@ pub enum Input<'a, F = OwnedFd> {
     Closed,
 }
 
-/// The surface a driver or simulator needs to step any machine.
+/// The one surface of every machine, at every layer: what a generic driver, harness or
+/// simulator needs to step it.
 ///
-/// Inputs that are specific to a machine (bytes, watch events, commands) go through that
-/// machine's own `handle_*` methods; this trait covers what every machine shares: time and the
-/// output queue.
+/// - [`handle_input`](Machine::handle_input) feeds what the machine's peer or driver
+///   produced: bytes and fds for a protocol machine (L1, [`Input`]), operation results and
+///   watch events for a toolstack machine (L2, `xsio_ops::Input`).
+/// - [`handle_timeout`](Machine::handle_timeout) tells it that time reached `now`.
+/// - [`poll_output`](Machine::poll_output) is drained until `None` after every `handle_*`
+///   call (and after the machine's own command methods, which return an [`OpId`]).
+/// - [`poll_timeout`](Machine::poll_timeout) is asked after draining: `None` means the
+///   machine has no deadline.
+///
+/// `now` is the first argument after `self` and never goes backwards. Commands specific to
+/// one machine (a read, a QMP command, a close) stay its own named methods, each returning
+/// the [`OpId`] its completion will carry.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use xsio_core::Machine;
+///
+/// /// Steps any machine to a point in time: fire its deadline if it passed, drain outputs.
+/// fn advance<M: Machine>(machine: &mut M, now: Instant) -> Vec<M::Output> {
+///     if machine.poll_timeout().is_some_and(|deadline| deadline <= now) {
+///         machine.handle_timeout(now);
+///     }
+///     std::iter::from_fn(|| machine.poll_output()).collect()
+/// }
+///
+/// /// A machine that says "tick" once its deadline passes.
+/// struct Alarm { deadline: Option<Instant>, rang: bool }
+/// impl Machine for Alarm {
+///     type Input<'a> = ();
+///     type Output = &'static str;
+///     type Error = std::convert::Infallible;
+///     fn handle_input(&mut self, _now: Instant, _input: ()) -> Result<(), Self::Error> { Ok(()) }
+///     fn handle_timeout(&mut self, now: Instant) {
+///         if self.deadline.is_some_and(|d| d <= now) { self.deadline = None; self.rang = true; }
+///     }
+///     fn poll_output(&mut self) -> Option<&'static str> {
+///         std::mem::take(&mut self.rang).then_some("tick")
+///     }
+///     fn poll_timeout(&self) -> Option<Instant> { self.deadline }
+/// }
+///
+/// # #[allow(clippy::disallowed_methods)] // a doc example's epoch
+/// let start = Instant::now();
+/// let mut alarm = Alarm { deadline: Some(start + Duration::from_secs(1)), rang: false };
+/// assert!(advance(&mut alarm, start).is_empty());
+/// assert_eq!(advance(&mut alarm, start + Duration::from_secs(1)), ["tick"]);
+/// assert_eq!(alarm.poll_timeout(), None);
+/// ```
 pub trait Machine {
+    /// What the driver feeds the machine.
+    type Input<'a>;
     /// What the machine asks the driver to do or tells it.
     type Output;
+    /// Why an input was refused (the machine's state is unchanged, unless the error says
+    /// otherwise).
+    type Error;
+
+    /// Feeds one input at time `now`.
+    fn handle_input(&mut self, now: Instant, input: Self::Input<'_>) -> Result<(), Self::Error>;
 
     /// Tells the machine that time has advanced to `now`. Call it when
     /// [`poll_timeout`](Machine::poll_timeout) has passed. `now` never goes backwards.
@@ -140,6 +194,7 @@ pub trait Machine {
     /// The next output, or `None` when drained. Drain after every input.
     fn poll_output(&mut self) -> Option<Self::Output>;
 
-    /// The earliest instant at which [`handle_timeout`](Machine::handle_timeout) must be called.
+    /// The earliest instant at which [`handle_timeout`](Machine::handle_timeout) must be
+    /// called; `None` when the machine has no deadline.
     fn poll_timeout(&self) -> Option<Instant>;
 }

@@ -181,7 +181,7 @@ impl QmpConn {
 
     /// Fails every pending command, then shuts the socket (also done on drop).
     pub fn close(mut self) {
-        self.client.close();
+        self.client.close(now());
         self.flush();
     }
 
@@ -288,7 +288,7 @@ impl QmpConn {
 impl Drop for QmpConn {
     fn drop(&mut self) {
         // Completions nobody will read; the point is closing unsent fds and the socket.
-        self.client.close();
+        self.client.close(now());
         while self.client.poll_output().is_some() {}
     }
 }

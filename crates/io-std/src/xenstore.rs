@@ -376,12 +376,12 @@ impl XsConn {
                 Ok(0) => Input::<OwnedFd>::Closed,
                 Ok(n) => Input::Bytes(&self.buf[..n]),
                 Err(err) => {
-                    let _ = self.client.handle_input(at, Input::<OwnedFd>::Closed);
+                    self.client.handle_input(at, Input::<OwnedFd>::Closed);
                     return Err(err.into());
                 }
             };
             // A framing error has failed every op; they come out of drain as results.
-            let _ = self.client.handle_input(at, input);
+            self.client.handle_input(at, input);
         }
         self.client.handle_timeout(now());
         Ok(readable)
@@ -392,7 +392,7 @@ impl XsConn {
             match output {
                 Output::Transmit(transmit) => {
                     if let Err(err) = self.conn.send(transmit) {
-                        let _ = self.client.handle_input(now(), Input::<OwnedFd>::Closed);
+                        self.client.handle_input(now(), Input::<OwnedFd>::Closed);
                         self.collect_rest();
                         return Err(err.into());
                     }
@@ -499,6 +499,13 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 
 fn unexpected(response: Response) -> XsError {
     XsError::Op(Error::Protocol(format!("unexpected result {response:?}")))
+}
+
+/// The socket, for a driver that waits on several connections at once (`poll(2)`).
+impl std::os::fd::AsFd for XsConn {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.conn.stream().as_fd()
+    }
 }
 
 #[cfg(test)]

@@ -196,11 +196,11 @@ impl Task {
                         let op = self.client.execute(now(), command);
                         self.waiting.insert(op, done);
                     }
-                    Some(Request::Close) => self.client.close(),
+                    Some(Request::Close) => self.client.close(now()),
                     None => {
                         // Every handle is gone: nobody can wait for anything any more.
                         requests_open = false;
-                        self.client.close();
+                        self.client.close(now());
                     }
                 },
                 () = sleep_until(deadline), if deadline.is_some() => {

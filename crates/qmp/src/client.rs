@@ -251,7 +251,8 @@ impl<F> Client<F> {
     ///
     /// An unsent command is dropped with its fds; a sent one is forgotten (QEMU may still
     /// run it). Either way it completes with [`CommandError::Cancelled`].
-    pub fn cancel(&mut self, op: OpId) -> bool {
+    pub fn cancel(&mut self, now: Instant, op: OpId) -> bool {
+        let _ = now;
         if let Some(at) = self.unsent.iter().position(|u| u.op == op) {
             let entry = self.unsent.remove(at).expect("position is in range");
             self.forget_deadline(entry.deadline, entry.wire_id);
@@ -275,7 +276,8 @@ impl<F> Client<F> {
 
     /// Ends the connection: every pending command fails with [`CommandError::Disconnected`],
     /// unsent fds are closed, and [`Output::Closed`] follows. The driver then closes the socket.
-    pub fn close(&mut self) {
+    pub fn close(&mut self, now: Instant) {
+        let _ = now;
         self.shut(CloseReason::ClosedByCaller);
     }
 
@@ -572,7 +574,14 @@ fn is_negotiation(id: &Option<MessageId>) -> bool {
 }
 
 impl<F> Machine for Client<F> {
+    type Input<'a> = Input<'a, F>;
     type Output = Output<F>;
+    type Error = std::convert::Infallible;
+
+    fn handle_input(&mut self, now: Instant, input: Input<'_, F>) -> Result<(), Self::Error> {
+        Client::handle_input(self, now, input);
+        Ok(())
+    }
 
     fn handle_timeout(&mut self, now: Instant) {
         Client::handle_timeout(self, now);

@@ -414,7 +414,7 @@ fn i1_i2_close_fails_every_pending_command_once_and_drops_unsent_fds() {
     let b = h.exec(c2);
     h.drain();
     assert_eq!(h.ledger.open_count(), 1);
-    h.qmp.close();
+    h.qmp.close(h.now);
     assert_eq!(
         h.drain(),
         vec![
@@ -424,7 +424,7 @@ fn i1_i2_close_fails_every_pending_command_once_and_drops_unsent_fds() {
         ]
     );
     assert_eq!(h.ledger.open_count(), 0);
-    h.qmp.close();
+    h.qmp.close(h.now);
     h.qmp.handle_input(h.now, Input::Closed);
     assert_eq!(h.drain(), Vec::<String>::new(), "closed is reported once");
 }
@@ -487,9 +487,9 @@ fn cancel_completes_once_whether_sent_or_not() {
     let fd_cmd = h.with_fd("b");
     let b = h.exec(fd_cmd);
     h.drain();
-    assert!(h.qmp.cancel(b));
-    assert!(h.qmp.cancel(a));
-    assert!(!h.qmp.cancel(a));
+    assert!(h.qmp.cancel(h.now, b));
+    assert!(h.qmp.cancel(h.now, a));
+    assert!(!h.qmp.cancel(h.now, a));
     assert_eq!(
         h.drain(),
         vec![
@@ -610,7 +610,7 @@ fn i3_nothing_is_delivered_from_inside_a_call_outputs_wait_to_be_drained() {
     // Inputs and commands only queue; the order of the queue is the order of events.
     h.feed(r#"{"event": "STOP", "timestamp": {"seconds": 1, "microseconds": 1}}"#);
     let b = h.exec(typed::cont());
-    h.qmp.close();
+    h.qmp.close(h.now);
     let c = h.exec(typed::stop());
     assert_eq!(
         h.drain(),

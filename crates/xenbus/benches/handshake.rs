@@ -10,11 +10,11 @@ use std::collections::{BTreeMap, VecDeque};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use xsio_ops::{Op, Output, Reply, Txn, TxnOp, XsOp};
 use xsio_vbd::Vbd;
 use xsio_xenbus::block::{BlockDevice, BlockKind, BlockTransport, Mode};
 use xsio_xenbus::{
-    Backend, DeviceAreas, Frontend, Output, Reply, StateWaiter, Txn, TxnOp, WaitEvent,
-    WaiterConfig, XenbusState, XsOp,
+    Backend, DeviceAreas, Frontend, StateWaiter, WaitEvent, WaiterConfig, XenbusState,
 };
 
 fn main() {
@@ -30,7 +30,10 @@ struct Store {
 
 impl Store {
     /// Executes `op` for party `who`; queues watch events in `events`.
-    fn execute(&mut self, who: usize, op: &XsOp, events: &mut VecDeque<(usize, String)>) -> Reply {
+    fn execute(&mut self, who: usize, op: &Op, events: &mut VecDeque<(usize, String)>) -> Reply {
+        let Op::Xs(op) = op else {
+            unreachable!("xenbus machines only ask xenstore operations")
+        };
         match op {
             XsOp::Read { path } => Reply::Value(self.nodes.get(path).cloned()),
             XsOp::Watch { path, token } => {
@@ -90,15 +93,15 @@ fn device() -> (BlockDevice, DeviceAreas) {
 }
 
 /// One lifetime; returns the store operations it made, in order, with their party.
-fn lifetime(epoch: Instant, record: bool) -> Vec<(usize, XsOp)> {
+fn lifetime(epoch: Instant, record: bool) -> Vec<(usize, Op)> {
     let (disk, areas) = device();
     let mut store = Store::default();
     let mut events = VecDeque::new();
     let mut log = Vec::new();
-    let create = XsOp::Transaction(areas.create(
+    let create = Op::Xs(XsOp::Transaction(areas.create(
         &disk.toolstack_backend_keys(),
         &disk.toolstack_frontend_keys(),
-    ));
+    )));
     store.execute(0, &create, &mut events);
     let transport = BlockTransport {
         ring_ref: 8,
@@ -147,7 +150,7 @@ fn lifetime(epoch: Instant, record: bool) -> Vec<(usize, XsOp)> {
                 }
                 Output::Event(WaitEvent::Done(result)) => {
                     assert_eq!(result, Ok(XenbusState::Closed));
-                    store.execute(0, &XsOp::Transaction(areas.destroy()), &mut events);
+                    store.execute(0, &Op::Xs(XsOp::Transaction(areas.destroy())), &mut events);
                     return log;
                 }
                 Output::Event(_) => {}
@@ -169,7 +172,11 @@ fn lifetime(epoch: Instant, record: bool) -> Vec<(usize, XsOp)> {
             assert_eq!(backend.state(), XenbusState::Connected);
             assert_eq!(frontend.state(), XenbusState::Connected);
             removed = true;
-            store.execute(0, &XsOp::Transaction(areas.request_removal()), &mut events);
+            store.execute(
+                0,
+                &Op::Xs(XsOp::Transaction(areas.request_removal())),
+                &mut events,
+            );
             waiter = Some(StateWaiter::new(
                 WaiterConfig {
                     path: areas.backend_key("state"),
@@ -204,16 +211,20 @@ fn floor(bencher: divan::Bencher<'_, '_>) {
     bencher.bench_local(|| {
         let mut store = Store::default();
         let mut events = VecDeque::new();
-        let create = XsOp::Transaction(areas.create(
+        let create = Op::Xs(XsOp::Transaction(areas.create(
             &disk.toolstack_backend_keys(),
             &disk.toolstack_frontend_keys(),
-        ));
+        )));
         store.execute(0, &create, &mut events);
         for (who, op) in black_box(&recorded) {
             store.execute(*who, op, &mut events);
         }
-        store.execute(0, &XsOp::Transaction(areas.request_removal()), &mut events);
-        store.execute(0, &XsOp::Transaction(areas.destroy()), &mut events);
+        store.execute(
+            0,
+            &Op::Xs(XsOp::Transaction(areas.request_removal())),
+            &mut events,
+        );
+        store.execute(0, &Op::Xs(XsOp::Transaction(areas.destroy())), &mut events);
         events.len()
     });
 }

@@ -3,8 +3,8 @@
 
 use xsio_xs_wire::{Access, Perm};
 
-use crate::ops::{Txn, TxnOp};
 use crate::state::XenbusState;
+use xsio_ops::{Txn, TxnOp};
 
 /// The two xenstore directories of one split device.
 ///

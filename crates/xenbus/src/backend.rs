@@ -3,16 +3,16 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use xsio_core::{Machine, OpId};
+use xsio_core::OpId;
 
 use crate::areas::DeviceAreas;
 use crate::keys::{KeyCheck, KeyError, KeyRead, KeySpec};
-use crate::ops::{
-    InputError, Output, Reply, TxnOp, XsError, XsOp, expect_done, expect_state_value, expect_txn,
-    expect_value,
-};
 use crate::requests::{Phase, Requests, after_check, write_state};
 use crate::state::{StateError, XenbusState};
+use xsio_ops::{
+    InputError, OpError, Output, Reply, TxnOp, XsOp, expect_done, expect_state_value, expect_txn,
+    expect_value,
+};
 
 /// What a [`Backend`] needs to know.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -62,7 +62,7 @@ pub enum BackendEvent {
     /// The backend's own `state` node vanished (its directory was destroyed).
     Removed,
     /// A xenstore operation failed; the backend stopped.
-    Failed(XsError),
+    Failed(OpError),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -90,7 +90,8 @@ enum Purpose {
 ///
 /// ```
 /// use std::time::Instant;
-/// use xsio_xenbus::{Backend, BackendConfig, DeviceAreas, KeyCheck, Output, XsOp};
+/// use xsio_ops::{Op, Output, XsOp};
+/// use xsio_xenbus::{Backend, BackendConfig, DeviceAreas, KeyCheck};
 ///
 /// # #[allow(clippy::disallowed_methods)] // a doc example's epoch
 /// let now = Instant::now();
@@ -109,8 +110,8 @@ enum Purpose {
 ///     }
 /// }
 /// // Two watches (frontend state, own online), then features and InitWait in one transaction.
-/// assert!(matches!(&ops[0], XsOp::Watch { path, .. } if path.ends_with("device/vbd/51712/state")));
-/// assert!(matches!(&ops[2], XsOp::Transaction(txn) if txn.ops.len() == 2));
+/// assert!(matches!(&ops[0], Op::Xs(XsOp::Watch { path, .. }) if path.ends_with("device/vbd/51712/state")));
+/// assert!(matches!(&ops[2], Op::Xs(XsOp::Transaction(txn)) if txn.ops.len() == 2));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Backend {
@@ -227,7 +228,7 @@ impl Backend {
         &mut self,
         _now: Instant,
         id: OpId,
-        result: Result<Reply, XsError>,
+        result: Result<Reply, OpError>,
     ) -> Result<(), InputError> {
         let purpose = self.requests.finish(id)?;
         match purpose {
@@ -261,7 +262,7 @@ impl Backend {
     /// Runs `on_ok` for a successful reply while running, the failure path otherwise.
     fn after_check<T>(
         &mut self,
-        checked: Result<Result<T, XsError>, InputError>,
+        checked: Result<Result<T, OpError>, InputError>,
         on_ok: impl FnOnce(&mut Self, T),
     ) -> Result<(), InputError> {
         let running = self.phase == Phase::Running;
@@ -443,7 +444,7 @@ impl Backend {
         );
     }
 
-    fn fail(&mut self, err: XsError) {
+    fn fail(&mut self, err: OpError) {
         self.stop(Phase::Failed, BackendEvent::Failed(err));
     }
 
@@ -490,18 +491,4 @@ impl Backend {
     }
 }
 
-impl Machine for Backend {
-    type Output = Output<BackendEvent>;
-
-    fn handle_timeout(&mut self, now: Instant) {
-        Backend::handle_timeout(self, now);
-    }
-
-    fn poll_output(&mut self) -> Option<Output<BackendEvent>> {
-        Backend::poll_output(self)
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        Backend::poll_timeout(self)
-    }
-}
+crate::impl_machine!(Backend, BackendEvent);

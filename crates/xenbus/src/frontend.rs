@@ -3,16 +3,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use xsio_core::{Machine, OpId, deadline};
+use xsio_core::{OpId, deadline};
 
 use crate::areas::DeviceAreas;
 use crate::keys::{KeyCheck, KeyError, KeyRead, KeySpec};
-use crate::ops::{
-    InputError, Output, Reply, TxnOp, XsError, XsOp, expect_done, expect_state_value, expect_txn,
-    expect_value,
-};
 use crate::requests::{Phase, Requests, after_check, write_state};
 use crate::state::{StateError, XenbusState};
+use xsio_ops::{
+    InputError, OpError, Output, Reply, TxnOp, XsOp, expect_done, expect_state_value, expect_txn,
+    expect_value,
+};
 
 /// What a [`Frontend`] needs to know.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -60,7 +60,7 @@ pub enum FrontendEvent {
     /// The frontend's own `state` node vanished (its directory was destroyed).
     Removed,
     /// A xenstore operation failed; the frontend stopped.
-    Failed(XsError),
+    Failed(OpError),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -195,7 +195,7 @@ impl Frontend {
         &mut self,
         _now: Instant,
         id: OpId,
-        result: Result<Reply, XsError>,
+        result: Result<Reply, OpError>,
     ) -> Result<(), InputError> {
         let purpose = self.requests.finish(id)?;
         match purpose {
@@ -249,7 +249,7 @@ impl Frontend {
     /// Runs `on_ok` for a successful reply while running, the failure path otherwise.
     fn after_check<T>(
         &mut self,
-        checked: Result<Result<T, XsError>, InputError>,
+        checked: Result<Result<T, OpError>, InputError>,
         on_ok: impl FnOnce(&mut Self, T),
     ) -> Result<(), InputError> {
         let running = self.phase == Phase::Running;
@@ -403,7 +403,7 @@ impl Frontend {
         );
     }
 
-    fn fail(&mut self, err: XsError) {
+    fn fail(&mut self, err: OpError) {
         self.stop(Phase::Failed, FrontendEvent::Failed(err));
     }
 
@@ -424,18 +424,4 @@ impl Frontend {
     }
 }
 
-impl Machine for Frontend {
-    type Output = Output<FrontendEvent>;
-
-    fn handle_timeout(&mut self, now: Instant) {
-        Frontend::handle_timeout(self, now);
-    }
-
-    fn poll_output(&mut self) -> Option<Output<FrontendEvent>> {
-        Frontend::poll_output(self)
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        Frontend::poll_timeout(self)
-    }
-}
+crate::impl_machine!(Frontend, FrontendEvent);

@@ -28,20 +28,27 @@
 //!
 //! # Operations, not bytes
 //!
-//! The machines speak a small vocabulary ([`XsOp`]: read, watch, unwatch, and a guarded
-//! transaction of writes, mkdirs, permission changes and removals) and are told results
-//! ([`Reply`], [`XsError`]) and watch events. They never name a xenstore client type: a
+//! The machines speak the toolstack vocabulary of [`xsio_ops`] ([`XsOp`]: read, watch,
+//! unwatch, and a guarded transaction of writes, mkdirs, permission changes and removals)
+//! and are told results ([`Reply`], [`OpError`]) and watch events. They never name a xenstore client type: a
 //! driver connects them to one (io-std, a simulator, or another toolstack's own library).
 //! Timers are the machines' `poll_timeout` / `handle_timeout`.
 //!
-//! The shape is the same as every machine in the workspace: `new(config, now)`,
-//! `handle_*(now, ..)`, `poll_output()` drained until `None`, `poll_timeout()`:
+//! [`XsOp`]: xsio_ops::XsOp
+//! [`Reply`]: xsio_ops::Reply
+//! [`OpError`]: xsio_ops::OpError
+//!
+//! The shape is the same as every machine in the workspace ([`xsio_core::Machine`], which
+//! each machine here implements): `new(config, now)`, `handle_*(now, ..)`,
+//! `poll_output()` drained until `None`, `poll_timeout()`. A driver need not write this
+//! loop: `xsio-harness` runs any set of them against a store.
 //!
 //! ```
 //! use std::time::Instant;
 //! use xsio_vbd::Vbd;
 //! use xsio_xenbus::block::{BlockDevice, BlockKind, Mode};
-//! use xsio_xenbus::{Backend, Output, Reply, XenbusState, XsOp};
+//! use xsio_ops::{Op, Output, Reply, XsOp};
+//! use xsio_xenbus::{Backend, XenbusState};
 //!
 //! # #[allow(clippy::disallowed_methods)] // a doc example's epoch
 //! let now = Instant::now();
@@ -53,7 +60,7 @@
 //!     match output {
 //!         Output::Request(request) => {
 //!             let reply = match request.op {
-//!                 XsOp::Transaction(_) => Reply::Committed,
+//!                 Op::Xs(XsOp::Transaction(_)) => Reply::Committed,
 //!                 _ => Reply::Done,
 //!             };
 //!             backend.handle_reply(now, request.id, Ok(reply))?;
@@ -78,12 +85,53 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+/// Implements [`xsio_core::Machine`] for an L2 machine from its inherent methods, with the
+/// vocabulary of `xsio-ops`: a reply goes to `handle_reply`, a watch event to
+/// `handle_watch`.
+macro_rules! impl_machine {
+    ($machine:ty, $event:ty) => {
+        impl xsio_core::Machine for $machine {
+            type Input<'a> = xsio_ops::Input<'a>;
+            type Output = xsio_ops::Output<$event>;
+            type Error = xsio_ops::InputError;
+
+            fn handle_input(
+                &mut self,
+                now: std::time::Instant,
+                input: xsio_ops::Input<'_>,
+            ) -> Result<(), xsio_ops::InputError> {
+                match input {
+                    xsio_ops::Input::Reply { id, result } => self.handle_reply(now, id, result),
+                    xsio_ops::Input::Watch { path, token } => {
+                        self.handle_watch(now, path, token);
+                        Ok(())
+                    }
+                    // Inputs of operations this machine never requests.
+                    _ => Ok(()),
+                }
+            }
+
+            fn handle_timeout(&mut self, now: std::time::Instant) {
+                <$machine>::handle_timeout(self, now);
+            }
+
+            fn poll_output(&mut self) -> Option<xsio_ops::Output<$event>> {
+                <$machine>::poll_output(self)
+            }
+
+            fn poll_timeout(&self) -> Option<std::time::Instant> {
+                <$machine>::poll_timeout(self)
+            }
+        }
+    };
+}
+pub(crate) use impl_machine;
+
 mod areas;
 mod backend;
 pub mod block;
 mod frontend;
 mod keys;
-mod ops;
 mod requests;
 mod state;
 mod waiter;
@@ -92,10 +140,9 @@ pub use areas::DeviceAreas;
 pub use backend::{Backend, BackendConfig, BackendEvent};
 pub use frontend::{Frontend, FrontendConfig, FrontendEvent};
 pub use keys::{KeyCheck, KeyError, KeySpec};
-pub use ops::{InputError, Output, Reply, Request, Txn, TxnOp, XsError, XsErrorKind, XsOp};
 pub use state::{ALL_STATES, StateError, XenbusState};
 pub use waiter::{StateWaiter, WaitError, WaitEvent, WaiterConfig};
-/// The permission entries of [`TxnOp::SetPerms`]: `xsio-xs-wire`'s value types, so that the
+/// The permission entries of [`xsio_ops::TxnOp::SetPerms`]: `xsio-xs-wire`'s value types, so that the
 /// workspace has one permission type and a driver passes them to its client unchanged.
 pub use xsio_xs_wire::{Access, Perm};
 

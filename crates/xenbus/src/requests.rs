@@ -6,8 +6,8 @@ use std::collections::VecDeque;
 
 use xsio_core::OpId;
 
-use crate::ops::{InputError, Output, Request, Txn, TxnOp, XsError, XsErrorKind, XsOp};
 use crate::state::XenbusState;
+use xsio_ops::{InputError, OpError, OpErrorKind, Output, Request, Txn, TxnOp, XsOp};
 
 /// Whether a device end still runs, and why it stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -44,7 +44,8 @@ impl<P, E> Requests<P, E> {
         // 2^64 operations cannot happen; wrapping keeps this panic-free regardless.
         self.next = self.next.wrapping_add(1);
         self.in_flight.push((id, purpose));
-        self.out.push_back(Output::Request(Request { id, op }));
+        self.out
+            .push_back(Output::Request(Request { id, op: op.into() }));
     }
 
     /// Queues an event.
@@ -79,8 +80,8 @@ impl<P, E> Requests<P, E> {
 pub(crate) fn after_check<M, T>(
     machine: &mut M,
     running: bool,
-    checked: Result<Result<T, XsError>, InputError>,
-    fail: impl FnOnce(&mut M, XsError),
+    checked: Result<Result<T, OpError>, InputError>,
+    fail: impl FnOnce(&mut M, OpError),
     on_ok: impl FnOnce(&mut M, T),
 ) -> Result<(), InputError> {
     match checked {
@@ -97,7 +98,7 @@ pub(crate) fn after_check<M, T>(
         Err(wrong) => {
             fail(
                 machine,
-                XsError::new(XsErrorKind::Invalid, wrong.to_string()),
+                OpError::new(OpErrorKind::Invalid, wrong.to_string()),
             );
             Err(wrong)
         }

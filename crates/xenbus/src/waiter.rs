@@ -3,11 +3,11 @@
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
-use xsio_core::{Machine, OpId, deadline};
+use xsio_core::{OpId, deadline};
 
-use crate::ops::{InputError, Output, Reply, XsError, XsOp, expect_done, expect_state_value};
 use crate::requests::{Requests, after_check};
 use crate::state::{StateError, XenbusState};
+use xsio_ops::{InputError, OpError, Output, Reply, XsOp, expect_done, expect_state_value};
 
 /// What a [`StateWaiter`] waits for.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -38,7 +38,7 @@ pub enum WaitError {
     Cancelled,
     /// A xenstore operation failed.
     #[error(transparent)]
-    Xenstore(#[from] XsError),
+    Xenstore(#[from] OpError),
 }
 
 /// What a [`StateWaiter`] reports.
@@ -69,7 +69,8 @@ enum Purpose {
 ///
 /// ```
 /// use std::time::{Duration, Instant};
-/// use xsio_xenbus::{Output, Reply, StateWaiter, WaitEvent, WaiterConfig, XenbusState, XsOp};
+/// use xsio_ops::{Op, Output, Reply, XsOp};
+/// use xsio_xenbus::{StateWaiter, WaitEvent, WaiterConfig, XenbusState};
 ///
 /// # #[allow(clippy::disallowed_methods)] // a doc example's epoch
 /// let now = Instant::now();
@@ -83,10 +84,10 @@ enum Purpose {
 /// waiter.handle_reply(now, watch.id, Ok(Reply::Done))?;
 /// waiter.handle_watch(now, "/local/domain/0/backend/qdisk/1/51712/state", "wait");
 /// let Some(Output::Request(read)) = waiter.poll_output() else { unreachable!() };
-/// assert!(matches!(read.op, XsOp::Read { .. }));
+/// assert!(matches!(read.op, Op::Xs(XsOp::Read { .. })));
 /// waiter.handle_reply(now, read.id, Ok(Reply::Value(Some("6".into()))))?;
 /// assert_eq!(waiter.poll_output(), Some(Output::Event(WaitEvent::Done(Ok(XenbusState::Closed)))));
-/// # Ok::<(), xsio_xenbus::InputError>(())
+/// # Ok::<(), xsio_ops::InputError>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct StateWaiter {
@@ -150,7 +151,7 @@ impl StateWaiter {
         &mut self,
         _now: Instant,
         id: OpId,
-        result: Result<Reply, XsError>,
+        result: Result<Reply, OpError>,
     ) -> Result<(), InputError> {
         let purpose = self.requests.finish(id)?;
         let outcome = match purpose {
@@ -220,18 +221,4 @@ impl StateWaiter {
     }
 }
 
-impl Machine for StateWaiter {
-    type Output = Output<WaitEvent>;
-
-    fn handle_timeout(&mut self, now: Instant) {
-        StateWaiter::handle_timeout(self, now);
-    }
-
-    fn poll_output(&mut self) -> Option<Output<WaitEvent>> {
-        StateWaiter::poll_output(self)
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        StateWaiter::poll_timeout(self)
-    }
-}
+crate::impl_machine!(StateWaiter, WaitEvent);

@@ -4,11 +4,12 @@
 use std::time::{Duration, Instant};
 
 use xsio_core::OpId;
+use xsio_ops::{InputError, Op, Output, Reply, Request, XsOp};
 use xsio_vbd::Vbd;
 use xsio_xenbus::block::{BlockDevice, BlockKind, BlockTransport, Mode};
 use xsio_xenbus::{
-    Backend, BackendEvent, Frontend, FrontendEvent, InputError, Output, Reply, Request,
-    StateWaiter, WaitError, WaitEvent, WaiterConfig, XenbusState, XsOp,
+    Backend, BackendEvent, Frontend, FrontendEvent, StateWaiter, WaitError, WaitEvent,
+    WaiterConfig, XenbusState,
 };
 
 #[allow(clippy::disallowed_methods)] // the test's epoch; later times derive from it
@@ -46,13 +47,13 @@ fn started_backend(now: Instant) -> (Backend, String) {
     let mut token = String::new();
     for r in requests {
         let reply = match &r.op {
-            XsOp::Watch { token: t, path } => {
+            Op::Xs(XsOp::Watch { token: t, path }) => {
                 if path.ends_with("device/vbd/51712/state") {
                     token = t.clone();
                 }
                 Reply::Done
             }
-            XsOp::Transaction(_) => Reply::Committed,
+            Op::Xs(XsOp::Transaction(_)) => Reply::Committed,
             other => panic!("unexpected start-up request {other:?}"),
         };
         backend.handle_reply(now, r.id, Ok(reply)).unwrap();
@@ -111,7 +112,7 @@ fn frontend_close_gives_up_on_a_silent_backend() {
     };
     let mut frontend = Frontend::new(dev.frontend_config(dev.areas(0, 1), &transport), now);
     let (requests, _) = drain(|| frontend.poll_output());
-    let XsOp::Watch { token, .. } = &requests[0].op else {
+    let Op::Xs(XsOp::Watch { token, .. }) = &requests[0].op else {
         panic!()
     };
     let token = token.clone();
@@ -128,7 +129,7 @@ fn frontend_close_gives_up_on_a_silent_backend() {
     let values = ["ignored", "2048", "0", "512"];
     for (r, value) in requests.iter().zip(values) {
         let reply = match r.op {
-            XsOp::Transaction(_) => Reply::Committed,
+            Op::Xs(XsOp::Transaction(_)) => Reply::Committed,
             _ => Reply::Value(Some(value.into())),
         };
         frontend.handle_reply(now, r.id, Ok(reply)).unwrap();
@@ -194,7 +195,7 @@ fn waiter_waits_through_a_missing_node_and_times_out() {
             last: Some(XenbusState::Closing)
         }))]
     );
-    assert!(matches!(requests[0].op, XsOp::Unwatch { .. }));
+    assert!(matches!(requests[0].op, Op::Xs(XsOp::Unwatch { .. })));
     // Done exactly once: a late value changes nothing.
     waiter.handle_timeout(now + Duration::from_secs(20));
     assert_eq!(waiter.poll_output(), None);
@@ -207,7 +208,7 @@ fn an_unreadable_other_end_counts_as_gone() {
     let (mut backend, token) = started_backend(now);
     backend.handle_watch(now, "/x", &token);
     let (requests, _) = drain(|| backend.poll_output());
-    let denied = xsio_xenbus::XsError::new(xsio_xenbus::XsErrorKind::Access, "EACCES");
+    let denied = xsio_ops::OpError::new(xsio_ops::OpErrorKind::Access, "EACCES");
     backend
         .handle_reply(now, requests[0].id, Err(denied))
         .unwrap();

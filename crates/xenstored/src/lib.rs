@@ -86,6 +86,7 @@
 #![deny(missing_docs)]
 
 mod config;
+mod machine;
 mod ops;
 mod perms;
 mod server;
@@ -94,6 +95,7 @@ mod tree;
 mod view;
 
 pub use config::{Config, Quotas};
+pub use machine::ServerInput;
 pub use perms::{Access, Perm, Perms};
 pub use server::{CloseReason, ConnId, INTRODUCE_DOMAIN, Origin, Output, RELEASE_DOMAIN, Server};
 pub use state::LoadError;

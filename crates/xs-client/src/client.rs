@@ -48,7 +48,7 @@ use crate::types::{Config, DeviceArea, Error, Output, Response, TxId, TxOp, Watc
 ///
 /// // The daemon answers; the operation completes.
 /// let reply = Packet::new(0, 0, Reply::Read("guest1".into())).to_bytes()?;
-/// client.handle_input(now, xsio_core::Input::<std::os::fd::OwnedFd>::Bytes(&reply))?;
+/// client.handle_input(now, xsio_core::Input::<std::os::fd::OwnedFd>::Bytes(&reply));
 /// let Some(Output::Done { id: done, result }) = client.poll_output() else { panic!() };
 /// assert_eq!((done, result), (id, Ok(Response::Value("guest1".into()))));
 /// assert!(client.poll_output().is_none());
@@ -88,14 +88,28 @@ struct Watch {
     removing: bool,
 }
 
-/// The connection is broken beyond repair; every pending operation has been failed. Close
-/// the socket.
+/// The daemon's stream cannot be framed any more (reported in [`CloseReason::Protocol`]).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProtocolError {
     /// The daemon sent a frame that cannot be framed (oversize).
     #[error(transparent)]
     Frame(#[from] FrameError),
+}
+
+/// Why the connection ended ([`Output::Closed`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The daemon closed the stream (or the driver saw it fail).
+    #[error("xenstored closed the connection")]
+    PeerClosed,
+    /// The caller called [`Client::close`].
+    #[error("closed by the caller")]
+    ClosedByCaller,
+    /// The daemon broke the protocol.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
 }
 
 impl Client {
@@ -370,42 +384,37 @@ impl Client {
 
     // ---- inputs -------------------------------------------------------------------------
 
+    /// Ends the connection: every pending operation fails with [`Error::ConnectionLost`],
+    /// then [`Output::Closed`] follows. The driver then closes the socket.
+    pub fn close(&mut self, now: Instant) {
+        let _ = now;
+        self.connection_lost(CloseReason::ClosedByCaller);
+    }
+
     /// Feeds what the socket gave: bytes (any split), or the end of the stream. Descriptors
     /// are not part of xenstore and are closed.
     ///
-    /// An `Err` means the stream cannot be framed any more: every pending operation has
-    /// failed with [`Error::ConnectionLost`]; close the socket.
-    pub fn handle_input<F>(
-        &mut self,
-        now: Instant,
-        input: Input<'_, F>,
-    ) -> Result<(), ProtocolError> {
+    /// When the stream ends or cannot be framed any more, every pending operation fails
+    /// with [`Error::ConnectionLost`] and [`Output::Closed`] follows, once: close the
+    /// socket then.
+    pub fn handle_input<F>(&mut self, now: Instant, input: Input<'_, F>) {
         match input {
             Input::Bytes(bytes) => self.handle_bytes(now, bytes),
-            Input::Fds(fds) => {
-                drop(fds);
-                Ok(())
-            }
-            Input::Closed => {
-                self.connection_lost();
-                Ok(())
-            }
+            Input::Fds(fds) => drop(fds),
+            Input::Closed => self.connection_lost(CloseReason::PeerClosed),
         }
     }
 
-    fn handle_bytes(&mut self, now: Instant, bytes: &[u8]) -> Result<(), ProtocolError> {
+    fn handle_bytes(&mut self, now: Instant, bytes: &[u8]) {
         if self.closed {
-            return Ok(());
+            return;
         }
         self.decoder.feed(bytes);
         loop {
             match self.decoder.next_frame() {
                 Ok(Some(frame)) => self.handle_frame(now, &frame),
-                Ok(None) => return Ok(()),
-                Err(err) => {
-                    self.connection_lost();
-                    return Err(err.into());
-                }
+                Ok(None) => return,
+                Err(err) => return self.connection_lost(ProtocolError::from(err).into()),
             }
         }
     }
@@ -665,7 +674,7 @@ impl Client {
         self.outputs.push_back(Output::Done { id: op, result });
     }
 
-    fn connection_lost(&mut self) {
+    fn connection_lost(&mut self, reason: CloseReason) {
         if self.closed {
             return;
         }
@@ -677,11 +686,19 @@ impl Client {
         for op in ops {
             self.finish_err(op, Error::ConnectionLost);
         }
+        self.outputs.push_back(Output::Closed(reason));
     }
 }
 
 impl Machine for Client {
+    type Input<'a> = Input<'a, std::os::fd::OwnedFd>;
     type Output = Output;
+    type Error = std::convert::Infallible;
+
+    fn handle_input(&mut self, now: Instant, input: Self::Input<'_>) -> Result<(), Self::Error> {
+        Client::handle_input(self, now, input);
+        Ok(())
+    }
 
     fn handle_timeout(&mut self, now: Instant) {
         Client::handle_timeout(self, now);

@@ -43,7 +43,7 @@
 //!         };
 //!         replies.extend_from_slice(&request.reply(body).to_bytes()?);
 //!     }
-//!     client.handle_input(now, Input::<std::os::fd::OwnedFd>::Bytes(&replies))?;
+//!     client.handle_input(now, Input::<std::os::fd::OwnedFd>::Bytes(&replies));
 //! }
 //! assert_eq!(done, Some((op, Ok(Response::List(vec![Response::Unit])))));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -55,7 +55,7 @@ mod client;
 mod jobs;
 mod types;
 
-pub use client::{Client, ProtocolError};
+pub use client::{Client, CloseReason, ProtocolError};
 pub use types::{
     Config, DeviceArea, Error, Output, Response, TxId, TxOp, ValueError, WatchEvent, XsValue,
 };

@@ -74,6 +74,9 @@ pub enum Output {
     },
     /// A watch fired.
     Event(WatchEvent),
+    /// The connection is over; close the socket. Comes once, after the `Done` of every
+    /// operation that was pending.
+    Closed(crate::CloseReason),
 }
 
 /// A watch event, routed to the watch that asked for it.

@@ -137,8 +137,7 @@ fn run(seed: u64, n_clients: usize, steps: usize) {
                     .min(peer.to_client.len());
                 let chunk: Vec<u8> = peer.to_client.drain(..n).collect();
                 peer.client
-                    .handle_input(now, Input::<OwnedFd>::Bytes(&chunk))
-                    .unwrap();
+                    .handle_input(now, Input::<OwnedFd>::Bytes(&chunk));
             }
         }
         drain(&mut peers[i]);

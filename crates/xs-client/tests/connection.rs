@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::Harness;
 use xsio_core::Input;
-use xsio_xs_client::{Config, Error, Response, XsValue};
+use xsio_xs_client::{CloseReason, Config, Error, Response, XsValue};
 use xsio_xs_wire::{ErrorKind, Header, Reply, Request};
 
 #[test]
@@ -31,6 +31,27 @@ fn connection_loss_fails_every_pending_op_once() {
     assert_eq!(h.result_of(late), &Err(Error::NotConnected));
     h.close(); // a second close changes nothing
     assert_eq!(h.seen.done.len(), 5);
+    // The end is reported once, after every pending operation completed.
+    assert_eq!(h.seen.closed, [CloseReason::PeerClosed]);
+    assert_eq!(
+        h.seen.done_after_close, 1,
+        "only the late read, refused after the end"
+    );
+}
+
+#[test]
+fn the_caller_can_close() {
+    let mut h = Harness::new(Config::default());
+    let a = h.client.read(h.now, None, "/a");
+    h.drain();
+    h.client.close(h.now);
+    h.drain();
+    assert_eq!(h.result_of(a), &Err(Error::ConnectionLost));
+    assert_eq!(h.seen.closed, [CloseReason::ClosedByCaller]);
+    assert_eq!(h.seen.done_after_close, 0);
+    h.client.close(h.now);
+    h.drain();
+    assert_eq!(h.seen.closed.len(), 1, "a second close changes nothing");
 }
 
 #[test]
@@ -110,13 +131,23 @@ fn an_oversize_frame_breaks_the_connection() {
         len: 5000,
     }
     .to_bytes();
-    let err = h
-        .client
+    h.client
         .handle_input(h.now, Input::<std::os::fd::OwnedFd>::Bytes(&header));
-    assert!(err.is_err());
     h.drain();
     assert_eq!(h.result_of(a), &Err(Error::ConnectionLost));
     assert!(h.client.is_closed());
+    // The end is reported once, after the failed operation, with its reason.
+    assert!(
+        matches!(h.seen.closed[..], [CloseReason::Protocol(_)]),
+        "{:?}",
+        h.seen.closed
+    );
+    assert_eq!(h.seen.done_after_close, 0);
+    // Bytes after the end change nothing.
+    h.client
+        .handle_input(h.now, Input::<std::os::fd::OwnedFd>::Bytes(&header));
+    h.drain();
+    assert_eq!(h.seen.closed.len(), 1);
 }
 
 #[test]

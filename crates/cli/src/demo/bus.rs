@@ -1,5 +1,5 @@
-//! One process, one in-memory xenstored, one xenstore client per party, and the xenbus
-//! machines connected to them: the driver the demo runs on.
+//! The demo's world: `xsio-harness`'s harness with the xenbus machines, the in-process
+//! xenstored core as its store, and a trace of who did what.
 //!
 //! Bytes go client → `xsio-xenstored` core → client; nothing touches a socket. Time is
 //! virtual: every message the daemon delivers takes one millisecond, so the trace is the
@@ -8,49 +8,34 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use xsio_core::{Input, OpId};
-use xsio_io_std::xenbus::{self, Submitted, Watches};
+use anyhow::bail;
+use xsio_core::OpId;
+use xsio_harness::{ActorId, Conn, Harness, Owner, Record, XenstoredStore};
+use xsio_ops::{Op, OpError, Reply, TxnOp, XsOp};
 use xsio_xenbus::{
-    Backend, BackendEvent, Frontend, FrontendEvent, Output, Reply, Request, StateWaiter, TxnOp,
-    WaitEvent, XenbusState, XsError, XsOp,
+    Backend, BackendEvent, Frontend, FrontendEvent, StateWaiter, WaitEvent, XenbusState,
 };
-use xsio_xenstored::{ConnId, Origin, Server};
-use xsio_xs_client::{Client, Error, Response, WatchEvent};
+use xsio_xenstored::Origin;
+use xsio_xs_client::{Client, Error, Response};
 use xsio_xs_wire::ErrorKind;
 
-/// Who acts. The index is the device's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Actor {
-    Toolstack(usize),
-    Waiter(usize),
-    Backend(usize),
-    Frontend(usize),
+xsio_harness::actors! {
+    /// The demo's machines: each device's backend, frontend and the toolstack's waiter.
+    pub(crate) enum Machine / Event {
+        Backend(Backend, BackendEvent),
+        Frontend(Frontend, FrontendEvent),
+        Waiter(StateWaiter, WaitEvent),
+    }
 }
 
-/// A xenstore connection and its client.
-struct Party {
-    conn: ConnId,
-    client: Client,
-    /// Client op → who asked, their op id, and whether a missing guard means "skipped".
-    pending: BTreeMap<OpId, (Actor, OpId, XsOp)>,
-    /// The client's watches, by token (`xsio-io-std`'s translation keeps them).
-    watches: Watches,
-    /// Watch token → who registered it, to route its events.
-    watchers: BTreeMap<String, Actor>,
-}
-
-/// The toolstack's own transactions, told apart from the machines' requests.
-pub(crate) const TOOLSTACK_OP: OpId = OpId::from_raw(u64::MAX);
-
-/// A device's machines.
+/// A device's machines and what the demo saw of it.
 pub(crate) struct DeviceMachines {
     pub(crate) name: String,
-    pub(crate) backend: Backend,
-    pub(crate) frontend: Frontend,
-    pub(crate) waiter: Option<StateWaiter>,
+    pub(crate) backend: ActorId,
+    pub(crate) frontend: ActorId,
+    pub(crate) waiter: Option<ActorId>,
     /// Results of the toolstack's transactions, in order.
-    pub(crate) toolstack_results: Vec<Result<Reply, XsError>>,
+    pub(crate) toolstack_results: Vec<Result<Reply, OpError>>,
     pub(crate) history: Vec<(&'static str, XenbusState)>,
     /// Failures the machines reported (none expected).
     pub(crate) problems: Vec<String>,
@@ -58,43 +43,36 @@ pub(crate) struct DeviceMachines {
 
 /// The world of the demo.
 pub(crate) struct Bus {
-    epoch: Instant,
-    now: Instant,
-    server: Server,
-    parties: Vec<Party>,
-    /// Requests answered without the daemon, delivered on the next step.
-    answered: Vec<(Actor, OpId, XsOp, Result<Reply, XsError>)>,
+    pub(crate) world: Harness<Machine>,
+    store: XenstoredStore,
+    /// The toolstack's and the backend's connections (dom0), the guest's.
+    toolstack: Conn,
+    backend: Conn,
+    frontend: Conn,
     pub(crate) devices: Vec<DeviceMachines>,
+    /// Which device each of the toolstack's own requests was for.
+    toolstack_ops: BTreeMap<OpId, usize>,
     pub(crate) trace: Vec<String>,
     echo: bool,
 }
 
-const TOOLSTACK: usize = 0;
-const BACKEND: usize = 1;
-const FRONTEND: usize = 2;
-
 impl Bus {
     /// A daemon with three connections: the toolstack and the backend (dom0), the guest.
     pub(crate) fn new(epoch: Instant, guest: u32, echo: bool) -> Bus {
-        let mut server = Server::new(xsio_xenstored::Config::default(), epoch);
-        server.introduce_domain(epoch, guest);
-        let mut parties = Vec::new();
-        for origin in [Origin::Socket, Origin::Socket, Origin::Domain(guest)] {
-            parties.push(Party {
-                conn: server.connect(epoch, origin),
-                client: Client::new(xsio_xs_client::Config::default(), epoch),
-                pending: BTreeMap::new(),
-                watches: Watches::default(),
-                watchers: BTreeMap::new(),
-            });
-        }
+        let mut store = XenstoredStore::new(epoch);
+        store.server().introduce_domain(epoch, guest);
+        let mut world = Harness::new(epoch);
+        let toolstack = store.connect_dom0(&mut world);
+        let backend = store.connect_dom0(&mut world);
+        let frontend = store.connect(&mut world, Origin::Domain(guest));
         Bus {
-            epoch,
-            now: epoch,
-            server,
-            parties,
-            answered: Vec::new(),
+            world,
+            store,
+            toolstack,
+            backend,
+            frontend,
             devices: Vec::new(),
+            toolstack_ops: BTreeMap::new(),
             trace: Vec::new(),
             echo,
         }
@@ -102,11 +80,11 @@ impl Bus {
 
     /// Virtual time since the start.
     pub(crate) fn elapsed(&self) -> Duration {
-        self.now.duration_since(self.epoch)
+        self.world.elapsed()
     }
 
     pub(crate) fn now(&self) -> Instant {
-        self.now
+        self.world.now()
     }
 
     pub(crate) fn say(&mut self, who: &str, what: impl AsRef<str>) {
@@ -118,48 +96,140 @@ impl Bus {
         self.trace.push(line);
     }
 
-    pub(crate) fn actor_name(&self, actor: Actor) -> String {
-        let (role, i) = match actor {
-            Actor::Toolstack(i) => ("toolstack", i),
-            Actor::Waiter(i) => ("toolstack", i),
-            Actor::Backend(i) => ("backend", i),
-            Actor::Frontend(i) => ("frontend", i),
-        };
-        let device = self.devices.get(i).map_or("?", |d| d.name.as_str());
-        format!("{role} {device}")
+    /// Adds a device's backend and frontend (not started until drained).
+    pub(crate) fn add_device(&mut self, name: String, backend: Backend, frontend: Frontend) {
+        let backend = self.world.add(self.backend, Machine::Backend(backend));
+        let frontend = self.world.add(self.frontend, Machine::Frontend(frontend));
+        self.devices.push(DeviceMachines {
+            name,
+            backend,
+            frontend,
+            waiter: None,
+            toolstack_results: Vec::new(),
+            history: Vec::new(),
+            problems: Vec::new(),
+        });
     }
 
-    /// Sends a request on behalf of `actor`.
-    pub(crate) fn send(&mut self, actor: Actor, request: Request) {
-        let party = match actor {
-            Actor::Toolstack(_) | Actor::Waiter(_) => TOOLSTACK,
-            Actor::Backend(_) => BACKEND,
-            Actor::Frontend(_) => FRONTEND,
-        };
-        self.describe_request(actor, &request.op);
-        let now = self.now;
-        let p = &mut self.parties[party];
-        match &request.op {
-            XsOp::Watch { token, .. } => {
-                p.watchers.insert(token.clone(), actor);
-            }
-            XsOp::Unwatch { token, .. } => {
-                p.watchers.remove(token);
-            }
-            XsOp::Read { .. } | XsOp::Transaction(_) => {}
-        }
-        match xenbus::submit(&mut p.client, now, &request.op, &mut p.watches) {
-            Submitted::Started(client_op) => {
-                p.pending.insert(client_op, (actor, request.id, request.op));
-            }
-            Submitted::Answered(reply) => {
-                self.answered.push((actor, request.id, request.op, reply))
-            }
+    /// Starts the toolstack's wait for device `i`.
+    pub(crate) fn add_waiter(&mut self, i: usize, waiter: StateWaiter) {
+        let id = self.world.add(self.toolstack, Machine::Waiter(waiter));
+        self.devices[i].waiter = Some(id);
+        self.start(id);
+    }
+
+    /// Drains a machine's first outputs and reports them.
+    pub(crate) fn start(&mut self, id: ActorId) {
+        self.world.drain(id);
+        self.report();
+    }
+
+    pub(crate) fn backend(&self, i: usize) -> &Backend {
+        match self.world.actor(self.devices[i].backend) {
+            Machine::Backend(b) => b,
+            _ => unreachable!("device backends are backends"),
         }
     }
 
-    fn describe_request(&mut self, actor: Actor, op: &XsOp) {
-        let who = self.actor_name(actor);
+    pub(crate) fn frontend(&self, i: usize) -> &Frontend {
+        match self.world.actor(self.devices[i].frontend) {
+            Machine::Frontend(f) => f,
+            _ => unreachable!("device frontends are frontends"),
+        }
+    }
+
+    pub(crate) fn waiter(&self, i: usize) -> Option<&StateWaiter> {
+        match self.world.actor(self.devices[i].waiter?) {
+            Machine::Waiter(w) => Some(w),
+            _ => None,
+        }
+    }
+
+    /// A transaction of the toolstack's own for device `i`.
+    pub(crate) fn toolstack_txn(&mut self, i: usize, txn: xsio_ops::Txn) {
+        let id = self
+            .world
+            .submit(self.toolstack, Op::Xs(XsOp::Transaction(txn)));
+        self.toolstack_ops.insert(id, i);
+        self.report();
+    }
+
+    /// Moves bytes and results until nothing is left to do.
+    pub(crate) fn run_until_quiet(&mut self) -> anyhow::Result<()> {
+        for _ in 0..100_000 {
+            let moved = self.world.step(&mut self.store)?;
+            self.report();
+            if !moved {
+                return Ok(());
+            }
+        }
+        bail!("the demo did not settle in 100000 steps")
+    }
+
+    /// Turns what the harness saw into trace lines, and lets the toolstack react: when a
+    /// waiter saw Closed, the device's areas are destroyed.
+    fn report(&mut self) {
+        for record in self.world.take_log() {
+            match record {
+                Record::Request { owner, request } => {
+                    self.describe_request(owner, request.id, &request.op)
+                }
+                Record::Reply {
+                    owner,
+                    id,
+                    op,
+                    result,
+                } => self.describe_reply(owner, id, &op, result),
+                Record::Watch { owner, path, .. } => {
+                    let who = self.owner_name(owner, OpId::from_raw(u64::MAX));
+                    self.say(&who, format!("watch fired: {path}"));
+                }
+                Record::Timeout { .. } => {}
+                Record::Event { actor, event } => self.describe_event(actor, event),
+            }
+        }
+    }
+
+    fn device_of(&self, actor: ActorId) -> Option<(usize, &'static str)> {
+        self.devices.iter().enumerate().find_map(|(i, d)| {
+            if d.backend == actor {
+                Some((i, "backend"))
+            } else if d.frontend == actor {
+                Some((i, "frontend"))
+            } else if d.waiter == Some(actor) {
+                Some((i, "toolstack"))
+            } else {
+                None
+            }
+        })
+    }
+
+    fn actor_name(&self, actor: ActorId) -> String {
+        match self.device_of(actor) {
+            Some((i, role)) => format!("{role} {}", self.devices[i].name),
+            None => "?".to_owned(),
+        }
+    }
+
+    fn owner_name(&self, owner: Owner, id: OpId) -> String {
+        match owner {
+            Owner::Actor(actor) => self.actor_name(actor),
+            Owner::Caller => {
+                let device = self
+                    .toolstack_ops
+                    .get(&id)
+                    .and_then(|&i| self.devices.get(i))
+                    .map_or("?", |d| d.name.as_str());
+                format!("toolstack {device}")
+            }
+        }
+    }
+
+    fn describe_request(&mut self, owner: Owner, id: OpId, op: &Op) {
+        let who = self.owner_name(owner, id);
+        let Op::Xs(op) = op else {
+            return self.say(&who, format!("{op:?}"));
+        };
         match op {
             XsOp::Watch { path, .. } => self.say(&who, format!("watch {path}")),
             XsOp::Unwatch { path, .. } => self.say(&who, format!("unwatch {path}")),
@@ -194,94 +264,12 @@ impl Bus {
         }
     }
 
-    /// Moves bytes and results until nothing is left to do.
-    pub(crate) fn run_until_quiet(&mut self) -> anyhow::Result<()> {
-        for _ in 0..100_000 {
-            if !self.step()? {
-                return Ok(());
-            }
-        }
-        bail!("the demo did not settle in 100000 steps")
-    }
-
-    /// One round: client bytes to the daemon, daemon bytes to the clients, results to the
-    /// machines. False when nothing moved.
-    fn step(&mut self) -> anyhow::Result<bool> {
-        let mut moved = !self.answered.is_empty();
-        for (actor, machine_op, op, reply) in std::mem::take(&mut self.answered) {
-            self.deliver(actor, machine_op, &op, reply)?;
-        }
-        let mut done = Vec::new();
-        let mut events = Vec::new();
-        for (index, party) in self.parties.iter_mut().enumerate() {
-            while let Some(output) = party.client.poll_output() {
-                moved = true;
-                match output {
-                    xsio_xs_client::Output::Transmit(t) => {
-                        self.server.handle_input(self.now, party.conn, &t.bytes);
-                    }
-                    xsio_xs_client::Output::Done { id, result } => done.push((index, id, result)),
-                    xsio_xs_client::Output::Event(event) => events.push((index, event)),
-                    _ => {}
-                }
-            }
-        }
-        while let Some(output) = self.server.poll_output() {
-            moved = true;
-            match output {
-                xsio_xenstored::Output::Transmit { conn, bytes } => {
-                    self.now += Duration::from_millis(1);
-                    let party = self
-                        .parties
-                        .iter_mut()
-                        .find(|p| p.conn == conn)
-                        .context("a transmit for an unknown connection")?;
-                    party
-                        .client
-                        .handle_input(self.now, Input::<std::os::fd::OwnedFd>::Bytes(&bytes))
-                        .map_err(|e| anyhow::anyhow!("client protocol error: {e}"))?;
-                }
-                xsio_xenstored::Output::Close { conn, reason } => {
-                    bail!("xenstored closed connection {conn:?}: {reason:?}")
-                }
-                _ => {}
-            }
-        }
-        for (index, id, result) in done {
-            self.complete(index, id, result)?;
-        }
-        for (index, event) in events {
-            self.fire(index, event)?;
-        }
-        Ok(moved)
-    }
-
-    fn complete(
-        &mut self,
-        party: usize,
-        id: OpId,
-        result: Result<Response, Error>,
-    ) -> anyhow::Result<()> {
-        let Some((actor, machine_op, op)) = self.parties[party].pending.remove(&id) else {
-            return Ok(());
-        };
-        self.deliver(actor, machine_op, &op, xenbus::to_reply(&op, result))
-    }
-
-    /// Hands `actor` the answer to its request `machine_op`, tracing reads.
-    fn deliver(
-        &mut self,
-        actor: Actor,
-        machine_op: OpId,
-        op: &XsOp,
-        reply: Result<Reply, XsError>,
-    ) -> anyhow::Result<()> {
-        if let (XsOp::Read { path }, Err(err)) = (op, &reply) {
-            let who = self.actor_name(actor);
+    fn describe_reply(&mut self, owner: Owner, id: OpId, op: &Op, result: Result<Reply, OpError>) {
+        let who = self.owner_name(owner, id);
+        if let (Op::Xs(XsOp::Read { path }), Err(err)) = (op, &result) {
             self.say(&who, format!("read {path}: {:?}", err.kind));
         }
-        if let (XsOp::Read { path }, Ok(Reply::Value(value))) = (op, &reply) {
-            let who = self.actor_name(actor);
+        if let (Op::Xs(XsOp::Read { path }), Ok(Reply::Value(value))) = (op, &result) {
             let shown = value.as_deref().map_or("(missing)".to_owned(), |v| {
                 match (path.ends_with("/state"), XenbusState::parse(v)) {
                     (true, Ok(state)) => format!("{v} ({state})"),
@@ -290,151 +278,81 @@ impl Bus {
             });
             self.say(&who, format!("read {path} = {shown}"));
         }
-        let now = self.now;
-        match actor {
-            Actor::Toolstack(i) => self.devices[i].toolstack_results.push(reply),
-            Actor::Waiter(i) => {
-                if let Some(waiter) = self.devices[i].waiter.as_mut() {
-                    waiter.handle_reply(now, machine_op, reply)?;
-                }
+        if owner == Owner::Caller {
+            if let Some(i) = self.toolstack_ops.remove(&id) {
+                self.devices[i].toolstack_results.push(result);
             }
-            Actor::Backend(i) => self.devices[i]
-                .backend
-                .handle_reply(now, machine_op, reply)?,
-            Actor::Frontend(i) => self.devices[i]
-                .frontend
-                .handle_reply(now, machine_op, reply)?,
         }
-        self.drain(actor)
     }
 
-    fn fire(&mut self, party: usize, event: WatchEvent) -> anyhow::Result<()> {
-        let Some(actor) = self.parties[party].watchers.get(&event.token).copied() else {
-            return Ok(());
+    fn describe_event(&mut self, actor: ActorId, event: Event) {
+        let Some((i, _)) = self.device_of(actor) else {
+            return;
         };
         let who = self.actor_name(actor);
-        self.say(&who, format!("watch fired: {}", event.path));
-        let now = self.now;
-        match actor {
-            Actor::Toolstack(_) => {}
-            Actor::Waiter(i) => {
-                if let Some(waiter) = self.devices[i].waiter.as_mut() {
-                    waiter.handle_watch(now, &event.path, &event.token);
-                }
-            }
-            Actor::Backend(i) => {
-                self.devices[i]
-                    .backend
-                    .handle_watch(now, &event.path, &event.token)
-            }
-            Actor::Frontend(i) => {
-                self.devices[i]
-                    .frontend
-                    .handle_watch(now, &event.path, &event.token)
-            }
-        }
-        self.drain(actor)
-    }
-
-    /// Drains one machine's outputs: requests go to its client, events to the trace.
-    pub(crate) fn drain(&mut self, actor: Actor) -> anyhow::Result<()> {
-        loop {
-            let who = self.actor_name(actor);
-            let line = match actor {
-                Actor::Toolstack(_) => return Ok(()),
-                Actor::Backend(i) => match self.devices[i].backend.poll_output() {
-                    None => return Ok(()),
-                    Some(Output::Request(r)) => {
-                        self.send(actor, r);
-                        continue;
-                    }
-                    Some(Output::Event(e)) => self.backend_event(i, e),
-                },
-                Actor::Frontend(i) => match self.devices[i].frontend.poll_output() {
-                    None => return Ok(()),
-                    Some(Output::Request(r)) => {
-                        self.send(actor, r);
-                        continue;
-                    }
-                    Some(Output::Event(e)) => self.frontend_event(i, e),
-                },
-                Actor::Waiter(i) => match self.devices[i]
-                    .waiter
-                    .as_mut()
-                    .and_then(StateWaiter::poll_output)
-                {
-                    None => return Ok(()),
-                    Some(Output::Request(r)) => {
-                        self.send(actor, r);
-                        continue;
-                    }
-                    Some(Output::Event(WaitEvent::Done(result))) => {
-                        let line = format!("wait for backend Closed: {result:?}");
-                        if let Ok(XenbusState::Closed) = result {
-                            let destroy = self.devices[i].backend.config().areas.destroy();
-                            self.say(&who, line);
-                            self.send(
-                                Actor::Toolstack(i),
-                                Request {
-                                    id: TOOLSTACK_OP,
-                                    op: XsOp::Transaction(destroy),
-                                },
-                            );
-                            continue;
-                        }
-                        Some(line)
-                    }
-                    Some(Output::Event(WaitEvent::StillWaiting(state))) => {
-                        Some(format!("still waiting (backend {state})"))
-                    }
-                    Some(Output::Event(other)) => Some(format!("{other:?}")),
-                },
-            };
-            if let Some(line) = line {
-                self.say(&who, line);
-            }
-        }
-    }
-
-    fn backend_event(&mut self, i: usize, event: BackendEvent) -> Option<String> {
-        match event {
-            BackendEvent::StateChanged { from, to } => {
+        let line = match event {
+            Event::Backend(BackendEvent::StateChanged { from, to }) => {
                 self.devices[i].history.push(("backend", to));
                 Some(format!("state {from} -> {to}"))
             }
-            BackendEvent::FrontendState(_) => None,
-            BackendEvent::Connected { frontend } => {
+            Event::Backend(BackendEvent::FrontendState(_)) => None,
+            Event::Backend(BackendEvent::Connected { frontend }) => {
                 Some(format!("connected: ring {}", kv(&frontend)))
             }
-            other @ (BackendEvent::Failed(_)
-            | BackendEvent::ConnectFailed(_)
-            | BackendEvent::BadFrontendState(_)) => {
+            Event::Backend(
+                other @ (BackendEvent::Failed(_)
+                | BackendEvent::ConnectFailed(_)
+                | BackendEvent::BadFrontendState(_)),
+            ) => {
                 let line = format!("{other:?}");
                 self.devices[i].problems.push(format!("backend: {line}"));
                 Some(line)
             }
-            other => Some(format!("{other:?}")),
-        }
-    }
-
-    fn frontend_event(&mut self, i: usize, event: FrontendEvent) -> Option<String> {
-        match event {
-            FrontendEvent::StateChanged { from, to } => {
+            Event::Backend(other) => Some(format!("{other:?}")),
+            Event::Frontend(FrontendEvent::StateChanged { from, to }) => {
                 self.devices[i].history.push(("frontend", to));
                 Some(format!("state {from} -> {to}"))
             }
-            FrontendEvent::BackendState(_) => None,
-            FrontendEvent::Connected { backend } => {
+            Event::Frontend(FrontendEvent::BackendState(_)) => None,
+            Event::Frontend(FrontendEvent::Connected { backend }) => {
                 Some(format!("connected: disk {}", kv(&backend)))
             }
-            other @ (FrontendEvent::Failed(_)
-            | FrontendEvent::ConnectFailed(_)
-            | FrontendEvent::BadBackendState(_)) => {
+            Event::Frontend(
+                other @ (FrontendEvent::Failed(_)
+                | FrontendEvent::ConnectFailed(_)
+                | FrontendEvent::BadBackendState(_)),
+            ) => {
                 let line = format!("{other:?}");
                 self.devices[i].problems.push(format!("frontend: {line}"));
                 Some(line)
             }
-            other => Some(format!("{other:?}")),
+            Event::Frontend(other) => Some(format!("{other:?}")),
+            Event::Waiter(WaitEvent::Done(result)) => {
+                let line = format!("wait for backend Closed: {result:?}");
+                if let Ok(XenbusState::Closed) = result {
+                    self.say(&who, line);
+                    let destroy = self.backend(i).config().areas.destroy();
+                    let id = self
+                        .world
+                        .submit(self.toolstack, Op::Xs(XsOp::Transaction(destroy)));
+                    self.toolstack_ops.insert(id, i);
+                    // The submission's own record is reported at once, in order.
+                    for record in self.world.take_log() {
+                        if let Record::Request { owner, request } = record {
+                            self.describe_request(owner, request.id, &request.op);
+                        }
+                    }
+                    return;
+                }
+                Some(line)
+            }
+            Event::Waiter(WaitEvent::StillWaiting(state)) => {
+                Some(format!("still waiting (backend {state})"))
+            }
+            Event::Waiter(other) => Some(format!("{other:?}")),
+        };
+        if let Some(line) = line {
+            self.say(&who, line);
         }
     }
 
@@ -443,46 +361,7 @@ impl Bus {
         &mut self,
         call: impl FnOnce(&mut Client, Instant) -> OpId,
     ) -> anyhow::Result<Result<Response, Error>> {
-        let now = self.now;
-        let id = call(&mut self.parties[TOOLSTACK].client, now);
-        for _ in 0..10_000 {
-            let mut moved = false;
-            let mut result = None;
-            while let Some(output) = self.parties[TOOLSTACK].client.poll_output() {
-                moved = true;
-                match output {
-                    xsio_xs_client::Output::Transmit(t) => {
-                        let conn = self.parties[TOOLSTACK].conn;
-                        self.server.handle_input(self.now, conn, &t.bytes);
-                    }
-                    xsio_xs_client::Output::Done {
-                        id: done,
-                        result: r,
-                    } if done == id => result = Some(r),
-                    _ => {}
-                }
-            }
-            if let Some(result) = result {
-                return Ok(result);
-            }
-            while let Some(output) = self.server.poll_output() {
-                moved = true;
-                if let xsio_xenstored::Output::Transmit { conn, bytes } = output {
-                    // Other parties' bytes (if any) reach their clients too, to be
-                    // handled by the next `run_until_quiet`.
-                    if let Some(party) = self.parties.iter_mut().find(|p| p.conn == conn) {
-                        party
-                            .client
-                            .handle_input(self.now, Input::<std::os::fd::OwnedFd>::Bytes(&bytes))
-                            .map_err(|e| anyhow::anyhow!("client protocol error: {e}"))?;
-                    }
-                }
-            }
-            if !moved {
-                break;
-            }
-        }
-        bail!("a toolstack read did not complete")
+        Ok(self.store.call(&mut self.world, self.toolstack, call)?)
     }
 
     /// The tree under `path`, one `name = "value"` line per node, indented per level.

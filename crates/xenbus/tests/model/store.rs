@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use xsio_core::OpId;
-use xsio_xenbus::{Reply, Request, Txn, TxnOp, XsError, XsOp};
+use xsio_ops::{Op, OpError, Reply, Request, Txn, TxnOp, XsOp};
 
 /// Who sent a request (and so who gets the reply).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -20,7 +20,7 @@ pub(crate) enum Inbound {
     Reply {
         owner: Owner,
         id: OpId,
-        result: Result<Reply, XsError>,
+        result: Result<Reply, OpError>,
     },
     Event {
         owner: Owner,
@@ -121,7 +121,10 @@ impl Store {
     ) {
         let mut fired: BTreeSet<WatchReg> = BTreeSet::new();
         let mut registration = None;
-        let reply = match &request.op {
+        let Op::Xs(op) = &request.op else {
+            unreachable!("xenbus machines only ask xenstore operations")
+        };
+        let reply = match op {
             XsOp::Read { path } => Reply::Value(self.read(path)),
             XsOp::Watch { path, token } => {
                 let reg = WatchReg {

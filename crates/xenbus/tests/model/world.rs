@@ -6,10 +6,11 @@ use std::time::{Duration, Instant};
 use xsio_vbd::Vbd;
 use xsio_xenbus::block::{BlockDevice, BlockKind, BlockTransport, Mode, Protocol};
 use xsio_xenbus::{
-    Backend, BackendEvent, DeviceAreas, Frontend, FrontendEvent, Output, StateWaiter, TxnOp,
-    WaitEvent, WaiterConfig, XenbusState, XsOp, backend_transition_allowed,
-    frontend_transition_allowed,
+    Backend, BackendEvent, DeviceAreas, Frontend, FrontendEvent, StateWaiter, WaitEvent,
+    WaiterConfig, XenbusState, backend_transition_allowed, frontend_transition_allowed,
 };
+
+use xsio_ops::{Op, Output, TxnOp, XsOp};
 
 use super::store::{Conn, Inbound, Owner, Store};
 
@@ -142,9 +143,9 @@ impl World {
                 &dev.toolstack_frontend_keys(),
             );
             let mut scratch: [Conn; 3] = Default::default();
-            let request = xsio_xenbus::Request {
+            let request = xsio_ops::Request {
                 id: xsio_core::OpId::from_raw(0),
-                op: XsOp::Transaction(create),
+                op: Op::Xs(XsOp::Transaction(create)),
             };
             world
                 .store
@@ -335,9 +336,9 @@ impl World {
                 dev.removed = true;
                 dev.last = Last::Closed;
                 dev.tool = Tool::Removing;
-                let request = xsio_xenbus::Request {
+                let request = xsio_ops::Request {
                     id: xsio_core::OpId::from_raw(0),
-                    op: XsOp::Transaction(dev.areas.request_removal()),
+                    op: Op::Xs(XsOp::Transaction(dev.areas.request_removal())),
                 };
                 self.conns[TOOLSTACK]
                     .outbound
@@ -500,9 +501,9 @@ impl World {
                     .push_back((Owner::Waiter(i as u8), request)),
                 Output::Event(WaitEvent::Done(Ok(XenbusState::Closed))) => {
                     dev.tool = Tool::Destroying;
-                    let request = xsio_xenbus::Request {
+                    let request = xsio_ops::Request {
                         id: xsio_core::OpId::from_raw(1),
-                        op: XsOp::Transaction(dev.areas.destroy()),
+                        op: Op::Xs(XsOp::Transaction(dev.areas.destroy())),
                     };
                     self.conns[TOOLSTACK]
                         .outbound
@@ -578,10 +579,10 @@ impl World {
 fn check_write_after_closed(
     who: &str,
     state: XenbusState,
-    op: &XsOp,
+    op: &Op,
     reconnect: XenbusState,
 ) -> Result<(), String> {
-    let XsOp::Transaction(txn) = op else {
+    let Op::Xs(XsOp::Transaction(txn)) = op else {
         return Ok(());
     };
     if state != XenbusState::Closed {

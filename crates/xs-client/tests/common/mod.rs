@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use xsio_core::{Input, OpId};
-use xsio_xs_client::{Client, Config, Error, Output, Response, WatchEvent};
+use xsio_xs_client::{Client, CloseReason, Config, Error, Output, Response, WatchEvent};
 use xsio_xs_wire::{ErrorKind, FrameDecoder, Packet, Reply, Request};
 
 #[allow(clippy::disallowed_methods)] // A test epoch.
@@ -21,6 +21,10 @@ pub struct Seen {
     pub done: Vec<(OpId, Result<Response, Error>)>,
     pub events: Vec<WatchEvent>,
     pub requests: Vec<Packet<Request>>,
+    /// Every `Output::Closed`, in order (at most one is allowed).
+    pub closed: Vec<CloseReason>,
+    /// How many `Done`s came after the `Closed` (none is allowed).
+    pub done_after_close: usize,
 }
 
 pub struct Harness {
@@ -57,7 +61,13 @@ impl Harness {
                         self.inbox.push_back(packet);
                     }
                 }
-                Output::Done { id, result } => self.seen.done.push((id, result)),
+                Output::Done { id, result } => {
+                    if !self.seen.closed.is_empty() {
+                        self.seen.done_after_close += 1;
+                    }
+                    self.seen.done.push((id, result))
+                }
+                Output::Closed(reason) => self.seen.closed.push(reason),
                 Output::Event(e) => self.seen.events.push(e),
                 other => panic!("unexpected output {other:?}"),
             }
@@ -71,8 +81,7 @@ impl Harness {
 
     pub fn feed(&mut self, bytes: &[u8]) {
         self.client
-            .handle_input(self.now, Input::<OwnedFd>::Bytes(bytes))
-            .unwrap();
+            .handle_input(self.now, Input::<OwnedFd>::Bytes(bytes));
         self.drain();
     }
 
@@ -91,9 +100,7 @@ impl Harness {
     }
 
     pub fn close(&mut self) {
-        self.client
-            .handle_input(self.now, Input::<OwnedFd>::Closed)
-            .unwrap();
+        self.client.handle_input(self.now, Input::<OwnedFd>::Closed);
         self.drain();
     }
 

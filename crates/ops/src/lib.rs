@@ -1,14 +1,63 @@
-//! The operation vocabulary the machines speak: what they ask a driver to do in xenstore,
-//! and the results the driver hands back.
+//! The operation vocabulary of the toolstack (L2) machines.
 //!
-//! The machines never see bytes or a xenstore connection. A driver (io-std, a simulator,
-//! someone else's toolstack with its own xenstore library) executes each [`Request`] and
-//! answers with `handle_reply(now, id, result)`; it passes watch events in with
-//! `handle_watch(now, path, token)`.
+//! An L2 machine (the xenbus handshake, device add and removal, the device model, CD-ROM
+//! media change) never sees bytes, a socket or a clock, and never names a protocol
+//! client's type. It asks its driver to do things ([`Output::Request`] carrying an
+//! [`Op`]) and is told the results ([`Input::Reply`]) and what happened
+//! ([`Input::Watch`]). A driver connects these to real clients (io-std, io-tokio), to an
+//! in-process simulator, or to another toolstack's own libraries; because every L2 machine
+//! speaks this one vocabulary, one driver loop serves them all.
+//!
+//! Every L2 machine implements [`xsio_core::Machine`] with
+//! `Input<'a> = Input<'a>`, `Output = Output<Event>` and `Error = InputError`:
+//!
+//! ```
+//! use std::time::Instant;
+//! use xsio_core::{Machine, OpId};
+//! use xsio_ops::{Input, Op, Output, Reply, XsOp};
+//!
+//! /// Drains `machine`, answering every read with "missing" and everything else with Done.
+//! fn answer_all<M, E>(machine: &mut M, now: Instant) -> Vec<E>
+//! where
+//!     M: for<'a> Machine<Input<'a> = Input<'a>, Output = Output<E>>,
+//! {
+//!     let mut events = Vec::new();
+//!     while let Some(output) = machine.poll_output() {
+//!         match output {
+//!             Output::Request(request) => {
+//!                 let reply = match request.op {
+//!                     Op::Xs(XsOp::Read { .. }) => Reply::Value(None),
+//!                     Op::Xs(XsOp::Transaction(_)) => Reply::Committed,
+//!                     _ => Reply::Done,
+//!                 };
+//!                 let _ = machine.handle_input(now, Input::Reply { id: request.id, result: Ok(reply) });
+//!             }
+//!             Output::Event(event) => events.push(event),
+//!         }
+//!     }
+//!     events
+//! }
+//! # let _ = answer_all::<NoMachine, ()>;
+//! # struct NoMachine;
+//! # impl Machine for NoMachine {
+//! #     type Input<'a> = Input<'a>;
+//! #     type Output = Output<()>;
+//! #     type Error = xsio_ops::InputError;
+//! #     fn handle_input(&mut self, _: Instant, _: Input<'_>) -> Result<(), Self::Error> { Ok(()) }
+//! #     fn handle_timeout(&mut self, _: Instant) {}
+//! #     fn poll_output(&mut self) -> Option<Output<()>> { None }
+//! #     fn poll_timeout(&self) -> Option<Instant> { None }
+//! # }
+//! # let _ = OpId::from_raw(0);
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 use thiserror::Error;
 use xsio_core::OpId;
-use xsio_xs_wire::Perm;
+/// The permission entries of [`TxnOp::SetPerms`]: `xsio-xs-wire`'s value types, so that the
+/// workspace has one permission type and a driver passes them to its client unchanged.
+pub use xsio_xs_wire::{Access, Perm};
 
 /// One step of a [`Txn`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -83,7 +132,7 @@ pub enum XsOp {
         path: String,
     },
     /// Register a watch. Answer [`Reply::Done`]. As xenstored does, the watch fires once
-    /// right after registration; the driver passes events in with `handle_watch`.
+    /// right after registration; the driver passes events in as [`Input::Watch`].
     Watch {
         /// Absolute path.
         path: String,
@@ -104,10 +153,47 @@ pub enum XsOp {
 /// An operation with the id its result must carry.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Request {
-    /// Pass it back to `handle_reply`.
+    /// Pass it back in [`Input::Reply`].
     pub id: OpId,
     /// What to do.
-    pub op: XsOp,
+    pub op: Op,
+}
+
+/// An operation an L2 machine asks its driver to perform, by the peer it concerns.
+///
+/// New kinds of operation (QMP commands, hotplug scripts, domain information) are added
+/// here as variants, so that one driver loop executes every machine's requests.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Op {
+    /// A xenstore operation on the machine's xenstore connection.
+    Xs(XsOp),
+}
+
+impl From<XsOp> for Op {
+    fn from(op: XsOp) -> Op {
+        Op::Xs(op)
+    }
+}
+
+/// What a driver tells an L2 machine.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Input<'a> {
+    /// The result of the request `id` (every request is answered exactly once).
+    Reply {
+        /// The request's id.
+        id: OpId,
+        /// Its result.
+        result: Result<Reply, OpError>,
+    },
+    /// A xenstore watch the machine registered fired.
+    Watch {
+        /// The path that changed (or the watched path, for the initial event).
+        path: &'a str,
+        /// The token the machine registered the watch with.
+        token: &'a str,
+    },
 }
 
 /// The successful result of an [`XsOp`].
@@ -126,7 +212,7 @@ pub enum Reply {
 /// The kind of a failed xenstore operation, as a driver reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum XsErrorKind {
+pub enum OpErrorKind {
     /// `EACCES`: permission denied.
     Access,
     /// `EINVAL`: the daemon refused the request.
@@ -146,17 +232,17 @@ pub enum XsErrorKind {
 /// A failed xenstore operation, as a driver reports it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Error)]
 #[error("xenstore {kind:?} error: {detail}")]
-pub struct XsError {
+pub struct OpError {
     /// What went wrong.
-    pub kind: XsErrorKind,
+    pub kind: OpErrorKind,
     /// Free text for logs (the daemon's error name, the I/O error).
     pub detail: String,
 }
 
-impl XsError {
+impl OpError {
     /// An error of `kind` with a detail text.
-    pub fn new(kind: XsErrorKind, detail: impl Into<String>) -> XsError {
-        XsError {
+    pub fn new(kind: OpErrorKind, detail: impl Into<String>) -> OpError {
+        OpError {
             kind,
             detail: detail.into(),
         }
@@ -166,7 +252,7 @@ impl XsError {
 /// What a machine hands its driver: a request to execute, or an event to report.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Output<E> {
-    /// Execute this and answer with `handle_reply`.
+    /// Execute this and answer with [`Input::Reply`].
     Request(Request),
     /// Something the caller may want to know (state changes, connection, completion).
     Event(E),
@@ -192,10 +278,10 @@ pub enum InputError {
 }
 
 /// Checks a reply against the kind of operation it answers.
-pub(crate) fn expect_value(
+pub fn expect_value(
     id: OpId,
-    result: Result<Reply, XsError>,
-) -> Result<Result<Option<String>, XsError>, InputError> {
+    result: Result<Reply, OpError>,
+) -> Result<Result<Option<String>, OpError>, InputError> {
     match result {
         Ok(Reply::Value(value)) => Ok(Ok(value)),
         Ok(_) => Err(InputError::WrongReply {
@@ -210,21 +296,21 @@ pub(crate) fn expect_value(
 /// `xenbus_read_driver_state`, a node we may not read counts as missing. (xenstored answers
 /// EACCES, not ENOENT, for a missing node whose parent the reader may not see: that is
 /// how a guest sees a destroyed backend directory.)
-pub(crate) fn expect_state_value(
+pub fn expect_state_value(
     id: OpId,
-    result: Result<Reply, XsError>,
-) -> Result<Result<Option<String>, XsError>, InputError> {
+    result: Result<Reply, OpError>,
+) -> Result<Result<Option<String>, OpError>, InputError> {
     match expect_value(id, result) {
-        Ok(Err(err)) if err.kind == XsErrorKind::Access => Ok(Ok(None)),
+        Ok(Err(err)) if err.kind == OpErrorKind::Access => Ok(Ok(None)),
         other => other,
     }
 }
 
 /// Checks a transaction reply; `Ok(true)` when committed, `Ok(false)` when skipped.
-pub(crate) fn expect_txn(
+pub fn expect_txn(
     id: OpId,
-    result: Result<Reply, XsError>,
-) -> Result<Result<bool, XsError>, InputError> {
+    result: Result<Reply, OpError>,
+) -> Result<Result<bool, OpError>, InputError> {
     match result {
         Ok(Reply::Committed) => Ok(Ok(true)),
         Ok(Reply::Skipped) => Ok(Ok(false)),
@@ -237,10 +323,10 @@ pub(crate) fn expect_txn(
 }
 
 /// Checks a watch/unwatch reply.
-pub(crate) fn expect_done(
+pub fn expect_done(
     id: OpId,
-    result: Result<Reply, XsError>,
-) -> Result<Result<(), XsError>, InputError> {
+    result: Result<Reply, OpError>,
+) -> Result<Result<(), OpError>, InputError> {
     match result {
         Ok(Reply::Done) => Ok(Ok(())),
         Ok(_) => Err(InputError::WrongReply {

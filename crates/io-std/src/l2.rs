@@ -1,0 +1,167 @@
+//! Toolstack (L2) machines against real xenstore connections, with the real clock: the
+//! blocking driver of [`xsio_harness::Harness`].
+//!
+//! [`XsLinks`] is a [`Store`] whose connections are blocking [`XsConn`]s: it executes each
+//! request the machines issued on its connection (one at a time, each bounded by the
+//! client's own deadline) and passes the watch events that arrived. [`run_until`] is the
+//! event loop: step, check the caller's condition, sleep in `poll(2)` on every connection
+//! until one is readable or the machines' next deadline, repeat, give up at a deadline.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use xsio_harness::Harness;
+//! use xsio_io_std::l2::{XsLinks, run_until};
+//! use xsio_io_std::xenstore::XsConn;
+//! use xsio_xenbus::{StateWaiter, WaiterConfig, XenbusState};
+//!
+//! let now = xsio_io_std::unix::now();
+//! let mut world: Harness<StateWaiter> = Harness::new(now);
+//! let mut links = XsLinks::default();
+//! let dom0 = links.add(&mut world, XsConn::open()?);
+//! let config = WaiterConfig {
+//!     path: "/local/domain/0/backend/vbd/1/51712/state".into(),
+//!     wanted: vec![XenbusState::Closed],
+//!     timeout: Duration::from_secs(10),
+//!     token: "wait".into(),
+//! };
+//! let waiter = world.add(dom0, StateWaiter::new(config, now));
+//! world.drain(waiter);
+//! run_until(&mut world, &mut links, Duration::from_secs(11), |w| w.actor(waiter).is_done())?;
+//! println!("{:?}", world.actor(waiter).result());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
+use thiserror::Error;
+use xsio_harness::xs::Watches;
+use xsio_harness::{Actor, Conn, Harness, HarnessError, Store};
+use xsio_ops::{Op, OpError, OpErrorKind};
+
+use crate::unix::now;
+use crate::xenbus::execute;
+use crate::xenstore::XsConn;
+
+/// The xenstore connections of a harness, one [`XsConn`] per harness connection.
+#[derive(Debug, Default)]
+pub struct XsLinks {
+    links: Vec<(XsConn, Watches)>,
+}
+
+/// Why [`run_until`] stopped without the condition holding.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum DriveError {
+    /// The time limit passed.
+    #[error("the machines did not get there within {0:?}")]
+    TimedOut(Duration),
+    /// The harness found a broken promise (a machine refused its input, ...).
+    #[error(transparent)]
+    Harness(#[from] HarnessError),
+    /// Waiting on the sockets failed.
+    #[error("poll: {0}")]
+    Poll(#[from] std::io::Error),
+}
+
+impl XsLinks {
+    /// Adds `conn` as a new connection of `harness`.
+    pub fn add<A: Actor>(&mut self, harness: &mut Harness<A>, conn: XsConn) -> Conn {
+        let id = harness.connect();
+        self.links.push((conn, Watches::default()));
+        id
+    }
+
+    /// The connection behind `conn`, for the caller's own operations.
+    pub fn conn_mut(&mut self, conn: Conn) -> Option<&mut XsConn> {
+        self.links.get_mut(conn.index()).map(|(c, _)| c)
+    }
+
+    /// Waits until a connection is readable or `deadline` passes (`None`: no limit).
+    fn wait(&self, deadline: Option<Instant>) -> std::io::Result<()> {
+        let mut fds: Vec<PollFd<'_>> = self
+            .links
+            .iter()
+            .map(|(conn, _)| PollFd::new(conn, PollFlags::IN))
+            .collect();
+        let timeout = deadline.map(|d| {
+            let left = d.saturating_duration_since(now());
+            Timespec {
+                tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
+                tv_nsec: i64::from(left.subsec_nanos()),
+            }
+        });
+        match poll(&mut fds, timeout.as_ref()) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => Ok(()),
+            Err(err) => Err(err.into()),
+        }
+    }
+}
+
+impl<A: Actor> Store<A> for XsLinks {
+    fn step(&mut self, harness: &mut Harness<A>) -> Result<bool, HarnessError> {
+        harness.advance_to(now());
+        let mut moved = false;
+        for (index, (conn, watches)) in self.links.iter_mut().enumerate() {
+            let id = conn_at(harness, index)?;
+            while let Some((owner, request)) = harness.take_request(id) {
+                moved = true;
+                let result = match &request.op {
+                    Op::Xs(op) => execute(conn, op, watches),
+                    _ => Err(OpError::new(OpErrorKind::Other, "not a xenstore operation")),
+                };
+                harness.reply(owner, request.id, result)?;
+            }
+            // Events already here, without waiting.
+            loop {
+                match conn.next_event(Some(now())) {
+                    Ok(Some(event)) => {
+                        moved = true;
+                        harness.watch_event(id, &event.path, &event.token);
+                    }
+                    Ok(None) => break,
+                    Err(err) => {
+                        return Err(HarnessError::Store(format!("connection {index}: {err}")));
+                    }
+                }
+            }
+        }
+        harness.advance_to(now());
+        Ok(moved)
+    }
+}
+
+fn conn_at<A: Actor>(harness: &Harness<A>, index: usize) -> Result<Conn, HarnessError> {
+    harness.conns().nth(index).ok_or(HarnessError::Unknown)
+}
+
+/// Runs `harness` on `links` until `done` holds, for at most `limit` of real time: steps
+/// while anything moves, checks `done` once everything issued has been executed, fires
+/// the machines' timers when due, and otherwise sleeps until a connection is readable or
+/// the next deadline.
+pub fn run_until<A: Actor>(
+    harness: &mut Harness<A>,
+    links: &mut XsLinks,
+    limit: Duration,
+    mut done: impl FnMut(&Harness<A>) -> bool,
+) -> Result<(), DriveError> {
+    let give_up = now().checked_add(limit);
+    loop {
+        // Settle first: a machine's state may run ahead of the writes it has issued.
+        while harness.step(links)? {}
+        if done(harness) {
+            return Ok(());
+        }
+        let current = now();
+        if give_up.is_some_and(|g| current >= g) {
+            return Err(DriveError::TimedOut(limit));
+        }
+        let wake = match (harness.next_deadline(), give_up) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        links.wait(wake)?;
+        harness.advance_to(now());
+        harness.fire_due_timers();
+    }
+}
