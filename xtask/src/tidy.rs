@@ -20,12 +20,12 @@ use anyhow::{Context, Result};
 
 /// Crates that do I/O. Their names start with these; everything else is a machine or codec.
 /// `xsio-testkit` is here because it spawns QEMU and `xsio xenstored` for the peer tests; it
+/// is only ever a dev-dependency, so no machine crate links it.
+const DRIVER_PREFIXES: &[&str] = &["xsio-io-", "xsio-cli", "xsio-sim", "xsio-testkit"];
+
 /// The toolstack (L2) crates, and the protocol (L1) machine crates they must not name.
 const L2_CRATES: &[&str] = &["xsio-xenbus", "xsio-device", "xsio-dm", "xsio-cdrom"];
 const L1_CRATES: &[&str] = &["xsio-xs-client", "xsio-xenstored", "xsio-qmp"];
-
-/// is only ever a dev-dependency, so no machine crate links it.
-const DRIVER_PREFIXES: &[&str] = &["xsio-io-", "xsio-cli", "xsio-sim", "xsio-testkit"];
 
 /// Crates a machine crate must never depend on, even indirectly.
 const IO_CRATES: &[&str] = &[
@@ -131,6 +131,10 @@ pub(crate) fn check(root: &Path) -> Result<Vec<String>> {
         if let Some(path) = io_dependency_path(id, &normal_deps, &names_by_id) {
             problems.push(format!(
                 "machine crate {name} depends on an I/O crate: {}",
+                path.join(" -> ")
+            ));
+        }
+        scan_sources(&dir.join("src"), name, &mut problems)?;
         check_machines_implement_the_trait(&dir.join("src"), name, &mut problems)?;
         if L2_CRATES.contains(&name) {
             for dep in normal_deps.get(id).into_iter().flatten() {
@@ -141,73 +145,6 @@ pub(crate) fn check(root: &Path) -> Result<Vec<String>> {
                     ));
                 }
             }
-        }
-                path.join(" -> ")
-            ));
-        }
-        scan_sources(&dir.join("src"), name, &mut problems)?;
-        /// Every type with a public `poll_output` method is a machine and must implement
-        /// `xsio_core::Machine` (directly, or through a crate's `impl_machine!`).
-        fn check_machines_implement_the_trait(
-            dir: &Path,
-            crate_name: &str,
-            problems: &mut Vec<String>,
-        ) -> Result<()> {
-            let mut sources = Vec::new();
-            collect_sources(dir, &mut sources)?;
-            let all: String = sources.iter().map(|(_, text)| text.as_str()).collect();
-            for (path, text) in &sources {
-                let mut current: Option<String> = None;
-                for line in text.lines() {
-                    if let Some(rest) = line.strip_prefix("impl") {
-                        current = (!line.contains(" for ")).then(|| impl_type_name(rest));
-                    }
-                    if line.trim_start().starts_with("pub fn poll_output(") {
-                        let Some(name) = current.as_deref() else {
-                            continue;
-                        };
-                        let implemented = all.contains(&format!("Machine for {name}"))
-                            || all.contains(&format!("impl_machine!({name},"));
-                        if !implemented {
-                            problems.push(format!(
-                        "{}: machine {name} of {crate_name} has poll_output but does not implement xsio_core::Machine",
-                        path.display()
-                    ));
-                        }
-                    }
-                }
-            }
-            Ok(())
-        }
-
-        /// `<F> Client<F> {` → `Client`.
-        fn impl_type_name(rest: &str) -> String {
-            let rest = rest.trim_start();
-            let rest = match rest.strip_prefix('<') {
-                Some(generic) => generic.split_once('>').map_or("", |(_, after)| after),
-                None => rest,
-            };
-            rest.trim_start()
-                .split(|c: char| !(c.is_alphanumeric() || c == '_'))
-                .next()
-                .unwrap_or_default()
-                .to_owned()
-        }
-
-        fn collect_sources(dir: &Path, out: &mut Vec<(std::path::PathBuf, String)>) -> Result<()> {
-            let Ok(entries) = std::fs::read_dir(dir) else {
-                return Ok(());
-            };
-            for entry in entries {
-                let path = entry?.path();
-                if path.is_dir() {
-                    collect_sources(&path, out)?;
-                } else if path.extension().is_some_and(|e| e == "rs") {
-                    let text = std::fs::read_to_string(&path)?;
-                    out.push((path, text));
-                }
-            }
-            Ok(())
         }
     }
     Ok(problems)
@@ -264,6 +201,70 @@ fn check_peer_tests(
     Ok(())
 }
 
+/// Every type with a public `poll_output` method is a machine and must implement
+/// `xsio_core::Machine` (directly, or through a crate's `impl_machine!`).
+fn check_machines_implement_the_trait(
+    dir: &Path,
+    crate_name: &str,
+    problems: &mut Vec<String>,
+) -> Result<()> {
+    let mut sources = Vec::new();
+    collect_sources(dir, &mut sources)?;
+    let all: String = sources.iter().map(|(_, text)| text.as_str()).collect();
+    for (path, text) in &sources {
+        let mut current: Option<String> = None;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("impl") {
+                current = (!line.contains(" for ")).then(|| impl_type_name(rest));
+            }
+            if line.trim_start().starts_with("pub fn poll_output(") {
+                let Some(name) = current.as_deref() else {
+                    continue;
+                };
+                let implemented = all.contains(&format!("Machine for {name}"))
+                    || all.contains(&format!("impl_machine!({name},"));
+                if !implemented {
+                    problems.push(format!(
+                        "{}: machine {name} of {crate_name} has poll_output but does not implement xsio_core::Machine",
+                        path.display()
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `<F> Client<F> {` → `Client`.
+fn impl_type_name(rest: &str) -> String {
+    let rest = rest.trim_start();
+    let rest = match rest.strip_prefix('<') {
+        Some(generic) => generic.split_once('>').map_or("", |(_, after)| after),
+        None => rest,
+    };
+    rest.trim_start()
+        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn collect_sources(dir: &Path, out: &mut Vec<(std::path::PathBuf, String)>) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries {
+        let path = entry?.path();
+        if path.is_dir() {
+            collect_sources(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let text = std::fs::read_to_string(&path)?;
+            out.push((path, text));
+        }
+    }
+    Ok(())
+}
+
 /// Breadth-first search for an I/O crate among the normal dependencies of `start`.
 fn io_dependency_path(
     start: &str,
@@ -273,13 +274,6 @@ fn io_dependency_path(
     let mut parent: HashMap<&str, &str> = HashMap::new();
     let mut queue = VecDeque::from([start]);
     while let Some(id) = queue.pop_front() {
-        #[test]
-        fn impl_headers_name_their_type() {
-            assert_eq!(super::impl_type_name(" Backend {"), "Backend");
-            assert_eq!(super::impl_type_name("<F> Client<F> {"), "Client");
-            assert_eq!(super::impl_type_name("<A: Actor> Harness<A> {"), "Harness");
-        }
-
         for dep in normal_deps.get(id).into_iter().flatten() {
             if dep == start || parent.contains_key(dep.as_str()) {
                 continue;
@@ -335,6 +329,13 @@ fn scan_sources(dir: &Path, crate_name: &str, problems: &mut Vec<String>) -> Res
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn impl_headers_name_their_type() {
+        assert_eq!(super::impl_type_name(" Backend {"), "Backend");
+        assert_eq!(super::impl_type_name("<F> Client<F> {"), "Client");
+        assert_eq!(super::impl_type_name("<A: Actor> Harness<A> {"), "Harness");
+    }
+
     #[test]
     fn architecture_invariants_hold() {
         let problems = super::check(&crate::project_root()).unwrap();
