@@ -79,7 +79,7 @@ fn huge_configured_timeouts_mean_no_deadline_for_negotiation_or_commands() {
     let op = qmp.execute(now, Command::new("query-status"));
     qmp.handle_timeout(last_instant(now));
     assert_eq!(drain(&mut qmp), [r#"tx {"execute":"query-status","id":1}"#]);
-    qmp.cancel(op);
+    qmp.cancel(now, op);
     assert_eq!(drain(&mut qmp), [format!("done {op} err Cancelled")]);
 }
 
@@ -103,7 +103,7 @@ fn near_the_end_of_time_a_small_timeout_overflows_to_no_deadline_and_others_stil
     qmp.handle_timeout(end);
     assert_eq!(drain(&mut qmp), [format!("done {fits} err Timeout")]);
     assert_eq!(qmp.poll_timeout(), None);
-    qmp.close();
+    qmp.close(now);
     assert_eq!(
         drain(&mut qmp),
         [
@@ -241,7 +241,7 @@ fn check_against_model(
             }
             Step::Cancel(n) => {
                 if let Some(op) = ops.get(*n) {
-                    qmp.cancel(*op);
+                    qmp.cancel(now, *op);
                 }
             }
         }
@@ -275,7 +275,7 @@ fn check_against_model(
         }
         prop_assert_eq!(qmp.poll_timeout(), open.values().flatten().min().copied());
     }
-    qmp.close();
+    qmp.close(now);
     while let Some(output) = qmp.poll_output() {
         if let Output::Done { id, .. } = output {
             prop_assert!(
