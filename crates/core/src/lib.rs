@@ -88,6 +88,7 @@ impl OpIds {
 /// When `fds` is non-empty it must attach them (SCM_RIGHTS) to the write that carries the
 /// first byte, then close its copies. If the write fails, dropping the transmit closes them.
 #[derive(Debug, PartialEq, Eq)]
+#[must_use = "a transmit holds bytes (and fds) that must be written to the peer"]
 pub struct Transmit<F = OwnedFd> {
     /// The bytes to write.
     pub bytes: Bytes,
@@ -192,9 +193,11 @@ pub trait Machine {
     fn handle_timeout(&mut self, now: Instant);
 
     /// The next output, or `None` when drained. Drain after every input.
+    #[must_use = "an output is something the driver must do; dropping it loses it"]
     fn poll_output(&mut self) -> Option<Self::Output>;
 
     /// The earliest instant at which [`handle_timeout`](Machine::handle_timeout) must be
     /// called; `None` when the machine has no deadline.
+    #[must_use]
     fn poll_timeout(&self) -> Option<Instant>;
 }

@@ -335,6 +335,7 @@ impl<F> Client<F> {
     }
 
     /// The next output, or `None` when drained.
+    #[must_use = "an output is something the driver must do; dropping it loses it"]
     pub fn poll_output(&mut self) -> Option<Output<F>> {
         if let Some(out) = self.outputs.pop_front() {
             if matches!(out, Output::Event(_)) {

@@ -481,6 +481,7 @@ impl Backend {
     pub fn handle_timeout(&mut self, _now: Instant) {}
 
     /// The next output, or `None` when drained. Drain after every input.
+    #[must_use = "an output is something the driver must do; dropping it loses it"]
     pub fn poll_output(&mut self) -> Option<Output<BackendEvent>> {
         self.requests.poll_output()
     }

@@ -237,6 +237,7 @@ impl Frontend {
     }
 
     /// The next output, or `None` when drained. Drain after every input.
+    #[must_use = "an output is something the driver must do; dropping it loses it"]
     pub fn poll_output(&mut self) -> Option<Output<FrontendEvent>> {
         self.requests.poll_output()
     }

@@ -176,6 +176,7 @@ impl StateWaiter {
     }
 
     /// The next output, or `None` when drained.
+    #[must_use = "an output is something the driver must do; dropping it loses it"]
     pub fn poll_output(&mut self) -> Option<Output<WaitEvent>> {
         self.requests.poll_output()
     }

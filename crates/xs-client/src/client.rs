@@ -544,6 +544,7 @@ impl Client {
     }
 
     /// The next output, `None` when drained.
+    #[must_use = "an output is something the driver must do; dropping it loses it"]
     pub fn poll_output(&mut self) -> Option<Output> {
         if !self.out.is_empty() {
             let bytes = self.out.split().freeze();

@@ -85,6 +85,7 @@ impl Server {
     /// The next thing for the driver to do, or `None` when drained. Taking a connection's
     /// bytes frees its outstanding-request budget, so requests it had waiting are answered
     /// here and come out in later calls.
+    #[must_use = "an output is something the driver must do; dropping it loses it"]
     pub fn poll_output(&mut self) -> Option<Output> {
         if let Some((conn, reason)) = self.closes.pop_front() {
             return Some(Output::Close { conn, reason });
