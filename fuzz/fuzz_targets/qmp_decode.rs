@@ -1,23 +1,31 @@
-//! Any bytes: framing and decoding never panic, and any split of the stream gives the same
-//! messages (invariant I7).
+//! Any bytes: framing and decoding never panic, any split of the stream gives the same
+//! messages (invariant I7), and after a framing error the framer refuses everything.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use xsio_qmp::wire::{Framer, decode};
 
-/// Frames and decodes `chunks` in order; stops at the first framing error.
+/// Frames and decodes `chunks` in order. After a framing error the framer must refuse every
+/// later chunk with that same error, consuming it.
 fn run(chunks: &[&[u8]]) -> Vec<String> {
     let mut framer = Framer::new(4096);
     let mut out = Vec::new();
+    let mut failed = None;
     for chunk in chunks {
         let mut input = *chunk;
+        if let Some(error) = &failed {
+            assert_eq!(framer.next_frame(&mut input).as_ref().err(), Some(error), "poisoned");
+            assert!(input.is_empty(), "a poisoned framer consumes its input");
+            continue;
+        }
         loop {
             match framer.next_frame(&mut input) {
                 Ok(Some(frame)) => out.push(format!("{:?}", decode(&frame))),
                 Ok(None) => break,
                 Err(e) => {
                     out.push(format!("framing error {e:?}"));
-                    return out;
+                    failed = Some(e);
+                    break;
                 }
             }
         }

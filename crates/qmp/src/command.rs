@@ -121,6 +121,9 @@ impl Return {
     }
 
     /// Decodes it into a typed reply; unknown members are ignored by this crate's types.
+    ///
+    /// Fails with [`CommandError::BadReply`] when the reply does not have the shape of `T`,
+    /// or is nested deeper than `serde_json` builds values (128 levels).
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, CommandError> {
         serde_json::from_str(self.0.get()).map_err(|e| CommandError::BadReply {
             reason: e.to_string(),
@@ -128,9 +131,20 @@ impl Return {
     }
 
     /// Decodes it into a `serde_json::Value`.
-    pub fn to_value(&self) -> Value {
-        // The text was validated when the reply was decoded; the parse cannot fail.
-        serde_json::from_str(self.0.get()).unwrap_or(Value::Null)
+    ///
+    /// The text is valid JSON (it was checked when the reply was decoded), but it may be
+    /// nested deeper than `serde_json` builds values (128 levels): that is
+    /// [`CommandError::BadReply`], never a silent `Null`. [`as_str`](Return::as_str) still
+    /// gives the text.
+    ///
+    /// ```
+    /// use xsio_qmp::{CommandError, Return};
+    ///
+    /// assert_eq!(Return::empty().to_value()?, serde_json::json!({}));
+    /// # Ok::<(), CommandError>(())
+    /// ```
+    pub fn to_value(&self) -> Result<Value, CommandError> {
+        self.parse()
     }
 }
 

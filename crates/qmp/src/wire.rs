@@ -65,6 +65,23 @@ pub enum WireError {
 /// Splits a byte stream into whole top-level JSON values.
 ///
 /// Memory use is bounded: a partial message is kept only up to `max_message` bytes.
+///
+/// After an error the framer is poisoned: every later call discards its input and returns the
+/// same error, because the stream has no point to resynchronise at (bytes after a stray
+/// byte or inside an oversize message could be taken for the start of a message).
+///
+/// ```
+/// use xsio_qmp::wire::{Framer, WireError};
+///
+/// let mut framer = Framer::new(1024);
+/// let mut input: &[u8] = b"x{\"return\": {}}";
+/// let refused = WireError::UnexpectedByte { byte: b'x' };
+/// assert_eq!(framer.next_frame(&mut input), Err(refused.clone()));
+/// // The message after the stray byte is not framed: the stream is over.
+/// assert_eq!(framer.next_frame(&mut input), Err(refused.clone()));
+/// assert!(input.is_empty());
+/// assert_eq!(framer.next_frame(&mut &b"{}"[..]), Err(refused));
+/// ```
 #[derive(Debug)]
 pub struct Framer {
     /// Bytes of the message in progress that arrived in earlier reads.
@@ -73,6 +90,8 @@ pub struct Framer {
     depth: u32,
     in_string: bool,
     escape: bool,
+    /// The error that ended the stream, returned again by every later call.
+    failed: Option<WireError>,
 }
 
 /// One whole JSON value from the stream, borrowed from the input when it arrived in one piece.
@@ -87,14 +106,34 @@ impl Framer {
             depth: 0,
             in_string: false,
             escape: false,
+            failed: None,
         }
     }
 
     /// Consumes bytes from the front of `input` until one message is complete, and returns it.
     ///
     /// Returns `Ok(None)` once `input` is used up without completing a message; the partial
-    /// message is kept for the next call. Call again while it returns `Some`.
+    /// message is kept for the next call. Call again while it returns `Some`. After an error,
+    /// every call discards `input` and returns that error again.
     pub fn next_frame<'a>(&mut self, input: &mut &'a [u8]) -> Result<Option<Frame<'a>>, WireError> {
+        if let Some(error) = &self.failed {
+            *input = &[];
+            return Err(error.clone());
+        }
+        let result = self.frame(input);
+        if let Err(error) = &result {
+            self.failed = Some(error.clone());
+            self.carry = Vec::new();
+        }
+        result
+    }
+
+    /// Whether an error has ended the stream (see [`next_frame`](Framer::next_frame)).
+    pub fn is_failed(&self) -> bool {
+        self.failed.is_some()
+    }
+
+    fn frame<'a>(&mut self, input: &mut &'a [u8]) -> Result<Option<Frame<'a>>, WireError> {
         let data: &'a [u8] = input;
         let mut start = 0;
         let mut i = 0;
@@ -463,6 +502,34 @@ mod tests {
             frames(&mut framer, b"  \r\nx{}"),
             vec![Err(WireError::UnexpectedByte { byte: b'x' })]
         );
+    }
+
+    #[test]
+    fn after_an_error_the_framer_refuses_every_later_input_with_the_same_error() {
+        let oversize = format!("{{\"return\": \"{}\"}}", "x".repeat(200));
+        let cases: [(&[u8], WireError); 3] = [
+            (
+                b"x{\"return\": {}}",
+                WireError::UnexpectedByte { byte: b'x' },
+            ),
+            // A stray byte in the middle of a read: the message before it still counts.
+            (b"{}\r\n]{}", WireError::UnexpectedByte { byte: b']' }),
+            (oversize.as_bytes(), WireError::Oversize { limit: 100 }),
+        ];
+        for (bad, error) in cases {
+            let mut framer = Framer::new(100);
+            let got = frames(&mut framer, bad);
+            assert_eq!(got.last(), Some(&Err(error.clone())), "{got:?}");
+            assert!(framer.is_failed());
+            // Whatever comes next, whole messages included, gets the same error and is
+            // consumed, so a caller looping until its input is empty ends.
+            for later in [&b"{\"return\": {}}"[..], b"", b" ", b"}", b"\"}"] {
+                let mut input = later;
+                assert_eq!(framer.next_frame(&mut input), Err(error.clone()));
+                assert!(input.is_empty());
+            }
+            assert_eq!(framer.pending_len(), 0, "nothing kept after an error");
+        }
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! represent means "no deadline" (never a panic), and every deadline that can be represented
 //! fires exactly when it has passed, not before.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -9,42 +11,7 @@ use proptest::prelude::*;
 use xsio_core::{Input, OpId, deadline, last_instant};
 use xsio_qmp::{Client, CloseReason, Command, CommandError, Config, Output, ProtocolError};
 
-const GREETING: &[u8] = br#"{"QMP": {"version": {"qemu": {"micro": 22, "minor": 2, "major": 7}, "package": ""}, "capabilities": []}}"#;
-
-#[allow(clippy::disallowed_methods)] // A test epoch.
-fn epoch() -> Instant {
-    Instant::now() // tidy:allow (a test epoch)
-}
-
-/// What came out of the client, in order, as short lines.
-fn drain(qmp: &mut Client<u32>) -> Vec<String> {
-    let mut lines = Vec::new();
-    while let Some(output) = qmp.poll_output() {
-        lines.push(match output {
-            Output::Transmit(t) => format!("tx {}", String::from_utf8_lossy(&t.bytes).trim_end()),
-            Output::Connected(_) => "connected".to_owned(),
-            Output::Done { id, result: Ok(r) } => format!("done {id} ok {}", r.as_str()),
-            Output::Done { id, result: Err(e) } => format!("done {id} err {e:?}"),
-            Output::Event(e) => format!("event {}", e.name),
-            Output::Closed(reason) => format!("closed {reason:?}"),
-            other => format!("{other:?}"),
-        });
-    }
-    lines
-}
-
-/// A client created at `now` and taken through negotiation.
-fn ready(config: Config, now: Instant) -> Client<u32> {
-    let mut qmp = Client::new(config, now);
-    qmp.handle_input(now, Input::Bytes(GREETING));
-    assert_eq!(
-        drain(&mut qmp),
-        [r#"tx {"execute":"qmp_capabilities","id":0}"#]
-    );
-    qmp.handle_input(now, Input::Bytes(br#"{"return": {}, "id": 0}"#));
-    assert_eq!(drain(&mut qmp), ["connected"]);
-    qmp
-}
+use common::{drain, epoch, ready};
 
 #[test]
 fn a_command_with_timeout_duration_max_has_no_deadline_and_still_gets_its_reply() {
