@@ -166,6 +166,31 @@ pub trait Store<A: Actor> {
     /// Executes what it can. `Ok(true)` when anything moved (a request taken, bytes
     /// exchanged, an answer queued).
     fn step(&mut self, harness: &mut Harness<A>) -> Result<bool, HarnessError>;
+
+    /// When the store itself will have something to do without being asked (a simulated
+    /// program that exits at a set time): [`Harness::drive`] jumps the clock no further
+    /// than this. `None` (the default): only the machines' deadlines count.
+    fn next_deadline(&self) -> Option<Instant> {
+        None
+    }
+}
+
+/// Two stores as one: the first steps first, so it takes the requests it executes before
+/// the second sees them (a host simulator in front of a xenstore that answers host
+/// operations with [`OpErrorKind::Unsupported`](xsio_ops::OpErrorKind::Unsupported)).
+impl<A: Actor, S: Store<A>, T: Store<A>> Store<A> for (S, T) {
+    fn step(&mut self, harness: &mut Harness<A>) -> Result<bool, HarnessError> {
+        let first = self.0.step(harness)?;
+        let second = self.1.step(harness)?;
+        Ok(first || second)
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        match (self.0.next_deadline(), self.1.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 /// An answer or an event on its way to its owner.
@@ -406,6 +431,21 @@ impl<A: Actor> Harness<A> {
         Some((owner, request))
     }
 
+    /// Takes the oldest request waiting on `conn` whose operation `wanted` selects, leaving
+    /// the others queued in order (a store that executes only some kinds of operation).
+    pub fn take_request_where(
+        &mut self,
+        conn: Conn,
+        wanted: impl Fn(&Op) -> bool,
+    ) -> Option<(Owner, Request)> {
+        let queue = self.outbound.get_mut(conn.0)?;
+        let index = queue.iter().position(|(_, request)| wanted(&request.op))?;
+        let (owner, request) = queue.remove(index)?;
+        self.in_flight
+            .insert((owner, request.id), (conn, request.op.clone()));
+        Some((owner, request))
+    }
+
     /// Answers request `id` of `owner` (exactly once); the answer waits on the owner's
     /// connection until delivered.
     pub fn reply(
@@ -602,8 +642,10 @@ impl<A: Actor> Harness<A> {
     ) -> Result<(), HarnessError> {
         for _ in 0..max_steps {
             if !self.step(store)? {
-                let Some(deadline) = self.next_deadline() else {
-                    return Ok(());
+                let deadline = match (self.next_deadline(), store.next_deadline()) {
+                    (Some(a), Some(b)) => a.min(b),
+                    (Some(a), None) | (None, Some(a)) => a,
+                    (None, None) => return Ok(()),
                 };
                 self.advance_to(deadline);
                 self.fire_due_timers();

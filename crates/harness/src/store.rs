@@ -135,7 +135,7 @@ impl<A: Actor> Store<A> for XenstoredStore {
                         owner,
                         request.id,
                         Err(xsio_ops::OpError::new(
-                            xsio_ops::OpErrorKind::Other,
+                            xsio_ops::OpErrorKind::Unsupported,
                             "not a xenstore operation",
                         )),
                     )?;
@@ -208,4 +208,81 @@ impl<A: Actor> Store<A> for XenstoredStore {
 /// Harness connections and store parties are opened together, so their indices agree.
 fn conn_at(index: usize) -> Conn {
     Conn::at(index)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use xsio_ops::{DomainState, HostOp, OpError, OpErrorKind, Reply};
+    use xsio_xenbus::StateWaiter;
+
+    use super::*;
+    use crate::Record;
+
+    /// Answers every host operation with "running", leaving xenstore's to the next store.
+    struct Host;
+
+    impl<A: Actor> Store<A> for Host {
+        fn step(&mut self, harness: &mut Harness<A>) -> Result<bool, HarnessError> {
+            let mut moved = false;
+            for conn in harness.conns().collect::<Vec<_>>() {
+                while let Some((owner, request)) =
+                    harness.take_request_where(conn, |op| matches!(op, Op::Host(_)))
+                {
+                    moved = true;
+                    harness.reply(owner, request.id, Ok(Reply::Domain(DomainState::Running)))?;
+                }
+            }
+            Ok(moved)
+        }
+    }
+
+    fn answers(harness: &mut Harness<StateWaiter>) -> Vec<Result<Reply, OpError>> {
+        harness
+            .take_log()
+            .into_iter()
+            .filter_map(|record| match record {
+                Record::Reply { result, .. } => Some(result),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn host_operations_go_to_the_host_store_in_front() {
+        #[allow(clippy::disallowed_methods)] // a unit-test epoch
+        let now = Instant::now(); // tidy:allow: a unit-test epoch
+        let info = Op::Host(HostOp::DomainInfo { domid: 3 });
+        let read = Op::Xs(XsOp::Read { path: "/x".into() });
+
+        // xenstore alone: a typed refusal, not a panic.
+        let mut store = XenstoredStore::new(now);
+        let mut harness: Harness<StateWaiter> = Harness::new(now);
+        let dom0 = store.connect_dom0(&mut harness);
+        harness.submit(dom0, info.clone());
+        harness.drive(&mut store).unwrap();
+        let refused = answers(&mut harness);
+        assert!(
+            matches!(&refused[..], [Err(e)] if e.kind == OpErrorKind::Unsupported),
+            "{refused:?}"
+        );
+
+        // A host in front: it takes the host operation, xenstore the read queued before it.
+        let mut stores = (Host, XenstoredStore::new(now));
+        let mut harness: Harness<StateWaiter> = Harness::new(now);
+        let dom0 = stores.1.connect_dom0(&mut harness);
+        harness.submit(dom0, read);
+        harness.submit(dom0, info);
+        harness.drive(&mut stores).unwrap();
+        let mut both = answers(&mut harness);
+        both.sort_by_key(|r| format!("{r:?}"));
+        assert_eq!(
+            both,
+            [
+                Ok(Reply::Domain(DomainState::Running)),
+                Ok(Reply::Value(None))
+            ]
+        );
+    }
 }

@@ -17,8 +17,13 @@
 //!   watched is answered `Done` at once, without asking the daemon;
 //! - `Transaction`: the guard (if any) is read first inside the transaction, so a missing
 //!   guard fails it with `ENOENT`, which answers `Skipped`; otherwise `Committed`;
+//! - `Directory` / `TxnDirectory`: the children (`None` for `ENOENT`);
+//! - `TxnStart`: the client's transaction id; `TxnRead`, `TxnApply` (an `Rm` succeeds when
+//!   the node is already gone), `TxnEnd` on that transaction: `Committed` for a commit,
+//!   `Done` for an abort;
 //! - errors: `EACCES` is [`OpErrorKind::Access`] (the machines treat an unreadable peer
-//!   `state` as missing), anything else [`OpErrorKind::Other`] with the client's message.
+//!   `state` as missing), `EAGAIN` (a conflicting commit) [`OpErrorKind::Conflict`],
+//!   anything else [`OpErrorKind::Other`] with the client's message.
 //!
 
 use std::collections::BTreeMap;
@@ -26,8 +31,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use xsio_core::OpId;
-use xsio_ops::{OpError, OpErrorKind, Reply, Txn, TxnOp, XsOp};
-use xsio_xs_client::{Client, Error, Response, TxOp};
+use xsio_ops::{OpError, OpErrorKind, Reply, Txn, TxnId, TxnOp, XsOp};
+use xsio_xs_client::{Client, Error, Response, TxId, TxOp};
 use xsio_xs_wire::ErrorKind;
 
 /// The watches registered through [`submit`] on one client: token → the client's watch id.
@@ -76,7 +81,31 @@ pub fn submit(client: &mut Client, now: Instant, op: &XsOp, watches: &mut Watche
             None => Submitted::Answered(Ok(Reply::Done)),
         },
         XsOp::Transaction(txn) => Submitted::Started(client.transact(now, tx_ops(txn))),
+        XsOp::Directory { path } => Submitted::Started(client.directory(now, None, path)),
+        XsOp::TxnStart => Submitted::Started(client.transaction_start(now)),
+        XsOp::TxnRead { txn, path } => Submitted::Started(client.read(now, Some(tx(*txn)), path)),
+        XsOp::TxnDirectory { txn, path } => {
+            Submitted::Started(client.directory(now, Some(tx(*txn)), path))
+        }
+        XsOp::TxnApply { txn, op } => {
+            let tx = Some(tx(*txn));
+            Submitted::Started(match op {
+                TxnOp::Mkdir { path } => client.mkdir(now, tx, path),
+                TxnOp::Write { path, value } => client.write(now, tx, path, value.clone()),
+                TxnOp::SetPerms { path, perms } => client.set_perms(now, tx, path, perms),
+                // A missing node is not an error (a missing parent neither).
+                TxnOp::Rm { path } => client.rm_tree(now, tx, path),
+            })
+        }
+        XsOp::TxnEnd { txn, commit } => {
+            Submitted::Started(client.transaction_end(now, tx(*txn), *commit))
+        }
     }
+}
+
+/// The client's transaction id of a machine's transaction (they are the same number).
+fn tx(txn: TxnId) -> TxId {
+    TxId(txn.0)
 }
 
 /// The client steps of a xenbus transaction: the guard read (if any), then the steps.
@@ -110,6 +139,23 @@ pub fn to_reply(op: &XsOp, result: Result<Response, Error>) -> Result<Reply, OpE
             if txn.only_if_exists.is_some() =>
         {
             Ok(Reply::Skipped)
+        }
+        (XsOp::TxnRead { .. }, Ok(Response::Value(v))) => {
+            Ok(Reply::Value(Some(String::from_utf8_lossy(&v).into_owned())))
+        }
+        (XsOp::TxnRead { .. }, Err(Error::Xs(ErrorKind::Enoent))) => Ok(Reply::Value(None)),
+        (XsOp::Directory { .. } | XsOp::TxnDirectory { .. }, Ok(Response::Names(names))) => {
+            Ok(Reply::Children(Some(names)))
+        }
+        (XsOp::Directory { .. } | XsOp::TxnDirectory { .. }, Err(Error::Xs(ErrorKind::Enoent))) => {
+            Ok(Reply::Children(None))
+        }
+        (XsOp::TxnStart, Ok(Response::Tx(id))) => Ok(Reply::TxnStarted(TxnId(id.0))),
+        (XsOp::TxnApply { .. }, Ok(Response::Unit)) => Ok(Reply::Done),
+        (XsOp::TxnEnd { commit: true, .. }, Ok(Response::Unit)) => Ok(Reply::Committed),
+        (XsOp::TxnEnd { commit: false, .. }, Ok(Response::Unit)) => Ok(Reply::Done),
+        (_, Err(Error::Xs(ErrorKind::Eagain))) => {
+            Err(OpError::new(OpErrorKind::Conflict, "EAGAIN"))
         }
         (_, Ok(other)) => Err(OpError::new(
             OpErrorKind::Other,
@@ -244,6 +290,83 @@ mod tests {
             Submitted::Answered(Ok(Reply::Done))
         );
         assert!(client.poll_output().is_none(), "nothing was sent");
+    }
+
+    #[test]
+    fn interactive_transactions_read_decide_and_commit() {
+        let mut w = World::new();
+        let dom0 = w.store.connect_dom0(&mut w.harness);
+        let setup = txn(vec![
+            TxnOp::write("/d/state", "4"),
+            TxnOp::write("/d/x", ""),
+        ]);
+        assert_eq!(w.run(dom0, setup).0, Ok(Reply::Committed));
+        let listing = XsOp::Directory { path: "/d".into() };
+        assert_eq!(
+            w.run(dom0, listing).0,
+            Ok(Reply::Children(Some(vec!["state".into(), "x".into()])))
+        );
+        let missing = XsOp::Directory {
+            path: "/nowhere".into(),
+        };
+        assert_eq!(w.run(dom0, missing).0, Ok(Reply::Children(None)));
+
+        let start = |w: &mut World| match w.run(dom0, XsOp::TxnStart).0 {
+            Ok(Reply::TxnStarted(t)) => t,
+            other => panic!("not started: {other:?}"),
+        };
+        // Two transactions read and write the same node: the second commit conflicts.
+        let (a, b) = (start(&mut w), start(&mut w));
+        assert_ne!(a, b);
+        for t in [a, b] {
+            let read = XsOp::TxnRead {
+                txn: t,
+                path: "/d/state".into(),
+            };
+            assert_eq!(w.run(dom0, read).0, Ok(Reply::Value(Some("4".into()))));
+            let write = XsOp::TxnApply {
+                txn: t,
+                op: TxnOp::write("/d/state", "5"),
+            };
+            assert_eq!(w.run(dom0, write).0, Ok(Reply::Done));
+        }
+        let end = |t, commit| XsOp::TxnEnd { txn: t, commit };
+        assert_eq!(w.run(dom0, end(a, true)).0, Ok(Reply::Committed));
+        let conflict = w.run(dom0, end(b, true)).0.unwrap_err();
+        assert_eq!(conflict.kind, OpErrorKind::Conflict);
+
+        // Inside a transaction: the listing, a removal of a missing node, an abort.
+        let c = start(&mut w);
+        let inner = XsOp::TxnDirectory {
+            txn: c,
+            path: "/d".into(),
+        };
+        assert_eq!(
+            w.run(dom0, inner).0,
+            Ok(Reply::Children(Some(vec!["state".into(), "x".into()])))
+        );
+        for path in ["/d/x", "/d/never"] {
+            let rm = XsOp::TxnApply {
+                txn: c,
+                op: TxnOp::Rm { path: path.into() },
+            };
+            assert_eq!(w.run(dom0, rm).0, Ok(Reply::Done), "rm {path}");
+        }
+        let gone = XsOp::TxnRead {
+            txn: c,
+            path: "/d/x".into(),
+        };
+        assert_eq!(w.run(dom0, gone).0, Ok(Reply::Value(None)));
+        assert_eq!(w.run(dom0, end(c, false)).0, Ok(Reply::Done));
+        assert_eq!(
+            w.run(dom0, read("/d/x")).0,
+            Ok(Reply::Value(Some(String::new()))),
+            "the abort wrote nothing"
+        );
+        assert_eq!(
+            w.run(dom0, read("/d/state")).0,
+            Ok(Reply::Value(Some("5".into())))
+        );
     }
 
     #[test]

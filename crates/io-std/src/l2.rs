@@ -108,7 +108,10 @@ impl<A: Actor> Store<A> for XsLinks {
                 moved = true;
                 let result = match &request.op {
                     Op::Xs(op) => execute(conn, op, watches),
-                    _ => Err(OpError::new(OpErrorKind::Other, "not a xenstore operation")),
+                    _ => Err(OpError::new(
+                        OpErrorKind::Unsupported,
+                        "not a xenstore operation",
+                    )),
                 };
                 harness.reply(owner, request.id, result)?;
             }

@@ -148,6 +148,65 @@ pub enum XsOp {
     },
     /// Apply a transaction. Answer [`Reply::Committed`] or [`Reply::Skipped`].
     Transaction(Txn),
+
+    // ---- listings and interactive transactions (device add and removal) -----------------
+    //
+    // A [`Txn`] is a list of blind writes that the driver applies and retries by itself. A
+    // machine whose writes depend on what it reads inside the transaction (libxl's removal:
+    // "write Closing unless the backend is already Closed"; the prune of empty parents)
+    // opens the transaction itself, reads and writes inside it, and commits; a conflicting
+    // commit is reported to it ([`OpErrorKind::Conflict`]), so that it decides again from
+    // fresh reads and bounds its own retries. Every transaction a machine opens it ends with
+    // exactly one [`XsOp::TxnEnd`].
+    /// List a node's children. Answer [`Reply::Children`] (`None` for `ENOENT`).
+    Directory {
+        /// Absolute path.
+        path: String,
+    },
+    /// Open a transaction. Answer [`Reply::TxnStarted`] with its id.
+    TxnStart,
+    /// Read a node inside transaction `txn`. Answer [`Reply::Value`] (`None` for `ENOENT`).
+    TxnRead {
+        /// The open transaction.
+        txn: TxnId,
+        /// Absolute path.
+        path: String,
+    },
+    /// List a node's children inside transaction `txn`. Answer [`Reply::Children`].
+    TxnDirectory {
+        /// The open transaction.
+        txn: TxnId,
+        /// Absolute path.
+        path: String,
+    },
+    /// Apply one step inside transaction `txn` (an [`TxnOp::Rm`] of a missing node is not an
+    /// error). Answer [`Reply::Done`].
+    TxnApply {
+        /// The open transaction.
+        txn: TxnId,
+        /// The step.
+        op: TxnOp,
+    },
+    /// End transaction `txn`: commit it (answer [`Reply::Committed`]; a conflict fails with
+    /// [`OpErrorKind::Conflict`] and nothing was written) or abort it (answer
+    /// [`Reply::Done`]).
+    TxnEnd {
+        /// The open transaction.
+        txn: TxnId,
+        /// Commit (true) or abort (false).
+        commit: bool,
+    },
+}
+
+/// A transaction opened with [`XsOp::TxnStart`]: the id the daemon gave it on the
+/// machine's connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TxnId(pub u32);
+
+impl std::fmt::Display for TxnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "txn#{}", self.0)
+    }
 }
 
 /// An operation with the id its result must carry.
@@ -168,6 +227,97 @@ pub struct Request {
 pub enum Op {
     /// A xenstore operation on the machine's xenstore connection.
     Xs(XsOp),
+
+    // ---- the host: domains, device models, processes (device add and removal) ----------
+    /// Something only the host knows or does: a domain's state, the device model's
+    /// liveness, running a hotplug script. A driver without these (a pure xenstore store)
+    /// answers them with [`OpErrorKind::Unsupported`].
+    Host(HostOp),
+}
+
+impl From<HostOp> for Op {
+    fn from(op: HostOp) -> Op {
+        Op::Host(op)
+    }
+}
+
+/// What a toolstack machine asks of the host it runs on, rather than of xenstore.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum HostOp {
+    /// The state of domain `domid`, as the hypervisor reports it. Answer [`Reply::Domain`].
+    DomainInfo {
+        /// The domain.
+        domid: u32,
+    },
+    /// Whether the device model (QEMU) serving domain `domid` is alive, by its own signs: a
+    /// QMP answer, its socket's end, its process's exit; not by the guest's state. Answer
+    /// [`Reply::DeviceModel`]. A domain without a device model answers `alive: false`.
+    DeviceModelAlive {
+        /// The domain the device model serves.
+        domid: u32,
+    },
+    /// Run a program (a hotplug script) with `argv` (`argv[0]` is its path) and `env` on
+    /// top of the driver's own environment; stdin is `/dev/null`, stdout goes to the
+    /// driver's stderr. The request stays in flight until the program ends: answer
+    /// [`Reply::Exited`]. The machine keeps its own time limit and asks [`HostOp::Kill`].
+    Spawn {
+        /// The program and its arguments.
+        argv: Vec<String>,
+        /// Variables added to the environment, in order.
+        env: Vec<(String, String)>,
+    },
+    /// Kill (SIGKILL) the program started by this machine's [`HostOp::Spawn`] request
+    /// `spawn`. Answer [`Reply::Done`], also when it had already ended; the `Spawn` then
+    /// answers [`ProcessExit::Signalled`] (or how it ended, if it ended first).
+    Kill {
+        /// The id of the `Spawn` request.
+        spawn: OpId,
+    },
+}
+
+/// A domain's state, as the hypervisor reports it (libxl's dominfo flags).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DomainState {
+    /// Running (or runnable, or blocked).
+    Running,
+    /// Paused by the toolstack or a user.
+    Paused,
+    /// Shut down (poweroff, reboot, crash, suspend), not yet destroyed.
+    Shutdown,
+    /// Being destroyed: the hypervisor still holds some of its resources.
+    Dying,
+    /// Destroyed: nothing of it runs any more.
+    Dead,
+    /// No such domain.
+    Absent,
+}
+
+/// How a program started with [`HostOp::Spawn`] ended.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ProcessExit {
+    /// It exited with this status (0 is success).
+    Exited(i32),
+    /// A signal ended it (9 after [`HostOp::Kill`]).
+    Signalled(i32),
+    /// It could not be started (no such file, not executable): why.
+    FailedToStart(String),
+}
+
+impl ProcessExit {
+    /// Whether it exited with status 0.
+    pub fn success(&self) -> bool {
+        matches!(self, ProcessExit::Exited(0))
+    }
+}
+
+impl std::fmt::Display for ProcessExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProcessExit::Exited(code) => write!(f, "exit status {code}"),
+            ProcessExit::Signalled(signal) => write!(f, "killed by signal {signal}"),
+            ProcessExit::FailedToStart(why) => write!(f, "failed to start: {why}"),
+        }
+    }
 }
 
 impl From<XsOp> for Op {
@@ -196,7 +346,7 @@ pub enum Input<'a> {
     },
 }
 
-/// The successful result of an [`XsOp`].
+/// The successful result of an [`Op`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Reply {
     /// The value of a read; `None` when the node does not exist (`ENOENT`).
@@ -207,9 +357,25 @@ pub enum Reply {
     Committed,
     /// The transaction's guard node was missing: nothing was written.
     Skipped,
+
+    // ---- listings, interactive transactions, the host ----------------------------------
+    /// The children of a node ([`XsOp::Directory`], [`XsOp::TxnDirectory`]); `None` when
+    /// the node does not exist.
+    Children(Option<Vec<String>>),
+    /// The transaction [`XsOp::TxnStart`] opened.
+    TxnStarted(TxnId),
+    /// A domain's state ([`HostOp::DomainInfo`]).
+    Domain(DomainState),
+    /// The device model's liveness ([`HostOp::DeviceModelAlive`]).
+    DeviceModel {
+        /// Whether it is alive.
+        alive: bool,
+    },
+    /// How a program ended ([`HostOp::Spawn`]).
+    Exited(ProcessExit),
 }
 
-/// The kind of a failed xenstore operation, as a driver reports it.
+/// The kind of a failed operation, as a driver reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum OpErrorKind {
@@ -227,9 +393,15 @@ pub enum OpErrorKind {
     Timeout,
     /// Any other error the daemon named.
     Other,
+    /// `EAGAIN` at the commit of an interactive transaction ([`XsOp::TxnEnd`]): another
+    /// writer got there first; nothing was written.
+    Conflict,
+    /// The driver cannot execute this kind of operation (a host operation on a store that
+    /// is only xenstore).
+    Unsupported,
 }
 
-/// A failed xenstore operation, as a driver reports it.
+/// A failed operation, as a driver reports it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Error)]
 #[error("xenstore {kind:?} error: {detail}")]
 pub struct OpError {
@@ -334,5 +506,93 @@ pub fn expect_done(
             expected: "Done",
         }),
         Err(err) => Ok(Err(err)),
+    }
+}
+
+/// Checks a listing reply ([`XsOp::Directory`], [`XsOp::TxnDirectory`]).
+pub fn expect_children(
+    id: OpId,
+    result: Result<Reply, OpError>,
+) -> Result<Result<Option<Vec<String>>, OpError>, InputError> {
+    match result {
+        Ok(Reply::Children(children)) => Ok(Ok(children)),
+        Ok(_) => Err(InputError::WrongReply {
+            id,
+            expected: "Children",
+        }),
+        Err(err) => Ok(Err(err)),
+    }
+}
+
+/// Checks the reply to [`XsOp::TxnStart`].
+pub fn expect_txn_started(
+    id: OpId,
+    result: Result<Reply, OpError>,
+) -> Result<Result<TxnId, OpError>, InputError> {
+    match result {
+        Ok(Reply::TxnStarted(txn)) => Ok(Ok(txn)),
+        Ok(_) => Err(InputError::WrongReply {
+            id,
+            expected: "TxnStarted",
+        }),
+        Err(err) => Ok(Err(err)),
+    }
+}
+
+/// Checks the reply to a committing [`XsOp::TxnEnd`].
+pub fn expect_committed(
+    id: OpId,
+    result: Result<Reply, OpError>,
+) -> Result<Result<(), OpError>, InputError> {
+    match result {
+        Ok(Reply::Committed) => Ok(Ok(())),
+        Ok(_) => Err(InputError::WrongReply {
+            id,
+            expected: "Committed",
+        }),
+        Err(err) => Ok(Err(err)),
+    }
+}
+
+/// Checks the reply to [`HostOp::DomainInfo`].
+pub fn expect_domain(
+    id: OpId,
+    result: Result<Reply, OpError>,
+) -> Result<Result<DomainState, OpError>, InputError> {
+    match result {
+        Ok(Reply::Domain(state)) => Ok(Ok(state)),
+        Ok(_) => Err(InputError::WrongReply {
+            id,
+            expected: "Domain",
+        }),
+        Err(err) => Ok(Err(err)),
+    }
+}
+
+/// Checks the reply to [`HostOp::DeviceModelAlive`]; `Ok(true)` when alive.
+pub fn expect_device_model(
+    id: OpId,
+    result: Result<Reply, OpError>,
+) -> Result<Result<bool, OpError>, InputError> {
+    match result {
+        Ok(Reply::DeviceModel { alive }) => Ok(Ok(alive)),
+        Ok(_) => Err(InputError::WrongReply {
+            id,
+            expected: "DeviceModel",
+        }),
+        Err(err) => Ok(Err(err)),
+    }
+}
+
+/// Checks the reply to [`HostOp::Spawn`]. A driver's error (it cannot run programs) is
+/// reported as the program failing to start.
+pub fn expect_exited(id: OpId, result: Result<Reply, OpError>) -> Result<ProcessExit, InputError> {
+    match result {
+        Ok(Reply::Exited(exit)) => Ok(exit),
+        Ok(_) => Err(InputError::WrongReply {
+            id,
+            expected: "Exited",
+        }),
+        Err(err) => Ok(ProcessExit::FailedToStart(err.to_string())),
     }
 }

@@ -46,6 +46,7 @@ impl Store {
                 Reply::Done
             }
             XsOp::Transaction(txn) => self.apply(txn, events),
+            other => unreachable!("xenbus machines never ask {other:?}"),
         }
     }
 

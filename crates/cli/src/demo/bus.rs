@@ -261,6 +261,7 @@ impl Bus {
                 };
                 self.say(&who, format!("write{guard}: {}", parts.join(" ")));
             }
+            other => self.say(&who, format!("{other:?}")),
         }
     }
 

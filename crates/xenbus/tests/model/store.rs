@@ -155,6 +155,7 @@ impl Store {
                 }
                 reply
             }
+            other => unreachable!("xenbus machines never ask {other:?}"),
         };
         conns[conn].inbound.push_back(Inbound::Reply {
             owner,
