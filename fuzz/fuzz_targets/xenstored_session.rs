@@ -1,5 +1,6 @@
-//! Byte streams on several connections (dom0, guests, one later released): the server never
-//! panics, every transmit is whole messages, and the tree invariants hold after every step.
+//! Byte streams on several connections (dom0, guests, one later released), with output
+//! paused and resumed and time passing: the server never panics, every transmit is whole
+//! messages, and the tree invariants hold after every step.
 #![no_main]
 
 use std::time::Instant;
@@ -17,7 +18,7 @@ const PIECES: &[&[u8]] = &[
 
 fuzz_target!(|data: &[u8]| {
     #[allow(clippy::disallowed_methods)] // The fuzz target is its own driver.
-    let now = Instant::now();
+    let mut now = Instant::now();
     let mut quotas = Quotas::default();
     quotas.nodes_per_domain = 8;
     quotas.watches_per_domain = 4;
@@ -25,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
     quotas.outstanding_requests = 3;
     let mut config = Config::default();
     config.quotas = quotas;
-    config.max_queued_events = 16;
+    config.watch_event_timeout = std::time::Duration::from_millis(50);
     let mut server = Server::new(config, now);
     server.introduce_domain(now, 1);
     server.introduce_domain(now, 2);
@@ -73,7 +74,14 @@ fuzz_target!(|data: &[u8]| {
             0x20 if *kind == 0xff => {
                 server.release_domain(now, 2);
             }
+            0x10 if *kind == 0xfe => server.pause_output(now, conns[idx]),
+            0x10 if *kind == 0xfd => server.resume_output(now, conns[idx]),
             _ => server.handle_input(now, conns[idx], &wire),
+        }
+        // Time passes (up to 255 ms a step); what is due is handled.
+        now += std::time::Duration::from_millis(u64::from(*tx));
+        if server.poll_timeout().is_some_and(|at| at <= now) {
+            server.handle_timeout(now);
         }
         // Take output only some of the time, so queues and the outstanding limit fill up.
         if control & 0x08 == 0 {

@@ -28,6 +28,10 @@ pub(crate) struct Args {
     /// Watches an unprivileged domain may hold.
     #[arg(long, default_value_t = 128)]
     quota_watches: usize,
+    /// Seconds a watch event may wait for a guest to read it before it is dropped (and
+    /// counted); events for dom0 never expire.
+    #[arg(long, value_name = "SECONDS", default_value_t = 20)]
+    watch_event_timeout: u64,
 }
 
 fn parse_domain_socket(arg: &str) -> Result<(u32, PathBuf), String> {
@@ -69,6 +73,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     config.state = args.state.clone();
     config.server.quotas.nodes_per_domain = args.quota_nodes;
     config.server.quotas.watches_per_domain = args.quota_watches;
+    config.server.watch_event_timeout = std::time::Duration::from_secs(args.watch_event_timeout);
     run_daemon(config, stop).context("xenstored")?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,14 +1,17 @@
 //! The `xsio xenstored` daemon loop: many Unix socket clients served by one
 //! [`xsio_xenstored::Server`], with `poll(2)`, non-blocking sockets and bounded queues.
 //!
-//! One thread, one loop: wait until a listener, a client or the stop socket is ready; accept,
-//! read (at most one read per client per turn, so a flooding client cannot starve the
-//! others), hand the bytes to the server, drain its output into per-client write buffers, and
-//! write what each socket takes without blocking. A client whose unread replies and events
-//! pile up past [`DaemonConfig::max_write_buffer`] is disconnected: it is too slow to keep,
-//! and keeping it would let it grow the daemon's memory. While a client's write buffer is
-//! non-empty or the server holds requests of its back, the loop stops reading from it, so its
-//! own socket buffer absorbs the flood.
+//! One thread, one loop: wait until a listener, a client, the stop socket or the server's
+//! next deadline is ready; accept, read (at most one read per client per turn, so a flooding
+//! client cannot starve the others), hand the bytes to the server, drain its output into
+//! per-client write buffers, and write what each socket takes without blocking.
+//!
+//! Flow control is the server's (`xsio_xenstored`'s XSA-326 rules): a client whose socket did
+//! not take everything is paused in the server, which keeps its further messages (where they
+//! hold the requests that caused them, and expire for a guest after the watch-event
+//! timeout), and resumed once its socket drained. So this loop holds at most one transmit per
+//! client, and never disconnects a client for being slow. It reads a client only while the
+//! server wants its input, so a client held back by a quota is held at its own socket.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -34,8 +37,6 @@ pub struct DaemonConfig {
     pub state: Option<PathBuf>,
     /// The server's quotas and limits.
     pub server: Config,
-    /// Bytes a client may leave unread before it is disconnected.
-    pub max_write_buffer: usize,
 }
 
 impl DaemonConfig {
@@ -46,7 +47,6 @@ impl DaemonConfig {
             domain_sockets: Vec::new(),
             state: None,
             server: Config::default(),
-            max_write_buffer: 4 << 20,
         }
     }
 }
@@ -59,7 +59,8 @@ struct Client {
     out: Vec<u8>,
     /// Where the unwritten part of `out` starts.
     written: usize,
-    origin: Origin,
+    /// Paused in the server: `out` holds what the socket did not take yet.
+    paused: bool,
 }
 
 impl Client {
@@ -109,7 +110,7 @@ pub fn run(config: DaemonConfig, stop: UnixStream) -> io::Result<()> {
     while server.poll_output().is_some() {}
     info!(socket = %config.socket.display(), domains = config.domain_sockets.len(), "xenstored listening");
 
-    let result = serve(&config, &mut server, &listeners, &stop);
+    let result = serve(&mut server, &listeners, &stop);
 
     for (path, _) in std::iter::once((&config.socket, ()))
         .chain(config.domain_sockets.iter().map(|(_, p)| (p, ())))
@@ -143,7 +144,6 @@ fn bind(path: &Path) -> io::Result<UnixListener> {
 }
 
 fn serve(
-    config: &DaemonConfig,
     server: &mut Server,
     listeners: &[(UnixListener, Origin)],
     stop: &UnixStream,
@@ -152,6 +152,9 @@ fn serve(
     let mut buf = vec![0u8; READ_CHUNK];
     loop {
         let ids: Vec<ConnId> = clients.keys().copied().collect();
+        let timeout = server
+            .poll_timeout()
+            .map(|at| at.saturating_duration_since(now()));
         let (readable, writable, stop_now, accept) = {
             let mut fds = Vec::with_capacity(1 + listeners.len() + clients.len());
             fds.push(PollFd::new(stop, PollFlags::IN));
@@ -161,9 +164,7 @@ fn serve(
             for id in &ids {
                 let client = &clients[id];
                 let mut flags = PollFlags::empty();
-                // Read only from clients that have taken their replies (back-pressure). After
-                // a full drain the server holds no whole request, only a partial one.
-                if client.pending() == 0 {
+                if server.wants_input(*id) {
                     flags |= PollFlags::IN;
                 }
                 if client.pending() > 0 {
@@ -171,13 +172,7 @@ fn serve(
                 }
                 fds.push(PollFd::new(&client.stream, flags));
             }
-            loop {
-                match poll(&mut fds, None) {
-                    Ok(_) => break,
-                    Err(rustix::io::Errno::INTR) => continue,
-                    Err(e) => return Err(e.into()),
-                }
-            }
+            wait(&mut fds, timeout)?;
             let stop_now = !fds[0].revents().is_empty();
             let accept: Vec<bool> = fds[1..=listeners.len()]
                 .iter()
@@ -206,6 +201,9 @@ fn serve(
             return Ok(());
         }
         let now = now();
+        if server.poll_timeout().is_some_and(|at| at <= now) {
+            server.handle_timeout(now);
+        }
         for ((listener, origin), ready) in listeners.iter().zip(accept) {
             if !ready {
                 continue;
@@ -222,7 +220,7 @@ fn serve(
                                 stream,
                                 out: Vec::new(),
                                 written: 0,
-                                origin: *origin,
+                                paused: false,
                             },
                         );
                     }
@@ -258,16 +256,37 @@ fn serve(
                 }
             }
         }
-        drain(config, server, &mut clients);
+        drain(server, &mut clients);
         for id in writable {
             flush_or_drop(server, &mut clients, id);
+        }
+        // Clients that drained their sockets were resumed: what waited for them comes now.
+        drain(server, &mut clients);
+    }
+}
+
+/// `poll` until something is ready or `timeout` passed (`None`: no deadline).
+fn wait(fds: &mut [PollFd<'_>], timeout: Option<std::time::Duration>) -> io::Result<()> {
+    let timeout = timeout.map(|t| {
+        // Round up, so the deadline has passed when poll returns.
+        rustix::event::Timespec::try_from(t + std::time::Duration::from_nanos(999_999)).unwrap_or(
+            rustix::event::Timespec {
+                tv_sec: i64::MAX,
+                tv_nsec: 0,
+            },
+        )
+    });
+    loop {
+        match poll(fds, timeout.as_ref()) {
+            Ok(_) => return Ok(()),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
         }
     }
 }
 
 /// Moves the server's output into the clients' write buffers and writes what fits now.
-fn drain(config: &DaemonConfig, server: &mut Server, clients: &mut BTreeMap<ConnId, Client>) {
-    let mut touched = Vec::new();
+fn drain(server: &mut Server, clients: &mut BTreeMap<ConnId, Client>) {
     while let Some(output) = server.poll_output() {
         match output {
             Output::Transmit { conn, bytes } => {
@@ -275,13 +294,7 @@ fn drain(config: &DaemonConfig, server: &mut Server, clients: &mut BTreeMap<Conn
                     continue;
                 };
                 client.out.extend_from_slice(&bytes);
-                if client.pending() > config.max_write_buffer {
-                    warn!(conn = conn.get(), origin = ?client.origin, "client too slow, disconnecting");
-                    server.disconnect(now(), conn);
-                    clients.remove(&conn);
-                    continue;
-                }
-                touched.push(conn);
+                flush_or_drop(server, clients, conn);
             }
             Output::Close { conn, reason } => {
                 warn!(conn = conn.get(), ?reason, "closing client");
@@ -289,15 +302,19 @@ fn drain(config: &DaemonConfig, server: &mut Server, clients: &mut BTreeMap<Conn
                     let _ = client.flush();
                 }
             }
+            Output::EventsDropped { conn, domid, count } => {
+                warn!(
+                    conn = conn.get(),
+                    domid, count, "watch events dropped: not read within the timeout"
+                );
+            }
             _ => {}
         }
     }
-    touched.dedup();
-    for id in touched {
-        flush_or_drop(server, clients, id);
-    }
 }
 
+/// Writes what the socket of `id` takes; pauses the client in the server while bytes are
+/// left, resumes it once they are gone; drops it if the socket failed.
 fn flush_or_drop(server: &mut Server, clients: &mut BTreeMap<ConnId, Client>, id: ConnId) {
     let Some(client) = clients.get_mut(&id) else {
         return;
@@ -306,5 +323,15 @@ fn flush_or_drop(server: &mut Server, clients: &mut BTreeMap<ConnId, Client>, id
         debug!(conn = id.get(), error = %e, "write failed");
         server.disconnect(now(), id);
         clients.remove(&id);
+        return;
+    }
+    let full = client.pending() > 0;
+    if full != client.paused {
+        client.paused = full;
+        if full {
+            server.pause_output(now(), id);
+        } else {
+            server.resume_output(now(), id);
+        }
     }
 }

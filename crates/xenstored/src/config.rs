@@ -1,5 +1,7 @@
 //! Limits and quotas.
 
+use std::time::Duration;
+
 /// Per-domain quotas. They bind unprivileged domains only; dom0 and socket clients are exempt,
 /// as in the C daemon (so Xen's test suite may store 3000-byte values from dom0). The defaults
 /// are xenstored 4.17's.
@@ -19,8 +21,9 @@ pub struct Quotas {
     pub nodes_per_transaction: usize,
     /// Entries in one permission list (ENOSPC beyond).
     pub perms_per_node: usize,
-    /// Requests whose replies are still queued, per connection: past it the server stops
-    /// reading that connection's input until the driver takes the replies.
+    /// Requests not yet complete, across all of a domain's connections: a request is
+    /// outstanding until its reply and every watch event it caused were taken by the driver
+    /// (or dropped). Past it the server answers none of that domain's further requests.
     pub outstanding_requests: usize,
 }
 
@@ -48,9 +51,9 @@ pub struct Config {
     pub path_max: usize,
     /// Replies a privileged connection may have queued before its input stops being read.
     pub privileged_outstanding_requests: usize,
-    /// Watch events one connection may have queued. A connection that lets more pile up is
-    /// too slow to keep and is closed, so it cannot make the server hold unbounded memory.
-    pub max_queued_events: usize,
+    /// How long a watch event may wait for an unprivileged connection to take it before it
+    /// is dropped (C xenstored's 20 s). Events for privileged connections never expire.
+    pub watch_event_timeout: Duration,
 }
 
 impl Default for Config {
@@ -59,7 +62,7 @@ impl Default for Config {
             quotas: Quotas::default(),
             path_max: 2048,
             privileged_outstanding_requests: 1024,
-            max_queued_events: 1024,
+            watch_event_timeout: Duration::from_secs(20),
         }
     }
 }

@@ -77,8 +77,20 @@
 //!   outside write to a node it only wrote, or with a sibling created outside; commits are
 //!   serializable, and clients retry on EAGAIN as they must anyway. It never conflicts on
 //!   unrelated subtrees (oxenstored's coarser rule does).
-//! - The outstanding-request quota bounds the replies queued for one connection: past it,
-//!   that connection's further requests wait, unread, until the driver takes the replies.
+//!
+//! # Flow control
+//! C xenstored 4.17's rules (XSA-326). A request is outstanding until the driver took its
+//! reply and, for an unprivileged connection, every watch event it caused (or they were
+//! dropped). An unprivileged domain has [`Quotas::outstanding_requests`] (20) across all of
+//! its connections; past it none of its further requests is answered, and
+//! [`Server::wants_input`] tells the driver to stop reading them, so a guest that causes
+//! events faster than the watchers read them is throttled instead of the watchers being cut
+//! off. A driver whose socket is full pauses the connection ([`Server::pause_output`]); its
+//! messages wait in the server. An event queued for an unprivileged connection and not
+//! taken within [`Config::watch_event_timeout`] (20 s) is dropped and counted
+//! ([`Output::EventsDropped`], `xenstore-control quota <domid>`). No connection is ever
+//! closed for events; dom0's events never expire, and do not hold its requests (C has no
+//! outstanding quota for dom0).
 //!
 //! # Panics
 //! No input makes the server panic; a panic means a broken internal invariant (a bug).

@@ -135,21 +135,6 @@ fn watch_and_transaction_quotas() {
 }
 
 #[test]
-fn a_connection_that_never_reads_its_events_is_closed() {
-    let mut config = Config::default();
-    config.max_queued_events = 5;
-    let mut h = Harness::with_config(config);
-    let c = h.dom0();
-    let slow = h.dom0();
-    h.op(slow, WATCH, 0, &["/", "t"]).unwrap();
-    // Ten writes in one read, without the driver taking any output in between.
-    h.server
-        .handle_input(h.now, c, &frames(WRITE, b"/x\0v", 10));
-    assert_eq!(closed(&mut h), vec![(slow, CloseReason::TooSlow)]);
-    assert!(h.server.is_connected(c));
-}
-
-#[test]
 fn a_flooding_guest_is_answered_in_slices_of_its_outstanding_limit() {
     let mut h = Harness::new();
     let g = guest_home(&mut h, 3);

@@ -28,6 +28,22 @@ pub(crate) enum Radix {
     C,
 }
 
+/// A domid as Xen's C daemon reads one in a request (`atoi` where it reads the whole
+/// field): `+7`, `007` and ` 7` are 7, `-1` is 4294967295; `abc`, `7abc` and values beyond
+/// 32 bits are `None`. The one domid grammar of the workspace for text from a client: the
+/// lenient request decoder uses it for every domid field.
+///
+/// ```
+/// use xsio_xs_wire::parse_domid;
+///
+/// assert_eq!(parse_domid("+7"), Some(7));
+/// assert_eq!(parse_domid("010"), Some(10));
+/// assert_eq!(parse_domid("7abc"), None);
+/// ```
+pub fn parse_domid(text: &str) -> Option<u32> {
+    c_u32(text.as_bytes(), Radix::Decimal)
+}
+
 /// The value of `field` read as C reads it (see the module doc), or `None`.
 pub(crate) fn c_u32(field: &[u8], radix: Radix) -> Option<u32> {
     let (negative, magnitude) = c_magnitude(field, radix)?;

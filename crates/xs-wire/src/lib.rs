@@ -58,6 +58,7 @@ mod perm;
 mod reply;
 mod request;
 
+pub use c_number::parse_domid;
 pub use error_kind::{ALL_ERROR_KINDS, ErrorKind};
 pub use frame::{Frame, FrameDecoder, FrameError, decode_frame, parse_header};
 pub use header::{ALL_MSG_TYPES, HEADER_LEN, Header, MsgType};

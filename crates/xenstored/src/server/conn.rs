@@ -1,12 +1,13 @@
-//! Connections: who each one is, its input buffer (read while its outstanding replies are
-//! under the limit) and its output queue (whole messages, handed to the driver in order).
+//! Connections: who each one is, its input (answered while its outstanding requests are
+//! under the quota) and its output queue (whole messages, see `flow`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
 use bytes::BytesMut;
 use xsio_xs_wire::{EncodeError, FrameDecoder};
 
+use super::flow::{Queued, SourceId};
 use super::watch::Watch;
 use super::{CloseReason, ConnId, Origin, Output, Server};
 use crate::view::TxState;
@@ -23,10 +24,16 @@ pub(super) struct Conn {
     pub(super) decoder: FrameDecoder,
     /// Encoded messages not yet handed to the driver.
     pub(super) out: BytesMut,
-    /// Replies in `out` (the outstanding-request limit counts them).
+    /// One entry per message in `out`, in order.
+    pub(super) queued: VecDeque<Queued>,
+    /// Replies in `out`.
     pub(super) queued_replies: usize,
-    /// Watch events in `out`.
-    pub(super) queued_events: usize,
+    /// Requests of this connection not yet complete (see `flow`).
+    pub(super) outstanding: usize,
+    /// The driver cannot take more output now.
+    pub(super) paused: bool,
+    /// Whole requests may be waiting in `decoder`: a quota stopped answering them.
+    pub(super) blocked: bool,
 }
 
 impl Server {
@@ -39,6 +46,9 @@ impl Server {
             Origin::Socket => (0, true),
             Origin::Domain(domid) => (domid, domid == 0),
         };
+        if !privileged {
+            self.usage.entry(domid).or_default();
+        }
         self.conns.insert(
             id,
             Conn {
@@ -50,19 +60,22 @@ impl Server {
                 next_tx_id: 1,
                 decoder: FrameDecoder::default(),
                 out: BytesMut::new(),
+                queued: VecDeque::new(),
                 queued_replies: 0,
-                queued_events: 0,
+                outstanding: 0,
+                paused: false,
+                blocked: false,
             },
         );
         id
     }
 
-    /// Forgets a connection: its watches and open transactions go with it. Unknown ids are
-    /// ignored.
+    /// Forgets a connection: its watches, open transactions and queued messages go with it.
+    /// Unknown ids are ignored.
     pub fn disconnect(&mut self, now: Instant, conn: ConnId) {
         self.advance(now);
-        self.conns.remove(&conn);
-        self.ready.retain(|c| *c != conn);
+        self.remove_conn(conn);
+        self.unblock();
     }
 
     /// Whether `conn` is open.
@@ -76,45 +89,36 @@ impl Server {
     }
 
     /// Bytes received from `conn` that wait to be handled: an incomplete message, or whole
-    /// ones held back because too many of its replies are queued. A driver stops reading a
-    /// connection while this is large, so a flooding client is held at its own socket.
+    /// ones held back by a quota.
     pub fn buffered_input(&self, conn: ConnId) -> usize {
         self.conns.get(&conn).map_or(0, |c| c.decoder.buffered())
     }
 
-    /// The next thing for the driver to do, or `None` when drained. Taking a connection's
-    /// bytes frees its outstanding-request budget, so requests it had waiting are answered
-    /// here and come out in later calls.
-    #[must_use = "an output is something the driver must do; dropping it loses it"]
-    pub fn poll_output(&mut self) -> Option<Output> {
-        if let Some((conn, reason)) = self.closes.pop_front() {
-            return Some(Output::Close { conn, reason });
-        }
-        let conn_id = self.ready.pop_front()?;
-        let conn = self.conns.get_mut(&conn_id)?;
-        let bytes = conn.out.split().freeze();
-        let had_waiting = conn.queued_replies > 0 && conn.decoder.buffered() > 0;
-        conn.queued_replies = 0;
-        conn.queued_events = 0;
-        if had_waiting {
-            self.pump(conn_id);
-        }
-        Some(Output::Transmit {
-            conn: conn_id,
-            bytes,
-        })
+    /// Whether the driver should read more from `conn`: not while a quota holds its
+    /// requests back (its own socket buffer then absorbs a flood), nor for an unknown
+    /// connection.
+    pub fn wants_input(&self, conn: ConnId) -> bool {
+        self.conns.get(&conn).is_some_and(|c| !c.blocked)
     }
 
-    /// Answers buffered requests of `conn` while its queued replies are under the limit.
+    /// Answers buffered requests of `conn` while its quotas allow; marks it blocked when they
+    /// stop it with whole requests possibly left.
     pub(super) fn pump(&mut self, conn_id: ConnId) {
         loop {
             let Some(conn) = self.conns.get(&conn_id) else {
                 return;
             };
-            if conn.queued_replies >= self.outstanding_limit(conn) {
+            let may_answer = self.may_answer(conn);
+            let conn = self.conns.get_mut(&conn_id).expect("looked up above");
+            if !may_answer {
+                conn.blocked = true;
+                self.blocked.insert(conn_id);
                 return;
             }
-            let conn = self.conns.get_mut(&conn_id).expect("looked up above");
+            if conn.blocked {
+                conn.blocked = false;
+                self.blocked.remove(&conn_id);
+            }
             match conn.decoder.next_frame() {
                 Ok(Some(frame)) => self.answer_frame(conn_id, &frame),
                 Ok(None) => return,
@@ -126,30 +130,67 @@ impl Server {
         }
     }
 
-    pub(super) fn drop_conn(&mut self, conn_id: ConnId, reason: CloseReason) {
-        if self.conns.remove(&conn_id).is_some() {
-            self.ready.retain(|c| *c != conn_id);
-            self.closes.push_back((conn_id, reason));
+    /// Answers what the blocked connections may answer now that requests completed.
+    pub(super) fn unblock(&mut self) {
+        while let Some(conn_id) = self
+            .blocked
+            .iter()
+            .copied()
+            .find(|id| self.conns.get(id).is_some_and(|c| self.may_answer(c)))
+        {
+            self.pump(conn_id);
         }
     }
 
+    /// Closes `conn_id` for `reason`: the driver is told with [`Output::Close`].
+    pub(super) fn drop_conn(&mut self, conn_id: ConnId, reason: CloseReason) {
+        if self.remove_conn(conn_id) {
+            self.notices.push_back(Output::Close {
+                conn: conn_id,
+                reason,
+            });
+        }
+    }
+
+    fn remove_conn(&mut self, conn_id: ConnId) -> bool {
+        let Some(conn) = self.conns.remove(&conn_id) else {
+            return false;
+        };
+        self.ready.retain(|c| *c != conn_id);
+        self.blocked.remove(&conn_id);
+        self.discard_output(conn.queued);
+        true
+    }
+
     /// Appends one message to the output of `conn_id` with `encode`, marking the connection
-    /// ready. Returns whether a message was queued: not when the connection is gone, nor
-    /// when `encode` fails (it leaves the buffer as it was).
+    /// ready and attributing the message to `source`. Returns whether a message was queued:
+    /// not when the connection is gone, nor when `encode` fails (it leaves the buffer as it
+    /// was).
     pub(super) fn enqueue(
         &mut self,
         conn_id: ConnId,
+        source: Option<SourceId>,
+        expires: Option<Instant>,
         encode: impl FnOnce(&mut BytesMut) -> Result<(), EncodeError>,
     ) -> bool {
         let Some(conn) = self.conns.get_mut(&conn_id) else {
             return false;
         };
         let was_empty = conn.out.is_empty();
+        let start = conn.out.len();
         if encode(&mut conn.out).is_err() {
             return false;
         }
-        if was_empty {
+        conn.queued.push_back(Queued {
+            len: conn.out.len() - start,
+            source,
+            expires,
+        });
+        if was_empty && !conn.paused {
             self.ready.push_back(conn_id);
+        }
+        if let Some(source) = source {
+            self.hold_source(source);
         }
         true
     }

@@ -13,6 +13,7 @@ impl Server {
                 Err(problem) => format!("FAILED: {problem}"),
             },
             Some("log") | Some("print") => String::new(),
+            Some("quota") if args.len() == 2 => self.domain_quota_report(&args[1])?,
             Some("quota") => {
                 let q = &self.config.quotas;
                 format!(
@@ -33,5 +34,31 @@ impl Server {
         let mut bytes = text.into_bytes();
         bytes.push(0);
         Ok(Reply::Control(bytes.into()))
+    }
+
+    /// `quota <domid>`: what the domain holds, in C xenstored's layout (`name: value`).
+    fn domain_quota_report(&self, domid: &str) -> Result<String, ErrorKind> {
+        let domid = xsio_xs_wire::parse_domid(domid).ok_or(ErrorKind::Einval)?;
+        if !self.domains.contains_key(&domid) {
+            return Err(ErrorKind::Enoent);
+        }
+        let usage = self.usage.get(&domid).cloned().unwrap_or_default();
+        let mut report = format!("Domain {domid}:\n");
+        for (name, value) in [
+            ("nodes", u64::from(self.tree.entries_of(domid))),
+            (
+                "watches",
+                self.domain_total(domid, |c| c.watches.len()) as u64,
+            ),
+            (
+                "transactions",
+                self.domain_total(domid, |c| c.txs.len()) as u64,
+            ),
+            ("outstanding", usage.outstanding as u64),
+            ("dropped events", usage.dropped_events),
+        ] {
+            report.push_str(&format!("{name:<16}: {value:>8}\n"));
+        }
+        Ok(report)
     }
 }

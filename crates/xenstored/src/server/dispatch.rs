@@ -8,7 +8,7 @@ use xsio_xs_wire::{
     Request, path,
 };
 
-use super::{ConnId, INTRODUCE_DOMAIN, RELEASE_DOMAIN, Server};
+use super::{ConnId, INTRODUCE_DOMAIN, RELEASE_DOMAIN, Server, SourceId};
 use crate::ops;
 use crate::perms::Perms;
 use crate::view::View;
@@ -74,11 +74,11 @@ impl Server {
     /// Answers one framed request of a known connection.
     pub(super) fn answer_frame(&mut self, conn_id: ConnId, frame: &Frame) {
         let (req_id, tx_id) = (frame.header.req_id, frame.header.tx_id);
-        let mut after = Vec::new();
-        let result = self
-            .decode(conn_id, frame)
-            .and_then(|request| self.execute(conn_id, tx_id, request, &mut after));
-        self.send_reply(conn_id, req_id, tx_id, result, after);
+        self.answer(conn_id, req_id, tx_id, |server, after| {
+            server
+                .decode(conn_id, frame)
+                .and_then(|request| server.execute(conn_id, tx_id, request, after))
+        });
     }
 
     /// Answers one typed request of a known connection.
@@ -88,11 +88,30 @@ impl Server {
             tx_id,
             body,
         } = packet;
+        self.answer(conn_id, req_id, tx_id, |server, after| {
+            server
+                .check_privilege(conn_id, body.msg_type())
+                .and_then(|()| server.execute(conn_id, tx_id, body, after))
+        });
+    }
+
+    /// Runs `handle` as one outstanding request of `conn_id` (see `flow`: the events an
+    /// unprivileged connection's request causes hold it outstanding) and queues its reply.
+    fn answer(
+        &mut self,
+        conn_id: ConnId,
+        req_id: u32,
+        tx_id: u32,
+        handle: impl FnOnce(&mut Self, &mut Vec<(String, String)>) -> Result<Reply, ErrorKind>,
+    ) {
+        let source = self.open_source(conn_id);
+        let privileged = self.conns[&conn_id].privileged;
+        self.answering = (!privileged).then_some(source);
         let mut after = Vec::new();
-        let result = self
-            .check_privilege(conn_id, body.msg_type())
-            .and_then(|()| self.execute(conn_id, tx_id, body, &mut after));
-        self.send_reply(conn_id, req_id, tx_id, result, after);
+        let result = handle(self, &mut after);
+        self.send_reply(conn_id, source, req_id, tx_id, result, after);
+        self.answering = None;
+        self.finish_source(source);
     }
 
     /// The checks in the order of the C daemon: a type it knows (ENOSYS), privilege
@@ -124,13 +143,14 @@ impl Server {
     fn send_reply(
         &mut self,
         conn_id: ConnId,
+        source: SourceId,
         req_id: u32,
         tx_id: u32,
         result: Result<Reply, ErrorKind>,
         after: Vec<(String, String)>,
     ) {
         let reply = Packet::new(req_id, tx_id, result.unwrap_or_else(Reply::Error));
-        let queued = self.enqueue(conn_id, |out| match reply.encode(out) {
+        let queued = self.enqueue(conn_id, Some(source), None, |out| match reply.encode(out) {
             Err(EncodeError::TooLarge { .. }) => {
                 reply.reply(Reply::Error(ErrorKind::E2big)).encode(out)
             }

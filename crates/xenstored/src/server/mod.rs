@@ -1,16 +1,17 @@
-//! The server: its public surface and state. The concerns live in submodules: connections,
-//! input and output queues (`conn`), request decoding and dispatch (`dispatch`), watches and
-//! event fan-out (`watch`), quotas (`quota`), transactions (`transaction`), and the `CONTROL`
-//! commands (`control`).
+//! The server: its public surface and state. The concerns live in submodules: connections
+//! and their input (`conn`), output queues, outstanding requests and event timeouts
+//! (`flow`), request decoding and dispatch (`dispatch`), watches and event fan-out (`watch`),
+//! quotas (`quota`), transactions (`transaction`), and the `CONTROL` commands (`control`).
 
 mod conn;
 mod control;
 mod dispatch;
+mod flow;
 mod quota;
 mod transaction;
 mod watch;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -21,6 +22,8 @@ use crate::perms::{Access, Caller, Perms};
 use crate::tree::Tree;
 
 use conn::Conn;
+use flow::{SourceId, Sources};
+use quota::Usage;
 
 /// The special watch path fired when a domain is introduced.
 pub const INTRODUCE_DOMAIN: &str = "@introduceDomain";
@@ -55,8 +58,6 @@ pub enum Origin {
 pub enum CloseReason {
     /// The client broke the framing (a header announcing more than 4096 payload bytes).
     Protocol(xsio_xs_wire::FrameError),
-    /// The client let more watch events pile up than the configured bound.
-    TooSlow,
     /// Its domain was released.
     DomainReleased,
 }
@@ -79,6 +80,17 @@ pub enum Output {
         /// Why.
         reason: CloseReason,
     },
+    /// Watch events queued for `conn` (of unprivileged domain `domid`) were not taken within
+    /// the watch-event timeout and were dropped; the driver logs it. They are counted in the
+    /// domain's `quota` report.
+    EventsDropped {
+        /// The connection.
+        conn: ConnId,
+        /// Its domain.
+        domid: u32,
+        /// How many events.
+        count: usize,
+    },
 }
 
 #[derive(Clone, Debug, Default)]
@@ -100,7 +112,9 @@ struct Domain {
 ///   there is none), [`handle_timeout`](Server::handle_timeout) is called once it passed;
 /// - outputs: [`poll_output`](Server::poll_output), drained until `None` after every input:
 ///   write each [`Output::Transmit`] to its connection in order, close each
-///   [`Output::Close`];
+///   [`Output::Close`]; flow control with [`pause_output`](Server::pause_output) and
+///   [`resume_output`](Server::resume_output) (a connection whose socket is full) and
+///   [`wants_input`](Server::wants_input) (whether to read a connection at all);
 /// - inspection: [`check_invariants`](Server::check_invariants),
 ///   [`node_count`](Server::node_count), [`queued_replies`](Server::queued_replies),
 ///   [`buffered_input`](Server::buffered_input), [`save`](Server::save).
@@ -121,11 +135,20 @@ pub struct Server {
     next_conn: u64,
     domains: BTreeMap<u32, Domain>,
     special_perms: BTreeMap<&'static str, Perms>,
-    /// Connections with queued output, in the order they got it.
+    /// Connections with queued output, not paused, in the order they got it.
     ready: VecDeque<ConnId>,
+    /// Connections with requests a quota holds back.
+    blocked: BTreeSet<ConnId>,
+    /// Outstanding requests (see `flow`).
+    sources: Sources,
+    /// The request being answered, when the events it causes must hold it outstanding.
+    answering: Option<SourceId>,
+    /// Per unprivileged domain: outstanding requests, dropped events.
+    usage: BTreeMap<u32, Usage>,
     /// The latest `now` seen, for requests answered from inside `poll_output`.
     last_now: Instant,
-    closes: VecDeque<(ConnId, CloseReason)>,
+    /// Outputs other than transmits, in order.
+    notices: VecDeque<Output>,
 }
 
 impl Server {
@@ -149,8 +172,12 @@ impl Server {
                 (RELEASE_DOMAIN, special),
             ]),
             ready: VecDeque::new(),
+            blocked: BTreeSet::new(),
+            sources: Sources::default(),
+            answering: None,
+            usage: BTreeMap::new(),
             last_now: now,
-            closes: VecDeque::new(),
+            notices: VecDeque::new(),
         }
     }
 
@@ -196,18 +223,6 @@ impl Server {
         if self.conns.contains_key(&conn) {
             self.answer_packet(conn, request);
         }
-    }
-
-    /// Lets time pass to `now`: what was due by then is done. The server has no deadline of
-    /// its own yet, so this only records the time.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        self.advance(now);
-    }
-
-    /// When [`handle_timeout`](Server::handle_timeout) is next due; `None` while nothing is
-    /// scheduled.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        None
     }
 
     fn advance(&mut self, now: Instant) {

@@ -5,6 +5,15 @@ use xsio_xs_wire::ErrorKind;
 use super::Server;
 use super::conn::Conn;
 
+/// What an unprivileged domain holds across all of its connections.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Usage {
+    /// Requests not yet complete (see `flow`).
+    pub(super) outstanding: usize,
+    /// Watch events dropped because they were not taken in time.
+    pub(super) dropped_events: u64,
+}
+
 impl Server {
     /// `count` summed over every connection of `domid`: per-domain quotas (transactions,
     /// watches) hold across all of a domain's connections, not per connection.
@@ -16,13 +25,15 @@ impl Server {
             .sum()
     }
 
-    /// Replies `conn` may have queued before its further requests wait unread.
-    pub(super) fn outstanding_limit(&self, conn: &Conn) -> usize {
+    /// Whether `conn` may have one more request answered now: an unprivileged domain has
+    /// its outstanding-request quota across all of its connections, a privileged connection
+    /// a limit of its own.
+    pub(super) fn may_answer(&self, conn: &Conn) -> bool {
         if conn.privileged {
-            self.config.privileged_outstanding_requests
-        } else {
-            self.config.quotas.outstanding_requests
+            return conn.outstanding < self.config.privileged_outstanding_requests;
         }
+        let usage = self.usage.get(&conn.domid);
+        usage.map_or(0, |u| u.outstanding) < self.config.quotas.outstanding_requests
     }
 
     /// ENOSPC when an unprivileged domain already holds its quota of open transactions.

@@ -3,7 +3,7 @@
 
 use xsio_xs_wire::{ErrorKind, Reply, path};
 
-use super::{CloseReason, ConnId, Server};
+use super::{ConnId, Server};
 use crate::view::Change;
 
 #[derive(Clone, Debug)]
@@ -147,20 +147,22 @@ impl Server {
         }
     }
 
-    /// Queues one event for `conn_id`. An event too large for one message is dropped, as
-    /// xenstored drops it; a connection that lets more events pile up than the bound is
-    /// closed.
+    /// Queues one event for `conn_id`, attributed to the request being answered (if its
+    /// events hold it). An event too large for one message is dropped, as xenstored drops
+    /// it. For an unprivileged receiver the event expires after the watch-event timeout.
     pub(super) fn queue_event(&mut self, conn_id: ConnId, path: &str, token: &str) {
-        if !self.enqueue(conn_id, |out| Reply::encode_watch_event(path, token, out)) {
-            return;
-        }
-        let limit = self.config.max_queued_events;
-        let Some(conn) = self.conns.get_mut(&conn_id) else {
+        let Some(conn) = self.conns.get(&conn_id) else {
             return;
         };
-        conn.queued_events += 1;
-        if conn.queued_events > limit {
-            self.drop_conn(conn_id, CloseReason::TooSlow);
-        }
+        let expires = if conn.privileged {
+            None
+        } else {
+            // Overflow means the event never expires.
+            self.last_now.checked_add(self.config.watch_event_timeout)
+        };
+        let source = self.answering;
+        self.enqueue(conn_id, source, expires, |out| {
+            Reply::encode_watch_event(path, token, out)
+        });
     }
 }

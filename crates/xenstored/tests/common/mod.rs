@@ -35,6 +35,7 @@ pub struct Harness {
     pub now: Instant,
     pub events: BTreeMap<ConnId, Vec<(String, String)>>,
     pub closed: Vec<(ConnId, CloseReason)>,
+    pub dropped: Vec<(ConnId, usize)>,
     decoders: BTreeMap<ConnId, FrameDecoder>,
     next_req: u32,
 }
@@ -52,6 +53,7 @@ impl Harness {
             now,
             events: BTreeMap::new(),
             closed: Vec::new(),
+            dropped: Vec::new(),
             decoders: BTreeMap::new(),
             next_req: 1,
         }
@@ -104,6 +106,7 @@ impl Harness {
                     assert!(decoder.is_at_boundary(), "transmits carry whole messages");
                 }
                 Output::Close { conn, reason } => self.closed.push((conn, reason)),
+                Output::EventsDropped { conn, count, .. } => self.dropped.push((conn, count)),
                 other => panic!("unexpected output {other:?}"),
             }
         }

@@ -1,0 +1,6 @@
+//! `xsio xenstored` as a hostile guest and a careless operator meet it: the real daemon
+//! binary over its sockets. Watch-event bursts (`flow`).
+#![allow(clippy::disallowed_methods)] // A real daemon process: the tests wait on the wall clock.
+
+mod flow;
+mod support;
