@@ -12,11 +12,16 @@
 //! timeout), and resumed once its socket drained. So this loop holds at most one transmit per
 //! client, and never disconnects a client for being slow. It reads a client only while the
 //! server wants its input, so a client held back by a quota is held at its own socket.
+//!
+//! When the process runs out of descriptors, accepting backs off (see `listen`): the
+//! listeners are not polled until a connection closes or a second passed, and the episode is
+//! logged once, instead of spinning on a listener that stays readable.
+
+mod listen;
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::FileTypeExt;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use rustix::event::{PollFd, PollFlags, poll};
@@ -24,6 +29,7 @@ use tracing::{debug, info, warn};
 use xsio_xenstored::{Config, ConnId, Origin, Output, Server};
 
 use crate::unix::now;
+use listen::{Listeners, bind};
 
 /// How the daemon is set up.
 #[derive(Clone, Debug)]
@@ -101,16 +107,17 @@ pub fn run(config: DaemonConfig, stop: UnixStream) -> io::Result<()> {
         }
         None => Server::new(config.server.clone(), start),
     };
-    let mut listeners = vec![(bind(&config.socket)?, Origin::Socket)];
+    let mut sockets = vec![(bind(&config.socket)?, Origin::Socket)];
     for (domid, path) in &config.domain_sockets {
-        listeners.push((bind(path)?, Origin::Domain(*domid)));
+        sockets.push((bind(path)?, Origin::Domain(*domid)));
         server.introduce_domain(start, *domid);
     }
+    let mut listeners = Listeners::new(sockets);
     // Nobody is connected yet: the introduction events have no audience.
     while server.poll_output().is_some() {}
     info!(socket = %config.socket.display(), domains = config.domain_sockets.len(), "xenstored listening");
 
-    let result = serve(&mut server, &listeners, &stop);
+    let result = serve(&mut server, &mut listeners, &stop);
 
     for (path, _) in std::iter::once((&config.socket, ()))
         .chain(config.domain_sockets.iter().map(|(_, p)| (p, ())))
@@ -131,36 +138,20 @@ fn save_state(path: &Path, server: &Server) -> io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// Binds a listening socket, replacing a stale socket file left by a previous run.
-fn bind(path: &Path) -> io::Result<UnixListener> {
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if meta.file_type().is_socket() {
-            std::fs::remove_file(path)?;
-        }
-    }
-    let listener = UnixListener::bind(path)?;
-    listener.set_nonblocking(true)?;
-    Ok(listener)
-}
-
-fn serve(
-    server: &mut Server,
-    listeners: &[(UnixListener, Origin)],
-    stop: &UnixStream,
-) -> io::Result<()> {
+fn serve(server: &mut Server, listeners: &mut Listeners, stop: &UnixStream) -> io::Result<()> {
     let mut clients: BTreeMap<ConnId, Client> = BTreeMap::new();
     let mut buf = vec![0u8; READ_CHUNK];
     loop {
         let ids: Vec<ConnId> = clients.keys().copied().collect();
-        let timeout = server
-            .poll_timeout()
-            .map(|at| at.saturating_duration_since(now()));
+        let deadline = [server.poll_timeout(), listeners.deadline()]
+            .into_iter()
+            .flatten()
+            .min();
+        let timeout = deadline.map(|at| at.saturating_duration_since(now()));
         let (readable, writable, stop_now, accept) = {
             let mut fds = Vec::with_capacity(1 + listeners.len() + clients.len());
             fds.push(PollFd::new(stop, PollFlags::IN));
-            for (listener, _) in listeners {
-                fds.push(PollFd::new(listener, PollFlags::IN));
-            }
+            fds.extend(listeners.poll_fds());
             for id in &ids {
                 let client = &clients[id];
                 let mut flags = PollFlags::empty();
@@ -204,33 +195,24 @@ fn serve(
         if server.poll_timeout().is_some_and(|at| at <= now) {
             server.handle_timeout(now);
         }
-        for ((listener, origin), ready) in listeners.iter().zip(accept) {
+        listeners.handle_timeout(now);
+        for (idx, ready) in accept.into_iter().enumerate() {
             if !ready {
                 continue;
             }
-            loop {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        stream.set_nonblocking(true)?;
-                        let id = server.connect(now, *origin);
-                        debug!(conn = id.get(), ?origin, "client connected");
-                        clients.insert(
-                            id,
-                            Client {
-                                stream,
-                                out: Vec::new(),
-                                written: 0,
-                                paused: false,
-                            },
-                        );
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        warn!(error = %e, "accept failed");
-                        break;
-                    }
-                }
+            for (stream, origin) in listeners.accept(idx, now) {
+                stream.set_nonblocking(true)?;
+                let id = server.connect(now, origin);
+                debug!(conn = id.get(), ?origin, "client connected");
+                clients.insert(
+                    id,
+                    Client {
+                        stream,
+                        out: Vec::new(),
+                        written: 0,
+                        paused: false,
+                    },
+                );
             }
         }
         for id in readable {
@@ -242,6 +224,7 @@ fn serve(
                     debug!(conn = id.get(), "client closed");
                     server.disconnect(now, id);
                     clients.remove(&id);
+                    listeners.descriptor_freed();
                 }
                 Ok(n) => server.handle_input(now, id, &buf[..n]),
                 Err(e)
@@ -253,6 +236,7 @@ fn serve(
                     debug!(conn = id.get(), error = %e, "read failed");
                     server.disconnect(now, id);
                     clients.remove(&id);
+                    listeners.descriptor_freed();
                 }
             }
         }
