@@ -19,6 +19,10 @@ pub(crate) struct Args {
     /// that unprivileged domain; the domain is introduced at start.
     #[arg(long = "domain-socket", value_name = "DOMID=PATH", value_parser = parse_domain_socket)]
     domain_sockets: Vec<(u32, PathBuf)>,
+    /// The mode of the domain sockets, in octal. Owner-only by default, whatever the umask,
+    /// like the control socket (which is always 0600).
+    #[arg(long, value_name = "MODE", default_value = "600", value_parser = parse_mode)]
+    domain_socket_mode: u32,
     /// Load the tree from FILE at start (if it exists) and save it there on SIGTERM/SIGINT.
     #[arg(long, value_name = "FILE")]
     state: Option<PathBuf>,
@@ -47,6 +51,13 @@ fn parse_domain_socket(arg: &str) -> Result<(u32, PathBuf), String> {
     Ok((domid, PathBuf::from(path)))
 }
 
+fn parse_mode(arg: &str) -> Result<u32, String> {
+    u32::from_str_radix(arg, 8)
+        .ok()
+        .filter(|mode| *mode <= 0o777)
+        .ok_or_else(|| format!("{arg:?} is not an octal mode (at most 777)"))
+}
+
 /// Runs the daemon until SIGTERM or SIGINT.
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
@@ -70,6 +81,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     }
     let mut config = DaemonConfig::new(&args.socket);
     config.domain_sockets = args.domain_sockets.clone();
+    config.domain_socket_mode = args.domain_socket_mode;
     config.state = args.state.clone();
     config.server.quotas.nodes_per_domain = args.quota_nodes;
     config.server.quotas.watches_per_domain = args.quota_watches;

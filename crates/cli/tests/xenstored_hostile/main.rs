@@ -1,7 +1,9 @@
 //! `xsio xenstored` as a hostile guest and a careless operator meet it: the real daemon
-//! binary over its sockets. Watch-event bursts (`flow`), fd exhaustion (`accept`).
+//! binary over its sockets. Watch-event bursts (`flow`), fd exhaustion (`accept`), socket
+//! ownership (`sockets`).
 #![allow(clippy::disallowed_methods)] // A real daemon process: the tests wait on the wall clock.
 
 mod accept;
 mod flow;
+mod sockets;
 mod support;

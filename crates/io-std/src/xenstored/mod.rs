@@ -13,6 +13,11 @@
 //! client, and never disconnects a client for being slow. It reads a client only while the
 //! server wants its input, so a client held back by a quota is held at its own socket.
 //!
+//! Sockets are created owner-only (0600) whatever the umask (domain sockets may be opened
+//! wider by configuration), beside a lock file (`<socket>.lock`, an exclusive `flock` held
+//! while the daemon runs); a socket file is replaced only if nothing answers on it, so a
+//! second daemon never takes the socket of a live one.
+//!
 //! When the process runs out of descriptors, accepting backs off (see `listen`): the
 //! listeners are not polled until a connection closes or a second passed, and the episode is
 //! logged once, instead of spinning on a listener that stays readable.
@@ -39,6 +44,9 @@ pub struct DaemonConfig {
     pub socket: PathBuf,
     /// One socket per simulated guest: clients on it are that unprivileged domain.
     pub domain_sockets: Vec<(u32, PathBuf)>,
+    /// The mode of the domain sockets (owner-only, 0600, by default). The control socket is
+    /// always 0600: a client there is dom0.
+    pub domain_socket_mode: u32,
     /// Load the tree from here at start (if the file exists) and save it here on stop.
     pub state: Option<PathBuf>,
     /// The server's quotas and limits.
@@ -51,6 +59,7 @@ impl DaemonConfig {
         DaemonConfig {
             socket: socket.into(),
             domain_sockets: Vec::new(),
+            domain_socket_mode: 0o600,
             state: None,
             server: Config::default(),
         }
@@ -107,9 +116,22 @@ pub fn run(config: DaemonConfig, stop: UnixStream) -> io::Result<()> {
         }
         None => Server::new(config.server.clone(), start),
     };
-    let mut sockets = vec![(bind(&config.socket)?, Origin::Socket)];
+    let mut wanted = vec![(&config.socket, 0o600, Origin::Socket)];
     for (domid, path) in &config.domain_sockets {
-        sockets.push((bind(path)?, Origin::Domain(*domid)));
+        wanted.push((path, config.domain_socket_mode, Origin::Domain(*domid)));
+    }
+    let mut sockets = Vec::new();
+    for (path, mode, origin) in wanted {
+        match bind(path, mode) {
+            Ok(bound) => sockets.push((bound, origin)),
+            Err(e) => {
+                // Leave no socket of ours behind for a daemon that did not start.
+                Listeners::new(sockets).remove_files();
+                return Err(e);
+            }
+        }
+    }
+    for (domid, _) in &config.domain_sockets {
         server.introduce_domain(start, *domid);
     }
     let mut listeners = Listeners::new(sockets);
@@ -119,11 +141,7 @@ pub fn run(config: DaemonConfig, stop: UnixStream) -> io::Result<()> {
 
     let result = serve(&mut server, &mut listeners, &stop);
 
-    for (path, _) in std::iter::once((&config.socket, ()))
-        .chain(config.domain_sockets.iter().map(|(_, p)| (p, ())))
-    {
-        let _ = std::fs::remove_file(path);
-    }
+    listeners.remove_files();
     if let Some(path) = &config.state {
         save_state(path, &server)?;
         info!(path = %path.display(), nodes = server.node_count(), "state saved");
