@@ -5,6 +5,7 @@
 
 mod demo;
 mod qmp;
+mod sim;
 mod vbd;
 mod xenstored;
 mod xs;
@@ -29,6 +30,9 @@ enum Command {
     /// Run a guest's disk and CD-ROM through the xenbus handshake to Connected and back to
     /// Closed, in one process (in-memory xenstored, virtual time), printing the trace.
     Demo(demo::Args),
+    /// Run whole Xen hosts in one deterministic process: a scenario (built-in when none is
+    /// given) under a seed, printing the trace and a summary, or many seeds in parallel.
+    Sim(sim::Args),
     /// Translate Xen VBD names (xvda, hdc2, d536p37) to xenstore `virtual-device` numbers.
     Vbd(vbd::Args),
     /// Serve an in-memory xenstore on Unix sockets (dom0 and simulated guests).
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(args) => demo::run(&args),
+        Command::Sim(args) => sim::run(&args),
         Command::Vbd(args) => vbd::run(&args),
         Command::Xenstored(args) => xenstored::run(&args),
         Command::Qmp(args) => qmp::run(&args),

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use xsio_core::OpId;
 use xsio_harness::{ActorId, Conn, Harness, Owner, Record, XenstoredStore};
-use xsio_ops::{Op, OpError, Reply, TxnOp, XsOp};
+use xsio_ops::{Op, OpError, Reply, XsOp};
 use xsio_xenbus::{
     Backend, BackendEvent, Frontend, FrontendEvent, StateWaiter, WaitEvent, XenbusState,
 };
@@ -226,58 +226,16 @@ impl Bus {
     }
 
     fn describe_request(&mut self, owner: Owner, id: OpId, op: &Op) {
-        let who = self.owner_name(owner, id);
-        let Op::Xs(op) = op else {
-            return self.say(&who, format!("{op:?}"));
-        };
-        match op {
-            XsOp::Watch { path, .. } => self.say(&who, format!("watch {path}")),
-            XsOp::Unwatch { path, .. } => self.say(&who, format!("unwatch {path}")),
-            XsOp::Read { .. } => {}
-            XsOp::Transaction(txn) => {
-                let mut parts = Vec::new();
-                let mut perms = 0;
-                for op in &txn.ops {
-                    match op {
-                        TxnOp::Write { path, value } => {
-                            let key = path.rsplit('/').next().unwrap_or(path);
-                            parts.push(match (key, XenbusState::parse(value)) {
-                                ("state", Ok(state)) => format!("state={value} ({state})"),
-                                _ => format!("{key}={value}"),
-                            });
-                        }
-                        TxnOp::Rm { path } => parts.push(format!("rm {path}")),
-                        TxnOp::Mkdir { path } => parts.push(format!("mkdir {path}")),
-                        TxnOp::SetPerms { .. } => perms += 1,
-                    }
-                }
-                if perms > 0 {
-                    parts.push(format!("+{perms} set-perms"));
-                }
-                let guard = if txn.only_if_exists.is_some() {
-                    " (if state exists)"
-                } else {
-                    ""
-                };
-                self.say(&who, format!("write{guard}: {}", parts.join(" ")));
-            }
-            other => self.say(&who, format!("{other:?}")),
+        if let Some(what) = xsio_sim::describe_request(op) {
+            let who = self.owner_name(owner, id);
+            self.say(&who, what);
         }
     }
 
     fn describe_reply(&mut self, owner: Owner, id: OpId, op: &Op, result: Result<Reply, OpError>) {
-        let who = self.owner_name(owner, id);
-        if let (Op::Xs(XsOp::Read { path }), Err(err)) = (op, &result) {
-            self.say(&who, format!("read {path}: {:?}", err.kind));
-        }
-        if let (Op::Xs(XsOp::Read { path }), Ok(Reply::Value(value))) = (op, &result) {
-            let shown = value.as_deref().map_or("(missing)".to_owned(), |v| {
-                match (path.ends_with("/state"), XenbusState::parse(v)) {
-                    (true, Ok(state)) => format!("{v} ({state})"),
-                    _ => v.to_owned(),
-                }
-            });
-            self.say(&who, format!("read {path} = {shown}"));
+        if let Some(what) = xsio_sim::describe_reply(op, &result) {
+            let who = self.owner_name(owner, id);
+            self.say(&who, what);
         }
         if owner == Owner::Caller {
             if let Some(i) = self.toolstack_ops.remove(&id) {
@@ -291,46 +249,38 @@ impl Bus {
             return;
         };
         let who = self.actor_name(actor);
-        let line = match event {
-            Event::Backend(BackendEvent::StateChanged { from, to }) => {
-                self.devices[i].history.push(("backend", to));
-                Some(format!("state {from} -> {to}"))
+        let line = match &event {
+            Event::Backend(e) => {
+                if let BackendEvent::StateChanged { to, .. } = e {
+                    self.devices[i].history.push(("backend", *to));
+                }
+                if matches!(
+                    e,
+                    BackendEvent::Failed(_)
+                        | BackendEvent::ConnectFailed(_)
+                        | BackendEvent::BadFrontendState(_)
+                ) {
+                    self.devices[i].problems.push(format!("backend: {e:?}"));
+                }
+                xsio_sim::backend_event(e)
             }
-            Event::Backend(BackendEvent::FrontendState(_)) => None,
-            Event::Backend(BackendEvent::Connected { frontend }) => {
-                Some(format!("connected: ring {}", kv(&frontend)))
+            Event::Frontend(e) => {
+                if let FrontendEvent::StateChanged { to, .. } = e {
+                    self.devices[i].history.push(("frontend", *to));
+                }
+                if matches!(
+                    e,
+                    FrontendEvent::Failed(_)
+                        | FrontendEvent::ConnectFailed(_)
+                        | FrontendEvent::BadBackendState(_)
+                ) {
+                    self.devices[i].problems.push(format!("frontend: {e:?}"));
+                }
+                xsio_sim::frontend_event(e)
             }
-            Event::Backend(
-                other @ (BackendEvent::Failed(_)
-                | BackendEvent::ConnectFailed(_)
-                | BackendEvent::BadFrontendState(_)),
-            ) => {
-                let line = format!("{other:?}");
-                self.devices[i].problems.push(format!("backend: {line}"));
-                Some(line)
-            }
-            Event::Backend(other) => Some(format!("{other:?}")),
-            Event::Frontend(FrontendEvent::StateChanged { from, to }) => {
-                self.devices[i].history.push(("frontend", to));
-                Some(format!("state {from} -> {to}"))
-            }
-            Event::Frontend(FrontendEvent::BackendState(_)) => None,
-            Event::Frontend(FrontendEvent::Connected { backend }) => {
-                Some(format!("connected: disk {}", kv(&backend)))
-            }
-            Event::Frontend(
-                other @ (FrontendEvent::Failed(_)
-                | FrontendEvent::ConnectFailed(_)
-                | FrontendEvent::BadBackendState(_)),
-            ) => {
-                let line = format!("{other:?}");
-                self.devices[i].problems.push(format!("frontend: {line}"));
-                Some(line)
-            }
-            Event::Frontend(other) => Some(format!("{other:?}")),
-            Event::Waiter(WaitEvent::Done(result)) => {
-                let line = format!("wait for backend Closed: {result:?}");
-                if let Ok(XenbusState::Closed) = result {
+            Event::Waiter(e) => {
+                let line = xsio_sim::wait_event(e);
+                if let WaitEvent::Done(Ok(XenbusState::Closed)) = e {
                     self.say(&who, line);
                     let destroy = self.backend(i).config().areas.destroy();
                     let id = self
@@ -347,10 +297,6 @@ impl Bus {
                 }
                 Some(line)
             }
-            Event::Waiter(WaitEvent::StillWaiting(state)) => {
-                Some(format!("still waiting (backend {state})"))
-            }
-            Event::Waiter(other) => Some(format!("{other:?}")),
         };
         if let Some(line) = line {
             self.say(&who, line);
@@ -409,12 +355,4 @@ impl Bus {
         }
         Ok(())
     }
-}
-
-fn kv(values: &[(String, String)]) -> String {
-    values
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(" ")
 }

@@ -1,0 +1,192 @@
+//! What must hold after every run, whatever the seed and the faults.
+
+use xsio_xenbus::XenbusState;
+use xsio_xs_client::Response;
+
+use crate::world::{Phase, Sim};
+
+/// Every broken rule of a finished run, as sentences (empty: the run is good).
+pub(crate) fn violations(sim: &mut Sim) -> Vec<String> {
+    let mut found = Vec::new();
+    // Every operation completed exactly once: the harness refuses a second answer, so
+    // what is left to check is that none is outstanding.
+    if !sim.harness.is_idle() {
+        found.push(format!(
+            "{} operation(s) never completed",
+            sim.harness.in_flight()
+        ));
+    }
+    if let Err(err) = sim.store.server().check_invariants() {
+        found.push(format!("xenstored's tree is inconsistent: {err}"));
+    }
+    for i in 0..sim.devices.len() {
+        let name = format!("d{} {}", sim.devices[i].domid, sim.devices[i].vdev);
+        for problem in &sim.devices[i].problems {
+            found.push(format!("{name}: {problem}"));
+        }
+        let (backend, frontend) = sim.states(i);
+        let d = &sim.devices[i];
+        match d.phase {
+            Phase::Absent => {}
+            Phase::Running => {
+                let want_frontend = if d.silent {
+                    None
+                } else {
+                    Some(XenbusState::Connected)
+                };
+                let want_backend = if d.silent {
+                    XenbusState::InitWait
+                } else {
+                    XenbusState::Connected
+                };
+                if backend != Some(want_backend) || frontend != want_frontend {
+                    found.push(format!(
+                        "{name}: running but backend {backend:?}, frontend {frontend:?}"
+                    ));
+                }
+            }
+            Phase::Removed => {
+                let areas = [d.areas.backend_path(), d.areas.frontend_path()];
+                let roots = [
+                    "/local/domain/0/backend".to_owned(),
+                    format!("/local/domain/{}", d.domid),
+                ];
+                for (area, root) in areas.iter().zip(&roots) {
+                    if exists(sim, area) {
+                        found.push(format!("{name}: {area} is still there after removal"));
+                    }
+                    let mut dir = area.as_str();
+                    while let Some((up, _)) = dir.rsplit_once('/') {
+                        if up.len() <= root.len() {
+                            break;
+                        }
+                        if exists(sim, up) && children(sim, up).is_empty() {
+                            found.push(format!("{name}: empty directory {up} left behind"));
+                        }
+                        dir = up;
+                    }
+                }
+            }
+            other => found.push(format!("{name}: stuck in {other:?}")),
+        }
+    }
+    found
+}
+
+fn exists(sim: &mut Sim, path: &str) -> bool {
+    let toolstack = sim.harness.conns().next();
+    let Some(conn) = toolstack else {
+        return false;
+    };
+    matches!(
+        sim.store
+            .call(&mut sim.harness, conn, |c, now| c.read(now, None, path)),
+        Ok(Ok(Response::Value(_)))
+    )
+}
+
+fn children(sim: &mut Sim, path: &str) -> Vec<String> {
+    let Some(conn) = sim.harness.conns().next() else {
+        return Vec::new();
+    };
+    match sim.store.call(&mut sim.harness, conn, |c, now| {
+        c.directory(now, None, path)
+    }) {
+        Ok(Ok(Response::Names(names))) => names,
+        // Missing or unreadable: nothing under it for this check.
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use crate::scenario::Scenario;
+    use crate::world::Sim;
+
+    fn finished(text: &str) -> Sim {
+        #[allow(clippy::disallowed_methods)]
+        let epoch = Instant::now(); // tidy:allow: a unit-test epoch
+        let mut sim = Sim::new(Scenario::parse(text).unwrap(), 1, epoch);
+        sim.run().unwrap();
+        sim
+    }
+
+    const ONE: &str = r#"
+        name = "one"
+        [[domain]]
+        domid = 1
+        devices = [{ vdev = "xvda", kind = "disk", params = "/d" }]
+        [[step]]
+        at_ms = 0
+        action = "create"
+        domain = 1
+        [[step]]
+        at_ms = 100
+        action = "remove"
+        domain = 1
+        [faults]
+        silent_frontend = 0.0
+    "#;
+
+    #[test]
+    fn a_clean_run_has_no_violation() {
+        let mut sim = finished(ONE);
+        assert_eq!(super::violations(&mut sim), Vec::<String>::new());
+    }
+
+    #[test]
+    fn an_empty_directory_left_behind_is_caught() {
+        let mut sim = finished(ONE);
+        let conn = sim.harness.conns().next().unwrap();
+        let made = sim.store.call(&mut sim.harness, conn, |c, now| {
+            c.mkdir(now, None, "/local/domain/0/backend/qdisk/1")
+        });
+        assert!(matches!(made, Ok(Ok(_))), "{made:?}");
+        let found = super::violations(&mut sim);
+        assert_eq!(
+            found,
+            ["d1 xvda: empty directory /local/domain/0/backend/qdisk/1 left behind"]
+        );
+    }
+
+    #[test]
+    fn a_node_left_under_a_removed_device_is_caught() {
+        let mut sim = finished(ONE);
+        let conn = sim.harness.conns().next().unwrap();
+        let made = sim.store.call(&mut sim.harness, conn, |c, now| {
+            c.write(
+                now,
+                None,
+                "/local/domain/1/device/vbd/51712/state",
+                &b"6"[..],
+            )
+        });
+        assert!(matches!(made, Ok(Ok(_))), "{made:?}");
+        let found = super::violations(&mut sim);
+        assert!(
+            found
+                .iter()
+                .any(|v| v.contains("/local/domain/1/device/vbd/51712 is still there")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn prune_points_stop_at_live_devices_and_roots() {
+        let area = "/local/domain/0/backend/qdisk/1/51712";
+        let root = "/local/domain/0/backend";
+        assert_eq!(
+            super::super::world::prune_point(area, root, &[]),
+            "/local/domain/0/backend/qdisk"
+        );
+        let other = vec!["/local/domain/0/backend/qdisk/1/5632".to_owned()];
+        assert_eq!(super::super::world::prune_point(area, root, &other), area);
+        let other_guest = vec!["/local/domain/0/backend/qdisk/2/51712".to_owned()];
+        assert_eq!(
+            super::super::world::prune_point(area, root, &other_guest),
+            "/local/domain/0/backend/qdisk/1"
+        );
+    }
+}

@@ -1,0 +1,103 @@
+//! One way to say in words what a toolstack machine asked and was told, for every trace
+//! (the simulator's, the `xsio demo`'s).
+
+use xsio_ops::{Op, OpError, Reply, TxnOp, XsOp};
+use xsio_xenbus::{BackendEvent, FrontendEvent, WaitEvent, XenbusState};
+
+/// A request in words: `watch PATH`, `write (if state exists): state=4 (Connected) ...`;
+/// `None` for a read (its answer is what is worth showing).
+pub fn request(op: &Op) -> Option<String> {
+    let Op::Xs(op) = op else {
+        return Some(format!("{op:?}"));
+    };
+    match op {
+        XsOp::Watch { path, .. } => Some(format!("watch {path}")),
+        XsOp::Unwatch { path, .. } => Some(format!("unwatch {path}")),
+        XsOp::Read { .. } => None,
+        XsOp::Transaction(txn) => {
+            let mut parts = Vec::new();
+            let mut perms = 0;
+            for op in &txn.ops {
+                match op {
+                    TxnOp::Write { path, value } => {
+                        let key = path.rsplit('/').next().unwrap_or(path);
+                        parts.push(match (key, XenbusState::parse(value)) {
+                            ("state", Ok(state)) => format!("state={value} ({state})"),
+                            _ => format!("{key}={value}"),
+                        });
+                    }
+                    TxnOp::Rm { path } => parts.push(format!("rm {path}")),
+                    TxnOp::Mkdir { path } => parts.push(format!("mkdir {path}")),
+                    TxnOp::SetPerms { .. } => perms += 1,
+                }
+            }
+            if perms > 0 {
+                parts.push(format!("+{perms} set-perms"));
+            }
+            let guard = if txn.only_if_exists.is_some() {
+                " (if state exists)"
+            } else {
+                ""
+            };
+            Some(format!("write{guard}: {}", parts.join(" ")))
+        }
+        other => Some(format!("{other:?}")),
+    }
+}
+
+/// An answer in words, for reads only: `read PATH = 4 (Connected)`, `read PATH: Access`.
+pub fn reply(op: &Op, result: &Result<Reply, OpError>) -> Option<String> {
+    let Op::Xs(XsOp::Read { path }) = op else {
+        return None;
+    };
+    match result {
+        Err(err) => Some(format!("read {path}: {:?}", err.kind)),
+        Ok(Reply::Value(value)) => {
+            let shown = value.as_deref().map_or("(missing)".to_owned(), |v| {
+                match (path.ends_with("/state"), XenbusState::parse(v)) {
+                    (true, Ok(state)) => format!("{v} ({state})"),
+                    _ => v.to_owned(),
+                }
+            });
+            Some(format!("read {path} = {shown}"))
+        }
+        Ok(_) => None,
+    }
+}
+
+/// A backend's event in words; `None` for what a trace need not show.
+pub fn backend_event(event: &BackendEvent) -> Option<String> {
+    match event {
+        BackendEvent::StateChanged { from, to } => Some(format!("state {from} -> {to}")),
+        BackendEvent::FrontendState(_) => None,
+        BackendEvent::Connected { frontend } => Some(format!("connected: ring {}", kv(frontend))),
+        other => Some(format!("{other:?}")),
+    }
+}
+
+/// A frontend's event in words; `None` for what a trace need not show.
+pub fn frontend_event(event: &FrontendEvent) -> Option<String> {
+    match event {
+        FrontendEvent::StateChanged { from, to } => Some(format!("state {from} -> {to}")),
+        FrontendEvent::BackendState(_) => None,
+        FrontendEvent::Connected { backend } => Some(format!("connected: disk {}", kv(backend))),
+        other => Some(format!("{other:?}")),
+    }
+}
+
+/// A toolstack waiter's event in words.
+pub fn wait_event(event: &WaitEvent) -> String {
+    match event {
+        WaitEvent::Done(result) => format!("wait for backend Closed: {result:?}"),
+        WaitEvent::StillWaiting(state) => format!("still waiting (backend {state})"),
+        other => format!("{other:?}"),
+    }
+}
+
+fn kv(values: &[(String, String)]) -> String {
+    values
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}

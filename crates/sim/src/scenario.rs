@@ -1,0 +1,339 @@
+//! Scenario files: the domains of a host, their devices, what happens to them over time,
+//! the faults to inject, as TOML (`testdata/scenarios/*.toml`).
+//!
+//! ```toml
+//! name = "disk-and-cdrom"
+//! description = "A guest's disk and CD-ROM connect, then are removed."
+//!
+//! [[domain]]
+//! domid = 1
+//! devices = [
+//!   { vdev = "xvda", kind = "disk", params = "/srv/guest/disk.img" },
+//!   { vdev = "hdc", kind = "cdrom", params = "/srv/iso/install.iso" },
+//! ]
+//!
+//! [[step]]
+//! at_ms = 0
+//! action = "create"   # every device of the domain
+//! domain = 1
+//!
+//! [[step]]
+//! at_ms = 1000
+//! action = "remove"
+//! domain = 1
+//! device = "hdc"      # one device; all when absent
+//!
+//! [faults]
+//! silent_frontend = 0.0   # chance that a guest never starts a device's frontend
+//! reorder = true          # deliver answers across connections in a seeded random order
+//! max_jitter_ms = 2       # up to this much virtual time between two steps
+//! ```
+
+use serde::Deserialize;
+use thiserror::Error;
+use xsio_vbd::Vbd;
+
+/// A whole scenario, checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scenario {
+    /// Short name, shown in traces.
+    pub name: String,
+    /// What it shows.
+    pub description: String,
+    /// The guests.
+    pub domains: Vec<Domain>,
+    /// What happens, in time order.
+    pub steps: Vec<Step>,
+    /// What goes wrong.
+    pub faults: Faults,
+}
+
+/// A guest domain and its devices.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Domain {
+    /// The domain id (1 or more; 0 is the toolstack's).
+    pub domid: u32,
+    /// Its block devices.
+    pub devices: Vec<Device>,
+}
+
+/// A block device of a guest.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Device {
+    /// The guest's name for it.
+    pub vdev: Vbd,
+    /// Disk or CD-ROM.
+    pub kind: DeviceKind,
+    /// The image the backend serves.
+    pub params: String,
+}
+
+/// What a block device is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    /// A read-write disk (`xen-disk`).
+    Disk,
+    /// A read-only CD-ROM (`xen-cdrom`).
+    Cdrom,
+}
+
+/// One thing the toolstack does at a time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Step {
+    /// Virtual milliseconds from the start.
+    pub at_ms: u64,
+    /// What.
+    pub action: Action,
+    /// To which domain.
+    pub domain: u32,
+    /// To which device (`None`: every device of the domain).
+    pub device: Option<Vbd>,
+}
+
+/// What a [`Step`] does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// Create the device areas and start the backends and frontends.
+    Create,
+    /// Remove devices: `online`=0 and Closing, wait for Closed (10 s), remove the areas.
+    Remove,
+}
+
+/// Faults to inject, each drawn from the run's seed.
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Faults {
+    /// The chance (0 to 1) that a device's frontend never starts (a guest that ignores
+    /// the device): its removal then ends with the waiter's timeout and a forced destroy.
+    pub silent_frontend: f64,
+    /// Deliver answers and events across connections in a seeded random order instead of
+    /// the order they were produced (each connection keeps its own order, as a socket does).
+    pub reorder: bool,
+    /// Up to this many virtual milliseconds between two steps of the world.
+    pub max_jitter_ms: u64,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            silent_frontend: 0.0,
+            reorder: true,
+            max_jitter_ms: 2,
+        }
+    }
+}
+
+/// Why a scenario file was refused.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ScenarioError {
+    /// Not TOML of the expected shape.
+    #[error("scenario is not valid: {0}")]
+    Toml(#[from] toml::de::Error),
+    /// A device name that is not a VBD name.
+    #[error("device {name:?} of domain {domid}: {source}")]
+    Vdev {
+        /// The domain.
+        domid: u32,
+        /// The name given.
+        name: String,
+        /// Why it is not one.
+        source: xsio_vbd::ParseError,
+    },
+    /// Something the file says that cannot be.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default, rename = "domain")]
+    domains: Vec<FileDomain>,
+    #[serde(default, rename = "step")]
+    steps: Vec<FileStep>,
+    #[serde(default)]
+    faults: Faults,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDomain {
+    domid: u32,
+    #[serde(default)]
+    devices: Vec<FileDevice>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDevice {
+    vdev: String,
+    kind: DeviceKind,
+    params: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileStep {
+    at_ms: u64,
+    action: Action,
+    domain: u32,
+    device: Option<String>,
+}
+
+impl Scenario {
+    /// Parses and checks a scenario file's text.
+    pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
+        let file: File = toml::from_str(text)?;
+        let mut domains = Vec::new();
+        for d in file.domains {
+            if d.domid == 0 {
+                return Err(ScenarioError::Invalid(
+                    "domain 0 is the toolstack's; guests start at 1".into(),
+                ));
+            }
+            if domains.iter().any(|seen: &Domain| seen.domid == d.domid) {
+                return Err(ScenarioError::Invalid(format!(
+                    "domain {} is listed twice",
+                    d.domid
+                )));
+            }
+            let mut devices: Vec<Device> = Vec::new();
+            for dev in d.devices {
+                let vdev = parse_vdev(d.domid, &dev.vdev)?;
+                if devices
+                    .iter()
+                    .any(|seen| seen.vdev.number() == vdev.number())
+                {
+                    return Err(ScenarioError::Invalid(format!(
+                        "domain {}: device {} is listed twice",
+                        d.domid, dev.vdev
+                    )));
+                }
+                devices.push(Device {
+                    vdev,
+                    kind: dev.kind,
+                    params: dev.params,
+                });
+            }
+            domains.push(Domain {
+                domid: d.domid,
+                devices,
+            });
+        }
+        let mut steps = Vec::new();
+        for s in file.steps {
+            let Some(domain) = domains.iter().find(|d| d.domid == s.domain) else {
+                return Err(ScenarioError::Invalid(format!(
+                    "a step at {} ms names domain {}, which is not listed",
+                    s.at_ms, s.domain
+                )));
+            };
+            let device = match &s.device {
+                None => None,
+                Some(name) => {
+                    let vdev = parse_vdev(s.domain, name)?;
+                    if !domain.devices.iter().any(|d| d.vdev == vdev) {
+                        return Err(ScenarioError::Invalid(format!(
+                            "a step at {} ms names device {name} of domain {}, which is not listed",
+                            s.at_ms, s.domain
+                        )));
+                    }
+                    Some(vdev)
+                }
+            };
+            steps.push(Step {
+                at_ms: s.at_ms,
+                action: s.action,
+                domain: s.domain,
+                device,
+            });
+        }
+        // A stable sort keeps the file's order for steps at the same time.
+        steps.sort_by_key(|s| s.at_ms);
+        let faults = file.faults;
+        if !(0.0..=1.0).contains(&faults.silent_frontend) {
+            return Err(ScenarioError::Invalid(format!(
+                "faults.silent_frontend is a chance between 0 and 1, not {}",
+                faults.silent_frontend
+            )));
+        }
+        Ok(Scenario {
+            name: file.name,
+            description: file.description,
+            domains,
+            steps,
+            faults,
+        })
+    }
+}
+
+fn parse_vdev(domid: u32, name: &str) -> Result<Vbd, ScenarioError> {
+    Vbd::parse(name).map_err(|source| ScenarioError::Vdev {
+        domid,
+        name: name.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TWO: &str = r#"
+        name = "t"
+        [[domain]]
+        domid = 1
+        devices = [{ vdev = "xvda", kind = "disk", params = "/d" }]
+        [[step]]
+        at_ms = 5
+        action = "remove"
+        domain = 1
+        [[step]]
+        at_ms = 0
+        action = "create"
+        domain = 1
+    "#;
+
+    #[test]
+    fn steps_come_out_in_time_order() {
+        let s = Scenario::parse(TWO).unwrap();
+        assert_eq!(s.steps[0].action, Action::Create);
+        assert_eq!(s.steps[1].action, Action::Remove);
+        assert_eq!(s.domains[0].devices[0].vdev.number(), 51712);
+        assert_eq!(s.faults, Faults::default());
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let bad = [
+            (TWO.replace("xvda", "xvd"), "xvd"),
+            (TWO.replace("domid = 1", "domid = 0"), "domain 0"),
+            (
+                TWO.replace(
+                    "domain = 1\n        [[step]]",
+                    "domain = 2\n        [[step]]",
+                ),
+                "domain 2",
+            ),
+            (
+                TWO.replace("action = \"remove\"", "action = \"explode\""),
+                "explode",
+            ),
+            (
+                format!("{TWO}\n[faults]\nsilent_frontend = 2.0"),
+                "between 0 and 1",
+            ),
+            (format!("{TWO}\n[faults]\nsilent = 1"), "silent"),
+        ];
+        for (text, needle) in bad {
+            let err = Scenario::parse(&text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{needle:?} not in {err:?}");
+        }
+    }
+}

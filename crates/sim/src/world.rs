@@ -1,0 +1,631 @@
+//! One simulated host: the toolstack, the backends (in dom0, as QEMU runs them) and the
+//! guests' frontends on the in-process xenstored, driven by a scenario and a seed.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+use xsio_core::OpId;
+use xsio_harness::{ActorId, Conn, Harness, HarnessError, Owner, Record, Store, XenstoredStore};
+use xsio_ops::{Op, OpError, Reply, Txn, TxnOp, XsOp};
+use xsio_vbd::Vbd;
+use xsio_xenbus::block::{BlockDevice, BlockKind, BlockTransport, Mode, Protocol};
+use xsio_xenbus::{
+    Backend, BackendEvent, DeviceAreas, Frontend, FrontendEvent, StateWaiter, WaitEvent,
+    WaiterConfig, XenbusState,
+};
+use xsio_xenstored::Origin;
+
+use crate::describe;
+use crate::scenario::{Action, DeviceKind, Scenario};
+use crate::trace::{Lane, Trace};
+
+xsio_harness::actors! {
+    /// Every machine of a simulated host.
+    #[derive(Debug)]
+    pub(crate) enum SimActor / SimEvent {
+        Backend(Backend, BackendEvent),
+        Frontend(Frontend, FrontendEvent),
+        Waiter(StateWaiter, WaitEvent),
+    }
+}
+
+/// How long the toolstack waits for a backend to close (libxl's 10 s).
+const REMOVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The most world steps one run may take before it counts as stuck.
+const MAX_STEPS: usize = 1_000_000;
+
+/// Where a device is in its life, as the toolstack sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Not created yet.
+    Absent,
+    /// Its areas are being written.
+    Creating,
+    /// Created; backend and frontend run.
+    Running,
+    /// Removal requested; waiting for the backend to close.
+    Removing,
+    /// The areas are being removed.
+    Destroying,
+    /// Gone.
+    Removed,
+}
+
+/// A device of the simulated host and what happened to it.
+#[derive(Debug)]
+pub(crate) struct SimDevice {
+    /// The guest.
+    pub(crate) domid: u32,
+    /// The guest's name for it.
+    pub(crate) vdev: Vbd,
+    /// Its directories.
+    pub(crate) areas: DeviceAreas,
+    /// Where it is.
+    pub(crate) phase: Phase,
+    /// Whether the guest ignores it (a seeded fault): no frontend runs.
+    pub(crate) silent: bool,
+    /// The toolstack's wait for Closed ended in a timeout, so the areas were removed anyway.
+    pub(crate) forced: bool,
+    /// Every state each end moved to, in order.
+    pub(crate) history: Vec<(Lane, XenbusState)>,
+    /// When both ends were first Connected, and when the areas were gone (virtual ms).
+    pub(crate) connected_ms: Option<u64>,
+    /// When the areas were removed (virtual ms).
+    pub(crate) removed_ms: Option<u64>,
+    /// Failures the machines reported, or illegal transitions.
+    pub(crate) problems: Vec<String>,
+    block: BlockDevice,
+    backend: Option<ActorId>,
+    frontend: Option<ActorId>,
+    waiter: Option<ActorId>,
+}
+
+/// What one of the toolstack's own transactions was for.
+#[derive(Clone, Copy, Debug)]
+enum ToolOp {
+    Create(usize),
+    RequestRemoval(usize),
+    Destroy(usize),
+}
+
+/// A simulated host running one scenario under one seed.
+pub(crate) struct Sim {
+    pub(crate) scenario: Scenario,
+    pub(crate) seed: u64,
+    rng: ChaCha8Rng,
+    pub(crate) harness: Harness<SimActor>,
+    pub(crate) store: XenstoredStore,
+    toolstack: Conn,
+    backends: Conn,
+    guests: BTreeMap<u32, Conn>,
+    pub(crate) devices: Vec<SimDevice>,
+    steps: VecDeque<crate::scenario::Step>,
+    tool_ops: BTreeMap<OpId, ToolOp>,
+    pub(crate) trace: Trace,
+    pub(crate) steps_taken: usize,
+}
+
+impl Sim {
+    /// A host with the scenario's domains introduced, nothing created yet.
+    pub(crate) fn new(scenario: Scenario, seed: u64, epoch: Instant) -> Sim {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut store = XenstoredStore::new(epoch);
+        let mut harness = Harness::new(epoch);
+        let toolstack = store.connect_dom0(&mut harness);
+        let backends = store.connect_dom0(&mut harness);
+        let mut guests = BTreeMap::new();
+        let mut devices = Vec::new();
+        for domain in &scenario.domains {
+            store.server().introduce_domain(epoch, domain.domid);
+            guests.insert(
+                domain.domid,
+                store.connect(&mut harness, Origin::Domain(domain.domid)),
+            );
+            for dev in &domain.devices {
+                let (kind, mode) = match dev.kind {
+                    DeviceKind::Disk => (BlockKind::Disk, Mode::ReadWrite),
+                    DeviceKind::Cdrom => (BlockKind::Cdrom, Mode::ReadOnly),
+                };
+                let mut block = BlockDevice::new(kind, dev.vdev, dev.params.clone(), mode);
+                block.sectors = 2048;
+                let silent = chance(&mut rng, scenario.faults.silent_frontend);
+                devices.push(SimDevice {
+                    domid: domain.domid,
+                    vdev: dev.vdev,
+                    areas: block.areas(0, domain.domid),
+                    phase: Phase::Absent,
+                    silent,
+                    forced: false,
+                    history: Vec::new(),
+                    connected_ms: None,
+                    removed_ms: None,
+                    problems: Vec::new(),
+                    block,
+                    backend: None,
+                    frontend: None,
+                    waiter: None,
+                });
+            }
+        }
+        let steps = scenario.steps.iter().cloned().collect();
+        Sim {
+            scenario,
+            seed,
+            rng,
+            harness,
+            store,
+            toolstack,
+            backends,
+            guests,
+            devices,
+            steps,
+            tool_ops: BTreeMap::new(),
+            trace: Trace::default(),
+            steps_taken: 0,
+        }
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.harness.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Runs the scenario to its end: every step applied and the world quiet.
+    pub(crate) fn run(&mut self) -> Result<(), HarnessError> {
+        loop {
+            self.apply_due_steps();
+            self.steps_taken += 1;
+            if self.steps_taken > MAX_STEPS {
+                return Err(HarnessError::NoProgress(MAX_STEPS));
+            }
+            let mut moved = self.store.step(&mut self.harness)?;
+            moved |= self.deliver_all()?;
+            moved |= self.harness.fire_due_timers();
+            self.report();
+            if moved {
+                let jitter = self.scenario.faults.max_jitter_ms;
+                if jitter > 0 {
+                    let ms = self.rng.next_u64() % (jitter + 1);
+                    self.harness.advance(Duration::from_millis(ms));
+                }
+                continue;
+            }
+            // Quiet: jump to the next step or deadline, whichever comes first.
+            let next_step = self.steps.front().map(|s| s.at_ms);
+            let next_step = next_step.and_then(|ms| {
+                self.harness
+                    .now()
+                    .checked_add(Duration::from_millis(ms.saturating_sub(self.elapsed_ms())))
+            });
+            let next = match (next_step, self.harness.next_deadline()) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => match a.or(b) {
+                    Some(t) => t,
+                    None => return Ok(()),
+                },
+            };
+            self.harness.advance_to(next);
+        }
+    }
+
+    /// Hands every waiting answer to its machine: in the order produced, or, with the
+    /// `reorder` fault, from a seeded random connection each time.
+    fn deliver_all(&mut self) -> Result<bool, HarnessError> {
+        let mut moved = false;
+        if !self.scenario.faults.reorder {
+            while self.harness.deliver()? {
+                moved = true;
+            }
+            return Ok(moved);
+        }
+        loop {
+            let ready: Vec<Conn> = self
+                .harness
+                .conns()
+                .filter(|c| self.harness.has_delivery(*c))
+                .collect();
+            if ready.is_empty() {
+                return Ok(moved);
+            }
+            let pick = ready[index(&mut self.rng, ready.len())];
+            self.harness.deliver_from(pick)?;
+            moved = true;
+        }
+    }
+
+    fn apply_due_steps(&mut self) {
+        while let Some(step) = self.steps.front() {
+            if step.at_ms > self.elapsed_ms() {
+                return;
+            }
+            let Some(step) = self.steps.pop_front() else {
+                return;
+            };
+            let chosen: Vec<usize> = self
+                .devices
+                .iter()
+                .enumerate()
+                .filter(|(_, d)| d.domid == step.domain && step.device.is_none_or(|v| v == d.vdev))
+                .map(|(i, _)| i)
+                .collect();
+            for i in chosen {
+                match step.action {
+                    Action::Create => self.create(i),
+                    Action::Remove => self.remove(i),
+                }
+            }
+            self.report();
+        }
+    }
+
+    fn say(&mut self, lane: Lane, who: String, what: String) {
+        let ms = self.elapsed_ms();
+        self.trace.push(ms, lane, who, what);
+    }
+
+    fn device_name(&self, i: usize) -> String {
+        let d = &self.devices[i];
+        format!("d{} {}", d.domid, d.vdev)
+    }
+
+    fn tool_txn(&mut self, what: ToolOp, txn: Txn) {
+        let id = self
+            .harness
+            .submit(self.toolstack, Op::Xs(XsOp::Transaction(txn)));
+        self.tool_ops.insert(id, what);
+    }
+
+    fn create(&mut self, i: usize) {
+        if self.devices[i].phase != Phase::Absent {
+            let name = self.device_name(i);
+            self.say(
+                Lane::Toolstack,
+                format!("toolstack {name}"),
+                "create: already exists, skipped".into(),
+            );
+            return;
+        }
+        let d = &self.devices[i];
+        let txn = d.areas.create(
+            &d.block.toolstack_backend_keys(),
+            &d.block.toolstack_frontend_keys(),
+        );
+        let name = self.device_name(i);
+        self.say(
+            Lane::Toolstack,
+            format!("toolstack {name}"),
+            format!("add {} (device id {})", d.vdev, d.vdev.number()),
+        );
+        self.devices[i].phase = Phase::Creating;
+        self.tool_txn(ToolOp::Create(i), txn);
+    }
+
+    fn remove(&mut self, i: usize) {
+        if self.devices[i].phase != Phase::Running {
+            let name = self.device_name(i);
+            let phase = self.devices[i].phase;
+            self.say(
+                Lane::Toolstack,
+                format!("toolstack {name}"),
+                format!("remove: device is {phase:?}, skipped"),
+            );
+            return;
+        }
+        let areas = self.devices[i].areas.clone();
+        self.devices[i].phase = Phase::Removing;
+        self.tool_txn(ToolOp::RequestRemoval(i), areas.request_removal());
+        let waiter = StateWaiter::new(
+            WaiterConfig {
+                path: areas.backend_key("state"),
+                wanted: vec![XenbusState::Closed],
+                timeout: REMOVE_TIMEOUT,
+                token: format!("remove-{i}"),
+            },
+            self.harness.now(),
+        );
+        let id = self.harness.add(self.toolstack, SimActor::Waiter(waiter));
+        self.devices[i].waiter = Some(id);
+        self.harness.drain(id);
+    }
+
+    /// The areas' removal, pruned: of each area, the highest ancestor that no other live
+    /// device of the host lives under goes, so no empty directory is left behind.
+    fn destroy(&mut self, i: usize) {
+        self.devices[i].phase = Phase::Destroying;
+        let live: Vec<String> = self
+            .devices
+            .iter()
+            .enumerate()
+            // A device already being destroyed is going too: two removals racing may both
+            // prune the parent they share (removing a missing node is no error).
+            .filter(|(j, d)| {
+                *j != i && !matches!(d.phase, Phase::Absent | Phase::Destroying | Phase::Removed)
+            })
+            .flat_map(|(_, d)| [d.areas.backend_path(), d.areas.frontend_path()])
+            .collect();
+        let d = &self.devices[i];
+        let roots = [
+            (d.areas.backend_path(), "/local/domain/0/backend".to_owned()),
+            (
+                d.areas.frontend_path(),
+                format!("/local/domain/{}", d.domid),
+            ),
+        ];
+        let ops = roots
+            .into_iter()
+            .map(|(area, root)| TxnOp::Rm {
+                path: prune_point(&area, &root, &live),
+            })
+            .collect();
+        let txn = Txn {
+            only_if_exists: None,
+            ops,
+        };
+        self.tool_txn(ToolOp::Destroy(i), txn);
+    }
+
+    fn start_machines(&mut self, i: usize) {
+        let d = &self.devices[i];
+        let now = self.harness.now();
+        let backend = Backend::new(d.block.backend_config(d.areas.clone()), now);
+        let id = self.harness.add(self.backends, SimActor::Backend(backend));
+        self.devices[i].backend = Some(id);
+        self.harness.drain(id);
+        if self.devices[i].silent {
+            let name = self.device_name(i);
+            self.say(
+                Lane::Frontend,
+                format!("frontend {name}"),
+                "(fault) the guest ignores this device".into(),
+            );
+            return;
+        }
+        let d = &self.devices[i];
+        let transport = BlockTransport {
+            ring_ref: 8 + 8 * i as u32,
+            event_channel: 20 + i as u32,
+            protocol: Some(Protocol::X86_64),
+        };
+        let frontend = Frontend::new(d.block.frontend_config(d.areas.clone(), &transport), now);
+        let conn = self.guests[&d.domid];
+        let id = self.harness.add(conn, SimActor::Frontend(frontend));
+        self.devices[i].frontend = Some(id);
+        self.harness.drain(id);
+    }
+
+    /// Turns the harness's log into trace lines and lets the toolstack react.
+    fn report(&mut self) {
+        for record in self.harness.take_log() {
+            match record {
+                Record::Request { owner, request } => {
+                    if let Some(what) = describe::request(&request.op) {
+                        let (lane, who) = self.who(owner, request.id);
+                        self.say(lane, who, what);
+                    }
+                }
+                Record::Reply {
+                    owner,
+                    id,
+                    op,
+                    result,
+                } => {
+                    if let Some(what) = describe::reply(&op, &result) {
+                        let (lane, who) = self.who(owner, id);
+                        self.say(lane, who, what);
+                    }
+                    if owner == Owner::Caller {
+                        self.tool_done(id, result);
+                    }
+                }
+                Record::Watch { owner, path, .. } => {
+                    let (lane, who) = self.who(owner, OpId::from_raw(u64::MAX));
+                    self.say(lane, who, format!("watch fired: {path}"));
+                }
+                Record::Timeout { actor } => {
+                    let (lane, who) = self.who(Owner::Actor(actor), OpId::from_raw(u64::MAX));
+                    self.say(lane, who, "timer fired".into());
+                }
+                Record::Event { actor, event } => self.machine_event(actor, event),
+            }
+        }
+    }
+
+    fn tool_done(&mut self, id: OpId, result: Result<Reply, OpError>) {
+        let Some(what) = self.tool_ops.remove(&id) else {
+            return;
+        };
+        let (i, label) = match what {
+            ToolOp::Create(i) => (i, "create"),
+            ToolOp::RequestRemoval(i) => (i, "removal request"),
+            ToolOp::Destroy(i) => (i, "destroy"),
+        };
+        if let Err(err) = &result {
+            let name = self.device_name(i);
+            self.devices[i]
+                .problems
+                .push(format!("{label} failed: {err}"));
+            self.say(
+                Lane::Toolstack,
+                format!("toolstack {name}"),
+                format!("{label} failed: {err}"),
+            );
+            return;
+        }
+        match what {
+            ToolOp::Create(i) => {
+                self.devices[i].phase = Phase::Running;
+                self.start_machines(i);
+            }
+            ToolOp::RequestRemoval(_) => {}
+            ToolOp::Destroy(i) => {
+                self.devices[i].phase = Phase::Removed;
+                self.devices[i].removed_ms = Some(self.elapsed_ms());
+                let name = self.device_name(i);
+                self.say(
+                    Lane::Toolstack,
+                    format!("toolstack {name}"),
+                    "removed".into(),
+                );
+            }
+        }
+        self.report();
+    }
+
+    fn who(&self, owner: Owner, id: OpId) -> (Lane, String) {
+        match owner {
+            Owner::Caller => {
+                let device = match self.tool_ops.get(&id) {
+                    Some(ToolOp::Create(i) | ToolOp::RequestRemoval(i) | ToolOp::Destroy(i)) => {
+                        self.device_name(*i)
+                    }
+                    None => "host".into(),
+                };
+                (Lane::Toolstack, format!("toolstack {device}"))
+            }
+            Owner::Actor(actor) => match self.device_of(actor) {
+                Some((i, lane)) => (lane, format!("{} {}", lane.name(), self.device_name(i))),
+                None => (Lane::Toolstack, "?".into()),
+            },
+        }
+    }
+
+    fn device_of(&self, actor: ActorId) -> Option<(usize, Lane)> {
+        self.devices.iter().enumerate().find_map(|(i, d)| {
+            if d.backend == Some(actor) {
+                Some((i, Lane::Backend))
+            } else if d.frontend == Some(actor) {
+                Some((i, Lane::Frontend))
+            } else if d.waiter == Some(actor) {
+                Some((i, Lane::Toolstack))
+            } else {
+                None
+            }
+        })
+    }
+
+    fn machine_event(&mut self, actor: ActorId, event: SimEvent) {
+        let Some((i, lane)) = self.device_of(actor) else {
+            return;
+        };
+        let who = format!("{} {}", lane.name(), self.device_name(i));
+        match &event {
+            SimEvent::Backend(e) => {
+                if let BackendEvent::StateChanged { from, to } = e {
+                    self.transition(i, Lane::Backend, *from, *to);
+                }
+                if matches!(
+                    e,
+                    BackendEvent::Failed(_)
+                        | BackendEvent::ConnectFailed(_)
+                        | BackendEvent::BadFrontendState(_)
+                ) {
+                    self.devices[i].problems.push(format!("backend: {e:?}"));
+                }
+                if let Some(what) = describe::backend_event(e) {
+                    self.say(lane, who, what);
+                }
+            }
+            SimEvent::Frontend(e) => {
+                if let FrontendEvent::StateChanged { from, to } = e {
+                    self.transition(i, Lane::Frontend, *from, *to);
+                }
+                if matches!(
+                    e,
+                    FrontendEvent::Failed(_)
+                        | FrontendEvent::ConnectFailed(_)
+                        | FrontendEvent::BadBackendState(_)
+                ) && self.devices[i].phase == Phase::Running
+                {
+                    self.devices[i].problems.push(format!("frontend: {e:?}"));
+                }
+                if let Some(what) = describe::frontend_event(e) {
+                    self.say(lane, who, what);
+                }
+            }
+            SimEvent::Waiter(e) => {
+                self.say(lane, who.clone(), describe::wait_event(e));
+                if let WaitEvent::Done(result) = e {
+                    if result.is_err() {
+                        // libxl's force: the backend did not close in time; remove anyway.
+                        self.devices[i].forced = true;
+                        self.say(
+                            lane,
+                            who,
+                            "backend did not close in time: forced removal".into(),
+                        );
+                    }
+                    self.destroy(i);
+                }
+            }
+        }
+        if self.devices[i].connected_ms.is_none() && self.both_connected(i) {
+            self.devices[i].connected_ms = Some(self.elapsed_ms());
+        }
+    }
+
+    fn transition(&mut self, i: usize, lane: Lane, from: XenbusState, to: XenbusState) {
+        let legal = match lane {
+            Lane::Backend => xsio_xenbus::backend_transition_allowed(from, to),
+            _ => xsio_xenbus::frontend_transition_allowed(from, to),
+        };
+        if !legal {
+            self.devices[i]
+                .problems
+                .push(format!("{} moved {from} -> {to}", lane.name()));
+        }
+        self.devices[i].history.push((lane, to));
+    }
+
+    /// The state of the backend and frontend of device `i`, when they run.
+    pub(crate) fn states(&self, i: usize) -> (Option<XenbusState>, Option<XenbusState>) {
+        let d = &self.devices[i];
+        let backend = d.backend.and_then(|id| match self.harness.actor(id) {
+            SimActor::Backend(b) => Some(b.state()),
+            _ => None,
+        });
+        let frontend = d.frontend.and_then(|id| match self.harness.actor(id) {
+            SimActor::Frontend(f) => Some(f.state()),
+            _ => None,
+        });
+        (backend, frontend)
+    }
+
+    fn both_connected(&self, i: usize) -> bool {
+        self.states(i) == (Some(XenbusState::Connected), Some(XenbusState::Connected))
+    }
+}
+
+/// The highest directory at or above `area`, strictly below `root`, that holds no path of
+/// `live`: removing it removes the area and every ancestor the area alone kept.
+pub(crate) fn prune_point(area: &str, root: &str, live: &[String]) -> String {
+    let mut point = area.to_owned();
+    loop {
+        let Some((up, _)) = point.rsplit_once('/') else {
+            return point;
+        };
+        let used = live
+            .iter()
+            .any(|p| p == up || p.starts_with(&format!("{up}/")));
+        if up.len() <= root.len() || used {
+            return point;
+        }
+        point = up.to_owned();
+    }
+}
+
+/// True with probability `p` (0 to 1), from the seeded stream.
+fn chance(rng: &mut ChaCha8Rng, p: f64) -> bool {
+    if p <= 0.0 {
+        return false;
+    }
+    // 53 random bits make a uniform f64 in [0, 1).
+    let x = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    x < p
+}
+
+/// A uniform index below `n` (n > 0), from the seeded stream.
+fn index(rng: &mut ChaCha8Rng, n: usize) -> usize {
+    (rng.next_u64() % n as u64) as usize
+}
