@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use xsio_core::{Machine, OpId};
-use xsio_ops::{Input, InputError, Op, OpError, Output, Reply, Request, XsOp};
+use xsio_ops::{Input, InputError, Op, OpError, Output, PeerEvent, Reply, Request, XsOp};
 
 /// A toolstack machine as the harness drives it: any [`Machine`] that speaks the
 /// [`xsio_ops`] vocabulary. Implemented for every such machine; several kinds of machine
@@ -113,6 +113,14 @@ pub enum Record<E> {
         /// The watch's token.
         token: String,
     },
+    /// The peer of a connection reported something on its own (a QMP event, the QMP
+    /// connection's end, QEMU's exit); it was handed to every machine on the connection.
+    Peer {
+        /// The connection.
+        conn: Conn,
+        /// What happened.
+        event: PeerEvent,
+    },
     /// A machine's deadline fired.
     Timeout {
         /// The machine.
@@ -207,6 +215,8 @@ enum Delivery {
         path: String,
         token: String,
     },
+    /// For every machine on the connection.
+    Peer { event: PeerEvent },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -489,6 +499,15 @@ impl<A: Actor> Harness<A> {
         ));
     }
 
+    /// Something the peer of `conn` reported on its own (see [`PeerEvent`]): queued for
+    /// every machine on `conn`, in the order of everything else delivered there.
+    pub fn peer_event(&mut self, conn: Conn, event: PeerEvent) {
+        let seq = self.bump_seq();
+        if let Some(queue) = self.inbound.get_mut(conn.0) {
+            queue.push_back((seq, Delivery::Peer { event }));
+        }
+    }
+
     fn bump_seq(&mut self) -> u64 {
         let seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1);
@@ -500,10 +519,12 @@ impl<A: Actor> Harness<A> {
         self.inbound.get(conn.0).is_some_and(|q| !q.is_empty())
     }
 
-    /// Whom the next delivery on `conn` is for (`None` for an empty queue).
+    /// Whom the next delivery on `conn` is for (`None` for an empty queue, or for a peer
+    /// event, which is for every machine on `conn`).
     pub fn next_delivery_for(&self, conn: Conn) -> Option<Owner> {
         match &self.inbound.get(conn.0)?.front()?.1 {
             Delivery::Reply { owner, .. } | Delivery::Watch { owner, .. } => Some(*owner),
+            Delivery::Peer { .. } => None,
         }
     }
 
@@ -588,6 +609,25 @@ impl<A: Actor> Harness<A> {
                     )
                     .map_err(|source| HarnessError::Refused { actor, source })?;
                 self.drain(actor);
+            }
+            Delivery::Peer { event } => {
+                if self.keep_log {
+                    self.log.push(Record::Peer {
+                        conn,
+                        event: event.clone(),
+                    });
+                }
+                let on_conn: Vec<ActorId> = (0..self.actors.len())
+                    .filter(|&i| self.actors[i].conn == conn)
+                    .map(ActorId)
+                    .collect();
+                for actor in on_conn {
+                    self.actors[actor.0]
+                        .actor
+                        .handle_input(now, Input::Peer(&event))
+                        .map_err(|source| HarnessError::Refused { actor, source })?;
+                    self.drain(actor);
+                }
             }
         }
         Ok(true)

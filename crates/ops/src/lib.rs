@@ -4,9 +4,15 @@
 //! media change) never sees bytes, a socket or a clock, and never names a protocol
 //! client's type. It asks its driver to do things ([`Output::Request`] carrying an
 //! [`Op`]) and is told the results ([`Input::Reply`]) and what happened
-//! ([`Input::Watch`]). A driver connects these to real clients (io-std, io-tokio), to an
-//! in-process simulator, or to another toolstack's own libraries; because every L2 machine
-//! speaks this one vocabulary, one driver loop serves them all.
+//! ([`Input::Watch`], [`Input::Peer`]). A driver connects these to real clients (io-std,
+//! io-tokio), to an in-process simulator, or to another toolstack's own libraries; because
+//! every L2 machine speaks this one vocabulary, one driver loop serves them all.
+//!
+//! - xenstore: [`XsOp`] (read, watch, unwatch, a guarded transaction);
+//! - QEMU: [`QmpOp`] (open the QMP connection, run a command with descriptors),
+//!   [`FileOp`] (descriptors the driver holds as [`FdHandle`]s: a machine never holds an
+//!   fd), [`ProcessOp`] (kill the QEMU), and what QEMU reports on its own, [`PeerEvent`]
+//!   (an event, the connection's end, the process's exit).
 //!
 //! Every L2 machine implements [`xsio_core::Machine`] with
 //! `Input<'a> = Input<'a>`, `Output = Output<Event>` and `Error = InputError`:
@@ -53,6 +59,13 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod qmp;
+
+pub use qmp::{
+    FdHandle, FileAccess, FileOp, OpenFile, PeerEvent, ProcessOp, QemuVersion, QmpCommand,
+    QmpErrorClass, QmpEvent, QmpOp, QmpSession,
+};
+use serde_json::Value;
 use thiserror::Error;
 use xsio_core::OpId;
 /// The permission entries of [`TxnOp::SetPerms`]: `xsio-xs-wire`'s value types, so that the
@@ -233,6 +246,14 @@ pub enum Op {
     /// liveness, running a hotplug script. A driver without these (a pure xenstore store)
     /// answers them with [`OpErrorKind::Unsupported`].
     Host(HostOp),
+
+    // ---- QEMU: QMP, descriptors the driver holds, the QEMU process -------------------
+    /// QMP work on the machine's connection to a QEMU.
+    Qmp(QmpOp),
+    /// A descriptor the driver holds for the machine (see [`FdHandle`]).
+    File(FileOp),
+    /// The process behind the machine's connection (a QEMU).
+    Process(ProcessOp),
 }
 
 impl From<HostOp> for Op {
@@ -326,6 +347,30 @@ impl From<XsOp> for Op {
     }
 }
 
+impl From<QmpOp> for Op {
+    fn from(op: QmpOp) -> Op {
+        Op::Qmp(op)
+    }
+}
+
+impl From<QmpCommand> for Op {
+    fn from(command: QmpCommand) -> Op {
+        Op::Qmp(QmpOp::Command(command))
+    }
+}
+
+impl From<FileOp> for Op {
+    fn from(op: FileOp) -> Op {
+        Op::File(op)
+    }
+}
+
+impl From<ProcessOp> for Op {
+    fn from(op: ProcessOp) -> Op {
+        Op::Process(op)
+    }
+}
+
 /// What a driver tells an L2 machine.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -344,10 +389,14 @@ pub enum Input<'a> {
         /// The token the machine registered the watch with.
         token: &'a str,
     },
+    /// The machine's peer reported something on its own (a QMP event, the QMP connection's
+    /// end, the QEMU process's exit). Handed to every machine on the connection.
+    Peer(&'a PeerEvent),
 }
 
 /// The successful result of an [`Op`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Reply {
     /// The value of a read; `None` when the node does not exist (`ENOENT`).
     Value(Option<String>),
@@ -373,10 +422,18 @@ pub enum Reply {
     },
     /// How a program ended ([`HostOp::Spawn`]).
     Exited(ProcessExit),
+
+    // ---- QEMU ----------------------------------------------------------------------
+    /// The `return` value of a [`QmpOp::Command`].
+    Qmp(Value),
+    /// A [`QmpOp::Connect`] succeeded: what negotiation learned.
+    QmpConnected(QmpSession),
+    /// A [`FileOp::Open`] succeeded: the driver holds the descriptor under this handle.
+    Fd(FdHandle),
 }
 
 /// The kind of a failed operation, as a driver reports it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum OpErrorKind {
     /// `EACCES`: permission denied.
@@ -387,10 +444,14 @@ pub enum OpErrorKind {
     NoEntry,
     /// `EQUOTA` / `ENOSPC`: a quota was exceeded.
     Quota,
-    /// The connection to xenstore failed or closed.
+    /// The connection (to xenstore, to QEMU) failed, closed, or was never opened.
     Connection,
     /// The driver's own time limit for the operation passed.
     Timeout,
+    /// QEMU answered a QMP command with an error of this class; the detail is its `desc`.
+    Qmp(QmpErrorClass),
+    /// A file could not be opened or closed (the detail says why: the OS error).
+    File,
     /// Any other error the daemon named.
     Other,
     /// `EAGAIN` at the commit of an interactive transaction ([`XsOp::TxnEnd`]): another
@@ -403,11 +464,11 @@ pub enum OpErrorKind {
 
 /// A failed operation, as a driver reports it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Error)]
-#[error("xenstore {kind:?} error: {detail}")]
+#[error("{kind:?} error: {detail}")]
 pub struct OpError {
     /// What went wrong.
     pub kind: OpErrorKind,
-    /// Free text for logs (the daemon's error name, the I/O error).
+    /// Free text for logs (the daemon's error name, QEMU's `desc`, the I/O error).
     pub detail: String,
 }
 
@@ -494,7 +555,49 @@ pub fn expect_txn(
     }
 }
 
-/// Checks a watch/unwatch reply.
+/// Checks the reply to a [`QmpOp::Command`]: its `return` value.
+pub fn expect_qmp(
+    id: OpId,
+    result: Result<Reply, OpError>,
+) -> Result<Result<Value, OpError>, InputError> {
+    match result {
+        Ok(Reply::Qmp(value)) => Ok(Ok(value)),
+        Ok(_) => Err(InputError::WrongReply {
+            id,
+            expected: "Qmp",
+        }),
+        Err(err) => Ok(Err(err)),
+    }
+}
+
+/// Checks the reply to a [`QmpOp::Connect`].
+pub fn expect_session(
+    id: OpId,
+    result: Result<Reply, OpError>,
+) -> Result<Result<QmpSession, OpError>, InputError> {
+    match result {
+        Ok(Reply::QmpConnected(session)) => Ok(Ok(session)),
+        Ok(_) => Err(InputError::WrongReply {
+            id,
+            expected: "QmpConnected",
+        }),
+        Err(err) => Ok(Err(err)),
+    }
+}
+
+/// Checks the reply to a [`FileOp::Open`].
+pub fn expect_fd(
+    id: OpId,
+    result: Result<Reply, OpError>,
+) -> Result<Result<FdHandle, OpError>, InputError> {
+    match result {
+        Ok(Reply::Fd(fd)) => Ok(Ok(fd)),
+        Ok(_) => Err(InputError::WrongReply { id, expected: "Fd" }),
+        Err(err) => Ok(Err(err)),
+    }
+}
+
+/// Checks a watch/unwatch reply (and any other operation answered with [`Reply::Done`]).
 pub fn expect_done(
     id: OpId,
     result: Result<Reply, OpError>,

@@ -184,7 +184,7 @@ impl Bus {
                     let who = self.owner_name(owner, OpId::from_raw(u64::MAX));
                     self.say(&who, format!("watch fired: {path}"));
                 }
-                Record::Timeout { .. } => {}
+                Record::Timeout { .. } | Record::Peer { .. } => {}
                 Record::Event { actor, event } => self.describe_event(actor, event),
             }
         }
