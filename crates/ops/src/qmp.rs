@@ -2,37 +2,35 @@
 //! files those descriptors come from, the QEMU process behind a connection, and what QEMU
 //! reports on its own (events, the connection's end, its exit).
 //!
-//! A toolstack machine that drives QEMU (the device model's start-up and save, CD-ROM media
-//! change) holds no descriptor and no socket. It names things:
-//!
-//! - a QMP connection is the machine's own connection in the harness (`Conn`): the driver
-//!   knows which QEMU it leads to and opens it on [`QmpOp::Connect`];
-//! - a file descriptor is an [`FdHandle`]: the driver opens the file when asked
-//!   ([`FileOp::Open`]) and keeps the descriptor; the machine passes the handle along with a
-//!   command ([`QmpCommand::fds`]) or gives it back ([`FileOp::Close`]).
-//!
-//! # The life of a handle
-//!
-//! A handle is given out once, in [`Reply::Fd`](crate::Reply::Fd), and is then *consumed*
-//! exactly once:
-//!
-//! - by the first [`QmpCommand`] that lists it: the driver sends the descriptor with the
-//!   command's bytes and closes its copy, or closes it when the command fails before being
-//!   sent (the connection is gone);
-//! - or by [`FileOp::Close`].
-//!
-//! A handle used twice, or never given out, makes the driver fail the operation with
-//! [`OpErrorKind::Invalid`](crate::OpErrorKind::Invalid). When a connection ends for good the
-//! driver closes whatever handles are still open on it, so nothing leaks even from a
-//! machine with a bug; but every machine of this workspace consumes each handle it is given
-//! (their tests count them), including one that arrives after the machine gave up.
+//! See [`FdHandle`](crate::FdHandle) for the life of a descriptor the driver holds.
 
 use serde_json::Value;
 
 use crate::ProcessExit;
 
-/// A file descriptor the driver holds on behalf of a machine (see the [module
-/// docs](self)): the machine only ever sees this number.
+/// A file descriptor the driver holds on behalf of a machine: the machine only ever sees
+/// this number.
+///
+/// A toolstack machine that drives QEMU (the device model's start-up and save, CD-ROM media
+/// change) holds no descriptor and no socket. It names things: a QMP connection is the
+/// machine's own connection (the driver knows which QEMU it leads to and opens it on
+/// [`QmpOp::Connect`]); a descriptor is an `FdHandle`: the driver opens the file when asked
+/// ([`FileOp::Open`]) and keeps the descriptor; the machine passes the handle along with a
+/// command ([`QmpCommand::fds`]) or gives it back ([`FileOp::Close`]).
+///
+/// A handle is given out once, in [`Reply::Fd`](crate::Reply::Fd), and is then *consumed*
+/// exactly once:
+///
+/// - by the first [`QmpCommand`] that lists it: the driver sends the descriptor with the
+///   command's bytes and closes its copy, or closes it when the command fails before being
+///   sent (the connection is gone);
+/// - or by [`FileOp::Close`].
+///
+/// A handle used twice, or never given out, makes the driver fail the operation with
+/// [`OpErrorKind::Invalid`](crate::OpErrorKind::Invalid). When a connection ends for good the
+/// driver closes whatever handles are still open on it, so nothing leaks even from a
+/// machine with a bug; but every machine of this workspace consumes each handle it is given
+/// (their tests count them), including one that arrives after the machine gave up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct FdHandle(u64);
 
