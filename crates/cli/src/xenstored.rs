@@ -24,8 +24,14 @@ pub(crate) struct Args {
     #[arg(long, value_name = "MODE", default_value = "600", value_parser = parse_mode)]
     domain_socket_mode: u32,
     /// Load the tree from FILE at start (if it exists) and save it there on SIGTERM/SIGINT.
+    /// Its directory must exist and be writable; a damaged file is refused. Saves are
+    /// crash-safe (temporary file, fsync, rename).
     #[arg(long, value_name = "FILE")]
     state: Option<PathBuf>,
+    /// With --state, also save every SECONDS (when the tree changed), so a crash loses at
+    /// most that window.
+    #[arg(long, value_name = "SECONDS", requires = "state")]
+    save_interval: Option<u64>,
     /// Nodes an unprivileged domain may own.
     #[arg(long, default_value_t = 1000)]
     quota_nodes: u32,
@@ -83,6 +89,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     config.domain_sockets = args.domain_sockets.clone();
     config.domain_socket_mode = args.domain_socket_mode;
     config.state = args.state.clone();
+    config.save_interval = args
+        .save_interval
+        .map(|secs| std::time::Duration::from_secs(secs.max(1)));
     config.server.quotas.nodes_per_domain = args.quota_nodes;
     config.server.quotas.watches_per_domain = args.quota_watches;
     config.server.watch_event_timeout = std::time::Duration::from_secs(args.watch_event_timeout);

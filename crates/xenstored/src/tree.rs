@@ -106,9 +106,15 @@ impl Tree {
         }
     }
 
+    /// A number that grows with every change of the tree.
+    pub(crate) fn generation(&self) -> u64 {
+        self.next_generation
+    }
+
     /// Removes the node at `path` only (not its children).
     pub(crate) fn remove(&mut self, path: &str) -> Option<Node> {
         let old = self.nodes.remove(path)?;
+        self.next_generation += 1;
         self.count_owner(old.perms.owner(), -1);
         Some(old)
     }

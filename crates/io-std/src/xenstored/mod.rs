@@ -18,19 +18,26 @@
 //! while the daemon runs); a socket file is replaced only if nothing answers on it, so a
 //! second daemon never takes the socket of a live one.
 //!
+//! `--state` (see `state_file`) is checked at start (its directory exists and takes a new
+//! file), loaded whole or refused with the file named and what is wrong, and saved through a
+//! temporary file, fsync and rename (and the directory fsynced), at stop and, optionally,
+//! every save interval.
+//!
 //! When the process runs out of descriptors, accepting backs off (see `listen`): the
 //! listeners are not polled until a connection closes or a second passed, and the episode is
 //! logged once, instead of spinning on a listener that stays readable.
 
 mod listen;
+mod state_file;
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::time::Instant;
 
 use rustix::event::{PollFd, PollFlags, poll};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 use xsio_xenstored::{Config, ConnId, Origin, Output, Server};
 
 use crate::unix::now;
@@ -47,8 +54,12 @@ pub struct DaemonConfig {
     /// The mode of the domain sockets (owner-only, 0600, by default). The control socket is
     /// always 0600: a client there is dom0.
     pub domain_socket_mode: u32,
-    /// Load the tree from here at start (if the file exists) and save it here on stop.
+    /// Load the tree from here at start (if the file exists) and save it here on stop. The
+    /// directory is checked at start; a damaged file is refused.
     pub state: Option<PathBuf>,
+    /// Also save the state this often (when the tree changed), so a crash loses at most
+    /// one interval.
+    pub save_interval: Option<std::time::Duration>,
     /// The server's quotas and limits.
     pub server: Config,
 }
@@ -61,6 +72,7 @@ impl DaemonConfig {
             domain_sockets: Vec::new(),
             domain_socket_mode: 0o600,
             state: None,
+            save_interval: None,
             server: Config::default(),
         }
     }
@@ -106,13 +118,16 @@ impl Client {
 /// connects it to SIGTERM/SIGINT); then saves the state and removes the socket files.
 pub fn run(config: DaemonConfig, stop: UnixStream) -> io::Result<()> {
     let start = now();
-    let mut server = match config.state.as_deref().filter(|p| p.exists()) {
+    let mut server = match &config.state {
         Some(path) => {
-            let bytes = std::fs::read(path)?;
-            let server = Server::load(config.server.clone(), start, &bytes)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            info!(path = %path.display(), nodes = server.node_count(), "state loaded");
-            server
+            state_file::check_writable(path)?;
+            match state_file::load(path, &config.server, start)? {
+                Some(server) => {
+                    info!(path = %path.display(), nodes = server.node_count(), "state loaded");
+                    server
+                }
+                None => Server::new(config.server.clone(), start),
+            }
         }
         None => Server::new(config.server.clone(), start),
     };
@@ -139,29 +154,69 @@ pub fn run(config: DaemonConfig, stop: UnixStream) -> io::Result<()> {
     while server.poll_output().is_some() {}
     info!(socket = %config.socket.display(), domains = config.domain_sockets.len(), "xenstored listening");
 
-    let result = serve(&mut server, &mut listeners, &stop);
+    let mut saver = config.state.as_ref().and_then(|path| {
+        let interval = config.save_interval?;
+        Some(Saver {
+            path: path.clone(),
+            interval,
+            next: start.checked_add(interval),
+            saved: server.tree_generation(),
+        })
+    });
+    let result = serve(&mut server, &mut listeners, saver.as_mut(), &stop);
 
     listeners.remove_files();
     if let Some(path) = &config.state {
-        save_state(path, &server)?;
+        state_file::save(path, &server)?;
         info!(path = %path.display(), nodes = server.node_count(), "state saved");
     }
     info!("xenstored stopped");
     result
 }
 
-fn save_state(path: &Path, server: &Server) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, server.save())?;
-    std::fs::rename(&tmp, path)
+/// Periodic saves (`--save-interval`): a crash loses at most one interval.
+struct Saver {
+    path: PathBuf,
+    interval: std::time::Duration,
+    /// The next save; `None` if the interval reaches past the end of time.
+    next: Option<Instant>,
+    /// The tree generation last saved: an unchanged tree is not written again.
+    saved: u64,
 }
 
-fn serve(server: &mut Server, listeners: &mut Listeners, stop: &UnixStream) -> io::Result<()> {
+impl Saver {
+    fn handle_timeout(&mut self, server: &Server, now: Instant) {
+        if self.next.is_none_or(|at| at > now) {
+            return;
+        }
+        self.next = now.checked_add(self.interval);
+        let generation = server.tree_generation();
+        if generation == self.saved {
+            return;
+        }
+        match state_file::save(&self.path, server) {
+            Ok(()) => {
+                self.saved = generation;
+                debug!(path = %self.path.display(), "state saved");
+            }
+            // The daemon keeps serving; the next interval tries again.
+            Err(e) => error!(error = %e, "periodic save failed"),
+        }
+    }
+}
+
+fn serve(
+    server: &mut Server,
+    listeners: &mut Listeners,
+    mut saver: Option<&mut Saver>,
+    stop: &UnixStream,
+) -> io::Result<()> {
     let mut clients: BTreeMap<ConnId, Client> = BTreeMap::new();
     let mut buf = vec![0u8; READ_CHUNK];
     loop {
         let ids: Vec<ConnId> = clients.keys().copied().collect();
-        let deadline = [server.poll_timeout(), listeners.deadline()]
+        let save_at = saver.as_ref().and_then(|s| s.next);
+        let deadline = [server.poll_timeout(), listeners.deadline(), save_at]
             .into_iter()
             .flatten()
             .min();
@@ -214,6 +269,9 @@ fn serve(server: &mut Server, listeners: &mut Listeners, stop: &UnixStream) -> i
             server.handle_timeout(now);
         }
         listeners.handle_timeout(now);
+        if let Some(saver) = saver.as_mut() {
+            saver.handle_timeout(server, now);
+        }
         for (idx, ready) in accept.into_iter().enumerate() {
             if !ready {
                 continue;

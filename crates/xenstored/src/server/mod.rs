@@ -190,6 +190,12 @@ impl Server {
         &self.config
     }
 
+    /// A number that changes whenever the committed tree changes: a driver that saves the
+    /// state periodically skips a save when it has not moved.
+    pub fn tree_generation(&self) -> u64 {
+        self.tree.generation()
+    }
+
     /// How many nodes the committed tree holds.
     pub fn node_count(&self) -> usize {
         self.tree.len()
