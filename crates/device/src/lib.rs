@@ -87,12 +87,14 @@ pub mod disk;
 mod flow;
 mod hotplug;
 mod io;
+mod multi;
 mod op;
 mod outcome;
 mod txn;
 
 pub use config::{Config, ScaleError};
 pub use device::{Device, EntryError, Force, QEMU_BACKEND_KINDS, toolstack_devices};
+pub use multi::{MultiDev, MultiDone, MultiError, MultiEvent};
 pub use op::{AddSpec, DeviceOp};
 pub use outcome::{
     AddError, Added, BackendEnd, Completion, DeviceEvent, Removal, RemoveError, Removed,

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use xsio_core::OpId;
-use xsio_device::{Completion, Device, DeviceEvent, DeviceOp};
+use xsio_device::{Completion, Device, DeviceOp};
 use xsio_harness::{
     Actor, ActorId, Conn, Harness, HarnessError, Owner, Record, Store, XenstoredStore,
 };
@@ -233,20 +233,30 @@ impl<A: Actor> Store<A> for Faults {
 /// The stores, faults first, then the host, then xenstore.
 pub(crate) type Stores = (Faults, (SimHost, XenstoredStore));
 
-/// A harness of device operations on one dom0 connection.
-pub(crate) struct World {
-    pub(crate) h: Harness<DeviceOp>,
+/// A harness of device operations (or multi-device operations) on one dom0 connection.
+pub(crate) struct World<A: Actor = DeviceOp> {
+    pub(crate) h: Harness<A>,
     pub(crate) stores: Stores,
     pub(crate) dom0: Conn,
     pub(crate) epoch: Instant,
     /// Every event reported, in order, with its time since the epoch.
-    pub(crate) events: Vec<(Duration, DeviceEvent)>,
+    pub(crate) events: Vec<(Duration, A::Event)>,
     /// Every request issued by a machine, in order.
     pub(crate) requests: Vec<Op>,
 }
 
-impl World {
+impl World<DeviceOp> {
     pub(crate) fn new() -> World {
+        World::with()
+    }
+
+    pub(crate) fn completion(&self, id: ActorId) -> Option<Completion> {
+        self.h.actor(id).completion().cloned()
+    }
+}
+
+impl<A: Actor> World<A> {
+    pub(crate) fn with() -> World<A> {
         #[allow(clippy::disallowed_methods)] // the tests' epoch; all later times are virtual
         let epoch = Instant::now();
         let mut xs = XenstoredStore::new(epoch);
@@ -279,7 +289,7 @@ impl World {
     }
 
     /// Adds `op` and lets it run until only timers are left.
-    pub(crate) fn start(&mut self, op: DeviceOp) -> ActorId {
+    pub(crate) fn start(&mut self, op: A) -> ActorId {
         let id = self.h.add(self.dom0, op);
         self.h.drain(id);
         self.settle();
@@ -306,8 +316,7 @@ impl World {
         loop {
             self.h.settle(&mut self.stores).expect("the world settles");
             self.collect();
-            let due =
-                Store::<DeviceOp>::next_deadline(&self.stores).is_some_and(|at| at <= self.h.now());
+            let due = Store::<A>::next_deadline(&self.stores).is_some_and(|at| at <= self.h.now());
             if !due || !self.h.step(&mut self.stores).expect("a step") {
                 break;
             }
@@ -322,7 +331,7 @@ impl World {
         loop {
             let next = [
                 self.h.next_deadline(),
-                Store::<DeviceOp>::next_deadline(&self.stores),
+                Store::<A>::next_deadline(&self.stores),
             ]
             .into_iter()
             .flatten()
@@ -404,12 +413,8 @@ impl World {
         out
     }
 
-    pub(crate) fn completion(&self, id: ActorId) -> Option<Completion> {
-        self.h.actor(id).completion().cloned()
-    }
-
     /// The events of kind `pick`.
-    pub(crate) fn saw(&self, pick: impl Fn(&DeviceEvent) -> bool) -> usize {
+    pub(crate) fn saw(&self, pick: impl Fn(&A::Event) -> bool) -> usize {
         self.events.iter().filter(|(_, e)| pick(e)).count()
     }
 
