@@ -3,9 +3,12 @@
 //!
 //! [`XsLinks`] is a [`Store`] whose connections are blocking [`XsConn`]s: it executes each
 //! request the machines issued on its connection (one at a time, each bounded by the
-//! client's own deadline) and passes the watch events that arrived. [`run_until`] is the
+//! client's own deadline) and passes the watch events that arrived. With a [`Host`] it
+//! also executes host operations: hotplug scripts as child processes (answered when they
+//! exit), domain info and device-model liveness from the caller. [`run_until`] is the
 //! event loop: step, check the caller's condition, sleep in `poll(2)` on every connection
-//! until one is readable or the machines' next deadline, repeat, give up at a deadline.
+//! and every child's pidfd until one is readable or the machines' next deadline, repeat,
+//! give up at a deadline.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -39,15 +42,23 @@ use xsio_harness::xs::Watches;
 use xsio_harness::{Actor, Conn, Harness, HarnessError, Store};
 use xsio_ops::{Op, OpError, OpErrorKind};
 
+use crate::host::Host;
 use crate::unix::now;
 use crate::xenbus::execute;
 use crate::xenstore::XsConn;
 
-/// The xenstore connections of a harness, one [`XsConn`] per harness connection.
+/// The xenstore connections of a harness, one [`XsConn`] per harness connection, and
+/// optionally the [`Host`] that executes host operations (domain info, device-model
+/// liveness, hotplug scripts); without one they are answered
+/// [`OpErrorKind::Unsupported`].
 #[derive(Debug, Default)]
 pub struct XsLinks {
     links: Vec<(XsConn, Watches)>,
+    host: Option<Host>,
 }
+
+/// How often a child without a pidfd is checked on.
+const CHILD_CHECK: Duration = Duration::from_millis(10);
 
 /// Why [`run_until`] stopped without the condition holding.
 #[derive(Debug, Error)]
@@ -72,18 +83,41 @@ impl XsLinks {
         id
     }
 
+    /// The same links, with `host` executing the machines' host operations.
+    pub fn with_host(mut self, host: Host) -> XsLinks {
+        self.host = Some(host);
+        self
+    }
+
+    /// The host, if any.
+    pub fn host(&self) -> Option<&Host> {
+        self.host.as_ref()
+    }
+
     /// The connection behind `conn`, for the caller's own operations.
     pub fn conn_mut(&mut self, conn: Conn) -> Option<&mut XsConn> {
         self.links.get_mut(conn.index()).map(|(c, _)| c)
     }
 
-    /// Waits until a connection is readable or `deadline` passes (`None`: no limit).
+    /// Waits until a connection is readable, a child exits, or `deadline` passes (`None`:
+    /// no limit).
     fn wait(&self, deadline: Option<Instant>) -> std::io::Result<()> {
         let mut fds: Vec<PollFd<'_>> = self
             .links
             .iter()
             .map(|(conn, _)| PollFd::new(conn, PollFlags::IN))
             .collect();
+        let mut deadline = deadline;
+        if let Some(host) = &self.host {
+            fds.extend(host.pidfds().map(|fd| PollFd::new(fd, PollFlags::IN)));
+            if host.needs_polling() {
+                let soon = xsio_core::deadline(now(), CHILD_CHECK);
+                deadline = match (deadline, soon) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+        }
         let timeout = deadline.map(|d| {
             let left = d.saturating_duration_since(now());
             Timespec {
@@ -106,11 +140,15 @@ impl<A: Actor> Store<A> for XsLinks {
             let id = conn_at(harness, index)?;
             while let Some((owner, request)) = harness.take_request(id) {
                 moved = true;
-                let result = match &request.op {
-                    Op::Xs(op) => execute(conn, op, watches),
+                let result = match (request.op, &mut self.host) {
+                    (Op::Xs(op), _) => execute(conn, &op, watches),
+                    (Op::Host(op), Some(host)) => match host.execute(owner, request.id, op) {
+                        Some(answer) => answer,
+                        None => continue, // a program: answered when it ends
+                    },
                     _ => Err(OpError::new(
                         OpErrorKind::Unsupported,
-                        "not a xenstore operation",
+                        "not an operation this driver executes",
                     )),
                 };
                 harness.reply(owner, request.id, result)?;
@@ -128,6 +166,9 @@ impl<A: Actor> Store<A> for XsLinks {
                     }
                 }
             }
+        }
+        if let Some(host) = &mut self.host {
+            moved |= host.reap(harness)?;
         }
         harness.advance_to(now());
         Ok(moved)

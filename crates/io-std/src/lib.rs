@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod host;
 pub mod l2;
 pub mod qmp;
 pub mod unix;

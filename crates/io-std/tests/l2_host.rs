@@ -1,0 +1,228 @@
+//! The blocking L2 driver with a host: a device removal through `run_until` against the
+//! in-process daemon loop on a real socket, its hotplug script a real child process (the
+//! test script in `testdata/hotplug`), the guest's state from a closure.
+
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use xsio_device::{
+    BackendEnd, Completion, Config, Device, DeviceOp, Force, Removal, RemoveError, Removed,
+};
+use xsio_harness::Harness;
+use xsio_io_std::host::Host;
+use xsio_io_std::l2::{XsLinks, run_until};
+use xsio_io_std::xenstore::XsConn;
+use xsio_io_std::xenstored::{DaemonConfig, run};
+use xsio_ops::{DomainState, ProcessExit};
+
+struct Daemon {
+    dir: tempfile::TempDir,
+    stop: UnixStream,
+    thread: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Daemon {
+    fn start() -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let config = DaemonConfig::new(dir.path().join("socket"));
+        let (stop_rx, stop) = UnixStream::pair().unwrap();
+        let thread = std::thread::spawn(move || run(config, stop_rx));
+        let daemon = Daemon {
+            dir,
+            stop,
+            thread: Some(thread),
+        };
+        for _ in 0..500 {
+            if XsConn::connect(daemon.socket()).is_ok() {
+                return daemon;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("daemon did not start");
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("socket")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.stop.write_all(b"x");
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A wrapper around the test script that fixes its record file and mode (the test
+/// process's own environment is left alone).
+fn script(dir: &Path, mode: &str) -> (PathBuf, PathBuf) {
+    let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/hotplug/record.sh");
+    let record = dir.join(format!("record-{mode}"));
+    let wrapper = dir.join(format!("hotplug-{mode}"));
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nXSIO_HOTPLUG_RECORD='{}' XSIO_HOTPLUG_MODE={mode} exec '{}' \"$@\"\n",
+            record.display(),
+            testdata.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    (wrapper, record)
+}
+
+/// A closed blkback disk of guest 1 with `script` as its hotplug script.
+fn seed(xs: &mut XsConn, device: &Device, script: &Path) {
+    let be = device.backend_path();
+    xs.write(&format!("{be}/state"), "6").unwrap();
+    xs.write(&format!("{be}/script"), script.display().to_string())
+        .unwrap();
+    xs.write(&device.frontend_key("state"), "6").unwrap();
+    xs.write(&format!("{}/backend", device.toolstack_path()), be.clone())
+        .unwrap();
+}
+
+fn remove(daemon: &Daemon, host: Host, config: Config, device: &Device) -> (Removal, XsLinks) {
+    let now = xsio_io_std::now();
+    let mut world: Harness<DeviceOp> = Harness::new(now);
+    let mut links = XsLinks::default().with_host(host);
+    let conn = links.add(&mut world, XsConn::connect(daemon.socket()).unwrap());
+    let op = world.add(
+        conn,
+        DeviceOp::remove(config, device.clone(), Force::Auto, now),
+    );
+    world.drain(op);
+    run_until(&mut world, &mut links, Duration::from_secs(30), |w| {
+        w.actor(op).is_done()
+    })
+    .unwrap();
+    match world.actor(op).completion() {
+        Some(Completion::Removed(removal)) => (removal.clone(), links),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn running_guest() -> Host {
+    Host::new().domain_info(|domid| {
+        assert_eq!(domid, 1);
+        Ok(DomainState::Running)
+    })
+}
+
+#[test]
+fn the_script_runs_as_a_child_with_libxl_s_argv_and_env() {
+    let daemon = Daemon::start();
+    let (wrapper, record) = script(daemon.dir.path(), "ok");
+    let device = Device::new("vbd", 1, 51712);
+    seed(
+        &mut XsConn::connect(daemon.socket()).unwrap(),
+        &device,
+        &wrapper,
+    );
+
+    let (removal, links) = remove(&daemon, running_guest(), Config::default(), &device);
+    assert_eq!(
+        removal.result,
+        Ok(Removed {
+            backend: BackendEnd::Closed,
+            escalated: false,
+            scripts: 1
+        })
+    );
+    assert!(removal.pruned);
+    assert_eq!(links.host().unwrap().running(), 0);
+    let record = std::fs::read_to_string(record).unwrap();
+    let expected = format!(
+        "argv: {} remove\nscript={}\nXENBUS_TYPE=vbd\nXENBUS_PATH=backend/vbd/1/51712\nXENBUS_BASE_PATH=backend\n--\n",
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../testdata/hotplug/record.sh")
+            .display(),
+        wrapper.display()
+    );
+    assert_eq!(record, expected);
+    let mut xs = XsConn::connect(daemon.socket()).unwrap();
+    assert!(!xs.exists(&device.backend_path()).unwrap());
+    assert!(!xs.exists("/libxl/1").unwrap());
+}
+
+#[test]
+fn a_hanging_script_is_killed_and_reported() {
+    let daemon = Daemon::start();
+    let (wrapper, _) = script(daemon.dir.path(), "hang");
+    let device = Device::new("vbd", 1, 51712);
+    seed(
+        &mut XsConn::connect(daemon.socket()).unwrap(),
+        &device,
+        &wrapper,
+    );
+    let fast = Config::default().scaled(0.01).unwrap(); // 0.4 s hotplug timeout
+
+    let (removal, links) = remove(&daemon, running_guest(), fast, &device);
+    let Err(RemoveError::Scripts(failures)) = &removal.result else {
+        panic!("{removal:?}");
+    };
+    assert_eq!(failures[0].exit, ProcessExit::Signalled(9));
+    assert!(failures[0].timed_out);
+    assert_eq!(links.host().unwrap().running(), 0, "reaped");
+}
+
+#[test]
+fn a_failing_script_and_a_missing_one_are_reported() {
+    let daemon = Daemon::start();
+    let (wrapper, _) = script(daemon.dir.path(), "fail");
+    let device = Device::new("vbd", 1, 51712);
+    seed(
+        &mut XsConn::connect(daemon.socket()).unwrap(),
+        &device,
+        &wrapper,
+    );
+    let (removal, _) = remove(&daemon, running_guest(), Config::default(), &device);
+    assert!(
+        matches!(&removal.result, Err(RemoveError::Scripts(f)) if f[0].exit == ProcessExit::Exited(1)),
+        "{removal:?}"
+    );
+    assert!(
+        !removal.pruned,
+        "AUTO leaves the areas after a failed script"
+    );
+
+    let other = Device::new("vbd", 1, 51728);
+    let missing = daemon.dir.path().join("no-such-script");
+    seed(
+        &mut XsConn::connect(daemon.socket()).unwrap(),
+        &other,
+        &missing,
+    );
+    let (removal, _) = remove(&daemon, running_guest(), Config::default(), &other);
+    assert!(
+        matches!(&removal.result, Err(RemoveError::Scripts(f)) if matches!(f[0].exit, ProcessExit::FailedToStart(_))),
+        "{removal:?}"
+    );
+}
+
+#[test]
+fn without_a_domain_info_provider_the_removal_fails_typed() {
+    let daemon = Daemon::start();
+    let device = Device::new("vbd", 1, 51712);
+    let (wrapper, _) = script(daemon.dir.path(), "ok");
+    seed(
+        &mut XsConn::connect(daemon.socket()).unwrap(),
+        &device,
+        &wrapper,
+    );
+    let (removal, _) = remove(&daemon, Host::new(), Config::default(), &device);
+    assert!(
+        matches!(&removal.result, Err(RemoveError::DomainInfo(e)) if e.kind == xsio_ops::OpErrorKind::Unsupported),
+        "{removal:?}"
+    );
+}
