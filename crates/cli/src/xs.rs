@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use bytes::Bytes;
 use xsio_io_std::xenstore::{XsConn, XsError};
+use xsio_xs_client::WatchItem;
 
 /// Arguments of `xsio xs`.
 #[derive(clap::Args)]
@@ -176,10 +177,17 @@ fn watch(xs: &mut XsConn, path: &str, count: Option<u64>) -> Result<ExitCode, Xs
     let mut out = std::io::stdout().lock();
     let mut seen = 0;
     while count.is_none_or(|n| seen < n) {
-        let Some(event) = xs.next_event(None)? else {
+        let Some(item) = xs.next_event(None)? else {
             continue;
         };
-        writeln!(out, "{}\t{}", event.path, event.token)?;
+        if let WatchItem::Overflow(overflow) = &item {
+            // Printed as an event on the watched path (the reader re-reads it), and said.
+            eprintln!(
+                "xsio xs watch: {} events of {} were lost (not read in time); re-read it",
+                overflow.lost, overflow.path
+            );
+        }
+        writeln!(out, "{}\t{}", item.path(), item.token())?;
         out.flush()?;
         seen += 1;
     }

@@ -3,7 +3,8 @@
 //!
 //! [`XsLinks`] is a [`Store`] whose connections are blocking [`XsConn`]s: it executes each
 //! request the machines issued on its connection (one at a time, each bounded by the
-//! client's own deadline) and passes the watch events that arrived. With a [`Host`] it
+//! client's own deadline) and passes the watch events that arrived (a watch whose events
+//! overflowed its queue gets one event on its watched path: re-read). With a [`Host`] it
 //! also executes host operations: hotplug scripts as child processes (answered when they
 //! exit), domain info and device-model liveness from the caller. [`run_until`] is the
 //! event loop: step, check the caller's condition, sleep in `poll(2)` on every connection
@@ -156,9 +157,12 @@ impl<A: Actor> Store<A> for XsLinks {
             // Events already here, without waiting.
             loop {
                 match conn.next_event(Some(now())) {
-                    Ok(Some(event)) => {
+                    Ok(Some(item)) => {
                         moved = true;
-                        harness.watch_event(id, &event.path, &event.token);
+                        // An overflow (the machine did not keep up) is handed over as an
+                        // event on the watched path itself: the machines re-read what they
+                        // watch on every event, which is what an overflow asks for.
+                        harness.watch_event(id, item.path(), item.token());
                     }
                     Ok(None) => break,
                     Err(err) => {

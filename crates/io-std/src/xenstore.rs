@@ -15,8 +15,7 @@
 //! # Ok::<(), xsio_io_std::xenstore::XsError>(())
 //! ```
 
-use std::collections::{BTreeMap, VecDeque};
-use std::ffi::OsString;
+use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -25,8 +24,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use xsio_core::{Input, OpId};
 use xsio_xs_client::{
-    Client, Config, DeviceArea, Error, Output, Response, TxId, TxOp, ValueError, WatchEvent,
-    XsValue,
+    Client, Config, DeviceArea, Error, Output, Response, TxId, TxOp, ValueError, WatchItem,
+    WatchQueues, XsValue,
 };
 use xsio_xs_wire::{ErrorKind, Perm};
 
@@ -37,22 +36,7 @@ use crate::unix::{UnixConn, now};
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
-/// The socket paths tried when `XENSTORED_PATH` and `XENSTORED_RUNDIR` are unset, in order
-/// (libxenstore's compiled-in `<rundir>/xenstored/socket`; on Debian `/var/run` is `/run`).
-pub const DEFAULT_SOCKET_PATHS: [&str; 2] = ["/run/xenstored/socket", "/var/run/xenstored/socket"];
-
-/// Where the daemon's socket is, as libxenstore looks for it: `$XENSTORED_PATH`, else
-/// `$XENSTORED_RUNDIR/socket`, else [`DEFAULT_SOCKET_PATHS`]. `env` reads a variable (pass
-/// `|name| std::env::var_os(name)`).
-pub fn socket_paths(env: impl Fn(&str) -> Option<OsString>) -> Vec<PathBuf> {
-    if let Some(path) = env("XENSTORED_PATH").filter(|p| !p.is_empty()) {
-        return vec![PathBuf::from(path)];
-    }
-    if let Some(dir) = env("XENSTORED_RUNDIR").filter(|p| !p.is_empty()) {
-        return vec![PathBuf::from(dir).join("socket")];
-    }
-    DEFAULT_SOCKET_PATHS.iter().map(PathBuf::from).collect()
-}
+pub use xsio_xs_client::location::{DEFAULT_SOCKET_PATHS, socket_paths};
 
 /// Why a blocking xenstore call failed.
 #[derive(Debug, thiserror::Error)]
@@ -91,20 +75,18 @@ impl XsError {
 ///
 /// Each call sends its request and steps the [`Client`] machine (reading the socket,
 /// feeding the real clock to its timers) until that operation completes. Watch events that
-/// arrive meanwhile are queued for [`XsConn::next_event`].
+/// arrive meanwhile are queued for [`XsConn::next_event`], per watch, at most
+/// [`Config::max_queued_events`] of them: past that a watch's queued events are replaced by
+/// one [`WatchItem::Overflow`] (re-read what the watch covers), so a watch nobody reads
+/// cannot grow memory and never loses events without saying so.
 pub struct XsConn {
     conn: UnixConn,
     client: Client,
     done: BTreeMap<OpId, Result<Response, Error>>,
-    events: VecDeque<WatchEvent>,
+    events: WatchQueues,
     buf: Box<[u8]>,
     attempts: u32,
-    dropped_events: u64,
 }
-
-/// Watch events kept for [`XsConn::next_event`]; past this the oldest are dropped (and
-/// counted by [`XsConn::dropped_events`]), so a watch nobody reads cannot grow memory.
-pub const MAX_QUEUED_EVENTS: usize = 65_536;
 
 impl std::fmt::Debug for XsConn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -159,12 +141,11 @@ impl XsConn {
         let attempts = config.transact_attempts;
         XsConn {
             conn,
+            events: WatchQueues::new(config.max_queued_events),
             client: Client::new(config, now()),
             done: BTreeMap::new(),
-            events: VecDeque::new(),
             buf: vec![0; 64 * 1024].into_boxed_slice(),
             attempts,
-            dropped_events: 0,
         }
     }
 
@@ -322,18 +303,21 @@ impl XsConn {
         self.wait(op).map(|_| op)
     }
 
-    /// Removes a watch.
+    /// Removes a watch; its events still queued are forgotten.
     pub fn unwatch(&mut self, watch: OpId) -> Result<(), XsError> {
         let op = self.client.unwatch(now(), watch);
+        self.events.forget(watch);
         self.wait(op).map(drop)
     }
 
-    /// The next watch event, waiting until `deadline` (`None`: for ever). `Ok(None)` when
+    /// The next watch item, waiting until `deadline` (`None`: for ever): an event, or the
+    /// overflow marker of a watch whose events were more than
+    /// [`Config::max_queued_events`] (re-read what that watch covers). `Ok(None)` when
     /// the deadline passed first.
-    pub fn next_event(&mut self, deadline: Option<Instant>) -> Result<Option<WatchEvent>, XsError> {
+    pub fn next_event(&mut self, deadline: Option<Instant>) -> Result<Option<WatchItem>, XsError> {
         loop {
             self.drain()?;
-            if let Some(event) = self.events.pop_front() {
+            if let Some(event) = self.events.pop() {
                 return Ok(Some(event));
             }
             if self.client.is_closed() {
@@ -346,9 +330,10 @@ impl XsConn {
         }
     }
 
-    /// Watch events dropped because more than [`MAX_QUEUED_EVENTS`] were waiting.
-    pub fn dropped_events(&self) -> u64 {
-        self.dropped_events
+    /// Watch events replaced by overflow markers so far (each marker says how many it
+    /// stands for).
+    pub fn lost_events(&self) -> u64 {
+        self.events.lost()
     }
 
     /// Steps the machine until operation `op` (started on [`XsConn::client_mut`])
@@ -401,11 +386,8 @@ impl XsConn {
                     self.done.insert(id, result);
                 }
                 Output::Event(event) => {
-                    if self.events.len() >= MAX_QUEUED_EVENTS {
-                        self.events.pop_front();
-                        self.dropped_events += 1;
-                    }
-                    self.events.push_back(event);
+                    let watched = self.client.watched_path(event.watch).unwrap_or(&event.path);
+                    self.events.push(&watched.to_owned(), event);
                 }
                 _ => {}
             }
@@ -505,40 +487,5 @@ fn unexpected(response: Response) -> XsError {
 impl std::os::fd::AsFd for XsConn {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.conn.stream().as_fd()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<OsString> + 'a {
-        move |name| {
-            vars.iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| OsString::from(v))
-        }
-    }
-
-    #[test]
-    fn socket_paths_follow_libxenstore() {
-        assert_eq!(
-            socket_paths(env(&[
-                ("XENSTORED_PATH", "/tmp/s"),
-                ("XENSTORED_RUNDIR", "/r")
-            ])),
-            vec![PathBuf::from("/tmp/s")]
-        );
-        assert_eq!(
-            socket_paths(env(&[("XENSTORED_RUNDIR", "/r")])),
-            vec![PathBuf::from("/r/socket")]
-        );
-        assert_eq!(
-            socket_paths(env(&[("XENSTORED_PATH", "")])),
-            vec![
-                PathBuf::from("/run/xenstored/socket"),
-                PathBuf::from("/var/run/xenstored/socket")
-            ]
-        );
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use xsio_io_std::now;
 use xsio_io_std::xenstore::{XsConn, XsError};
-use xsio_xs_client::{Config, Error, TxOp};
+use xsio_xs_client::{Config, Error, TxOp, WatchItem};
 use xsio_xs_wire::{ErrorKind, FrameDecoder, Packet, Reply, Request};
 
 type Script =
@@ -211,8 +211,12 @@ fn watch_events_arrive_in_order() {
     let mut xs = XsConn::connect(&fake.path).unwrap();
     let w = xs.watch("/be", "tok").unwrap();
     let deadline = Some(now() + Duration::from_secs(10));
-    let first = xs.next_event(deadline).unwrap().unwrap();
-    let second = xs.next_event(deadline).unwrap().unwrap();
+    let event = |item: Option<WatchItem>| match item {
+        Some(WatchItem::Event(event)) => event,
+        other => panic!("not an event: {other:?}"),
+    };
+    let first = event(xs.next_event(deadline).unwrap());
+    let second = event(xs.next_event(deadline).unwrap());
     assert_eq!(
         (first.watch, first.path.as_str(), first.token.as_str()),
         (w, "/be", "tok")
@@ -222,6 +226,78 @@ fn watch_events_arrive_in_order() {
         .next_event(Some(now() + Duration::from_millis(50)))
         .unwrap();
     assert_eq!(none, None);
+}
+
+/// A daemon whose writes fire an event on each watch above them, `flood` events for a
+/// write under `/busy` (a busy subtree), and which answers everything else as [`store`]
+/// does.
+fn flooding(flood: u32) -> Script {
+    let mut inner = store(0);
+    let mut watches: Vec<(String, String)> = Vec::new();
+    Box::new(move |req, tree| {
+        let mut replies = inner(req, tree);
+        match &req.body {
+            Request::Watch { path, token } => watches.push((path.clone(), token.clone())),
+            Request::Write { path, .. } => {
+                for (watched, token) in &watches {
+                    if path.starts_with(watched.as_str()) {
+                        let count = if path.starts_with("/busy/") { flood } else { 1 };
+                        for n in 0..count {
+                            let body = Reply::WatchEvent {
+                                path: format!("{path}/{n}"),
+                                token: token.clone(),
+                            };
+                            // Before the write's own reply, as a busy daemon interleaves them.
+                            replies.insert(0, Packet::new(0, 0, body));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        replies
+    })
+}
+
+#[test]
+fn a_watch_nobody_reads_overflows_explicitly_and_replies_keep_flowing() {
+    let fake = Fake::start(flooding(50));
+    let mut config = Config::default();
+    config.max_queued_events = 8;
+    let mut xs = XsConn::connect_with(&fake.path, config).unwrap();
+    let busy = xs.watch("/busy", "busy").unwrap();
+    let quiet = xs.watch("/quiet", "quiet").unwrap();
+    // Nobody takes events while 3 x 50 of them arrive: every reply still comes.
+    for round in 0..3 {
+        xs.write("/busy/x", round.to_string()).unwrap();
+        assert_eq!(xs.read("/busy/x").unwrap(), round.to_string());
+    }
+    xs.write("/quiet/y", "1").unwrap();
+    let mut items = Vec::new();
+    while let Some(item) = xs.next_event(Some(now() + Duration::from_millis(100))).unwrap() {
+        items.push(item);
+    }
+    // The busy watch: its two first events and 150 more were too many for 8 slots. One
+    // marker stands for all but the last few, which follow it; nothing vanished unsaid.
+    let busy_items: Vec<&WatchItem> = items.iter().filter(|i| i.watch() == busy).collect();
+    let WatchItem::Overflow(overflow) = busy_items[0] else {
+        panic!("the busy watch starts with its overflow marker: {busy_items:?}")
+    };
+    assert_eq!((overflow.path.as_str(), overflow.token.as_str()), ("/busy", "busy"));
+    let after = busy_items.len() as u64 - 1;
+    assert!(after <= 8);
+    assert_eq!(overflow.lost + after, 2 + 150, "every event is delivered or counted");
+    assert_eq!(xs.lost_events(), overflow.lost);
+    // The quiet watch lost nothing: its initial event and its one change, in order.
+    let quiet_paths: Vec<&str> = items
+        .iter()
+        .filter(|i| i.watch() == quiet)
+        .map(|i| match i {
+            WatchItem::Event(e) => e.path.as_str(),
+            other => panic!("quiet watch overflowed: {other:?}"),
+        })
+        .collect();
+    assert_eq!(quiet_paths, ["/quiet", "/quiet/child", "/quiet/y/0"]);
 }
 
 #[test]

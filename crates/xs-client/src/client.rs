@@ -141,6 +141,12 @@ impl Client {
         self.closed
     }
 
+    /// The path watch `watch` (an id [`Client::watch`] returned) was registered on, while
+    /// it is registered.
+    pub fn watched_path(&self, watch: OpId) -> Option<&str> {
+        self.watches.get(&watch).map(|w| w.path.as_str())
+    }
+
     /// Operations started and not yet done.
     pub fn ops_in_flight(&self) -> usize {
         self.ops.len()

@@ -6,6 +6,8 @@
 //! tells watch events apart from replies whatever order they come in, retries conflicting
 //! transactions, and fails every pending operation exactly once when the connection goes.
 //! A driver (`xsio-io-std`'s blocking client, a simulator, your event loop) moves the bytes.
+//! Drivers hold watch events for slow consumers in [`WatchQueue`]s: bounded per watch, with an
+//! explicit [`Overflow`] item instead of silent loss.
 //!
 //! ```
 //! use std::time::Instant;
@@ -53,9 +55,12 @@
 
 mod client;
 mod jobs;
+pub mod location;
 mod types;
+pub mod watch_queue;
 
 pub use client::{Client, CloseReason, ProtocolError};
 pub use types::{
     Config, DeviceArea, Error, Output, Response, TxId, TxOp, ValueError, WatchEvent, XsValue,
 };
+pub use watch_queue::{Overflow, WatchItem, WatchQueue, WatchQueues};

@@ -30,6 +30,12 @@ pub struct Config {
     /// The largest reply payload accepted; a bigger frame breaks the connection.
     /// Default [`XENSTORE_PAYLOAD_MAX`].
     pub max_payload: usize,
+    /// Watch events a driver keeps per watch for a consumer that has not taken them yet;
+    /// one more replaces them by an explicit overflow marker ([`WatchQueue`]). The machine
+    /// itself queues nothing: it hands every event out at once. Default 1024.
+    ///
+    /// [`WatchQueue`]: crate::WatchQueue
+    pub max_queued_events: usize,
 }
 
 impl Default for Config {
@@ -41,6 +47,7 @@ impl Default for Config {
             directory_part_restarts: 8,
             max_directory_bytes: 1 << 20,
             max_payload: XENSTORE_PAYLOAD_MAX,
+            max_queued_events: 1024,
         }
     }
 }
