@@ -274,7 +274,10 @@ fn a_watch_nobody_reads_overflows_explicitly_and_replies_keep_flowing() {
     }
     xs.write("/quiet/y", "1").unwrap();
     let mut items = Vec::new();
-    while let Some(item) = xs.next_event(Some(now() + Duration::from_millis(100))).unwrap() {
+    while let Some(item) = xs
+        .next_event(Some(now() + Duration::from_millis(100)))
+        .unwrap()
+    {
         items.push(item);
     }
     // The busy watch: its two first events and 150 more were too many for 8 slots. One
@@ -283,10 +286,17 @@ fn a_watch_nobody_reads_overflows_explicitly_and_replies_keep_flowing() {
     let WatchItem::Overflow(overflow) = busy_items[0] else {
         panic!("the busy watch starts with its overflow marker: {busy_items:?}")
     };
-    assert_eq!((overflow.path.as_str(), overflow.token.as_str()), ("/busy", "busy"));
+    assert_eq!(
+        (overflow.path.as_str(), overflow.token.as_str()),
+        ("/busy", "busy")
+    );
     let after = busy_items.len() as u64 - 1;
     assert!(after <= 8);
-    assert_eq!(overflow.lost + after, 2 + 150, "every event is delivered or counted");
+    assert_eq!(
+        overflow.lost + after,
+        2 + 150,
+        "every event is delivered or counted"
+    );
     assert_eq!(xs.lost_events(), overflow.lost);
     // The quiet watch lost nothing: its initial event and its one change, in order.
     let quiet_paths: Vec<&str> = items

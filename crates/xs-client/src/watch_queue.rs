@@ -145,7 +145,9 @@ impl WatchQueue {
                 lost,
             }));
         }
-        self.events.pop_front().map(|(_, event)| WatchItem::Event(event))
+        self.events
+            .pop_front()
+            .map(|(_, event)| WatchItem::Event(event))
     }
 
     /// The sequence number of the item [`pop`](WatchQueue::pop) would return.
@@ -346,7 +348,10 @@ mod tests {
             panic!("marker first")
         };
         assert_eq!(overflow.lost, 4);
-        assert_eq!(queue.pop().map(|i| i.path().to_owned()), Some("/p/4".into()));
+        assert_eq!(
+            queue.pop().map(|i| i.path().to_owned()),
+            Some("/p/4".into())
+        );
         assert!(queue.is_empty());
     }
 
