@@ -386,8 +386,10 @@ impl XsConn {
                     self.done.insert(id, result);
                 }
                 Output::Event(event) => {
-                    let watched = self.client.watched_path(event.watch).unwrap_or(&event.path);
-                    self.events.push(&watched.to_owned(), event);
+                    // An event of a watch removed meanwhile is not wanted any more.
+                    if let Some(watched) = self.client.watched_path(event.watch) {
+                        self.events.push(watched, event);
+                    }
                 }
                 _ => {}
             }
