@@ -38,6 +38,15 @@ pub(crate) struct Args {
     /// Watches an unprivileged domain may hold.
     #[arg(long, default_value_t = 128)]
     quota_watches: usize,
+    /// Bytes an unprivileged domain may hold across all of its connections (nodes, queued
+    /// replies and events, unread requests); past it its connections are not read until it
+    /// drops below. 0: no limit.
+    #[arg(long, value_name = "BYTES", default_value_t = 2_621_440)]
+    quota_memory: usize,
+    /// Past this many bytes a domain is logged, once per crossing (default: four fifths of
+    /// --quota-memory). 0: never.
+    #[arg(long, value_name = "BYTES")]
+    quota_memory_soft: Option<usize>,
     /// Seconds a watch event may wait for a guest to read it before it is dropped (and
     /// counted); events for dom0 never expire.
     #[arg(long, value_name = "SECONDS", default_value_t = 20)]
@@ -94,6 +103,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         .map(|secs| std::time::Duration::from_secs(secs.max(1)));
     config.server.quotas.nodes_per_domain = args.quota_nodes;
     config.server.quotas.watches_per_domain = args.quota_watches;
+    config.server.quotas.memory_per_domain = args.quota_memory;
+    config.server.quotas.memory_per_domain_soft =
+        args.quota_memory_soft.unwrap_or(args.quota_memory / 5 * 4);
     config.server.watch_event_timeout = std::time::Duration::from_secs(args.watch_event_timeout);
     run_daemon(config, stop).context("xenstored")?;
     Ok(ExitCode::SUCCESS)

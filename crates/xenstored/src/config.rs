@@ -4,7 +4,7 @@ use std::time::Duration;
 
 /// Per-domain quotas. They bind unprivileged domains only; dom0 and socket clients are exempt,
 /// as in the C daemon (so Xen's test suite may store 3000-byte values from dom0). The defaults
-/// are xenstored 4.17's.
+/// are xenstored 4.17's (memory: soft 2 MiB, hard 2.5 MiB).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Quotas {
@@ -25,6 +25,17 @@ pub struct Quotas {
     /// outstanding until its reply and every watch event it caused were taken by the driver
     /// (or dropped). Past it the server answers none of that domain's further requests.
     pub outstanding_requests: usize,
+    /// Memory a domain may hold, in bytes, across all of its connections: the nodes it owns
+    /// (each charged its record header, path, value, child names and permissions), the
+    /// replies and watch events queued for it, and the requests it sent that wait unread.
+    /// Past it none of its requests is answered, nor its input read, until it drops below
+    /// (others are served as before). 0: no limit.
+    pub memory_per_domain: usize,
+    /// Past this much memory a domain is reported ([`Output::MemoryQuota`]), once per
+    /// crossing. 0: never.
+    ///
+    /// [`Output::MemoryQuota`]: crate::Output::MemoryQuota
+    pub memory_per_domain_soft: usize,
 }
 
 impl Default for Quotas {
@@ -37,6 +48,8 @@ impl Default for Quotas {
             nodes_per_transaction: 1024,
             perms_per_node: 5,
             outstanding_requests: 20,
+            memory_per_domain: 2_621_440,
+            memory_per_domain_soft: 2_097_152,
         }
     }
 }

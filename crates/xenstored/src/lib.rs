@@ -70,6 +70,8 @@
 //! | a node created and removed in one transaction | no event at commit | an event | spurious events are allowed |
 //! | a transaction whose only read failed with EACCES | also records the parent | commits | no information either way |
 //! | a permission entry naming an unknown domain | kept but ignored; ENOENT if it is the owner | valid | no hypervisor to ask |
+//! | a guest's node write that would take it past its hard memory quota | ENOMEM | done; the guest is then not read until below | the quota still binds, one request late |
+//! | memory of a guest's open transactions | charged | not charged (bounded by the transaction quotas) | simpler accounting |
 //!
 //! Where we chose, knowingly:
 //! - "Looked at" includes the nodes a write touches: the written node and, when it creates
@@ -91,6 +93,15 @@
 //! ([`Output::EventsDropped`], `xenstore-control quota <domid>`). No connection is ever
 //! closed for events; dom0's events never expire, and do not hold its requests (C has no
 //! outstanding quota for dom0).
+//!
+//! # Memory
+//! An unprivileged domain is charged, across all of its connections, for the nodes it owns
+//! (each node's 24-byte record header, path, value, child names and 8 bytes per
+//! permission, as C counts them), the messages queued for it, and the bytes it sent that
+//! wait unanswered. Past [`Quotas::memory_per_domain`] (2.5 MiB) none of its requests is
+//! answered and [`Server::wants_input`] is false for its connections, until it drops below;
+//! others are served as before. Past [`Quotas::memory_per_domain_soft`] (2 MiB) it is
+//! reported once ([`Output::MemoryQuota`]). `xenstore-control quota <domid>` shows it.
 //!
 //! # Panics
 //! No input makes the server panic; a panic means a broken internal invariant (a bug).

@@ -193,14 +193,14 @@ fn create(view: &mut View<'_>, who: Who<'_>, path: &str, value: &[u8]) -> Result
     if who.unprivileged() {
         view.add_own_entries(n_new);
     }
-    view.modify(&anchor, |node| node.children.push(first_name.into()));
+    view.modify(&anchor, |node| node.children.push(first_name));
     // Create from the top down so each new node lists the next one.
     let mut leaf = Some(leaf);
     while let Some(new_path) = missing.pop() {
         let node = match missing.last() {
             Some(next) => {
                 let mut node = Node::new(b"", perms.clone());
-                node.children.push(path::base_name(next).into());
+                node.children.push(path::base_name(next));
                 node
             }
             None => leaf.take().expect("the leaf is created last"),
@@ -249,7 +249,7 @@ pub(crate) fn rm(view: &mut View<'_>, who: Who<'_>, path: &str) -> Result<(), Er
         view.delete(&current);
     }
     let name = path::base_name(path);
-    view.modify(parent, |node| node.children.retain(|c| &**c != name));
+    view.modify(parent, |node| node.children.remove(name));
     Ok(())
 }
 

@@ -6,12 +6,50 @@ use xsio_xs_wire::{XENSTORE_ABS_PATH_MAX, path};
 
 use crate::perms::{Access, Perms};
 
+/// What xenstored 4.17 charges a node's owner beyond the bytes it stores: its record header.
+pub(crate) const NODE_RECORD: usize = 24;
+
+/// A node's child names in creation order, with their total length (names and their NULs)
+/// kept up to date, so a node's size costs no walk over its children.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Children {
+    names: Vec<Box<str>>,
+    bytes: usize,
+}
+
+impl Children {
+    pub(crate) fn push(&mut self, name: &str) {
+        self.bytes += name.len() + 1;
+        self.names.push(name.into());
+    }
+
+    /// Removes `name` (every entry of it).
+    pub(crate) fn remove(&mut self, name: &str) {
+        let before = self.names.len();
+        self.names.retain(|c| &**c != name);
+        self.bytes -= (before - self.names.len()) * (name.len() + 1);
+    }
+
+    pub(crate) fn iter(&self) -> impl DoubleEndedIterator<Item = &str> + '_ {
+        self.names.iter().map(|n| &**n)
+    }
+
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        self.names.iter().any(|c| &**c == name)
+    }
+
+    /// The names with their NULs, in bytes.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
 /// One node: its value, its children in creation order, its permissions, and the generation
 /// it was last written at (globally unique, so a node deleted and re-created differs).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Node {
     pub(crate) value: Box<[u8]>,
-    pub(crate) children: Vec<Box<str>>,
+    pub(crate) children: Children,
     pub(crate) perms: Perms,
     pub(crate) generation: u64,
 }
@@ -20,7 +58,7 @@ impl Node {
     pub(crate) fn new(value: &[u8], perms: Perms) -> Node {
         Node {
             value: value.into(),
-            children: Vec::new(),
+            children: Children::default(),
             perms,
             generation: 0,
         }
@@ -29,14 +67,18 @@ impl Node {
     /// The size xenstored charges against the node-size quota: value, child names with their
     /// NULs, and 8 bytes per permission entry.
     pub(crate) fn charged_size(&self) -> usize {
-        let children: usize = self.children.iter().map(|c| c.len() + 1).sum();
-        self.value.len() + children + 8 * self.perms.entries().len()
+        self.value.len() + self.children.bytes() + 8 * self.perms.entries().len()
+    }
+
+    /// The memory charged to the owner of the node at `path`: its record and its path too.
+    pub(crate) fn memory(&self, path: &str) -> usize {
+        NODE_RECORD + path.len() + self.charged_size()
     }
 
     /// The child names as the wire lists them: each followed by a NUL.
     pub(crate) fn children_wire(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        for child in &self.children {
+        for child in self.children.iter() {
             out.extend_from_slice(child.as_bytes());
             out.push(0);
         }
@@ -50,7 +92,15 @@ impl Node {
 pub(crate) struct Tree {
     nodes: BTreeMap<Box<str>, Node>,
     next_generation: u64,
-    entries_by_owner: BTreeMap<u32, u32>,
+    /// Per owner: how many nodes, and the memory they are charged.
+    owners: BTreeMap<u32, Owned>,
+}
+
+/// What one domain owns in the tree.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Owned {
+    pub(crate) nodes: u32,
+    pub(crate) memory: usize,
 }
 
 impl Default for Tree {
@@ -58,7 +108,7 @@ impl Default for Tree {
         let mut tree = Tree {
             nodes: BTreeMap::new(),
             next_generation: 1,
-            entries_by_owner: BTreeMap::new(),
+            owners: BTreeMap::new(),
         };
         let perms = Perms::owned_by(0, Access::None);
         tree.put("/", Node::new(b"", perms.clone()));
@@ -76,7 +126,7 @@ impl Tree {
         let mut tree = Tree {
             nodes: BTreeMap::new(),
             next_generation: 1,
-            entries_by_owner: BTreeMap::new(),
+            owners: BTreeMap::new(),
         };
         tree.put("/", Node::new(b"", Perms::owned_by(0, Access::None)));
         tree
@@ -92,7 +142,12 @@ impl Tree {
 
     /// Nodes owned by `domid`.
     pub(crate) fn entries_of(&self, domid: u32) -> u32 {
-        self.entries_by_owner.get(&domid).copied().unwrap_or(0)
+        self.owners.get(&domid).map_or(0, |o| o.nodes)
+    }
+
+    /// Memory charged to `domid` for the nodes it owns.
+    pub(crate) fn memory_of(&self, domid: u32) -> usize {
+        self.owners.get(&domid).map_or(0, |o| o.memory)
     }
 
     /// Stores `node` at `path` with a fresh generation, replacing what was there and keeping
@@ -100,9 +155,9 @@ impl Tree {
     pub(crate) fn put(&mut self, path: &str, mut node: Node) {
         node.generation = self.next_generation;
         self.next_generation += 1;
-        self.count_owner(node.perms.owner(), 1);
+        self.count_owner(node.perms.owner(), 1, node.memory(path), 0);
         if let Some(old) = self.nodes.insert(path.into(), node) {
-            self.count_owner(old.perms.owner(), -1);
+            self.count_owner(old.perms.owner(), -1, 0, old.memory(path));
         }
     }
 
@@ -115,7 +170,7 @@ impl Tree {
     pub(crate) fn remove(&mut self, path: &str) -> Option<Node> {
         let old = self.nodes.remove(path)?;
         self.next_generation += 1;
-        self.count_owner(old.perms.owner(), -1);
+        self.count_owner(old.perms.owner(), -1, 0, old.memory(path));
         Some(old)
     }
 
@@ -124,9 +179,9 @@ impl Tree {
         let listed = self
             .nodes
             .get(parent)
-            .is_some_and(|n| n.children.iter().any(|c| &**c == name));
+            .is_some_and(|n| n.children.contains(name));
         if !listed {
-            self.modify(parent, |node| node.children.push(name.into()));
+            self.modify(parent, |node| node.children.push(name));
         }
     }
 
@@ -138,22 +193,30 @@ impl Tree {
             return false;
         };
         let old_owner = node.perms.owner();
+        let old_memory = node.memory(path);
         change(node);
         node.generation = self.next_generation;
         self.next_generation += 1;
         let new_owner = node.perms.owner();
-        if new_owner != old_owner {
-            self.count_owner(old_owner, -1);
-            self.count_owner(new_owner, 1);
+        let new_memory = node.memory(path);
+        if new_owner == old_owner {
+            if new_memory != old_memory {
+                self.count_owner(new_owner, 0, new_memory, old_memory);
+            }
+        } else {
+            self.count_owner(old_owner, -1, 0, old_memory);
+            self.count_owner(new_owner, 1, new_memory, 0);
         }
         true
     }
 
-    fn count_owner(&mut self, domid: u32, delta: i32) {
-        let count = self.entries_by_owner.entry(domid).or_insert(0);
-        *count = count.saturating_add_signed(delta);
-        if *count == 0 {
-            self.entries_by_owner.remove(&domid);
+    /// Moves `domid`'s counts: `nodes` more (or fewer), `added` then `removed` bytes.
+    fn count_owner(&mut self, domid: u32, nodes: i32, added: usize, removed: usize) {
+        let owned = self.owners.entry(domid).or_default();
+        owned.nodes = owned.nodes.saturating_add_signed(nodes);
+        owned.memory = (owned.memory + added).saturating_sub(removed);
+        if owned.nodes == 0 {
+            self.owners.remove(&domid);
         }
     }
 
@@ -180,9 +243,11 @@ impl Tree {
         if root.perms.entries().is_empty() {
             return Err("the root has no permissions".into());
         }
-        let mut counts: BTreeMap<u32, u32> = BTreeMap::new();
+        let mut counts: BTreeMap<u32, Owned> = BTreeMap::new();
         for (path, node) in &self.nodes {
-            *counts.entry(node.perms.owner()).or_insert(0) += 1;
+            let owned = counts.entry(node.perms.owner()).or_default();
+            owned.nodes += 1;
+            owned.memory += node.memory(path);
             if node.generation == 0 || node.generation >= self.next_generation {
                 return Err(format!("{path} has generation {}", node.generation));
             }
@@ -195,26 +260,22 @@ impl Tree {
                     .get(parent)
                     .ok_or_else(|| format!("{path} has no parent node"))?;
                 let name = path::base_name(path);
-                let listed = parent_node
-                    .children
-                    .iter()
-                    .filter(|c| &***c == name)
-                    .count();
+                let listed = parent_node.children.iter().filter(|c| *c == name).count();
                 if listed != 1 {
                     return Err(format!("{parent} lists {path} {listed} times"));
                 }
             }
-            for child in &node.children {
+            for child in node.children.iter() {
                 let child_path = path::join(path, child);
                 if !self.nodes.contains_key(child_path.as_str()) {
                     return Err(format!("{path} lists missing child {child}"));
                 }
             }
         }
-        if counts != self.entries_by_owner {
+        if counts != self.owners {
             return Err(format!(
                 "owner counts {:?} differ from a recount {:?}",
-                self.entries_by_owner, counts
+                self.owners, counts
             ));
         }
         Ok(())

@@ -225,7 +225,7 @@ fn visible_in_snapshot(overlay: &BTreeMap<String, TxEntry>, path: &str) -> bool 
             return entry
                 .node
                 .as_ref()
-                .is_some_and(|n| n.children.iter().any(|c| &**c == name));
+                .is_some_and(|n| n.children.contains(name));
         }
         below = ancestor;
     }

@@ -295,6 +295,11 @@ fn serve(
             let Some(client) = clients.get_mut(&id) else {
                 continue;
             };
+            // What other clients sent this turn may have put a quota of this one's domain
+            // over: ask again before reading.
+            if !server.wants_input(id) {
+                continue;
+            }
             match client.stream.read(&mut buf) {
                 Ok(0) => {
                     debug!(conn = id.get(), "client closed");
@@ -361,6 +366,17 @@ fn drain(server: &mut Server, clients: &mut BTreeMap<ConnId, Client>) {
                 if let Some(mut client) = clients.remove(&conn) {
                     let _ = client.flush();
                 }
+            }
+            Output::MemoryQuota {
+                domid,
+                memory,
+                soft,
+                hard,
+            } => {
+                warn!(
+                    domid,
+                    memory, soft, hard, "domain past its soft memory quota"
+                );
             }
             Output::EventsDropped { conn, domid, count } => {
                 warn!(

@@ -34,6 +34,8 @@ pub(super) struct Conn {
     pub(super) paused: bool,
     /// Whole requests may be waiting in `decoder`: a quota stopped answering them.
     pub(super) blocked: bool,
+    /// The bytes of `out` and `decoder` counted in its domain's memory.
+    pub(super) charged_io: usize,
 }
 
 impl Server {
@@ -65,6 +67,7 @@ impl Server {
                 outstanding: 0,
                 paused: false,
                 blocked: false,
+                charged_io: 0,
             },
         );
         id
@@ -95,10 +98,13 @@ impl Server {
     }
 
     /// Whether the driver should read more from `conn`: not while a quota holds its
-    /// requests back (its own socket buffer then absorbs a flood), nor for an unknown
-    /// connection.
+    /// requests back (its outstanding requests or its domain's memory; its own socket
+    /// buffer then absorbs a flood), nor for an unknown connection. A driver asks before
+    /// every read.
     pub fn wants_input(&self, conn: ConnId) -> bool {
-        self.conns.get(&conn).is_some_and(|c| !c.blocked)
+        self.conns
+            .get(&conn)
+            .is_some_and(|c| !c.blocked && self.may_answer(c))
     }
 
     /// Answers buffered requests of `conn` while its quotas allow; marks it blocked when they
@@ -113,6 +119,7 @@ impl Server {
             if !may_answer {
                 conn.blocked = true;
                 self.blocked.insert(conn_id);
+                self.charge(conn_id);
                 return;
             }
             if conn.blocked {
@@ -120,8 +127,14 @@ impl Server {
                 self.blocked.remove(&conn_id);
             }
             match conn.decoder.next_frame() {
-                Ok(Some(frame)) => self.answer_frame(conn_id, &frame),
-                Ok(None) => return,
+                Ok(Some(frame)) => {
+                    self.answer_frame(conn_id, &frame);
+                    self.charge(conn_id);
+                }
+                Ok(None) => {
+                    self.charge(conn_id);
+                    return;
+                }
                 Err(err) => {
                     self.drop_conn(conn_id, CloseReason::Protocol(err));
                     return;
@@ -158,6 +171,7 @@ impl Server {
         };
         self.ready.retain(|c| *c != conn_id);
         self.blocked.remove(&conn_id);
+        self.uncharge(&conn);
         self.discard_output(conn.queued);
         true
     }
@@ -192,6 +206,7 @@ impl Server {
         if let Some(source) = source {
             self.hold_source(source);
         }
+        self.charge(conn_id);
         true
     }
 }

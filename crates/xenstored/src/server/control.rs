@@ -18,14 +18,17 @@ impl Server {
                 let q = &self.config.quotas;
                 format!(
                     "Node quota: {}\nNode size: {}\nWatch quota: {}\nTransaction quota: {}\n\
-                     Transaction node quota: {}\nPermissions per node: {}\nOutstanding requests: {}\n",
+                     Transaction node quota: {}\nPermissions per node: {}\nOutstanding requests: {}\n\
+                     Memory quota: {}\nMemory soft quota: {}\n",
                     q.nodes_per_domain,
                     q.node_size,
                     q.watches_per_domain,
                     q.transactions_per_domain,
                     q.nodes_per_transaction,
                     q.perms_per_node,
-                    q.outstanding_requests
+                    q.outstanding_requests,
+                    q.memory_per_domain,
+                    q.memory_per_domain_soft
                 )
             }
             _ => return Err(ErrorKind::Einval),
@@ -55,6 +58,7 @@ impl Server {
                 self.domain_total(domid, |c| c.txs.len()) as u64,
             ),
             ("outstanding", usage.outstanding as u64),
+            ("memory", self.domain_memory(domid) as u64),
             ("dropped events", usage.dropped_events),
         ] {
             report.push_str(&format!("{name:<16}: {value:>8}\n"));

@@ -160,6 +160,7 @@ impl Server {
             let taken = std::mem::take(&mut conn.queued);
             self.release_all(&taken);
             self.recycle_queue(conn_id, taken);
+            self.charge(conn_id);
             self.unblock();
             return Some(Output::Transmit {
                 conn: conn_id,
@@ -250,6 +251,7 @@ impl Server {
             }
         }
         self.usage.entry(domid).or_default().dropped_events += count as u64;
+        self.charge(conn_id);
         self.notices.push_back(Output::EventsDropped {
             conn: conn_id,
             domid,

@@ -91,6 +91,18 @@ pub enum Output {
         /// How many events.
         count: usize,
     },
+    /// Unprivileged domain `domid` holds more memory than its soft quota (reported once per
+    /// crossing; the driver logs it). Past the hard quota its connections are not read.
+    MemoryQuota {
+        /// The domain.
+        domid: u32,
+        /// The bytes it holds.
+        memory: usize,
+        /// Its soft quota.
+        soft: usize,
+        /// Its hard quota.
+        hard: usize,
+    },
 }
 
 #[derive(Clone, Debug, Default)]
@@ -143,7 +155,7 @@ pub struct Server {
     sources: Sources,
     /// The request being answered, when the events it causes must hold it outstanding.
     answering: Option<SourceId>,
-    /// Per unprivileged domain: outstanding requests, dropped events.
+    /// Per unprivileged domain: outstanding requests, memory, dropped events.
     usage: BTreeMap<u32, Usage>,
     /// The latest `now` seen, for requests answered from inside `poll_output`.
     last_now: Instant,

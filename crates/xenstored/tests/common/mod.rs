@@ -36,6 +36,8 @@ pub struct Harness {
     pub events: BTreeMap<ConnId, Vec<(String, String)>>,
     pub closed: Vec<(ConnId, CloseReason)>,
     pub dropped: Vec<(ConnId, usize)>,
+    /// (domid, memory) of each soft-quota report.
+    pub memory_reports: Vec<(u32, usize)>,
     decoders: BTreeMap<ConnId, FrameDecoder>,
     next_req: u32,
 }
@@ -54,6 +56,7 @@ impl Harness {
             events: BTreeMap::new(),
             closed: Vec::new(),
             dropped: Vec::new(),
+            memory_reports: Vec::new(),
             decoders: BTreeMap::new(),
             next_req: 1,
         }
@@ -107,6 +110,9 @@ impl Harness {
                 }
                 Output::Close { conn, reason } => self.closed.push((conn, reason)),
                 Output::EventsDropped { conn, count, .. } => self.dropped.push((conn, count)),
+                Output::MemoryQuota { domid, memory, .. } => {
+                    self.memory_reports.push((domid, memory))
+                }
                 other => panic!("unexpected output {other:?}"),
             }
         }
