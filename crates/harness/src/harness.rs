@@ -167,6 +167,46 @@ pub enum HarnessError {
     Store(String),
 }
 
+/// The connections whose inbound queue is not empty: by the sequence number of their head
+/// (for [`Harness::deliver`]'s global order) and as a list (for a seeded pick).
+#[derive(Clone, Debug, Default)]
+struct Ready {
+    heads: std::collections::BTreeSet<(u64, usize)>,
+    list: Vec<usize>,
+    /// Connection → its index in `list`.
+    pos: Vec<Option<usize>>,
+}
+
+impl Ready {
+    /// `conn`'s queue was empty and now has a head numbered `seq`.
+    fn insert(&mut self, conn: usize, seq: u64) {
+        self.heads.insert((seq, conn));
+        if let Some(slot) = self.pos.get_mut(conn) {
+            *slot = Some(self.list.len());
+            self.list.push(conn);
+        }
+    }
+
+    /// `conn`'s head `seq` was delivered; `next` is its new head, if any.
+    fn advance(&mut self, conn: usize, seq: u64, next: Option<u64>) {
+        self.heads.remove(&(seq, conn));
+        match next {
+            Some(next) => {
+                self.heads.insert((next, conn));
+            }
+            None => {
+                let Some(at) = self.pos.get_mut(conn).and_then(Option::take) else {
+                    return;
+                };
+                self.list.swap_remove(at);
+                if let Some(&moved) = self.list.get(at) {
+                    self.pos[moved] = Some(at);
+                }
+            }
+        }
+    }
+}
+
 /// Something that executes the requests a [`Harness`] holds: takes them with
 /// [`Harness::take_request`] and answers with [`Harness::reply`] and
 /// [`Harness::watch_event`], at once or over later steps.
@@ -253,6 +293,8 @@ pub struct Harness<A: Actor> {
     outbound: Vec<VecDeque<(Owner, Request)>>,
     /// Per connection: (sequence, delivery) waiting to be handed over.
     inbound: Vec<VecDeque<(u64, Delivery)>>,
+    /// Which connections have something to deliver (derived from `inbound`).
+    ready: Ready,
     next_seq: u64,
     /// Requests taken by a store and not yet answered, with what they asked.
     in_flight: BTreeMap<(Owner, OpId), (Conn, Op)>,
@@ -275,6 +317,7 @@ impl<A: Actor> Harness<A> {
             actors: Vec::new(),
             outbound: Vec::new(),
             inbound: Vec::new(),
+            ready: Ready::default(),
             next_seq: 0,
             in_flight: BTreeMap::new(),
             watchers: BTreeMap::new(),
@@ -315,6 +358,7 @@ impl<A: Actor> Harness<A> {
     pub fn connect(&mut self) -> Conn {
         self.outbound.push(VecDeque::new());
         self.inbound.push(VecDeque::new());
+        self.ready.pos.push(None);
         Conn(self.outbound.len() - 1)
     }
 
@@ -468,17 +512,22 @@ impl<A: Actor> Harness<A> {
             .in_flight
             .remove(&(owner, id))
             .ok_or(HarnessError::NotInFlight { owner, id })?;
+        let delivery = Delivery::Reply {
+            owner,
+            id,
+            op,
+            result,
+        };
+        self.push_delivery(conn, delivery)
+    }
+
+    fn push_delivery(&mut self, conn: Conn, delivery: Delivery) -> Result<(), HarnessError> {
         let seq = self.bump_seq();
         let queue = self.inbound.get_mut(conn.0).ok_or(HarnessError::Unknown)?;
-        queue.push_back((
-            seq,
-            Delivery::Reply {
-                owner,
-                id,
-                op,
-                result,
-            },
-        ));
+        if queue.is_empty() {
+            self.ready.insert(conn.0, seq);
+        }
+        queue.push_back((seq, delivery));
         Ok(())
     }
 
@@ -488,24 +537,20 @@ impl<A: Actor> Harness<A> {
         let Some(&owner) = self.watchers.get(&(conn, token.to_owned())) else {
             return;
         };
-        let seq = self.bump_seq();
-        self.inbound[conn.0].push_back((
-            seq,
-            Delivery::Watch {
-                owner,
-                path: path.to_owned(),
-                token: token.to_owned(),
-            },
-        ));
+        let delivery = Delivery::Watch {
+            owner,
+            path: path.to_owned(),
+            token: token.to_owned(),
+        };
+        // The watcher table only names connections that exist.
+        let _ = self.push_delivery(conn, delivery);
     }
 
     /// Something the peer of `conn` reported on its own (see [`PeerEvent`]): queued for
     /// every machine on `conn`, in the order of everything else delivered there.
     pub fn peer_event(&mut self, conn: Conn, event: PeerEvent) {
-        let seq = self.bump_seq();
-        if let Some(queue) = self.inbound.get_mut(conn.0) {
-            queue.push_back((seq, Delivery::Peer { event }));
-        }
+        // An unknown connection has no machine to tell.
+        let _ = self.push_delivery(conn, Delivery::Peer { event });
     }
 
     fn bump_seq(&mut self) -> u64 {
@@ -517,6 +562,14 @@ impl<A: Actor> Harness<A> {
     /// Whether an answer or event waits on `conn`.
     pub fn has_delivery(&self, conn: Conn) -> bool {
         self.inbound.get(conn.0).is_some_and(|q| !q.is_empty())
+    }
+
+    /// The connections with something to deliver, in a deterministic order (for a world
+    /// that picks among them, as the simulator's seeded reordering does); kept up to date as
+    /// answers come and go, so a host with thousands of connections pays nothing for the
+    /// idle ones.
+    pub fn ready_conns(&self) -> impl ExactSizeIterator<Item = Conn> + '_ {
+        self.ready.list.iter().map(|&c| Conn(c))
     }
 
     /// Whom the next delivery on `conn` is for (`None` for an empty queue, or for a peer
@@ -545,13 +598,7 @@ impl<A: Actor> Harness<A> {
     /// Hands the oldest waiting answer or event (over all connections) to its owner.
     /// `Ok(false)` when nothing waits.
     pub fn deliver(&mut self) -> Result<bool, HarnessError> {
-        let oldest = self
-            .inbound
-            .iter()
-            .enumerate()
-            .filter_map(|(c, q)| q.front().map(|(seq, _)| (*seq, c)))
-            .min();
-        match oldest {
+        match self.ready.heads.first().copied() {
             Some((_, c)) => self.deliver_from(Conn(c)),
             None => Ok(false),
         }
@@ -560,9 +607,14 @@ impl<A: Actor> Harness<A> {
     /// Hands the oldest answer or event waiting on `conn` to its owner and drains it.
     /// `Ok(false)` when nothing waits there.
     pub fn deliver_from(&mut self, conn: Conn) -> Result<bool, HarnessError> {
-        let Some((_, delivery)) = self.inbound.get_mut(conn.0).and_then(VecDeque::pop_front) else {
+        let Some(queue) = self.inbound.get_mut(conn.0) else {
             return Ok(false);
         };
+        let Some((seq, delivery)) = queue.pop_front() else {
+            return Ok(false);
+        };
+        let next_head = queue.front().map(|(next, _)| *next);
+        self.ready.advance(conn.0, seq, next_head);
         let now = self.now;
         match delivery {
             Delivery::Reply {
@@ -832,6 +884,7 @@ where
             actors: self.actors.clone(),
             outbound: self.outbound.clone(),
             inbound: self.inbound.clone(),
+            ready: self.ready.clone(),
             next_seq: self.next_seq,
             in_flight: self.in_flight.clone(),
             watchers: self.watchers.clone(),

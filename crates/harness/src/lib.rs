@@ -61,7 +61,7 @@ mod store;
 pub mod xs;
 
 pub use harness::{Actor, ActorId, Conn, Harness, HarnessError, Owner, Record, Store};
-pub use store::XenstoredStore;
+pub use store::{MAX_OPS_PER_CONN, XenstoredStore};
 
 /// What [`actors!`] expands to names; not part of the API.
 #[doc(hidden)]

@@ -13,6 +13,11 @@ use xsio_xs_client::{Client, Error, Response};
 
 use crate::harness::{Actor, Conn, Harness, HarnessError, Owner, Store};
 
+/// How many operations one connection executes at once. A transaction of the toolstack's
+/// may be some forty requests on the wire; sixteen of them stay well inside the client's
+/// in-flight limit (1024 by default), as a real toolstack throttles itself.
+pub const MAX_OPS_PER_CONN: usize = 16;
+
 /// One harness connection's client and what it has in flight.
 #[derive(Debug)]
 struct Party {
@@ -128,7 +133,13 @@ impl<A: Actor> Store<A> for XenstoredStore {
         let now = harness.now();
         // Requests the machines issued since the last step, in order per connection.
         for (index, party) in self.parties.iter_mut().enumerate() {
-            while let Some((owner, request)) = harness.take_request(conn_at(index)) {
+            // Backpressure: a connection takes no more than MAX_OPS_PER_CONN operations at
+            // once; the rest wait in the harness (a transaction is many requests on the
+            // wire, and the client refuses past its own in-flight limit).
+            while party.client.ops_in_flight() < MAX_OPS_PER_CONN {
+                let Some((owner, request)) = harness.take_request(conn_at(index)) else {
+                    break;
+                };
                 moved = true;
                 let Op::Xs(op) = request.op else {
                     harness.reply(

@@ -12,9 +12,14 @@
 //!   { vdev = "hdc", kind = "cdrom", params = "/srv/iso/install.iso" },
 //! ]
 //!
+//! [[domain]]
+//! domid = 10
+//! count = 100         # domains 10 to 109, each with these devices
+//! devices = [{ vdev = "xvda", kind = "disk", params = "/srv/disk.img" }]
+//!
 //! [[step]]
 //! at_ms = 0
-//! action = "create"   # every device of the domain
+//! action = "create"   # every device of the domain; without `domain`, of every domain
 //! domain = 1
 //!
 //! [[step]]
@@ -85,8 +90,8 @@ pub struct Step {
     pub at_ms: u64,
     /// What.
     pub action: Action,
-    /// To which domain.
-    pub domain: u32,
+    /// To which domain (`None`: every domain).
+    pub domain: Option<u32>,
     /// To which device (`None`: every device of the domain).
     pub device: Option<Vbd>,
 }
@@ -165,6 +170,9 @@ struct File {
 #[serde(deny_unknown_fields)]
 struct FileDomain {
     domid: u32,
+    /// This many domains, `domid`, `domid + 1`, ..., each with these devices.
+    #[serde(default = "one")]
+    count: u32,
     #[serde(default)]
     devices: Vec<FileDevice>,
 }
@@ -182,7 +190,7 @@ struct FileDevice {
 struct FileStep {
     at_ms: u64,
     action: Action,
-    domain: u32,
+    domain: Option<u32>,
     device: Option<String>,
 }
 
@@ -191,17 +199,25 @@ impl Scenario {
     pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
         let file: File = toml::from_str(text)?;
         let mut domains = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
         for d in file.domains {
+            if d.count == 0 || d.domid.checked_add(d.count - 1).is_none() {
+                return Err(ScenarioError::Invalid(format!(
+                    "domain {}: count {} does not fit",
+                    d.domid, d.count
+                )));
+            }
             if d.domid == 0 {
                 return Err(ScenarioError::Invalid(
                     "domain 0 is the toolstack's; guests start at 1".into(),
                 ));
             }
-            if domains.iter().any(|seen: &Domain| seen.domid == d.domid) {
-                return Err(ScenarioError::Invalid(format!(
-                    "domain {} is listed twice",
-                    d.domid
-                )));
+            for domid in d.domid..=d.domid + (d.count - 1) {
+                if !seen.insert(domid) {
+                    return Err(ScenarioError::Invalid(format!(
+                        "domain {domid} is listed twice"
+                    )));
+                }
             }
             let mut devices: Vec<Device> = Vec::new();
             for dev in d.devices {
@@ -221,27 +237,39 @@ impl Scenario {
                     params: dev.params,
                 });
             }
-            domains.push(Domain {
-                domid: d.domid,
-                devices,
-            });
+            for domid in d.domid..=d.domid + (d.count - 1) {
+                domains.push(Domain {
+                    domid,
+                    devices: devices.clone(),
+                });
+            }
         }
         let mut steps = Vec::new();
         for s in file.steps {
-            let Some(domain) = domains.iter().find(|d| d.domid == s.domain) else {
-                return Err(ScenarioError::Invalid(format!(
-                    "a step at {} ms names domain {}, which is not listed",
-                    s.at_ms, s.domain
-                )));
+            let named: Vec<&Domain> = match s.domain {
+                None => domains.iter().collect(),
+                Some(domid) => match domains.iter().find(|d| d.domid == domid) {
+                    Some(d) => vec![d],
+                    None => {
+                        return Err(ScenarioError::Invalid(format!(
+                            "a step at {} ms names domain {domid}, which is not listed",
+                            s.at_ms
+                        )));
+                    }
+                },
             };
             let device = match &s.device {
                 None => None,
                 Some(name) => {
-                    let vdev = parse_vdev(s.domain, name)?;
-                    if !domain.devices.iter().any(|d| d.vdev == vdev) {
+                    let domid = s.domain.unwrap_or(0);
+                    let vdev = parse_vdev(domid, name)?;
+                    if !named
+                        .iter()
+                        .any(|d| d.devices.iter().any(|dev| dev.vdev == vdev))
+                    {
                         return Err(ScenarioError::Invalid(format!(
-                            "a step at {} ms names device {name} of domain {}, which is not listed",
-                            s.at_ms, s.domain
+                            "a step at {} ms names device {name}, which no domain it names has",
+                            s.at_ms
                         )));
                     }
                     Some(vdev)
@@ -271,6 +299,10 @@ impl Scenario {
             faults,
         })
     }
+}
+
+fn one() -> u32 {
+    1
 }
 
 fn parse_vdev(domid: u32, name: &str) -> Result<Vbd, ScenarioError> {
@@ -307,6 +339,38 @@ mod tests {
         assert_eq!(s.steps[1].action, Action::Remove);
         assert_eq!(s.domains[0].devices[0].vdev.number(), 51712);
         assert_eq!(s.faults, Faults::default());
+    }
+
+    #[test]
+    fn a_count_makes_many_domains_and_a_step_without_domain_names_them_all() {
+        let text = r#"
+            name = "many"
+            [[domain]]
+            domid = 10
+            count = 3
+            devices = [{ vdev = "xvda", kind = "disk", params = "/d" }]
+            [[step]]
+            at_ms = 0
+            action = "create"
+        "#;
+        let s = Scenario::parse(text).unwrap();
+        let ids: Vec<u32> = s.domains.iter().map(|d| d.domid).collect();
+        assert_eq!(ids, [10, 11, 12]);
+        assert_eq!(s.steps[0].domain, None);
+        let overlap = format!("{text}\n[[domain]]\ndomid = 12\n");
+        assert!(
+            Scenario::parse(&overlap)
+                .unwrap_err()
+                .to_string()
+                .contains("domain 12 is listed twice")
+        );
+        let huge = text.replace("count = 3", &format!("count = {}", u32::MAX));
+        assert!(
+            Scenario::parse(&huge)
+                .unwrap_err()
+                .to_string()
+                .contains("does not fit")
+        );
     }
 
     #[test]

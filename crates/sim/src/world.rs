@@ -104,6 +104,13 @@ pub(crate) struct Sim {
     pub(crate) devices: Vec<SimDevice>,
     steps: VecDeque<crate::scenario::Step>,
     tool_ops: BTreeMap<OpId, ToolOp>,
+    /// Actor → its device and lane (indexed by `ActorId::index`).
+    roles: Vec<(usize, Lane)>,
+    /// Domain → its devices' indices.
+    by_domain: BTreeMap<u32, Vec<usize>>,
+    /// Per domain, how many of its devices are not absent, not being destroyed and not
+    /// removed (only domains with some): who still needs the shared parent directories.
+    live: BTreeMap<u32, usize>,
     pub(crate) trace: Trace,
     pub(crate) steps_taken: usize,
 }
@@ -151,6 +158,10 @@ impl Sim {
             }
         }
         let steps = scenario.steps.iter().cloned().collect();
+        let mut by_domain: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+        for (i, d) in devices.iter().enumerate() {
+            by_domain.entry(d.domid).or_default().push(i);
+        }
         Sim {
             scenario,
             seed,
@@ -163,6 +174,9 @@ impl Sim {
             devices,
             steps,
             tool_ops: BTreeMap::new(),
+            roles: Vec::new(),
+            by_domain,
+            live: BTreeMap::new(),
             trace: Trace::default(),
             steps_taken: 0,
         }
@@ -221,16 +235,15 @@ impl Sim {
             return Ok(moved);
         }
         loop {
-            let ready: Vec<Conn> = self
-                .harness
-                .conns()
-                .filter(|c| self.harness.has_delivery(*c))
-                .collect();
-            if ready.is_empty() {
+            let n = self.harness.ready_conns().len();
+            if n == 0 {
                 return Ok(moved);
             }
-            let pick = ready[index(&mut self.rng, ready.len())];
-            self.harness.deliver_from(pick)?;
+            let pick = index(&mut self.rng, n);
+            let Some(conn) = self.harness.ready_conns().nth(pick) else {
+                return Ok(moved);
+            };
+            self.harness.deliver_from(conn)?;
             moved = true;
         }
     }
@@ -243,12 +256,14 @@ impl Sim {
             let Some(step) = self.steps.pop_front() else {
                 return;
             };
-            let chosen: Vec<usize> = self
-                .devices
+            let domains: Vec<u32> = match step.domain {
+                Some(domid) => vec![domid],
+                None => self.by_domain.keys().copied().collect(),
+            };
+            let chosen: Vec<usize> = domains
                 .iter()
-                .enumerate()
-                .filter(|(_, d)| d.domid == step.domain && step.device.is_none_or(|v| v == d.vdev))
-                .map(|(i, _)| i)
+                .flat_map(|domid| self.by_domain.get(domid).into_iter().flatten().copied())
+                .filter(|&i| step.device.is_none_or(|v| v == self.devices[i].vdev))
                 .collect();
             for i in chosen {
                 match step.action {
@@ -299,6 +314,7 @@ impl Sim {
             format!("add {} (device id {})", d.vdev, d.vdev.number()),
         );
         self.devices[i].phase = Phase::Creating;
+        *self.live.entry(self.devices[i].domid).or_default() += 1;
         self.tool_txn(ToolOp::Create(i), txn);
     }
 
@@ -325,26 +341,42 @@ impl Sim {
             },
             self.harness.now(),
         );
-        let id = self.harness.add(self.toolstack, SimActor::Waiter(waiter));
+        let id = self.add_actor(i, Lane::Toolstack, self.toolstack, SimActor::Waiter(waiter));
         self.devices[i].waiter = Some(id);
-        self.harness.drain(id);
     }
 
     /// The areas' removal, pruned: of each area, the highest ancestor that no other live
-    /// device of the host lives under goes, so no empty directory is left behind.
+    /// device of the host lives under goes, so no empty directory is left behind. A device
+    /// already being destroyed is going too: two removals racing may both prune the parent
+    /// they share (removing a missing node is no error).
     fn destroy(&mut self, i: usize) {
         self.devices[i].phase = Phase::Destroying;
-        let live: Vec<String> = self
-            .devices
+        let domid = self.devices[i].domid;
+        if let Some(count) = self.live.get_mut(&domid) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.live.remove(&domid);
+            }
+        }
+        let alive =
+            |d: &SimDevice| matches!(d.phase, Phase::Creating | Phase::Running | Phase::Removing);
+        let mut live: Vec<String> = self.by_domain[&domid]
             .iter()
-            .enumerate()
-            // A device already being destroyed is going too: two removals racing may both
-            // prune the parent they share (removing a missing node is no error).
-            .filter(|(j, d)| {
-                *j != i && !matches!(d.phase, Phase::Absent | Phase::Destroying | Phase::Removed)
-            })
-            .flat_map(|(_, d)| [d.areas.backend_path(), d.areas.frontend_path()])
+            .map(|&j| &self.devices[j])
+            .filter(|d| alive(d))
+            .flat_map(|d| [d.areas.backend_path(), d.areas.frontend_path()])
             .collect();
+        // Another guest's live device keeps the backends' shared directory; any one of its
+        // paths says so.
+        if let Some(&other) = self.live.keys().find(|&&d| d != domid) {
+            let j = self.by_domain[&other]
+                .iter()
+                .copied()
+                .find(|&j| alive(&self.devices[j]));
+            if let Some(j) = j {
+                live.push(self.devices[j].areas.backend_path());
+            }
+        }
         let d = &self.devices[i];
         let roots = [
             (d.areas.backend_path(), "/local/domain/0/backend".to_owned()),
@@ -359,20 +391,30 @@ impl Sim {
                 path: prune_point(&area, &root, &live),
             })
             .collect();
+        // Guarded by the area itself: another device's prune may have taken it already
+        // (with the parent they shared), and then there is nothing left to remove.
         let txn = Txn {
-            only_if_exists: None,
+            only_if_exists: Some(self.devices[i].areas.backend_path()),
             ops,
         };
         self.tool_txn(ToolOp::Destroy(i), txn);
+    }
+
+    /// Adds a machine of device `i` on `conn` and starts it.
+    fn add_actor(&mut self, i: usize, lane: Lane, conn: Conn, actor: SimActor) -> ActorId {
+        let id = self.harness.add(conn, actor);
+        debug_assert_eq!(id.index(), self.roles.len());
+        self.roles.push((i, lane));
+        self.harness.drain(id);
+        id
     }
 
     fn start_machines(&mut self, i: usize) {
         let d = &self.devices[i];
         let now = self.harness.now();
         let backend = Backend::new(d.block.backend_config(d.areas.clone()), now);
-        let id = self.harness.add(self.backends, SimActor::Backend(backend));
+        let id = self.add_actor(i, Lane::Backend, self.backends, SimActor::Backend(backend));
         self.devices[i].backend = Some(id);
-        self.harness.drain(id);
         if self.devices[i].silent {
             let name = self.device_name(i);
             self.say(
@@ -390,9 +432,8 @@ impl Sim {
         };
         let frontend = Frontend::new(d.block.frontend_config(d.areas.clone(), &transport), now);
         let conn = self.guests[&d.domid];
-        let id = self.harness.add(conn, SimActor::Frontend(frontend));
+        let id = self.add_actor(i, Lane::Frontend, conn, SimActor::Frontend(frontend));
         self.devices[i].frontend = Some(id);
-        self.harness.drain(id);
     }
 
     /// Turns the harness's log into trace lines and lets the toolstack react.
@@ -494,17 +535,7 @@ impl Sim {
     }
 
     fn device_of(&self, actor: ActorId) -> Option<(usize, Lane)> {
-        self.devices.iter().enumerate().find_map(|(i, d)| {
-            if d.backend == Some(actor) {
-                Some((i, Lane::Backend))
-            } else if d.frontend == Some(actor) {
-                Some((i, Lane::Frontend))
-            } else if d.waiter == Some(actor) {
-                Some((i, Lane::Toolstack))
-            } else {
-                None
-            }
-        })
+        self.roles.get(actor.index()).copied()
     }
 
     fn machine_event(&mut self, actor: ActorId, event: SimEvent) {
