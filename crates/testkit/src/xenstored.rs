@@ -114,6 +114,13 @@ impl Daemon {
         panic!("xsio xenstored did not come up within {DAEMON_WAIT:?}");
     }
 
+    /// Whether the daemon is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| child.try_wait().unwrap().is_none())
+    }
+
     /// The socket of guest `domid`.
     pub fn domain_socket(&self, domid: u32) -> PathBuf {
         domain_socket(self.dir.path(), domid)

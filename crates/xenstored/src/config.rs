@@ -10,8 +10,8 @@ use std::time::Duration;
 pub struct Quotas {
     /// Nodes a domain may own (ENOSPC beyond).
     pub nodes_per_domain: u32,
-    /// Bytes of one node: value, child names with their NULs, 8 per permission entry
-    /// (ENOSPC beyond).
+    /// Bytes of one node's record, which must stay below this: a 24-byte header, 8 per
+    /// permission entry, the value, child names with their NULs (ENOSPC otherwise).
     pub node_size: usize,
     /// Watches a domain may hold (E2BIG beyond).
     pub watches_per_domain: usize,

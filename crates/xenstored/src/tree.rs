@@ -64,15 +64,17 @@ impl Node {
         }
     }
 
-    /// The size xenstored charges against the node-size quota: value, child names with their
-    /// NULs, and 8 bytes per permission entry.
+    /// The size xenstored charges against the node-size quota, the size of Xen's stored
+    /// record: a 24-byte header, 8 bytes per permission entry, the value, and the child
+    /// names with their NULs.
     pub(crate) fn charged_size(&self) -> usize {
-        self.value.len() + self.children.bytes() + 8 * self.perms.entries().len()
+        NODE_RECORD + self.value.len() + self.children.bytes() + 8 * self.perms.entries().len()
     }
 
-    /// The memory charged to the owner of the node at `path`: its record and its path too.
+    /// The memory charged to the owner of the node at `path`: its record (header included)
+    /// and its path too.
     pub(crate) fn memory(&self, path: &str) -> usize {
-        NODE_RECORD + path.len() + self.charged_size()
+        path.len() + self.charged_size()
     }
 
     /// The child names as the wire lists them: each followed by a NUL.

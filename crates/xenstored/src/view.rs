@@ -48,6 +48,9 @@ pub(crate) struct TxState {
     pub(crate) changes: Vec<Change>,
     /// Net nodes created minus removed that the caller's domain owns.
     pub(crate) own_entry_delta: i64,
+    /// A write in it failed the node-size quota: Xen's daemon then refuses to commit it
+    /// (ENOMEM), whatever else happened.
+    pub(crate) failed: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -67,6 +70,9 @@ impl TxState {
     /// Commits onto `tree`: `Err(EAGAIN)` and no effect if any node the transaction looked
     /// at changed since; otherwise applies the writes and returns the changes to fire.
     pub(crate) fn commit(self, tree: &mut Tree) -> Result<Vec<Change>, ErrorKind> {
+        if self.failed {
+            return Err(ErrorKind::Enomem);
+        }
         for (path, entry) in &self.overlay {
             if tree.get(path).map(|n| n.generation) != entry.observed {
                 return Err(ErrorKind::Eagain);
@@ -201,6 +207,13 @@ impl<'a> View<'a> {
         match self.tx.as_deref_mut() {
             Some(tx) => tx.changes.push(change),
             None => self.changes.push(change),
+        }
+    }
+
+    /// Marks the transaction (if any) as one that cannot commit.
+    pub(crate) fn fail_transaction(&mut self) {
+        if let Some(tx) = self.tx.as_deref_mut() {
+            tx.failed = true;
         }
     }
 

@@ -55,18 +55,30 @@ fn needs_privilege(kind: MsgType) -> bool {
     )
 }
 
-/// Node types: an unknown transaction id is ENOENT before the arguments are looked at.
-fn is_node_type(kind: MsgType) -> bool {
+/// The types whose transaction id Xen 4.17 looks up right after the privilege check (an
+/// unknown one is ENOENT before the arguments are looked at): every type it serves but
+/// WATCH and UNWATCH, which ignore it.
+fn looks_up_transaction(kind: MsgType) -> bool {
     matches!(
         kind,
-        MsgType::Read
+        MsgType::Control
             | MsgType::Directory
-            | MsgType::DirectoryPart
+            | MsgType::Read
             | MsgType::GetPerms
+            | MsgType::TransactionStart
+            | MsgType::TransactionEnd
+            | MsgType::Introduce
+            | MsgType::Release
+            | MsgType::GetDomainPath
             | MsgType::Write
             | MsgType::Mkdir
             | MsgType::Rm
             | MsgType::SetPerms
+            | MsgType::IsDomainIntroduced
+            | MsgType::Resume
+            | MsgType::SetTarget
+            | MsgType::ResetWatches
+            | MsgType::DirectoryPart
     )
 }
 
@@ -121,7 +133,10 @@ impl Server {
         let kind = MsgType::from_u32(frame.header.msg_type).ok_or(ErrorKind::Enosys)?;
         self.check_privilege(conn_id, kind)?;
         let tx_id = frame.header.tx_id;
-        if is_node_type(kind) && tx_id != 0 && !self.conns[&conn_id].txs.contains_key(&tx_id) {
+        if looks_up_transaction(kind)
+            && tx_id != 0
+            && !self.conns[&conn_id].txs.contains_key(&tx_id)
+        {
             return Err(ErrorKind::Enoent);
         }
         match Packet::<Request>::decode_lenient(frame) {
@@ -196,7 +211,11 @@ impl Server {
                 domid == DOMID_SELF || self.domains.contains_key(&domid),
             )),
             Request::Introduce { domid, .. } => {
-                self.add_domain(domid);
+                if self.domains.contains_key(&domid) {
+                    self.reset_domain(domid);
+                } else {
+                    self.add_domain(domid);
+                }
                 Ok(Reply::Introduce)
             }
             Request::Release { domid } => {
@@ -209,6 +228,9 @@ impl Server {
                 Ok(Reply::Release)
             }
             Request::Resume { domid } => {
+                if domid == 0 {
+                    return Err(ErrorKind::Einval); // as RELEASE: never the control domain
+                }
                 if self.domains.contains_key(&domid) {
                     Ok(Reply::Resume)
                 } else {
@@ -246,20 +268,31 @@ impl Server {
         let path = path::resolve_owned(raw_path, &conn.home);
         let who = ops::Who { caller, quotas };
 
+        // SET_PERMS checks its list before its path, in Xen's order (the list parsed at
+        // decoding, EINVAL): too many entries for an unprivileged caller is ENOSPC.
+        if let NodeOp::SetPerms { perms } = &op {
+            if !caller.privileged && perms.len() > quotas.perms_per_node {
+                return Err(ErrorKind::Enospc);
+            }
+        }
         if path.starts_with('@') {
             match op {
-                NodeOp::GetPerms => return self.special_perms_request(who, &path, None),
+                // An `@` name is no node: Xen 4.17 answers GET_PERMS there with EINVAL (the
+                // special permissions can be set, not read).
+                NodeOp::GetPerms => return Err(ErrorKind::Einval),
                 NodeOp::SetPerms { perms } => {
-                    return self.special_perms_request(who, &path, Some(perms));
+                    return self.special_perms_request(who, &path, perms);
                 }
                 _ => {}
             }
         }
         path::check_node(&path, self.config.path_max).map_err(|_| ErrorKind::Einval)?;
-        if let NodeOp::SetPerms { perms } = &op {
-            if !caller.privileged && perms.len() > quotas.perms_per_node {
-                return Err(ErrorKind::Enospc);
-            }
+        // The one domid check we can make without a hypervisor: ids from DOMID_SELF
+        // (0x7ff0) up name no domain, and Xen refuses such an owner with ENOENT.
+        if let NodeOp::SetPerms { perms } = &op
+            && perms.first().is_some_and(|owner| owner.domid >= DOMID_SELF)
+        {
+            return Err(ErrorKind::Enoent);
         }
         let mut view = View::new(&mut self.tree, tx);
         if !caller.privileged {
@@ -284,39 +317,30 @@ impl Server {
         };
         let changes = std::mem::take(&mut view.changes);
         for change in &changes {
-            self.fire(change);
+            self.fire(change, &changes);
         }
         reply
     }
 
-    /// GET_PERMS (`new` is `None`) or SET_PERMS on `@introduceDomain` / `@releaseDomain`,
-    /// which decide who hears of domains coming and going.
+    /// SET_PERMS on `@introduceDomain` / `@releaseDomain`, which decide who hears of
+    /// domains coming and going (any other `@` name is no node: EINVAL). Unlike a node's,
+    /// a special name's owner may change (no node quota hangs on it), as in Xen.
     fn special_perms_request(
         &mut self,
         who: ops::Who<'_>,
         path: &str,
-        new: Option<Vec<Perm>>,
+        new: Vec<Perm>,
     ) -> Result<Reply, ErrorKind> {
         let name = [INTRODUCE_DOMAIN, RELEASE_DOMAIN]
             .into_iter()
             .find(|k| *k == path)
-            .ok_or(ErrorKind::Enoent)?;
+            .ok_or(ErrorKind::Einval)?;
         let current = &self.special_perms[name];
         let granted = current.granted(who.caller);
-        let Some(new) = new else {
-            return if granted.read {
-                Ok(Reply::GetPerms(current.entries().to_vec()))
-            } else {
-                Err(ErrorKind::Eacces)
-            };
-        };
         if !(granted.write && granted.owner) {
             return Err(ErrorKind::Eacces);
         }
         let perms = Perms::from_entries(new).ok_or(ErrorKind::Einval)?;
-        if !who.caller.privileged && perms.owner() != current.owner() {
-            return Err(ErrorKind::Eperm);
-        }
         self.special_perms.insert(name, perms);
         Ok(Reply::SetPerms)
     }

@@ -280,8 +280,53 @@ impl Server {
         for conn in gone {
             self.drop_conn(conn, CloseReason::DomainReleased);
         }
+        self.remove_owned_by(domid);
         self.fire_special(RELEASE_DOMAIN);
         true
+    }
+
+    /// Removes every node `domid` owns, with its subtree, as a privileged RM would (watches
+    /// fire the same way), in tree order. Xen's daemon does this when a domain goes, so that
+    /// a later domain given the same id inherits nothing.
+    fn remove_owned_by(&mut self, domid: u32) {
+        let mut roots: Vec<String> = Vec::new();
+        for (path, node) in self.tree.walk() {
+            let inside_earlier = roots
+                .last()
+                .is_some_and(|r| xsio_xs_wire::path::is_at_or_below(&path, r));
+            if path != "/" && node.perms.owner() == domid && !inside_earlier {
+                roots.push(path);
+            }
+        }
+        let quotas = self.config.quotas.clone();
+        let who = crate::ops::Who {
+            caller: Caller {
+                domid: 0,
+                privileged: true,
+                target: None,
+            },
+            quotas: &quotas,
+        };
+        for root in roots {
+            let mut view = crate::view::View::new(&mut self.tree, None);
+            // Cannot fail: the node exists and the caller is privileged.
+            let _ = crate::ops::rm(&mut view, who, &root);
+            let changes = std::mem::take(&mut view.changes);
+            for change in &changes {
+                self.fire(change, &changes);
+            }
+        }
+    }
+
+    /// INTRODUCE of a domain already known: Xen re-binds its event channel and resets its
+    /// connection (its watches and transactions go, as after RESET_WATCHES).
+    fn reset_domain(&mut self, domid: u32) {
+        for conn in self.conns.values_mut() {
+            if conn.domid == domid && !conn.privileged {
+                conn.watches.clear();
+                conn.txs.clear();
+            }
+        }
     }
 
     fn caller(&self, conn: &Conn) -> Caller {

@@ -52,7 +52,7 @@ impl Server {
         }
         let changes = tx.commit(&mut self.tree)?;
         for change in &changes {
-            self.fire(change);
+            self.fire(change, &changes);
         }
         Ok(Reply::TransactionEnd)
     }

@@ -48,7 +48,10 @@ impl Server {
         given: String,
         token: String,
     ) -> Result<Reply, ErrorKind> {
-        let watch = self.resolve_watch(conn_id, &given, token)?;
+        // No watch can exist on a path WATCH refused, so Xen answers "no such watch".
+        let watch = self
+            .resolve_watch(conn_id, &given, token)
+            .map_err(|_| ErrorKind::Enoent)?;
         let conn = self.conns.get_mut(&conn_id).expect("checked by the caller");
         let idx = conn
             .watches
@@ -90,10 +93,19 @@ impl Server {
     /// may read the node (under its new or, for a permission change, its old permissions) or
     /// its parent, as xenstored decides: a guest watching a directory it may read hears of
     /// children it may not read, but never of anything below a directory hidden from it.
-    pub(super) fn fire(&mut self, change: &Change) {
-        let parent_perms = path::parent(&change.path)
-            .and_then(|p| self.tree.get(p))
-            .map(|n| &n.perms);
+    ///
+    /// `batch` is every change of the same request or commit: a removed node's parent is
+    /// gone from the tree by then, and the permissions it had are in its own removal record.
+    pub(super) fn fire(&mut self, change: &Change, batch: &[Change]) {
+        let parent_perms = path::parent(&change.path).and_then(|parent| {
+            self.tree.get(parent).map(|n| &n.perms).or_else(|| {
+                batch
+                    .iter()
+                    .rev()
+                    .find(|c| c.path == parent)
+                    .map(|c| &c.perms)
+            })
+        });
         let mut deliveries = Vec::new();
         for (conn_id, conn) in &self.conns {
             let caller = self.caller(conn);
