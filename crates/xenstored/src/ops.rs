@@ -205,6 +205,13 @@ fn create(view: &mut View<'_>, who: Who<'_>, path: &str, value: &[u8]) -> Result
     }
     let leaf = Node::new(value, perms.clone());
     check_size(view, who, leaf.charged_size())?;
+    // Each new node between the anchor and the leaf lists the next one's name, which may
+    // be long enough to break the quota on its own.
+    for pair in missing.windows(2) {
+        let mut between = Node::new(b"", perms.clone());
+        between.children.push(path::base_name(&pair[0]).into());
+        check_size(view, who, between.charged_size())?;
+    }
     let first_new = missing.last().expect("missing holds path itself");
     let first_name = path::base_name(first_new);
     check_size(view, who, anchor_size + first_name.len() + 1)?;

@@ -107,6 +107,16 @@ fn node_size_quota_binds_guests_not_dom0() {
     let g = guest_home(&mut h, 3);
     assert_eq!(h.write(g, 0, "big", &"x".repeat(3000)), err("ENOSPC"));
     assert_eq!(h.write(g, 0, "ok", &"x".repeat(2000)), ok());
+    // Xen's record: 24-byte header + 8 per permission + value must stay below 2048.
+    assert_eq!(h.write(g, 0, "edge", &"x".repeat(2015)), ok());
+    assert_eq!(h.write(g, 0, "edge", &"x".repeat(2016)), err("ENOSPC"));
+    // A new node in between lists the next name: a 2020-byte name is too much for it.
+    let long = "n".repeat(2020);
+    assert_eq!(h.write(g, 0, &format!("mid/{long}"), ""), err("ENOSPC"));
+    // A refused write in a transaction: the commit is refused too (ENOMEM), as in Xen.
+    let tx = h.start(g);
+    assert_eq!(h.write(g, tx, "edge", &"x".repeat(2016)), err("ENOSPC"));
+    assert_eq!(h.end(g, tx, true), err("ENOMEM"));
     let c = h.dom0();
     assert_eq!(h.write(c, 0, "/big", &"x".repeat(4000)), ok());
 }

@@ -105,6 +105,55 @@ const RULES: &[Rule] = &[
             c.sender && c.is(MsgType::SetPerms) && c.op.payload.starts_with(b"@") && ours_refused
         },
     },
+    Rule {
+        // DIRECTORY_PART from an offset that points at the NUL ending a name (libxenstore
+        // only ever sends offsets at name starts): Xen lists an empty name first; our
+        // encoder refuses an empty name and the reply is EINVAL.
+        name: "directory-part-empty-name",
+        matches: |c| match (c.xen, c.xsio) {
+            ([x], [o]) if c.sender && c.is(MsgType::DirectoryPart) => {
+                let body = x
+                    .payload()
+                    .splitn(2, |&b| b == 0)
+                    .nth(1)
+                    .unwrap_or_default();
+                x.kind() == Some(c.op.kind)
+                    && body.len() > 1
+                    && body[0] == 0
+                    && o.kind() == Some(16)
+                    && o.payload() == b"EINVAL\0"
+            }
+            _ => false,
+        },
+    },
+    Rule {
+        // A permission naming a negative domain id (`b-1`, taken by both daemons' strtol
+        // reading): Xen prints it back signed, we print the unsigned 32-bit id.
+        name: "signed-domid-print",
+        matches: |c| match (c.xen, c.xsio) {
+            ([x], [o]) if c.is(MsgType::GetPerms) && x.kind() == o.kind() => {
+                let unsigned = |entry: &[u8]| -> Option<Vec<u8>> {
+                    let (letter, id) = entry.split_first()?;
+                    let id: i64 = std::str::from_utf8(id).ok()?.parse().ok()?;
+                    Some(format!("{}{}", *letter as char, id as u32).into_bytes())
+                };
+                let theirs: Option<Vec<_>> = x
+                    .payload()
+                    .split(|&b| b == 0)
+                    .filter(|e| !e.is_empty())
+                    .map(unsigned)
+                    .collect();
+                let ours: Vec<_> = o
+                    .payload()
+                    .split(|&b| b == 0)
+                    .filter(|e| !e.is_empty())
+                    .map(<[u8]>::to_vec)
+                    .collect();
+                theirs == Some(ours)
+            }
+            _ => false,
+        },
+    },
 ];
 
 impl History {
@@ -191,6 +240,18 @@ fn well_formed(op: &Op) -> bool {
         MsgType::Control => ends,
         _ => ends && strings == 1,
     }
+}
+
+/// Every name a difference can be accepted under: the rules above and the ones the
+/// history applies itself.
+pub fn rule_names() -> Vec<&'static str> {
+    let mut names: Vec<_> = RULES.iter().map(|r| r.name).collect();
+    names.extend([
+        "directory-part-generation",
+        "duplicate-events",
+        "doomed-transaction",
+    ]);
+    names
 }
 
 /// What the comparison remembers across operations: how often each rule applied, and

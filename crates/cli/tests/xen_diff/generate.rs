@@ -178,6 +178,18 @@ impl Generator {
             payload.push(0);
         }
         let tx = self.tx_for(client, kind);
+        if kind == MsgType::DirectoryPart.as_u32() && tx != TxRef::None {
+            // A non-numeric offset is refused before the node is read here, while Xen
+            // reads it (row "non-numeric-argument"): inside a transaction that would
+            // change which commits conflict, so offsets there are numbers.
+            let path = payload
+                .split(|&b| b == 0)
+                .next()
+                .unwrap_or_default()
+                .to_vec();
+            payload = path;
+            payload.extend(b"\x000\0");
+        }
         let id = self.next_id;
         self.next_id += 1;
         if kind == MsgType::TransactionStart.as_u32() && tx == TxRef::None {
@@ -324,9 +336,9 @@ impl Generator {
                 let domid = *self.rng.pick(&SPARE_DOMAINS);
                 match self.rng.below(8) {
                     // Port domid + 10, ring in grant 1: as laid out for Xen's daemon.
-                    0..=5 => format!("{domid}\01\0{}\0", domid + 10).into_bytes(),
+                    0..=5 => format!("{domid}\x001\0{}\0", domid + 10).into_bytes(),
                     6 => format!("{domid}\0").into_bytes(),
-                    _ => b"1\01\011\0".to_vec(), // a live guest again
+                    _ => b"1\x001\x0011\0".to_vec(), // a live guest again
                 }
             }
             MsgType::Release => {
@@ -338,9 +350,9 @@ impl Generator {
             MsgType::SetTarget => self
                 .rng
                 .pick(&[
-                    &b"3\0001\0"[..],
-                    b"4\0002\0",
-                    b"2\0001\0",
+                    &b"3\x001\0"[..],
+                    b"4\x002\0",
+                    b"2\x001\0",
                     b"3\0",
                     b"3\0x\0",
                 ])
@@ -474,7 +486,7 @@ impl Generator {
                         .pick(&[&b"x1"[..], b"r", b"rabc", b"r0x1", b"r01", b"b-1"])
                         .to_vec();
                 }
-                let letter = *r.pick(&[b'n', b'r', b'w', b'b']);
+                let letter = *r.pick(b"nrwb");
                 let domid = *r.pick(&[0, 1, 2, 1, 2, 3]);
                 format!("{}{domid}", letter as char).into_bytes()
             })

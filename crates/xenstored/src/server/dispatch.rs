@@ -142,6 +142,16 @@ impl Server {
         match Packet::<Request>::decode_lenient(frame) {
             Ok(packet) => Ok(packet.body),
             Err(PayloadError::UnsupportedType(_)) => Err(ErrorKind::Enosys),
+            // Xen counts SET_PERMS entries (ENOSPC past the quota, for an unprivileged
+            // caller) before it parses them (EINVAL).
+            Err(_) if kind == MsgType::SetPerms && !self.conns[&conn_id].privileged => {
+                let strings = frame.payload.iter().filter(|&&b| b == 0).count();
+                if strings.saturating_sub(1) > self.config.quotas.perms_per_node {
+                    Err(ErrorKind::Enospc)
+                } else {
+                    Err(ErrorKind::Einval)
+                }
+            }
             Err(_) => Err(ErrorKind::Einval),
         }
     }
@@ -275,6 +285,14 @@ impl Server {
                 return Err(ErrorKind::Enospc);
             }
         }
+        // The one domid check we can make without a hypervisor: ids from DOMID_SELF
+        // (0x7ff0) up name no domain, and Xen refuses such an owner with ENOENT, before it
+        // looks at the path.
+        if let NodeOp::SetPerms { perms } = &op
+            && perms.first().is_some_and(|owner| owner.domid >= DOMID_SELF)
+        {
+            return Err(ErrorKind::Enoent);
+        }
         if path.starts_with('@') {
             match op {
                 // An `@` name is no node: Xen 4.17 answers GET_PERMS there with EINVAL (the
@@ -287,13 +305,6 @@ impl Server {
             }
         }
         path::check_node(&path, self.config.path_max).map_err(|_| ErrorKind::Einval)?;
-        // The one domid check we can make without a hypervisor: ids from DOMID_SELF
-        // (0x7ff0) up name no domain, and Xen refuses such an owner with ENOENT.
-        if let NodeOp::SetPerms { perms } = &op
-            && perms.first().is_some_and(|owner| owner.domid >= DOMID_SELF)
-        {
-            return Err(ErrorKind::Enoent);
-        }
         let mut view = View::new(&mut self.tree, tx);
         if !caller.privileged {
             view.check_tx_size(quotas.nodes_per_transaction)?;
