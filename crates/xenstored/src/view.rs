@@ -59,6 +59,9 @@ struct TxEntry {
     observed: Option<u64>,
     node: Option<Node>,
     modified: bool,
+    /// How many nodes the transaction had touched before this one: the commit fires its
+    /// events in this first-touch order, as Xen's daemon does.
+    touched: usize,
 }
 
 impl TxState {
@@ -78,6 +81,11 @@ impl TxState {
                 return Err(ErrorKind::Eagain);
             }
         }
+        let touched: BTreeMap<String, usize> = self
+            .overlay
+            .iter()
+            .map(|(path, entry)| (path.clone(), entry.touched))
+            .collect();
         for (path, entry) in self.overlay {
             if !entry.modified {
                 continue;
@@ -89,12 +97,16 @@ impl TxState {
                 }
             }
         }
+        // One event per changed node, in the order the transaction first touched them (a
+        // removed subtree: its root first, as it was read first).
         let mut seen = std::collections::BTreeSet::new();
-        Ok(self
+        let mut changes: Vec<Change> = self
             .changes
             .into_iter()
             .filter(|c| seen.insert(c.path.clone()))
-            .collect())
+            .collect();
+        changes.sort_by_key(|c| touched.get(&c.path).copied().unwrap_or(usize::MAX));
+        Ok(changes)
     }
 }
 
@@ -142,6 +154,7 @@ impl<'a> View<'a> {
                 observed: main.map(|n| n.generation),
                 node: if visible { main.cloned() } else { None },
                 modified: false,
+                touched: tx.overlay.len(),
             };
             tx.overlay.insert(path.to_owned(), entry);
         }
@@ -185,6 +198,7 @@ impl<'a> View<'a> {
             },
             Some(tx) => {
                 let observed = self.tree.get(path).map(|n| n.generation);
+                let e_len = tx.overlay.len();
                 match tx.overlay.entry(path.to_owned()) {
                     Entry::Occupied(mut e) => {
                         let e = e.get_mut();
@@ -192,10 +206,12 @@ impl<'a> View<'a> {
                         e.modified = true;
                     }
                     Entry::Vacant(e) => {
+                        let touched = e_len;
                         e.insert(TxEntry {
                             observed,
                             node,
                             modified: true,
+                            touched,
                         });
                     }
                 }

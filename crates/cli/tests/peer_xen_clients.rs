@@ -1,0 +1,166 @@
+//! Our xenstore client (`xsio-xs-client` through `xsio-io-std`'s `XsConn`) against Xen 4.17's
+//! own C xenstored, run without a hypervisor under the testkit's shim: dom0 on its socket,
+//! a guest over a real ring (bridged to a socket, so the client runs over it unchanged).
+
+use std::time::Duration;
+
+use xsio_io_std::unix::{UnixConn, now};
+use xsio_io_std::xenstore::{XsConn, XsError};
+use xsio_testkit::peer::{Peer, Tests};
+use xsio_testkit::xen::{Flavour, World, XenStored};
+use xsio_xs_client::Config;
+use xsio_xs_wire::{Access, ErrorKind, Perm};
+
+fn daemon() -> (World, XenStored) {
+    let world = World::new().expect("cc is there: the harness checked");
+    let daemon = XenStored::start(&world, Flavour::C, &[]).expect("xenstored is there");
+    (world, daemon)
+}
+
+fn dom0(daemon: &XenStored) -> XsConn {
+    XsConn::connect(daemon.socket()).expect("connect to Xen's xenstored")
+}
+
+/// Guest `domid` with its home (owned by it, as a toolstack makes it), over its ring.
+fn guest(daemon: &XenStored, domid: u32) -> XsConn {
+    let mut toolstack = dom0(daemon);
+    let home = format!("/local/domain/{domid}");
+    toolstack.write(&home, "").unwrap();
+    toolstack
+        .set_perms(&home, &[Perm::new(Access::None, domid)])
+        .unwrap();
+    let ring = daemon.introduce(domid).expect("introduce the guest");
+    XsConn::from_conn(UnixConn::from_stream(ring), Config::default())
+}
+
+/// A transaction whose read an outside write invalidates gets Xen's real EAGAIN at commit;
+/// `XsConn::transaction` runs the body again and the second commit succeeds.
+fn transactions_retry_on_real_eagain() {
+    let (_world, d) = daemon();
+    let mut a = dom0(&d);
+    let mut b = dom0(&d);
+    a.write("/counter", "1").unwrap();
+    let mut attempts = 0;
+    a.transaction(|tx| {
+        attempts += 1;
+        let value: u32 = tx.get("/counter")?;
+        if attempts == 1 {
+            b.write("/counter", "10").unwrap(); // under the transaction's feet
+        }
+        tx.set("/counter", &(value + 1))
+    })
+    .unwrap();
+    assert_eq!(attempts, 2);
+    assert_eq!(a.get::<u32>("/counter").unwrap(), 11);
+}
+
+/// The same, from a guest over its ring.
+fn a_guest_transaction_retries_over_its_ring() {
+    let (_world, d) = daemon();
+    let mut g = guest(&d, 1);
+    let mut toolstack = dom0(&d);
+    g.write("data/n", "5").unwrap();
+    let mut attempts = 0;
+    g.transaction(|tx| {
+        attempts += 1;
+        let value: u32 = tx.get("data/n")?;
+        if attempts == 1 {
+            toolstack.write("/local/domain/1/data/n", "7").unwrap();
+        }
+        tx.set("data/n", &(value * 2))
+    })
+    .unwrap();
+    assert_eq!(attempts, 2);
+    assert_eq!(toolstack.get::<u32>("/local/domain/1/data/n").unwrap(), 14);
+}
+
+/// A guest's watch (relative path) fires at once, then for a change dom0 makes, with the
+/// path relative to its home; after the unwatch nothing more comes.
+fn a_guest_watch_sees_dom0_writes() {
+    let (_world, d) = daemon();
+    let mut g = guest(&d, 1);
+    let mut toolstack = dom0(&d);
+    let deadline = || now().checked_add(Duration::from_secs(5));
+    let watch = g.watch("device", "dev").unwrap();
+    let first = g
+        .next_event(deadline())
+        .unwrap()
+        .expect("the initial event");
+    assert_eq!(
+        (first.path.as_str(), first.token.as_str()),
+        ("device", "dev")
+    );
+    toolstack.write("/local/domain/1/device/vbd", "").unwrap();
+    let event = g
+        .next_event(deadline())
+        .unwrap()
+        .expect("an event for dom0's write");
+    assert_eq!(event.path, "device/vbd");
+    g.unwatch(watch).unwrap();
+    toolstack.write("/local/domain/1/device/vif", "").unwrap();
+    let quiet = now().checked_add(Duration::from_millis(300));
+    assert_eq!(g.next_event(quiet).unwrap(), None);
+}
+
+/// A directory whose names do not fit one reply: Xen answers DIRECTORY with E2BIG and our
+/// client lists it in DIRECTORY_PART chunks, every name once, in Xen's order.
+fn a_large_directory_comes_in_chunks() {
+    let (_world, d) = daemon();
+    let mut c = dom0(&d);
+    let names: Vec<String> = (0..120)
+        .map(|i| format!("{i:03}-{}", "n".repeat(56)))
+        .collect();
+    c.transaction(|tx| {
+        for name in &names {
+            tx.write(&format!("/big/{name}"), "")?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(c.directory("/big").unwrap(), names);
+}
+
+/// Xen's permission check reaches our client as a typed error.
+fn a_guest_is_refused_what_it_may_not_see() {
+    let (_world, d) = daemon();
+    let mut toolstack = dom0(&d);
+    toolstack.write("/vm/secret", "key").unwrap();
+    let mut g = guest(&d, 2);
+    match g.read("/vm/secret") {
+        Err(err @ XsError::Op(_)) => assert_eq!(err.xs_kind(), Some(ErrorKind::Eacces)),
+        other => panic!("expected EACCES, got {other:?}"),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cc = Peer::runs("cc", "cc", &["--version"]);
+    let xen = Peer::file(Flavour::C.program());
+    let needs: &[&Peer] = &[&cc, &xen];
+    Tests::new()
+        .test(
+            "transactions_retry_on_real_eagain",
+            needs,
+            transactions_retry_on_real_eagain,
+        )
+        .test(
+            "a_guest_transaction_retries_over_its_ring",
+            needs,
+            a_guest_transaction_retries_over_its_ring,
+        )
+        .test(
+            "a_guest_watch_sees_dom0_writes",
+            needs,
+            a_guest_watch_sees_dom0_writes,
+        )
+        .test(
+            "a_large_directory_comes_in_chunks",
+            needs,
+            a_large_directory_comes_in_chunks,
+        )
+        .test(
+            "a_guest_is_refused_what_it_may_not_see",
+            needs,
+            a_guest_is_refused_what_it_may_not_see,
+        )
+        .run()
+}
