@@ -86,16 +86,13 @@ fn a_guest_watch_sees_dom0_writes() {
         .next_event(deadline())
         .unwrap()
         .expect("the initial event");
-    assert_eq!(
-        (first.path.as_str(), first.token.as_str()),
-        ("device", "dev")
-    );
+    assert_eq!((first.path(), first.token()), ("device", "dev"));
     toolstack.write("/local/domain/1/device/vbd", "").unwrap();
     let event = g
         .next_event(deadline())
         .unwrap()
         .expect("an event for dom0's write");
-    assert_eq!(event.path, "device/vbd");
+    assert_eq!(event.path(), "device/vbd");
     g.unwatch(watch).unwrap();
     toolstack.write("/local/domain/1/device/vif", "").unwrap();
     let quiet = now().checked_add(Duration::from_millis(300));
