@@ -209,7 +209,7 @@ fn create(view: &mut View<'_>, who: Who<'_>, path: &str, value: &[u8]) -> Result
     // be long enough to break the quota on its own.
     for pair in missing.windows(2) {
         let mut between = Node::new(b"", perms.clone());
-        between.children.push(path::base_name(&pair[0]).into());
+        between.children.push(path::base_name(&pair[0]));
         check_size(view, who, between.charged_size())?;
     }
     let first_new = missing.last().expect("missing holds path itself");
