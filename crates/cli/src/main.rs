@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod demo;
+mod device;
 mod qmp;
 mod sim;
 mod vbd;
@@ -33,6 +34,9 @@ enum Command {
     /// Run whole Xen hosts in one deterministic process: a scenario (built-in when none is
     /// given) under a seed, printing the trace and a summary, or many seeds in parallel.
     Sim(sim::Args),
+    /// Add or remove a device (libxl's removal with the QEMU bodge, hotplug scripts),
+    /// against XENSTORED_PATH; or remove every device of a domain.
+    Device(device::Args),
     /// Translate Xen VBD names (xvda, hdc2, d536p37) to xenstore `virtual-device` numbers.
     Vbd(vbd::Args),
     /// Serve an in-memory xenstore on Unix sockets (dom0 and simulated guests).
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => demo::run(&args),
         Command::Sim(args) => sim::run(&args),
+        Command::Device(args) => device::run(&args),
         Command::Vbd(args) => vbd::run(&args),
         Command::Xenstored(args) => xenstored::run(&args),
         Command::Qmp(args) => qmp::run(&args),

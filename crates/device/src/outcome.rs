@@ -247,7 +247,7 @@ pub enum AddError {
         attempts: u32,
     },
     /// The backend did not come up in time.
-    #[error("timed out waiting for {wait}; last state seen: {last:?}")]
+    #[error("timed out waiting for {wait}; last state seen: {}", seen(*.last))]
     TimedOut {
         /// The wait.
         wait: WaitFor,
@@ -289,7 +289,7 @@ pub enum RemoveError {
         attempts: u32,
     },
     /// A wait timed out (with force ON or OFF, or AUTO after its escalation).
-    #[error("timed out waiting for {wait}; last state seen: {last:?}")]
+    #[error("timed out waiting for {wait}; last state seen: {}", seen(*.last))]
     TimedOut {
         /// The wait.
         wait: WaitFor,
@@ -311,4 +311,89 @@ pub enum RemoveError {
         /// The error the removal had already ended with, if any.
         after: Option<Box<RemoveError>>,
     },
+}
+
+impl fmt::Display for DeviceEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceEvent::Guest(state) => write!(f, "guest is {state:?}"),
+            DeviceEvent::DeviceModel { alive: Some(true) } => f.write_str("device model alive"),
+            DeviceEvent::DeviceModel { alive: Some(false) } => f.write_str("device model gone"),
+            DeviceEvent::DeviceModel { alive: None } => {
+                f.write_str("device model liveness unknown")
+            }
+            DeviceEvent::Conflict { txn, attempts } => {
+                write!(
+                    f,
+                    "{txn:?} transaction conflicted (attempt {attempts}); again"
+                )
+            }
+            DeviceEvent::RemovalRequested { backend, force } => {
+                let state = if *backend == XenbusState::Closed {
+                    "backend already Closed: online=0".to_owned()
+                } else {
+                    format!("backend was {backend}: online=0 state=5")
+                };
+                write!(f, "removal requested ({state}, force {force})")?;
+                if *force == Force::On {
+                    f.write_str(", frontend removed")?;
+                }
+                Ok(())
+            }
+            DeviceEvent::Created => f.write_str("toolstack entry and both directories written"),
+            DeviceEvent::Waiting(wait) => write!(f, "waiting for {wait}"),
+            DeviceEvent::StillWaiting { wait, state } => {
+                write!(f, "still waiting for {wait}: read {state}")
+            }
+            DeviceEvent::Reached(wait) => write!(f, "done waiting for {wait}"),
+            DeviceEvent::BackendGone => f.write_str("backend state node gone: nothing to close"),
+            DeviceEvent::Escalated => f.write_str("timed out with force auto: again with force on"),
+            DeviceEvent::BodgeWait(wait) => {
+                write!(
+                    f,
+                    "QEMU backend, guest not running: closing it myself in {wait:?}"
+                )
+            }
+            DeviceEvent::Bodged { wrote: true } => f.write_str("wrote backend state=6 (bodge)"),
+            DeviceEvent::Bodged { wrote: false } => f.write_str("backend already Closed (bodge)"),
+            DeviceEvent::ScriptStarted { argv } => write!(f, "running {}", argv.join(" ")),
+            DeviceEvent::ScriptKilled => {
+                f.write_str("script ran past the hotplug timeout: SIGKILL")
+            }
+            DeviceEvent::ScriptEnded(exit) => write!(f, "script ended: {exit}"),
+            DeviceEvent::HotplugError(text) => write!(f, "hotplug-error: {text}"),
+            DeviceEvent::Pruned { paths } => write!(f, "removed {}", paths.join(" ")),
+            DeviceEvent::Done(completion) => write!(f, "{completion}"),
+        }
+    }
+}
+
+impl fmt::Display for Completion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Completion::Added(Ok(added)) => write!(f, "added ({} script(s) run)", added.scripts),
+            Completion::Added(Err(err)) => write!(f, "add failed: {err}"),
+            Completion::Removed(Removal { result, pruned }) => {
+                match result {
+                    Ok(removed) => {
+                        write!(f, "removed (backend {:?}", removed.backend)?;
+                        if removed.escalated {
+                            f.write_str(", escalated to force on")?;
+                        }
+                        write!(f, ", {} script(s) run)", removed.scripts)?;
+                    }
+                    Err(err) => write!(f, "removal failed: {err}")?,
+                }
+                if !pruned {
+                    f.write_str("; areas left in xenstore")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The last state a wait read, for an error message.
+fn seen(last: Option<XenbusState>) -> String {
+    last.map_or_else(|| "none".to_owned(), |state| state.to_string())
 }

@@ -193,6 +193,17 @@ pub fn run_until<A: Actor>(
     limit: Duration,
     mut done: impl FnMut(&Harness<A>) -> bool,
 ) -> Result<(), DriveError> {
+    run_until_with(harness, links, limit, |h| done(h))
+}
+
+/// [`run_until`] whose condition may change the harness: take its log as the run goes
+/// (a command printing each step when it happens), add machines.
+pub fn run_until_with<A: Actor>(
+    harness: &mut Harness<A>,
+    links: &mut XsLinks,
+    limit: Duration,
+    mut done: impl FnMut(&mut Harness<A>) -> bool,
+) -> Result<(), DriveError> {
     let give_up = now().checked_add(limit);
     loop {
         // Settle first: a machine's state may run ahead of the writes it has issued.

@@ -46,3 +46,31 @@ pub fn output_within(command: &mut Command, limit: Duration, what: &str) -> Outp
     wait_with_timeout(&mut child, limit, what);
     child.wait_with_output().unwrap()
 }
+
+/// A child in a process group of its own (a shell script and the tools it starts), killed
+/// as a group, and reaped, on drop.
+#[derive(Debug)]
+pub struct Group {
+    child: Child,
+}
+
+impl Group {
+    /// Spawns `command` as the leader of a new process group (stdin closed).
+    pub fn spawn(command: &mut Command, what: &str) -> Group {
+        use std::os::unix::process::CommandExt;
+        let child = command
+            .process_group(0)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+        Group { child }
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let group = rustix::process::Pid::from_child(&self.child);
+        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        let _ = self.child.wait();
+    }
+}
