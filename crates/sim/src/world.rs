@@ -108,9 +108,12 @@ pub(crate) struct Sim {
     roles: Vec<(usize, Lane)>,
     /// Domain → its devices' indices.
     by_domain: BTreeMap<u32, Vec<usize>>,
-    /// Per domain, how many of its devices are not absent, not being destroyed and not
-    /// removed (only domains with some): who still needs the shared parent directories.
-    live: BTreeMap<u32, usize>,
+    /// Per domain, how many of its devices are present (created and not yet removed; only
+    /// domains with some): who still needs the shared parent directories.
+    present: BTreeMap<u32, usize>,
+    /// Devices whose areas wait to be removed, in order, and the one being removed.
+    destroy_queue: VecDeque<usize>,
+    destroying: Option<usize>,
     pub(crate) trace: Trace,
     pub(crate) steps_taken: usize,
 }
@@ -176,7 +179,9 @@ impl Sim {
             tool_ops: BTreeMap::new(),
             roles: Vec::new(),
             by_domain,
-            live: BTreeMap::new(),
+            present: BTreeMap::new(),
+            destroy_queue: VecDeque::new(),
+            destroying: None,
             trace: Trace::default(),
             steps_taken: 0,
         }
@@ -314,7 +319,7 @@ impl Sim {
             format!("add {} (device id {})", d.vdev, d.vdev.number()),
         );
         self.devices[i].phase = Phase::Creating;
-        *self.live.entry(self.devices[i].domid).or_default() += 1;
+        *self.present.entry(self.devices[i].domid).or_default() += 1;
         self.tool_txn(ToolOp::Create(i), txn);
     }
 
@@ -345,34 +350,43 @@ impl Sim {
         self.devices[i].waiter = Some(id);
     }
 
-    /// The areas' removal, pruned: of each area, the highest ancestor that no other live
-    /// device of the host lives under goes, so no empty directory is left behind. A device
-    /// already being destroyed is going too: two removals racing may both prune the parent
-    /// they share (removing a missing node is no error).
+    /// Queues the removal of device `i`'s areas. The toolstack removes areas one device at a
+    /// time: each prunes the ancestors its area alone kept, which is only known once the
+    /// removals before it have committed (two racing prunes of a shared parent would each
+    /// keep it for the other, or one would take the other's half-removed device with it).
     fn destroy(&mut self, i: usize) {
         self.devices[i].phase = Phase::Destroying;
-        let domid = self.devices[i].domid;
-        if let Some(count) = self.live.get_mut(&domid) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                self.live.remove(&domid);
-            }
+        self.destroy_queue.push_back(i);
+        self.send_next_destroy();
+    }
+
+    /// The areas' removal, pruned: of each area, the highest ancestor that no other device
+    /// still present lives under goes, so no empty directory is left behind.
+    fn send_next_destroy(&mut self) {
+        if self.destroying.is_some() {
+            return;
         }
-        let alive =
-            |d: &SimDevice| matches!(d.phase, Phase::Creating | Phase::Running | Phase::Removing);
+        let Some(i) = self.destroy_queue.pop_front() else {
+            return;
+        };
+        self.destroying = Some(i);
+        let domid = self.devices[i].domid;
+        let present = |d: &SimDevice| !matches!(d.phase, Phase::Absent | Phase::Removed);
         let mut live: Vec<String> = self.by_domain[&domid]
             .iter()
-            .map(|&j| &self.devices[j])
-            .filter(|d| alive(d))
-            .flat_map(|d| [d.areas.backend_path(), d.areas.frontend_path()])
+            .filter(|&&j| j != i && present(&self.devices[j]))
+            .flat_map(|&j| {
+                let areas = &self.devices[j].areas;
+                [areas.backend_path(), areas.frontend_path()]
+            })
             .collect();
-        // Another guest's live device keeps the backends' shared directory; any one of its
+        // Another guest's device keeps the backends' shared directory; any one of its
         // paths says so.
-        if let Some(&other) = self.live.keys().find(|&&d| d != domid) {
+        if let Some(&other) = self.present.keys().find(|&&d| d != domid) {
             let j = self.by_domain[&other]
                 .iter()
                 .copied()
-                .find(|&j| alive(&self.devices[j]));
+                .find(|&j| present(&self.devices[j]));
             if let Some(j) = j {
                 live.push(self.devices[j].areas.backend_path());
             }
@@ -391,10 +405,8 @@ impl Sim {
                 path: prune_point(&area, &root, &live),
             })
             .collect();
-        // Guarded by the area itself: another device's prune may have taken it already
-        // (with the parent they shared), and then there is nothing left to remove.
         let txn = Txn {
-            only_if_exists: Some(self.devices[i].areas.backend_path()),
+            only_if_exists: None,
             ops,
         };
         self.tool_txn(ToolOp::Destroy(i), txn);
@@ -482,7 +494,11 @@ impl Sim {
         let (i, label) = match what {
             ToolOp::Create(i) => (i, "create"),
             ToolOp::RequestRemoval(i) => (i, "removal request"),
-            ToolOp::Destroy(i) => (i, "destroy"),
+            ToolOp::Destroy(i) => {
+                // Whatever its outcome, the next removal may go.
+                self.destroying = None;
+                (i, "destroy")
+            }
         };
         if let Err(err) = &result {
             let name = self.device_name(i);
@@ -494,6 +510,7 @@ impl Sim {
                 format!("toolstack {name}"),
                 format!("{label} failed: {err}"),
             );
+            self.send_next_destroy();
             return;
         }
         match what {
@@ -505,6 +522,13 @@ impl Sim {
             ToolOp::Destroy(i) => {
                 self.devices[i].phase = Phase::Removed;
                 self.devices[i].removed_ms = Some(self.elapsed_ms());
+                let domid = self.devices[i].domid;
+                if let Some(count) = self.present.get_mut(&domid) {
+                    *count = count.saturating_sub(1);
+                    if *count == 0 {
+                        self.present.remove(&domid);
+                    }
+                }
                 let name = self.device_name(i);
                 self.say(
                     Lane::Toolstack,
@@ -513,6 +537,7 @@ impl Sim {
                 );
             }
         }
+        self.send_next_destroy();
         self.report();
     }
 
