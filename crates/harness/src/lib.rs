@@ -14,6 +14,8 @@
 //! - [`xs`]: the one translation of xenstore operations onto the `xsio-xs-client` machine.
 //! - [`XenstoredStore`]: executes the xenstore operations on the real `xsio-xenstored` core
 //!   through one `xsio-xs-client` machine per connection, bytes and all, in process.
+//! - [`MemStore`]: a tiny xenstore (nodes and watches, no permissions) that executes at
+//!   once: the store of the model checker, the benches and the property tests.
 //! - [`Harness::drive`]: runs a harness against a [`Store`] until nothing moves, jumping
 //!   the clock to the next deadline when only timers are left; [`Harness::settle`] stops
 //!   instead of jumping.
@@ -57,10 +59,12 @@
 #![deny(missing_docs)]
 
 mod harness;
+mod mem;
 mod store;
 pub mod xs;
 
 pub use harness::{Actor, ActorId, Conn, Harness, HarnessError, Owner, Record, Store};
+pub use mem::{Executed, MemStore, MemWatch};
 pub use store::{MAX_OPS_PER_CONN, XenstoredStore};
 
 /// What [`actors!`] expands to names; not part of the API.

@@ -75,7 +75,7 @@
 //! # Checked over every interleaving
 //!
 //! `tests/model_check.rs` runs both machines and the toolstack (removal request, waiter,
-//! destroy) against a small xenstore model over every interleaving of their steps, watch
+//! destroy) on `xsio-harness`, against its small xenstore model, over every interleaving of their steps, watch
 //! deliveries (with duplicate events), guest close and restart, backend close, for one
 //! device and for two devices sharing connections. It asserts that both ends reach Connected when nobody
 //! closes, that any close ends with both Closed in a bounded number of steps (the state

@@ -1,8 +1,10 @@
 //! Every interleaving of backend, frontend and toolstack steps and watch deliveries, for one
 //! device and for two devices sharing connections, explored exhaustively.
 //!
-//! The explorer is a depth-first search over whole-world states, deduplicated by a 128-bit
-//! fingerprint. It fails on the first violated property and prints the path that led there.
+//! The world (`model/world.rs`) is the machines in one `xsio_harness::Harness` with its tiny
+//! xenstore `MemStore`; each action is one of the harness's model-checker moves. The
+//! explorer is a depth-first search over whole-world states (the harness hashes its world,
+//! not its log), deduplicated by a 128-bit fingerprint. It fails on the first violated property and prints the path that led there.
 //! A back edge (a state reachable from itself) would be a livelock, so the search also
 //! proves that every run ends, and reports the longest one.
 
@@ -341,7 +343,7 @@ fn two_devices_sharing_connections() {
     assert_explored(&report, 10_000..1_000_000);
 }
 
-/// The biggest graph here (about 1.8 million states, under a minute): removing one device
+/// The biggest graph here (about 1.6 million states, under a minute): removing one device
 /// must not disturb the other on the same connections, which stays Connected.
 #[test]
 fn two_devices_one_removed_while_the_other_stays_connected() {

@@ -1,4 +1,4 @@
-//! The model checker's pieces: a tiny xenstore and the world built on it.
+//! The model checker's world: the xenbus machines on `xsio-harness`, against its tiny
+//! xenstore.
 
-pub(crate) mod store;
 pub(crate) mod world;

@@ -1,8 +1,20 @@
-//! The world the model checker explores: devices (backend, frontend, toolstack), the
-//! xenstore model, and every action that can happen next.
+//! The world the model checker explores: devices (backend, frontend, toolstack) as machines
+//! of one `xsio_harness::Harness`, the tiny xenstore `MemStore`, and every action that can
+//! happen next.
+//!
+//! The checker's choices are the harness's model-checker moves: `Execute(c)` is the store
+//! executing the oldest request of connection `c` (`MemStore::execute_next`, which takes it
+//! from the harness, answers it and queues the watch events it fired), `Deliver(c)` is
+//! `Harness::deliver_from(c)`, the frontend's timer is `Harness::fire_timer` and a duplicate
+//! watch event is `Harness::watch_event`. What the machines did is read from the harness's
+//! log after every action: the transitions they reported, the requests they issued, the
+//! answers to the toolstack's own transactions.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use std::time::Instant;
 
+use xsio_harness::{ActorId, Conn, Harness, MemStore, Owner, Record};
+use xsio_ops::{Op, TxnOp, XsOp};
 use xsio_vbd::Vbd;
 use xsio_xenbus::block::{BlockDevice, BlockKind, BlockTransport, Mode, Protocol};
 use xsio_xenbus::{
@@ -10,20 +22,19 @@ use xsio_xenbus::{
     WaiterConfig, XenbusState, backend_transition_allowed, frontend_transition_allowed,
 };
 
-use xsio_ops::{Op, Output, TxnOp, XsOp};
-
-use super::store::{Conn, Inbound, Owner, Store};
-
-/// Set by a replay to print every machine output.
-pub(crate) static TRACE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-fn trace(who: &str, what: &dyn std::fmt::Debug) {
-    if TRACE.load(std::sync::atomic::Ordering::Relaxed) {
-        println!("  {who}: {what:?}");
+xsio_harness::actors! {
+    /// The machines of the world: each device's backend and frontend, and the toolstack's
+    /// waiter of a device being removed.
+    #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+    pub(crate) enum Machine / Event {
+        Backend(Backend, BackendEvent),
+        Frontend(Frontend, FrontendEvent),
+        Waiter(StateWaiter, WaitEvent),
     }
 }
 
-/// Connection numbers: the toolstack's, the backend domain's, the guest's.
+/// Connection numbers, in the order they are opened: the toolstack's, the backend
+/// domain's, the guest's.
 const TOOLSTACK: usize = 0;
 const BACKEND: usize = 1;
 const FRONTEND: usize = 2;
@@ -64,9 +75,11 @@ pub(crate) enum Last {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Device {
     pub(crate) areas: DeviceAreas,
-    pub(crate) backend: Backend,
-    pub(crate) frontend: Frontend,
-    pub(crate) waiter: Option<StateWaiter>,
+    pub(crate) backend: ActorId,
+    pub(crate) frontend: ActorId,
+    pub(crate) waiter: Option<ActorId>,
+    /// The toolstack's destroy transaction, once sent.
+    pub(crate) destroy: Option<xsio_core::OpId>,
     pub(crate) tool: Tool,
     pub(crate) last: Last,
     pub(crate) removed: bool,
@@ -76,11 +89,11 @@ pub(crate) struct Device {
     pub(crate) restarts: u8,
 }
 
+/// The whole world; equal worlds hash alike (the harness leaves its log out).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct World {
-    pub(crate) now: Instant,
-    pub(crate) store: Store,
-    pub(crate) conns: [Conn; 3],
+    pub(crate) harness: Harness<Machine>,
+    pub(crate) store: MemStore,
     pub(crate) devices: Vec<Device>,
     pub(crate) spurious: u8,
 }
@@ -88,8 +101,8 @@ pub(crate) struct World {
 /// One step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Action {
-    Execute(usize),
-    Deliver(usize),
+    Execute(Conn),
+    Deliver(Conn),
     FrontendTimer(usize),
     Spurious(usize),
     GuestClose(usize),
@@ -106,6 +119,14 @@ impl Action {
             Action::Execute(_) | Action::Deliver(_) | Action::FrontendTimer(_)
         )
     }
+}
+
+/// Which machine of which device an actor is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Backend(usize),
+    Frontend(usize),
+    Waiter(usize),
 }
 
 /// The devices the checker runs: a xen-disk `xvda` and a xen-cdrom `hdc` of domain 1.
@@ -129,10 +150,11 @@ pub(crate) fn block_devices() -> Vec<BlockDevice> {
 impl World {
     /// The toolstack created the first `n` devices; backends and frontends just started.
     pub(crate) fn new(budgets: &[Budget], now: Instant) -> World {
+        let mut harness = Harness::new(now);
+        let conns = [harness.connect(), harness.connect(), harness.connect()];
         let mut world = World {
-            now,
-            store: Store::default(),
-            conns: Default::default(),
+            harness,
+            store: MemStore::new(),
             devices: Vec::new(),
             spurious: budgets.iter().map(|b| b.spurious).sum(),
         };
@@ -142,24 +164,26 @@ impl World {
                 &dev.toolstack_backend_keys(),
                 &dev.toolstack_frontend_keys(),
             );
-            let mut scratch: [Conn; 3] = Default::default();
-            let request = xsio_ops::Request {
-                id: xsio_core::OpId::from_raw(0),
-                op: Op::Xs(XsOp::Transaction(create)),
-            };
-            world
+            // Before anyone watches: nothing fires.
+            let created = world
                 .store
-                .execute(&mut scratch, TOOLSTACK, Owner::Toolstack(i as u8), request);
+                .execute(conns[TOOLSTACK], &Op::Xs(XsOp::Transaction(create)));
+            assert!(created.result.is_ok() && created.fired.is_empty());
             let transport = BlockTransport {
                 ring_ref: 8 + i as u32,
                 event_channel: 5 + i as u32,
                 protocol: Some(Protocol::X86_64),
             };
+            let backend = Backend::new(dev.backend_config(areas.clone()), now);
+            let frontend = Frontend::new(dev.frontend_config(areas.clone(), &transport), now);
             world.devices.push(Device {
-                backend: Backend::new(dev.backend_config(areas.clone()), now),
-                frontend: Frontend::new(dev.frontend_config(areas.clone(), &transport), now),
+                backend: world.harness.add(conns[BACKEND], Machine::Backend(backend)),
+                frontend: world
+                    .harness
+                    .add(conns[FRONTEND], Machine::Frontend(frontend)),
                 areas,
                 waiter: None,
+                destroy: None,
                 tool: Tool::Idle,
                 last: Last::Nothing,
                 removed: false,
@@ -169,41 +193,93 @@ impl World {
                 restarts: budget.restarts,
             });
         }
+        // Both started from the Initialising the toolstack wrote (their first transitions
+        // wait in them, undrained).
+        let before =
+            vec![(XenbusState::Initialising, XenbusState::Initialising); world.devices.len()];
         for i in 0..world.devices.len() {
-            // Both started from the Initialising the toolstack wrote.
-            world.drain_backend(i, XenbusState::Initialising).unwrap();
-            world.drain_frontend(i, XenbusState::Initialising).unwrap();
+            world.harness.drain(world.devices[i].backend);
+            world.harness.drain(world.devices[i].frontend);
         }
+        world.check_log(&before).unwrap();
         world
+    }
+
+    fn conn(&self, index: usize) -> Conn {
+        self.harness.conns().nth(index).unwrap() // the three are opened in `new`
+    }
+
+    fn backend(&self, i: usize) -> &Backend {
+        match self.harness.actor(self.devices[i].backend) {
+            Machine::Backend(b) => b,
+            _ => unreachable!("device backends are backends"),
+        }
+    }
+
+    fn frontend(&self, i: usize) -> &Frontend {
+        match self.harness.actor(self.devices[i].frontend) {
+            Machine::Frontend(f) => f,
+            _ => unreachable!("device frontends are frontends"),
+        }
+    }
+
+    fn frontend_mut(&mut self, i: usize) -> &mut Frontend {
+        match self.harness.actor_mut(self.devices[i].frontend) {
+            Machine::Frontend(f) => f,
+            _ => unreachable!("device frontends are frontends"),
+        }
+    }
+
+    fn waiter(&self, i: usize) -> Option<&StateWaiter> {
+        match self.harness.actor(self.devices[i].waiter?) {
+            Machine::Waiter(w) => Some(w),
+            _ => unreachable!("device waiters are waiters"),
+        }
+    }
+
+    fn role(&self, id: ActorId) -> Role {
+        for (i, dev) in self.devices.iter().enumerate() {
+            if dev.backend == id {
+                return Role::Backend(i);
+            }
+            if dev.frontend == id {
+                return Role::Frontend(i);
+            }
+            if dev.waiter == Some(id) {
+                return Role::Waiter(i);
+            }
+        }
+        unreachable!("every actor belongs to a device")
     }
 
     /// Every action enabled now, protocol steps first.
     pub(crate) fn actions(&self) -> Vec<Action> {
         let mut actions = Vec::new();
-        for (c, conn) in self.conns.iter().enumerate() {
-            if !conn.outbound.is_empty() {
-                actions.push(Action::Execute(c));
+        for conn in self.harness.conns() {
+            if self.harness.has_request(conn) {
+                actions.push(Action::Execute(conn));
             }
-            if !conn.inbound.is_empty() {
-                actions.push(Action::Deliver(c));
+            if self.harness.has_delivery(conn) {
+                actions.push(Action::Deliver(conn));
             }
         }
-        for (i, dev) in self.devices.iter().enumerate() {
-            if dev.frontend.poll_timeout().is_some() {
+        for i in 0..self.devices.len() {
+            if self.frontend(i).poll_timeout().is_some() {
                 actions.push(Action::FrontendTimer(i));
             }
         }
         let quiet = actions.is_empty();
         if self.spurious > 0 {
-            for w in 0..self.store.watches.len() {
+            for w in 0..self.store.watches().len() {
                 actions.push(Action::Spurious(w));
             }
         }
         for (i, dev) in self.devices.iter().enumerate() {
-            if dev.closes > 0 && !dev.frontend.is_stopped() {
+            let (backend, frontend) = (self.backend(i), self.frontend(i));
+            if dev.closes > 0 && !frontend.is_stopped() {
                 actions.push(Action::GuestClose(i));
             }
-            if dev.backend_closes > 0 && !dev.backend.is_stopped() {
+            if dev.backend_closes > 0 && !backend.is_stopped() {
                 actions.push(Action::BackendClose(i));
             }
             if dev.tool != Tool::Idle {
@@ -214,8 +290,8 @@ impl World {
             }
             if quiet
                 && dev.restarts > 0
-                && dev.frontend.state() == XenbusState::Closed
-                && !dev.frontend.is_stopped()
+                && frontend.state() == XenbusState::Closed
+                && !frontend.is_stopped()
             {
                 actions.push(Action::Restart(i));
             }
@@ -228,8 +304,8 @@ impl World {
     pub(crate) fn reduced_actions(&self) -> Vec<Action> {
         let all = self.actions();
         for action in &all {
-            if let Action::Deliver(c) = *action {
-                if self.delivery_is_independent(c) {
+            if let Action::Deliver(conn) = *action {
+                if self.delivery_is_independent(conn) {
                     return vec![*action];
                 }
             }
@@ -239,26 +315,31 @@ impl World {
 
     /// A delivery pops the head of one inbound queue into one machine, which pushes to the
     /// tail of its own outbound queue: that commutes with every execute, every other
-    /// delivery and every duplicate event. Only the environment's actions on the same
-    /// frontend (close, restart, timer) or backend (close) touch the same machine; a
-    /// delivery to a waiter or the toolstack has no such partner.
-    fn delivery_is_independent(&self, c: usize) -> bool {
-        match self.conns[c].inbound.front() {
-            Some(Inbound::Reply { owner, .. } | Inbound::Event { owner, .. }) => match owner {
-                Owner::Frontend(i) => {
-                    let dev = &self.devices[usize::from(*i)];
-                    let stopped = dev.frontend.is_stopped();
-                    (dev.closes == 0 || stopped)
-                        && dev.frontend.poll_timeout().is_none()
-                        && (dev.restarts == 0 || stopped)
-                }
-                Owner::Backend(i) => {
-                    let dev = &self.devices[usize::from(*i)];
-                    dev.backend_closes == 0 || dev.backend.is_stopped()
-                }
-                Owner::Waiter(_) | Owner::Toolstack(_) => true,
-            },
-            None => false,
+    /// delivery and every duplicate event. (A machine that stops or finishes unwatches,
+    /// and the harness drops the events of a watch from the moment its removal is asked
+    /// for; had the execute come first, the event would have been queued and then ignored
+    /// by the stopped machine: both orders reach the same quiet states.) Only the
+    /// environment's actions on the same frontend (close, restart, timer) or backend
+    /// (close) touch the same machine; a delivery to a waiter or to the toolstack has no
+    /// such partner.
+    fn delivery_is_independent(&self, conn: Conn) -> bool {
+        let Some(owner) = self.harness.next_delivery_for(conn) else {
+            return false;
+        };
+        let Owner::Actor(actor) = owner else {
+            return true; // the toolstack's own transaction
+        };
+        match self.role(actor) {
+            Role::Frontend(i) => {
+                let dev = &self.devices[i];
+                let frontend = self.frontend(i);
+                let stopped = frontend.is_stopped();
+                (dev.closes == 0 || stopped)
+                    && frontend.poll_timeout().is_none()
+                    && (dev.restarts == 0 || stopped)
+            }
+            Role::Backend(i) => self.devices[i].backend_closes == 0 || self.backend(i).is_stopped(),
+            Role::Waiter(_) => true,
         }
     }
 
@@ -266,48 +347,50 @@ impl World {
         !self.actions().iter().any(|a| a.is_protocol())
     }
 
+    /// The (backend, frontend) states of every device.
+    fn states(&self) -> Vec<(XenbusState, XenbusState)> {
+        (0..self.devices.len())
+            .map(|i| (self.backend(i).state(), self.frontend(i).state()))
+            .collect()
+    }
+
     /// Applies an action; an error names the violated property.
     pub(crate) fn step(&mut self, action: Action) -> Result<(), String> {
-        trace("step", &action);
+        let before = self.states();
+        let now = self.harness.now();
         match action {
-            Action::Execute(c) => {
-                let Some((owner, request)) = self.conns[c].outbound.pop_front() else {
+            Action::Execute(conn) => {
+                let executed = self
+                    .store
+                    .execute_next(&mut self.harness, conn)
+                    .map_err(|e| e.to_string())?;
+                if !executed {
                     return Err("execute on an empty queue".into());
-                };
-                trace(&format!("execute {owner:?}"), &request.op);
-                self.store.execute(&mut self.conns, c, owner, request);
+                }
             }
-            Action::Deliver(c) => {
-                let Some(inbound) = self.conns[c].inbound.pop_front() else {
+            Action::Deliver(conn) => {
+                let delivered = self.harness.deliver_from(conn).map_err(|e| e.to_string())?;
+                if !delivered {
                     return Err("deliver on an empty queue".into());
-                };
-                trace("deliver", &inbound);
-                self.deliver(inbound)?;
+                }
             }
             Action::FrontendTimer(i) => {
-                let deadline = self.devices[i]
-                    .frontend
-                    .poll_timeout()
-                    .ok_or("timer not armed")?;
-                self.now = self.now.max(deadline);
-                let before = self.devices[i].frontend.state();
-                self.devices[i].frontend.handle_timeout(self.now);
-                self.drain_frontend(i, before)?;
+                let deadline = self.frontend(i).poll_timeout().ok_or("timer not armed")?;
+                self.harness.advance_to(deadline);
+                if !self.harness.fire_timer(self.devices[i].frontend) {
+                    return Err("the frontend's timer did not fire at its deadline".into());
+                }
             }
             Action::Spurious(w) => {
-                let reg = self
+                let watch = self
                     .store
-                    .watches
-                    .iter()
+                    .watches()
                     .nth(w)
                     .cloned()
                     .ok_or("no such watch")?;
                 self.spurious -= 1;
-                self.conns[reg.conn].inbound.push_back(Inbound::Event {
-                    owner: reg.owner,
-                    path: reg.path,
-                    token: reg.token,
-                });
+                self.harness
+                    .watch_event(watch.conn, &watch.path, &watch.token);
             }
             Action::GuestClose(i) => {
                 let dev = &mut self.devices[i];
@@ -315,9 +398,8 @@ impl World {
                 if !dev.removed {
                     dev.last = Last::Closed;
                 }
-                let before = dev.frontend.state();
-                dev.frontend.close(self.now);
-                self.drain_frontend(i, before)?;
+                self.frontend_mut(i).close(now);
+                self.harness.drain(self.devices[i].frontend);
             }
             Action::BackendClose(i) => {
                 let dev = &mut self.devices[i];
@@ -325,24 +407,20 @@ impl World {
                 if !dev.removed {
                     dev.last = Last::Closed;
                 }
-                let before = dev.backend.state();
-                dev.backend.close(self.now);
-                self.drain_backend(i, before)?;
+                let Machine::Backend(backend) = self.harness.actor_mut(dev.backend) else {
+                    unreachable!("device backends are backends")
+                };
+                backend.close(now);
+                self.harness.drain(self.devices[i].backend);
             }
             Action::Removal(i) => {
-                let now = self.now;
+                let toolstack = self.conn(TOOLSTACK);
                 let dev = &mut self.devices[i];
                 dev.removals -= 1;
                 dev.removed = true;
                 dev.last = Last::Closed;
                 dev.tool = Tool::Removing;
-                let request = xsio_ops::Request {
-                    id: xsio_core::OpId::from_raw(0),
-                    op: Op::Xs(XsOp::Transaction(dev.areas.request_removal())),
-                };
-                self.conns[TOOLSTACK]
-                    .outbound
-                    .push_back((Owner::Toolstack(i as u8), request));
+                let removal = Op::Xs(XsOp::Transaction(dev.areas.request_removal()));
                 let waiter = StateWaiter::new(
                     WaiterConfig {
                         path: dev.areas.backend_key("state"),
@@ -352,169 +430,136 @@ impl World {
                     },
                     now,
                 );
-                dev.waiter = Some(waiter);
-                self.drain_waiter(i)?;
+                self.harness.submit(toolstack, removal);
+                let waiter = self.harness.add(toolstack, Machine::Waiter(waiter));
+                self.devices[i].waiter = Some(waiter);
+                self.harness.drain(waiter);
             }
             Action::Restart(i) => {
                 let dev = &mut self.devices[i];
                 dev.restarts -= 1;
                 dev.last = Last::Restarted;
-                let before = dev.frontend.state();
-                if !dev.frontend.restart(self.now) {
+                if !self.frontend_mut(i).restart(now) {
                     return Err("restart refused by a Closed frontend".into());
                 }
-                self.drain_frontend(i, before)?;
+                self.harness.drain(self.devices[i].frontend);
             }
         }
+        self.check_log(&before)?;
         self.check_no_resurrection()
     }
 
-    fn deliver(&mut self, inbound: Inbound) -> Result<(), String> {
-        let now = self.now;
-        let owner = match &inbound {
-            Inbound::Reply { owner, .. } | Inbound::Event { owner, .. } => *owner,
-        };
-        match owner {
-            Owner::Backend(i) => {
-                let i = usize::from(i);
-                let before = self.devices[i].backend.state();
-                let backend = &mut self.devices[i].backend;
-                match inbound {
-                    Inbound::Reply { id, result, .. } => backend
-                        .handle_reply(now, id, result)
-                        .map_err(|e| format!("backend refused a reply: {e}"))?,
-                    Inbound::Event { path, token, .. } => backend.handle_watch(now, &path, &token),
-                }
-                self.drain_backend(i, before)
-            }
-            Owner::Frontend(i) => {
-                let i = usize::from(i);
-                let before = self.devices[i].frontend.state();
-                let frontend = &mut self.devices[i].frontend;
-                match inbound {
-                    Inbound::Reply { id, result, .. } => frontend
-                        .handle_reply(now, id, result)
-                        .map_err(|e| format!("frontend refused a reply: {e}"))?,
-                    Inbound::Event { path, token, .. } => frontend.handle_watch(now, &path, &token),
-                }
-                self.drain_frontend(i, before)
-            }
-            Owner::Waiter(i) => {
-                let i = usize::from(i);
-                let Some(waiter) = self.devices[i].waiter.as_mut() else {
-                    return Err("reply for a missing waiter".into());
-                };
-                match inbound {
-                    Inbound::Reply { id, result, .. } => waiter
-                        .handle_reply(now, id, result)
-                        .map_err(|e| format!("waiter refused a reply: {e}"))?,
-                    Inbound::Event { path, token, .. } => waiter.handle_watch(now, &path, &token),
-                }
-                self.drain_waiter(i)
-            }
-            Owner::Toolstack(i) => {
-                let dev = &mut self.devices[usize::from(i)];
-                if let Inbound::Reply { result, .. } = inbound {
+    /// Checks what the machines did during one action, from the harness's log, and acts
+    /// as the toolstack on it: every transition reported must be allowed and start from
+    /// the state the machine was in; after Closed a machine writes nothing but its state;
+    /// no machine fails; the waiter ends with Closed, upon which the toolstack destroys the
+    /// device; the toolstack's own transactions succeed.
+    fn check_log(&mut self, before: &[(XenbusState, XenbusState)]) -> Result<(), String> {
+        let mut states = before.to_vec();
+        for record in self.harness.take_log() {
+            match record {
+                Record::Request {
+                    owner: Owner::Actor(actor),
+                    request,
+                } => match self.role(actor) {
+                    Role::Backend(i) => check_write_after_closed(
+                        "backend",
+                        states[i].0,
+                        &request.op,
+                        XenbusState::InitWait,
+                    )?,
+                    Role::Frontend(i) => check_write_after_closed(
+                        "frontend",
+                        states[i].1,
+                        &request.op,
+                        XenbusState::Initialising,
+                    )?,
+                    Role::Waiter(_) => {}
+                },
+                Record::Event { actor, event } => self.check_event(actor, event, &mut states)?,
+                Record::Reply {
+                    owner: Owner::Caller,
+                    id,
+                    result,
+                    ..
+                } => {
                     result.map_err(|e| format!("toolstack transaction failed: {e}"))?;
-                    if dev.tool == Tool::Destroying {
-                        dev.tool = Tool::Destroyed;
+                    for dev in &mut self.devices {
+                        if dev.destroy == Some(id) {
+                            dev.tool = Tool::Destroyed;
+                        }
                     }
                 }
-                Ok(())
+                Record::Request {
+                    owner: Owner::Caller,
+                    ..
+                }
+                | Record::Reply { .. }
+                | Record::Watch { .. }
+                | Record::Peer { .. }
+                | Record::Timeout { .. } => {}
             }
         }
+        // The records of what the toolstack did in reaction (a destroy): nothing to check.
+        self.harness.take_log();
+        Ok(())
     }
 
-    fn drain_backend(&mut self, i: usize, mut state: XenbusState) -> Result<(), String> {
-        while let Some(out) = self.devices[i].backend.poll_output() {
-            trace(&format!("backend {i}"), &out);
-            match out {
-                Output::Request(request) => {
-                    check_write_after_closed("backend", state, &request.op, XenbusState::InitWait)?;
-                    self.conns[BACKEND]
-                        .outbound
-                        .push_back((Owner::Backend(i as u8), request));
+    fn check_event(
+        &mut self,
+        actor: ActorId,
+        event: Event,
+        states: &mut [(XenbusState, XenbusState)],
+    ) -> Result<(), String> {
+        match (self.role(actor), event) {
+            (Role::Backend(i), Event::Backend(BackendEvent::StateChanged { from, to })) => {
+                let state = &mut states[i].0;
+                if from != *state || !backend_transition_allowed(from, to) {
+                    return Err(format!(
+                        "backend {i}: transition {from} -> {to} (was {state})"
+                    ));
                 }
-                Output::Event(BackendEvent::StateChanged { from, to }) => {
-                    if from != state || !backend_transition_allowed(from, to) {
-                        return Err(format!(
-                            "backend {i}: transition {from} -> {to} (was {state})"
-                        ));
-                    }
-                    state = to;
-                }
-                Output::Event(
+                *state = to;
+            }
+            (
+                Role::Backend(i),
+                Event::Backend(
                     event @ (BackendEvent::Failed(_)
                     | BackendEvent::ConnectFailed(_)
                     | BackendEvent::BadFrontendState(_)),
-                ) => return Err(format!("backend {i}: {event:?}")),
-                Output::Event(_) => {}
+                ),
+            ) => return Err(format!("backend {i}: {event:?}")),
+            (Role::Frontend(i), Event::Frontend(FrontendEvent::StateChanged { from, to })) => {
+                let state = &mut states[i].1;
+                if from != *state || !frontend_transition_allowed(from, to) {
+                    return Err(format!(
+                        "frontend {i}: transition {from} -> {to} (was {state})"
+                    ));
+                }
+                *state = to;
             }
-        }
-        Ok(())
-    }
-
-    fn drain_frontend(&mut self, i: usize, mut state: XenbusState) -> Result<(), String> {
-        while let Some(out) = self.devices[i].frontend.poll_output() {
-            trace(&format!("frontend {i}"), &out);
-            match out {
-                Output::Request(request) => {
-                    check_write_after_closed(
-                        "frontend",
-                        state,
-                        &request.op,
-                        XenbusState::Initialising,
-                    )?;
-                    self.conns[FRONTEND]
-                        .outbound
-                        .push_back((Owner::Frontend(i as u8), request));
-                }
-                Output::Event(FrontendEvent::StateChanged { from, to }) => {
-                    if from != state || !frontend_transition_allowed(from, to) {
-                        return Err(format!(
-                            "frontend {i}: transition {from} -> {to} (was {state})"
-                        ));
-                    }
-                    state = to;
-                }
-                Output::Event(
+            (
+                Role::Frontend(i),
+                Event::Frontend(
                     event @ (FrontendEvent::Failed(_)
                     | FrontendEvent::ConnectFailed(_)
                     | FrontendEvent::BadBackendState(_)),
-                ) => return Err(format!("frontend {i}: {event:?}")),
-                Output::Event(_) => {}
+                ),
+            ) => return Err(format!("frontend {i}: {event:?}")),
+            (Role::Waiter(i), Event::Waiter(WaitEvent::Done(Ok(XenbusState::Closed)))) => {
+                let toolstack = self.conn(TOOLSTACK);
+                let destroy = Op::Xs(XsOp::Transaction(self.devices[i].areas.destroy()));
+                let id = self.harness.submit(toolstack, destroy);
+                let dev = &mut self.devices[i];
+                dev.tool = Tool::Destroying;
+                dev.destroy = Some(id);
             }
+            (Role::Waiter(i), Event::Waiter(WaitEvent::Done(other))) => {
+                return Err(format!("waiter {i} ended with {other:?}"));
+            }
+            _ => {}
         }
         Ok(())
-    }
-
-    fn drain_waiter(&mut self, i: usize) -> Result<(), String> {
-        loop {
-            let dev = &mut self.devices[i];
-            let Some(out) = dev.waiter.as_mut().and_then(StateWaiter::poll_output) else {
-                return Ok(());
-            };
-            trace(&format!("waiter {i}"), &out);
-            match out {
-                Output::Request(request) => self.conns[TOOLSTACK]
-                    .outbound
-                    .push_back((Owner::Waiter(i as u8), request)),
-                Output::Event(WaitEvent::Done(Ok(XenbusState::Closed))) => {
-                    dev.tool = Tool::Destroying;
-                    let request = xsio_ops::Request {
-                        id: xsio_core::OpId::from_raw(1),
-                        op: Op::Xs(XsOp::Transaction(dev.areas.destroy())),
-                    };
-                    self.conns[TOOLSTACK]
-                        .outbound
-                        .push_back((Owner::Toolstack(i as u8), request));
-                }
-                Output::Event(WaitEvent::Done(other)) => {
-                    return Err(format!("waiter {i} ended with {other:?}"));
-                }
-                Output::Event(_) => {}
-            }
-        }
     }
 
     fn check_no_resurrection(&self) -> Result<(), String> {
@@ -532,7 +577,8 @@ impl World {
     /// What must hold once nothing is left to do.
     pub(crate) fn check_quiet(&self) -> Result<(), String> {
         for (i, dev) in self.devices.iter().enumerate() {
-            let (be, fe) = (dev.backend.state(), dev.frontend.state());
+            let (backend, frontend) = (self.backend(i), self.frontend(i));
+            let (be, fe) = (backend.state(), frontend.state());
             let be_node = self.store.read(&dev.areas.backend_key("state"));
             let fe_node = self.store.read(&dev.areas.frontend_key("state"));
             let ok = match (dev.removed, dev.last) {
@@ -541,22 +587,22 @@ impl World {
                     // have noticed (stopped), whatever state it last wrote.
                     dev.tool == Tool::Destroyed
                         && be == XenbusState::Closed
-                        && dev.backend.is_stopped()
-                        && dev.frontend.is_stopped()
+                        && backend.is_stopped()
+                        && frontend.is_stopped()
                         && be_node.is_none()
                         && fe_node.is_none()
                 }
                 (false, Last::Closed) => {
                     be == XenbusState::Closed
                         && fe == XenbusState::Closed
-                        && be_node.as_deref() == Some("6")
-                        && fe_node.as_deref() == Some("6")
+                        && be_node == Some("6")
+                        && fe_node == Some("6")
                 }
                 (false, Last::Nothing | Last::Restarted) => {
                     be == XenbusState::Connected
                         && fe == XenbusState::Connected
-                        && be_node.as_deref() == Some("4")
-                        && fe_node.as_deref() == Some("4")
+                        && be_node == Some("4")
+                        && fe_node == Some("4")
                 }
             };
             if !ok {
@@ -565,7 +611,7 @@ impl World {
                     dev.removed, dev.last, dev.tool
                 ));
             }
-            if dev.waiter.as_ref().is_some_and(|w| !w.is_done()) {
+            if self.waiter(i).is_some_and(|w| !w.is_done()) {
                 return Err(format!(
                     "device {i}: the toolstack still waits while all is quiet"
                 ));
