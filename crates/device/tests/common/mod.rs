@@ -243,6 +243,8 @@ pub(crate) struct World<A: Actor = DeviceOp> {
     pub(crate) events: Vec<(Duration, A::Event)>,
     /// Every request issued by a machine, in order.
     pub(crate) requests: Vec<Op>,
+    /// Everything the harness recorded, in order.
+    pub(crate) log: Vec<Record<A::Event>>,
 }
 
 impl World<DeviceOp> {
@@ -255,7 +257,10 @@ impl World<DeviceOp> {
     }
 }
 
-impl<A: Actor> World<A> {
+impl<A: Actor> World<A>
+where
+    A::Event: Clone,
+{
     pub(crate) fn with() -> World<A> {
         #[allow(clippy::disallowed_methods)] // the tests' epoch; all later times are virtual
         let epoch = Instant::now();
@@ -269,6 +274,7 @@ impl<A: Actor> World<A> {
             epoch,
             events: Vec::new(),
             requests: Vec::new(),
+            log: Vec::new(),
         }
     }
 
@@ -299,14 +305,15 @@ impl<A: Actor> World<A> {
     fn collect(&mut self) {
         let at = self.h.elapsed();
         for record in self.h.take_log() {
-            match record {
-                Record::Event { event, .. } => self.events.push((at, event)),
+            match &record {
+                Record::Event { event, .. } => self.events.push((at, event.clone())),
                 Record::Request {
                     owner: Owner::Actor(_),
                     request,
-                } => self.requests.push(request.op),
+                } => self.requests.push(request.op.clone()),
                 _ => {}
             }
+            self.log.push(record);
         }
     }
 
