@@ -154,16 +154,18 @@ fn device(kind: u8) -> Device {
 
 /// Which requests an injected fault hits.
 fn fault_target(which: u8) -> impl Fn(&Op) -> bool + 'static {
-    move |op: &Op| match (which, op) {
-        (0, Op::Xs(XsOp::TxnStart)) => true,
-        (1, Op::Xs(XsOp::TxnRead { .. })) => true,
-        (2, Op::Xs(XsOp::TxnApply { .. })) => true,
-        (3, Op::Xs(XsOp::TxnDirectory { .. })) => true,
-        (4, Op::Xs(XsOp::Read { .. })) => true,
-        (5, Op::Xs(XsOp::Watch { .. })) => true,
-        (6, Op::Xs(XsOp::TxnEnd { commit: true, .. })) => true,
-        (7, Op::Host(_)) => true,
-        _ => false,
+    move |op: &Op| {
+        matches!(
+            (which, op),
+            (0, Op::Xs(XsOp::TxnStart))
+                | (1, Op::Xs(XsOp::TxnRead { .. }))
+                | (2, Op::Xs(XsOp::TxnApply { .. }))
+                | (3, Op::Xs(XsOp::TxnDirectory { .. }))
+                | (4, Op::Xs(XsOp::Read { .. }))
+                | (5, Op::Xs(XsOp::Watch { .. }))
+                | (6, Op::Xs(XsOp::TxnEnd { commit: true, .. }))
+                | (7, Op::Host(_))
+        )
     }
 }
 
