@@ -26,7 +26,7 @@ use xsio_qmp::{
     Client, CloseReason, Command, CommandError, Config, Event, Output, Return, Session,
 };
 
-use crate::unix::{UnixConn, now};
+use crate::unix::{Outgoing, UnixConn, now};
 
 /// Why a blocking QMP call failed.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +50,9 @@ pub enum QmpIoError {
 #[derive(Debug)]
 pub struct QmpConn {
     conn: UnixConn,
+    /// Transmits not yet written: a QEMU that stops reading must not block us past the
+    /// machine's deadlines, so writes only go as far as the socket takes them.
+    outgoing: Outgoing,
     client: Client<OwnedFd>,
     max_events: usize,
     done: HashMap<OpId, Result<Return, CommandError>>,
@@ -89,6 +92,7 @@ impl QmpConn {
     fn unnegotiated(conn: UnixConn, config: Config) -> QmpConn {
         QmpConn {
             conn,
+            outgoing: Outgoing::default(),
             max_events: config.max_events,
             client: Client::new(config, now()),
             done: HashMap::new(),
@@ -133,6 +137,16 @@ impl QmpConn {
         // then fails the command.
         self.flush();
         op
+    }
+
+    /// Cancels command `op`: unless it already completed, it completes with
+    /// [`CommandError::Cancelled`] (collect that with [`wait`](QmpConn::wait)); if it was not
+    /// sent yet, it never will be and its descriptors are closed. A command already sent may
+    /// still run in QEMU; its reply is then ignored. Returns whether it was still pending.
+    pub fn cancel(&mut self, op: OpId) -> bool {
+        let cancelled = self.client.cancel(now(), op);
+        self.flush();
+        cancelled
     }
 
     /// Waits until command `op` completes and returns its result.
@@ -185,16 +199,31 @@ impl QmpConn {
         self.flush();
     }
 
-    /// Drains the machine's outputs: sends transmits, files completions and events.
+    /// Drains the machine's outputs (queues transmits, files completions and events), then
+    /// writes what the socket takes without blocking.
     fn flush(&mut self) {
+        loop {
+            self.drain();
+            if self.closed.is_some() || self.outgoing.is_empty() {
+                return;
+            }
+            match self.outgoing.write_ready(&self.conn) {
+                Ok(()) => return,
+                // The machine fails every command; drain again to file that.
+                Err(e) => self.fail(e),
+            }
+        }
+    }
+
+    fn drain(&mut self) {
         while let Some(output) = self.client.poll_output() {
             match output {
                 Output::Transmit(transmit) => {
                     if let Some(t) = &mut self.transcript {
                         t.sent(&transmit.bytes, transmit.fds.len());
                     }
-                    // A failed send drops the fds (closing them) and ends the connection.
-                    if let Err(e) = self.conn.send(transmit) {
+                    // A refused transmit drops the fds (closing them) and ends the connection.
+                    if let Err(e) = self.outgoing.push(transmit) {
                         self.fail(e);
                     }
                 }
@@ -210,6 +239,8 @@ impl QmpConn {
                 }
                 Output::Connected(session) => self.session = Some(session),
                 Output::Closed(reason) => {
+                    // What was not written goes nowhere now; its fds are closed.
+                    self.outgoing.clear();
                     let _ = self.conn.stream().shutdown(std::net::Shutdown::Both);
                     self.closed = Some(reason);
                 }
@@ -219,7 +250,8 @@ impl QmpConn {
         }
     }
 
-    /// One turn of the loop: flush, wait for the socket or the earliest deadline, feed it.
+    /// One turn of the loop: flush, wait for the socket (readable, or writable while
+    /// transmits wait) or the earliest deadline, feed what happened to the machine.
     ///
     /// A socket error ends the connection like an end of stream: the machine then fails
     /// every pending command, which is what callers see. The error itself is kept for
@@ -235,9 +267,10 @@ impl QmpConn {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        match self.conn.wait_readable(deadline) {
-            Ok(true) => self.read(),
-            Ok(false) => {}
+        // While transmits wait, room in the socket wakes us too; the flush below writes.
+        match self.conn.wait(deadline, !self.outgoing.is_empty()) {
+            Ok(ready) if ready.readable => self.read(),
+            Ok(_) => {}
             Err(e) => self.fail(e),
         }
         let t = now();

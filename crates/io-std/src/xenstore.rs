@@ -29,7 +29,7 @@ use xsio_xs_client::{
 };
 use xsio_xs_wire::{ErrorKind, Perm};
 
-use crate::unix::{UnixConn, now};
+use crate::unix::{Outgoing, UnixConn, now};
 
 /// The project README's examples, compiled as doc tests.
 #[doc = include_str!("../../../README.md")]
@@ -81,6 +81,9 @@ impl XsError {
 /// cannot grow memory and never loses events without saying so.
 pub struct XsConn {
     conn: UnixConn,
+    /// Requests not yet written: a daemon that stops reading must not block us past the
+    /// machine's deadlines, so writes only go as far as the socket takes them.
+    outgoing: Outgoing,
     client: Client,
     done: BTreeMap<OpId, Result<Response, Error>>,
     events: WatchQueues,
@@ -141,6 +144,7 @@ impl XsConn {
         let attempts = config.transact_attempts;
         XsConn {
             conn,
+            outgoing: Outgoing::default(),
             events: WatchQueues::new(config.max_queued_events),
             client: Client::new(config, now()),
             done: BTreeMap::new(),
@@ -348,10 +352,15 @@ impl XsConn {
         }
     }
 
-    /// Waits for the socket until `wake`, feeds what came (or the time) to the machine.
-    /// Returns whether the socket was readable.
+    /// Waits for the socket (readable, or writable while requests wait to be written) until
+    /// `wake`, feeds what came (or the time) to the machine. Returns whether the socket was
+    /// readable.
     fn step(&mut self, wake: Option<Instant>) -> Result<bool, XsError> {
-        let readable = self.conn.wait_readable(wake)?;
+        let ready = self.conn.wait(wake, !self.outgoing.is_empty())?;
+        if ready.writable {
+            self.write_ready()?;
+        }
+        let readable = ready.readable;
         if readable {
             let mut fds: Vec<OwnedFd> = Vec::new();
             let result = self.conn.recv(&mut self.buf, &mut fds);
@@ -376,10 +385,8 @@ impl XsConn {
         while let Some(output) = self.client.poll_output() {
             match output {
                 Output::Transmit(transmit) => {
-                    if let Err(err) = self.conn.send(transmit) {
-                        self.client.handle_input(now(), Input::<OwnedFd>::Closed);
-                        self.collect_rest();
-                        return Err(err.into());
+                    if let Err(err) = self.outgoing.push(transmit) {
+                        return Err(self.broken(err));
                     }
                 }
                 Output::Done { id, result } => {
@@ -394,7 +401,22 @@ impl XsConn {
                 _ => {}
             }
         }
-        Ok(())
+        self.write_ready()
+    }
+
+    /// Writes what the socket takes now, without blocking.
+    fn write_ready(&mut self) -> Result<(), XsError> {
+        self.outgoing
+            .write_ready(&self.conn)
+            .map_err(|err| self.broken(err))
+    }
+
+    /// The socket failed: the machine fails every operation, and nothing more is written.
+    fn broken(&mut self, err: io::Error) -> XsError {
+        self.outgoing.clear();
+        self.client.handle_input(now(), Input::<OwnedFd>::Closed);
+        self.collect_rest();
+        err.into()
     }
 
     fn collect_rest(&mut self) {

@@ -346,3 +346,37 @@ fn no_daemon_is_a_connect_error() {
     let err = XsConn::connect(dir.path().join("none")).unwrap_err();
     assert!(matches!(err, XsError::Connect { .. }));
 }
+
+#[test]
+fn a_daemon_that_stops_reading_cannot_hold_an_op_past_its_deadline() {
+    let (ours, daemon) = std::os::unix::net::UnixStream::pair().unwrap();
+    let mut config = Config::default();
+    config.request_timeout = Some(Duration::from_millis(300));
+    let mut xs = XsConn::from_conn(xsio_io_std::UnixConn::from_stream(ours), config);
+    // Requests pipelined on the machine: about 1.2 MB, far more than the socket buffer.
+    let value = Bytes::from(vec![b'v'; 3000]);
+    let ops: Vec<_> = (0..400)
+        .map(|i| {
+            xs.client_mut()
+                .write(now(), None, &format!("/big/{i}"), value.clone())
+        })
+        .collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiting = std::thread::spawn(move || {
+        let started = now();
+        let last = xs.wait(*ops.last().unwrap());
+        let first = xs.wait(ops[0]);
+        tx.send((last, first, now() - started)).unwrap();
+    });
+    let (last, first, waited) = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a write to a daemon that does not read must not block past the deadline");
+    assert!(matches!(last, Err(XsError::Op(Error::Timeout))), "{last:?}");
+    assert!(
+        matches!(first, Err(XsError::Op(Error::Timeout))),
+        "{first:?}"
+    );
+    assert!(waited >= Duration::from_millis(300), "{waited:?}");
+    waiting.join().unwrap();
+    drop(daemon);
+}
