@@ -9,6 +9,12 @@
 //! let (qemu, mut events) = qmp::connect("/run/qemu/dom1.qmp", Config::default()).await?;
 //! let other = qemu.clone(); // any number of tasks may issue commands
 //! let status: typed::StatusInfo = other.execute(typed::query_status()).await?.parse()?;
+//! // A command is cancelled by id, or by dropping its future: it then completes with
+//! // `CommandError::Cancelled` (unless QEMU answered first) and is never sent if it was
+//! // still queued.
+//! let stop = qemu.submit(typed::stop()).await;
+//! qemu.cancel(stop.id()).await;
+//! let _cancelled_or_answered = stop.await;
 //! while let Some(event) = events.recv().await {
 //!     println!("{} {}", event.name, event.data);
 //! }
@@ -16,11 +22,15 @@
 //! ```
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 
 use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
@@ -60,12 +70,53 @@ pub enum Error {
 pub struct QmpHandle {
     requests: mpsc::Sender<Request>,
     session: Arc<Session>,
+    /// Shared by every clone, so that ids are unique on the connection.
+    next_id: Arc<AtomicU64>,
 }
+
+/// Names a command submitted with [`QmpHandle::submit`], for [`QmpHandle::cancel`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CommandId(u64);
+
+type Completion = oneshot::Sender<Result<Return, CommandError>>;
 
 #[derive(Debug)]
 enum Request {
-    Execute(Command, oneshot::Sender<Result<Return, CommandError>>),
+    Execute(CommandId, Command, Completion),
+    // Through the same channel as `Execute`, so that a cancel never overtakes its command.
+    Cancel(CommandId),
     Close,
+}
+
+/// A submitted command's result, to await. Dropping it before it completes cancels the
+/// command (as [`QmpHandle::cancel`] does): the connection's task sees that nobody waits any
+/// more and tells the machine.
+#[derive(Debug)]
+#[must_use = "dropping it cancels the command"]
+pub struct PendingCommand {
+    id: CommandId,
+    result: oneshot::Receiver<Result<Return, CommandError>>,
+}
+
+impl PendingCommand {
+    /// The command's id, for [`QmpHandle::cancel`].
+    pub fn id(&self) -> CommandId {
+        self.id
+    }
+}
+
+impl Future for PendingCommand {
+    type Output = Result<Return, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.result)
+            .poll(cx)
+            .map(|result| match result {
+                Ok(result) => result.map_err(Error::from),
+                // The task ended without answering: only possible once the connection is gone.
+                Err(_) => Err(CommandError::Disconnected.into()),
+            })
+    }
 }
 
 impl QmpHandle {
@@ -75,22 +126,32 @@ impl QmpHandle {
     }
 
     /// Runs a command and waits for its reply. Many may run at once, from many tasks: they
-    /// are pipelined on the one connection.
+    /// are pipelined on the one connection. Dropping the future cancels the command.
     pub async fn execute(&self, command: Command) -> Result<Return, Error> {
+        self.submit(command).await.await
+    }
+
+    /// Submits a command and returns its result to await, with an id for
+    /// [`cancel`](QmpHandle::cancel). If the connection is gone, the result is
+    /// [`CommandError::Disconnected`].
+    pub async fn submit(&self, command: Command) -> PendingCommand {
+        let id = CommandId(self.next_id.fetch_add(1, Ordering::Relaxed));
         let (done, result) = oneshot::channel();
-        if self
+        // If the task is gone the request (and `done`) is dropped: the result then says
+        // Disconnected.
+        let _ = self
             .requests
-            .send(Request::Execute(command, done))
-            .await
-            .is_err()
-        {
-            return Err(CommandError::Disconnected.into());
-        }
-        match result.await {
-            Ok(result) => result.map_err(Error::from),
-            // The task ended without answering: only possible once the connection is gone.
-            Err(_) => Err(CommandError::Disconnected.into()),
-        }
+            .send(Request::Execute(id, command, done))
+            .await;
+        PendingCommand { id, result }
+    }
+
+    /// Cancels a submitted command: unless it already completed, it completes with
+    /// [`CommandError::Cancelled`]; if it was not sent yet it never will be, and its
+    /// descriptors are closed. A command already sent may still run in QEMU; its reply is
+    /// then ignored.
+    pub async fn cancel(&self, id: CommandId) {
+        let _ = self.requests.send(Request::Cancel(id)).await;
     }
 
     /// Closes the connection: pending commands fail with [`CommandError::Disconnected`].
@@ -126,6 +187,7 @@ pub async fn with_stream(
         events: event_tx,
         ready: Some(ready_tx),
         waiting: HashMap::new(),
+        ops: HashMap::new(),
         outgoing: VecDeque::new(),
         buf: vec![0; 64 << 10],
     };
@@ -135,6 +197,7 @@ pub async fn with_stream(
             QmpHandle {
                 requests,
                 session: Arc::new(session),
+                next_id: Arc::new(AtomicU64::new(0)),
             },
             events,
         )),
@@ -160,7 +223,10 @@ struct Task {
     requests: mpsc::Receiver<Request>,
     events: mpsc::Sender<Event>,
     ready: Option<oneshot::Sender<Result<Session, CloseReason>>>,
-    waiting: HashMap<OpId, oneshot::Sender<Result<Return, CommandError>>>,
+    /// Commands not completed yet, with whom to tell.
+    waiting: HashMap<OpId, (CommandId, Completion)>,
+    /// The machine's id of each command in `waiting`.
+    ops: HashMap<CommandId, OpId>,
     outgoing: VecDeque<Pending>,
     buf: Vec<u8>,
 }
@@ -192,9 +258,16 @@ impl Task {
                     }
                 }
                 request = self.requests.recv(), if requests_open => match request {
-                    Some(Request::Execute(command, done)) => {
+                    Some(Request::Execute(id, command, done)) => {
                         let op = self.client.execute(now(), command);
-                        self.waiting.insert(op, done);
+                        self.waiting.insert(op, (id, done));
+                        self.ops.insert(id, op);
+                    }
+                    Some(Request::Cancel(id)) => {
+                        // Unknown: it already completed, and its result is on its way.
+                        if let Some(&op) = self.ops.get(&id) {
+                            self.client.cancel(now(), op);
+                        }
                     }
                     Some(Request::Close) => self.client.close(now()),
                     None => {
@@ -205,6 +278,13 @@ impl Task {
                 },
                 () = sleep_until(deadline), if deadline.is_some() => {
                     self.client.handle_timeout(now());
+                }
+                op = std::future::poll_fn(|cx| poll_abandoned(&mut self.waiting, cx)) => {
+                    // Nobody waits for it any more: cancel it, once (it left `waiting`).
+                    if let Some((id, _)) = self.waiting.remove(&op) {
+                        self.ops.remove(&id);
+                    }
+                    self.client.cancel(now(), op);
                 }
             }
         }
@@ -219,7 +299,8 @@ impl Task {
                     self.outgoing.push_back(Pending { transmit, sent: 0 })
                 }
                 Output::Done { id, result } => {
-                    if let Some(done) = self.waiting.remove(&id) {
+                    if let Some((command, done)) = self.waiting.remove(&id) {
+                        self.ops.remove(&command);
                         // The caller may have stopped waiting; that is its choice.
                         let _ = done.send(result);
                     }
@@ -283,6 +364,19 @@ impl Task {
             Err(_) => self.client.handle_input(t, Input::Closed),
         }
     }
+}
+
+/// Ready with a command whose [`PendingCommand`] was dropped (nobody awaits its result).
+fn poll_abandoned(
+    waiting: &mut HashMap<OpId, (CommandId, Completion)>,
+    cx: &mut Context<'_>,
+) -> Poll<OpId> {
+    for (op, (_, done)) in waiting.iter_mut() {
+        if done.poll_closed(cx).is_ready() {
+            return Poll::Ready(*op);
+        }
+    }
+    Poll::Pending
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
