@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use xsio_io_std::qmp::{QmpConn, QmpIoError};
-use xsio_qmp::{Command, CommandError, Config};
+use xsio_qmp::{CloseReason, Command, CommandError, Config};
 
 /// Arguments of `xsio qmp`.
 #[derive(clap::Args)]
@@ -16,7 +16,8 @@ pub(crate) struct Args {
     /// The QMP Unix socket (`-qmp unix:PATH,server=on,wait=off`).
     #[arg(long)]
     socket: PathBuf,
-    /// Print events as JSON lines until the connection ends or you interrupt.
+    /// Print events as JSON lines until the connection ends or you interrupt. Exits 0 when
+    /// QEMU closes the connection, non-zero with the reason when it ends on an error.
     #[arg(long, conflicts_with = "command")]
     events: bool,
     /// Seconds to wait for the greeting and for the reply; a value too large to count from now
@@ -46,6 +47,13 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 "seconds": event.timestamp.seconds, "microseconds": event.timestamp.microseconds}});
             writeln!(out, "{line}")?;
             out.flush()?;
+        }
+        // QEMU closing the socket is the normal end of the stream; anything else is a failure.
+        if let Some(error) = qmp.io_error() {
+            bail!("the QMP connection failed: {error}");
+        }
+        if let Some(reason @ CloseReason::Protocol(_)) = qmp.closed() {
+            bail!("the QMP connection failed: {reason}");
         }
         return Ok(ExitCode::SUCCESS);
     }

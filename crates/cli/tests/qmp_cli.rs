@@ -127,3 +127,61 @@ fn a_short_timeout_still_fails_the_command_with_its_reason() {
         text(&out.stderr)
     );
 }
+
+const STOP: &str = r#"{"event": "STOP", "timestamp": {"seconds": 1, "microseconds": 2}}"#;
+
+/// `xsio qmp --events` against a QEMU that sends `bytes` after negotiation, then waits for
+/// the client to hang up.
+fn events_after(bytes: &'static [u8]) -> Output {
+    let qemu = FakeQemu::start(move |peer| {
+        peer.send(bytes);
+        peer.read_line();
+    });
+    qemu.run(&["--events"]).0
+}
+
+#[test]
+fn events_end_with_status_0_when_qemu_closes_the_connection() {
+    let qemu = FakeQemu::start(|peer| peer.send(format!("{STOP}\r\n").as_bytes()));
+    let (out, _) = qemu.run(&["--events"]);
+    assert_eq!(
+        (out.status.code(), text(&out.stderr)),
+        (Some(0), String::new())
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "{\"data\":{},\"event\":\"STOP\",\"timestamp\":{\"microseconds\":2,\"seconds\":1}}\n"
+    );
+}
+
+#[test]
+fn events_ending_on_a_protocol_error_exit_non_zero_with_the_reason() {
+    let cases: [(&[u8], &str); 3] = [
+        (
+            b"{\"event\": \"\xff\xfe\", \"timestamp\": {\"seconds\": 1, \"microseconds\": 2}}\r\n",
+            "malformed JSON in a QMP message",
+        ),
+        (
+            b"{\"event\": \"STOP\", \"timestamp\": {\"seconds\": 1, \"microseconds\": 2}}\r\ngarbage",
+            "unexpected byte 0x67 between QMP messages",
+        ),
+        (
+            b"{\"event\": 7, \"timestamp\": {\"seconds\": 1, \"microseconds\": 2}}\r\n",
+            "malformed JSON in a QMP message",
+        ),
+    ];
+    for (bytes, reason) in cases {
+        let out = events_after(bytes);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.starts_with("xsio: the QMP connection failed: ") && stderr.contains(reason),
+            "{stderr}"
+        );
+    }
+    // Events before the error are still printed.
+    let out = events_after(
+        b"{\"event\": \"STOP\", \"timestamp\": {\"seconds\": 1, \"microseconds\": 2}}\r\ngarbage",
+    );
+    assert!(text(&out.stdout).contains("\"event\":\"STOP\""));
+}
