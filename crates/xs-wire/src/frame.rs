@@ -1,8 +1,6 @@
 //! Framing: cutting a byte stream into header + payload frames, whatever the read sizes.
 
 use bytes::{Buf, Bytes, BytesMut};
-use nom::Parser;
-use nom::number::streaming::le_u32;
 
 use crate::XENSTORE_PAYLOAD_MAX;
 use crate::header::{HEADER_LEN, Header, MsgType};
@@ -72,25 +70,25 @@ pub fn decode_frame(buf: &mut BytesMut, max_payload: usize) -> Result<Option<Fra
         buf.reserve(HEADER_LEN + len - buf.len());
         return Ok(None);
     }
-    buf.advance(HEADER_LEN);
-    let payload = buf.split_to(len).freeze();
+    // A copy of the payload (at most 4 KiB by default) rather than a shared slice of the
+    // buffer: the buffer stays uniquely owned, so it is reused for the next bytes instead of
+    // a new one being allocated each time a frame is still alive.
+    let payload = Bytes::copy_from_slice(&buf[HEADER_LEN..HEADER_LEN + len]);
+    buf.advance(HEADER_LEN + len);
     Ok(Some(Frame { header, payload }))
 }
 
 /// The header at the front of `input`, or `None` if fewer than 16 bytes are there.
 pub fn parse_header(input: &[u8]) -> Option<Header> {
-    let mut four = (
-        le_u32::<&[u8], nom::error::Error<&[u8]>>,
-        le_u32,
-        le_u32,
-        le_u32,
-    );
-    let (_, (msg_type, req_id, tx_id, len)) = four.parse(input).ok()?;
+    let header: &[u8; HEADER_LEN] = input.get(..HEADER_LEN)?.try_into().ok()?;
+    let word = |at: usize| {
+        u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
     Some(Header {
-        msg_type,
-        req_id,
-        tx_id,
-        len,
+        msg_type: word(0),
+        req_id: word(4),
+        tx_id: word(8),
+        len: word(12),
     })
 }
 
@@ -119,6 +117,19 @@ pub struct FrameDecoder {
     buf: BytesMut,
     max_payload: usize,
     failed: Option<FrameError>,
+    /// Bytes of the frame last lent by [`FrameDecoder::next_frame_ref`], dropped from the
+    /// buffer at the next call.
+    lent: usize,
+}
+
+/// A frame borrowed from a [`FrameDecoder`]'s buffer (see
+/// [`FrameDecoder::next_frame_ref`]): decode it where it lies, with no copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameRef<'a> {
+    /// The header; `header.len == payload.len()`.
+    pub header: Header,
+    /// The payload bytes.
+    pub payload: &'a [u8],
 }
 
 impl Default for FrameDecoder {
@@ -135,12 +146,14 @@ impl FrameDecoder {
             buf: BytesMut::new(),
             max_payload,
             failed: None,
+            lent: 0,
         }
     }
 
     /// Appends received bytes. Drain with [`FrameDecoder::next_frame`] after every feed: the
     /// buffer holds what was fed and not yet framed.
     pub fn feed(&mut self, bytes: &[u8]) {
+        self.return_lent();
         if self.failed.is_none() {
             self.buf.extend_from_slice(bytes);
         }
@@ -148,6 +161,7 @@ impl FrameDecoder {
 
     /// The next complete frame, `Ok(None)` if more bytes are needed.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        self.return_lent();
         if let Some(err) = &self.failed {
             return Err(err.clone());
         }
@@ -157,14 +171,66 @@ impl FrameDecoder {
         })
     }
 
+    /// The next complete frame, borrowed from the buffer (no copy of its payload), or
+    /// `Ok(None)` if more bytes are needed. The frame stays in the buffer until the next call
+    /// of any method that takes `&mut self`, which drops it. Errors as
+    /// [`FrameDecoder::next_frame`].
+    ///
+    /// ```
+    /// use xsio_xs_wire::FrameDecoder;
+    ///
+    /// let mut decoder = FrameDecoder::default();
+    /// decoder.feed(b"\x02\0\0\0\x07\0\0\0\0\0\0\0\x03\0\0\0/a\0");
+    /// let frame = decoder.next_frame_ref()?.expect("one whole frame");
+    /// assert_eq!((frame.header.req_id, frame.payload), (7, &b"/a\0"[..]));
+    /// assert_eq!(decoder.next_frame_ref()?, None);
+    /// assert!(decoder.is_at_boundary());
+    /// # Ok::<(), xsio_xs_wire::FrameError>(())
+    /// ```
+    pub fn next_frame_ref(&mut self) -> Result<Option<FrameRef<'_>>, FrameError> {
+        self.return_lent();
+        if let Some(err) = &self.failed {
+            return Err(err.clone());
+        }
+        let Some(header) = parse_header(&self.buf) else {
+            return Ok(None);
+        };
+        let len = header.len as usize;
+        if len > self.max_payload {
+            let err = FrameError::Oversize {
+                len: header.len,
+                max: self.max_payload,
+            };
+            self.failed = Some(err.clone());
+            self.buf = BytesMut::new();
+            return Err(err);
+        }
+        if self.buf.len() < HEADER_LEN + len {
+            self.buf.reserve(HEADER_LEN + len - self.buf.len());
+            return Ok(None);
+        }
+        self.lent = HEADER_LEN + len;
+        Ok(Some(FrameRef {
+            header,
+            payload: &self.buf[HEADER_LEN..HEADER_LEN + len],
+        }))
+    }
+
+    fn return_lent(&mut self) {
+        if self.lent > 0 {
+            self.buf.advance(self.lent);
+            self.lent = 0;
+        }
+    }
+
     /// Bytes buffered that do not yet make a whole frame (after draining).
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.lent
     }
 
     /// Whether the stream ended cleanly here: nothing partial is buffered and no error.
     pub fn is_at_boundary(&self) -> bool {
-        self.failed.is_none() && self.buf.is_empty()
+        self.failed.is_none() && self.buffered() == 0
     }
 }
 

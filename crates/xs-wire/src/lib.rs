@@ -60,7 +60,7 @@ mod request;
 
 pub use c_number::parse_domid;
 pub use error_kind::{ALL_ERROR_KINDS, ErrorKind};
-pub use frame::{Frame, FrameDecoder, FrameError, decode_frame, parse_header};
+pub use frame::{Frame, FrameDecoder, FrameError, FrameRef, decode_frame, parse_header};
 pub use header::{ALL_MSG_TYPES, HEADER_LEN, Header, MsgType};
 pub use packet::{Body, Packet};
 pub use path::{XENSTORE_ABS_PATH_MAX, XENSTORE_REL_PATH_MAX};

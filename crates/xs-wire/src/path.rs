@@ -76,14 +76,18 @@ pub fn check(path: &str) -> Result<PathKind, PathError> {
         b'@' => PathKind::Special,
         _ => PathKind::Relative,
     };
-    if let Some(at) = bytes.iter().position(|&b| !is_path_byte(b)) {
-        return Err(PathError::InvalidByte {
-            byte: bytes[at],
-            at,
-        });
+    // One pass: the first byte outside the set, and whether two slashes meet.
+    let mut double_slash = false;
+    let mut prev = 0;
+    for (at, &byte) in bytes.iter().enumerate() {
+        if !is_path_byte(byte) {
+            return Err(PathError::InvalidByte { byte, at });
+        }
+        double_slash |= byte == b'/' && prev == b'/';
+        prev = byte;
     }
     if kind != PathKind::Special {
-        if path.contains("//") {
+        if double_slash {
             return Err(PathError::DoubleSlash);
         }
         if path.len() > 1 && path.ends_with('/') {
@@ -105,8 +109,21 @@ pub fn check(path: &str) -> Result<PathKind, PathError> {
 
 /// Whether xenstore allows this byte in a path.
 pub const fn is_path_byte(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'/' | b'_' | b'@')
+    PATH_BYTES[byte as usize]
 }
+
+/// The bytes a path may hold, as a table: a daemon checks every byte of every request's
+/// path.
+const PATH_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let b = byte as u8;
+        table[byte] = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'/' | b'_' | b'@');
+        byte += 1;
+    }
+    table
+};
 
 /// The absolute form of `path` for a connection whose home is `home`
 /// (`/local/domain/<domid>`): relative paths get `home/` in front, others are unchanged.
@@ -266,6 +283,14 @@ mod tests {
         assert_eq!(check("a//b"), Err(PathError::DoubleSlash));
         assert_eq!(parent("noslash"), None);
         assert_eq!(domain_path(7), "/local/domain/7");
+        let allowed: Vec<u8> = (0..=255u8).filter(|b| is_path_byte(*b)).collect();
+        let mut expected: Vec<u8> = (b'0'..=b'9')
+            .chain(b'A'..=b'Z')
+            .chain(b'a'..=b'z')
+            .collect();
+        expected.extend_from_slice(b"-/@_");
+        expected.sort_unstable();
+        assert_eq!(allowed, expected);
     }
 
     #[test]

@@ -110,11 +110,26 @@ pub(crate) fn head_and_rest(payload: &[u8]) -> Result<(&[u8], &[u8]), PayloadErr
 }
 
 pub(crate) fn exactly<const N: usize>(payload: &[u8]) -> Result<[&[u8]; N], PayloadError> {
-    let fields = fields(payload)?;
-    let found = fields.len();
-    fields
-        .try_into()
-        .map_err(|_| PayloadError::FieldCount { expected: N, found })
+    // Every request has a fixed field count: split without collecting (no allocation per
+    // message), with `fields`' errors in its order (a missing NUL first, then the count).
+    let mut out = [&payload[..0]; N];
+    let mut found = 0;
+    let mut rest = payload;
+    while !rest.is_empty() {
+        let end = rest
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or(PayloadError::MissingNul)?;
+        if let Some(slot) = out.get_mut(found) {
+            *slot = &rest[..end];
+        }
+        found += 1;
+        rest = &rest[end + 1..];
+    }
+    if found != N {
+        return Err(PayloadError::FieldCount { expected: N, found });
+    }
+    Ok(out)
 }
 
 pub(crate) fn at_least(payload: &[u8], min: usize) -> Result<Vec<&[u8]>, PayloadError> {
@@ -212,6 +227,23 @@ mod tests {
         assert_eq!(fields(b"a\0bc"), Err(PayloadError::MissingNul));
         assert_eq!(head_and_rest(b"/a\0b\0c"), Ok((&b"/a"[..], &b"b\0c"[..])));
         assert_eq!(head_and_rest(b"/a"), Err(PayloadError::MissingNul));
+        assert_eq!(exactly::<2>(b"a\0bc\0"), Ok([&b"a"[..], &b"bc"[..]]));
+        assert_eq!(exactly::<1>(b"\0"), Ok([&b""[..]]));
+        assert_eq!(
+            exactly::<1>(b"a\0b\0"),
+            Err(PayloadError::FieldCount {
+                expected: 1,
+                found: 2
+            })
+        );
+        assert_eq!(exactly::<2>(b"a\0b\0c"), Err(PayloadError::MissingNul));
+        assert_eq!(
+            exactly::<1>(b""),
+            Err(PayloadError::FieldCount {
+                expected: 1,
+                found: 0
+            })
+        );
         assert_eq!(number::<u32>(b"0"), Ok(0));
         assert_eq!(number::<u32>(b"4294967295"), Ok(u32::MAX));
         assert!(number::<u32>(b"4294967296").is_err());

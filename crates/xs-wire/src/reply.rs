@@ -81,6 +81,32 @@ pub enum Reply {
 const OK: &[u8] = b"OK\0";
 
 impl Reply {
+    /// Appends a whole `READ` reply to `out` from a borrowed value: the bytes of
+    /// `Packet::new(req_id, tx_id, Reply::Read(value))`, without a copy of the value first
+    /// (a daemon answers READs from its store). A value too large for one message is an
+    /// error and leaves `out` as it was.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use xsio_xs_wire::{Packet, Reply};
+    ///
+    /// let mut out = BytesMut::new();
+    /// Reply::encode_read(7, 0, b"xvda", &mut out)?;
+    /// assert_eq!(&out[..], &Packet::new(7, 0, Reply::Read("xvda".into())).to_bytes()?[..]);
+    /// # Ok::<(), xsio_xs_wire::EncodeError>(())
+    /// ```
+    pub fn encode_read(
+        req_id: u32,
+        tx_id: u32,
+        value: &[u8],
+        out: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
+        encode_message(out, MsgType::Read, req_id, tx_id, |out| {
+            out.put_slice(value);
+            Ok(())
+        })
+    }
+
     /// Appends a whole `WATCH_EVENT` message to `out` from borrowed strings: the bytes of
     /// `Packet::new(0, 0, Reply::WatchEvent { path, token })`, without owning them (a daemon
     /// sends one per matching watch per change). An event that would exceed the payload

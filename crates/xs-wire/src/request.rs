@@ -3,8 +3,9 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::c_number::{Radix, c_u32, c_u64};
+use crate::frame::FrameRef;
 use crate::header::MsgType;
-use crate::packet::Body;
+use crate::packet::{Body, Packet};
 use crate::payload::{
     EncodeError, PayloadError, at_least, exactly, flag, head_and_rest, number, perm, put_field,
     put_flag, put_number, text,
@@ -215,11 +216,37 @@ impl Body for Request {
     }
 
     fn decode_payload(msg_type: u32, payload: &Bytes) -> Result<Request, PayloadError> {
-        decode(msg_type, payload, Grammar::Strict)
+        decode(msg_type, payload, Grammar::Strict, |at| payload.slice(at..))
     }
 
     fn decode_payload_lenient(msg_type: u32, payload: &Bytes) -> Result<Request, PayloadError> {
-        decode(msg_type, payload, Grammar::Lenient)
+        decode(msg_type, payload, Grammar::Lenient, |at| {
+            payload.slice(at..)
+        })
+    }
+}
+
+impl Packet<Request> {
+    /// [`Packet::decode_lenient`] of a frame still in a decoder's buffer
+    /// ([`FrameDecoder::next_frame_ref`](crate::FrameDecoder::next_frame_ref)): nothing is
+    /// copied but a `WRITE`'s value, the only field that is not parsed.
+    ///
+    /// ```
+    /// use xsio_xs_wire::{FrameDecoder, Packet, Request};
+    ///
+    /// let mut decoder = FrameDecoder::default();
+    /// decoder.feed(&Packet::new(3, 0, Request::Read { path: "+x".into() }).to_bytes()?);
+    /// let frame = decoder.next_frame_ref()?.expect("a whole frame");
+    /// let packet = Packet::<Request>::decode_lenient_ref(frame)?;
+    /// assert_eq!(packet, Packet::new(3, 0, Request::Read { path: "+x".into() }));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn decode_lenient_ref(frame: FrameRef<'_>) -> Result<Self, PayloadError> {
+        let payload = frame.payload;
+        let body = decode(frame.header.msg_type, payload, Grammar::Lenient, |at| {
+            Bytes::copy_from_slice(&payload[at..])
+        })?;
+        Ok(Packet::new(frame.header.req_id, frame.header.tx_id, body))
     }
 }
 
@@ -278,9 +305,15 @@ fn bad_number(field: &[u8]) -> PayloadError {
     PayloadError::BadNumber(String::from_utf8_lossy(field).into_owned())
 }
 
-fn decode(msg_type: u32, payload: &Bytes, grammar: Grammar) -> Result<Request, PayloadError> {
+/// Decodes a request payload; `value_at` gives a WRITE's value, which starts at the offset
+/// it is passed.
+fn decode(
+    msg_type: u32,
+    p: &[u8],
+    grammar: Grammar,
+    value_at: impl FnOnce(usize) -> Bytes,
+) -> Result<Request, PayloadError> {
     let kind = MsgType::from_u32(msg_type).ok_or(PayloadError::UnsupportedType(msg_type))?;
-    let p = &payload[..];
     let one_domid = |p: &[u8]| -> Result<u32, PayloadError> {
         let [field] = exactly(p)?;
         grammar.decimal(field)
@@ -339,10 +372,9 @@ fn decode(msg_type: u32, payload: &Bytes, grammar: Grammar) -> Result<Request, P
         },
         MsgType::Write => {
             let (path, _value) = head_and_rest(p)?;
-            let value_at = path.len() + 1;
             Request::Write {
                 path: text(path)?,
-                value: payload.slice(value_at..),
+                value: value_at(path.len() + 1),
             }
         }
         MsgType::SetPerms => {
