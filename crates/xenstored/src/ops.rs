@@ -6,7 +6,7 @@ use xsio_xs_wire::{ErrorKind, Reply, XENSTORE_PAYLOAD_MAX, path};
 
 use crate::Quotas;
 use crate::perms::{Caller, Granted, Perms};
-use crate::tree::Node;
+use crate::tree::{NODE_RECORD, NodeId, NodeRef};
 use crate::view::{Change, View};
 
 /// The caller and the limits that apply to it.
@@ -43,21 +43,15 @@ fn checked<'v>(
     who: Who<'_>,
     path: &str,
     need: Need,
-) -> Result<&'v Node, ErrorKind> {
-    if view.get(path).is_none() {
+) -> Result<NodeRef<'v>, ErrorKind> {
+    let Some(found) = view.find(path) else {
         return Err(missing_errno(view, who, path, need));
-    }
-    let allowed = allows(
-        view.get(path)
-            .expect("looked up just above")
-            .perms
-            .granted(who.caller),
-        need,
-    );
-    if !allowed {
+    };
+    if !allows(view.node(path, found).perms().granted(who.caller), need) {
         return Err(refused(view, path));
     }
-    Ok(view.get(path).expect("looked up just above"))
+    let view: &'v View<'_> = view;
+    Ok(view.node(path, found))
 }
 
 /// EACCES for the existing node at `path`. Xen's daemon looks at the parent of any node it
@@ -74,7 +68,7 @@ fn missing_errno(view: &mut View<'_>, who: Who<'_>, path: &str, need: Need) -> E
     let mut current = path;
     while let Some(parent) = path::parent(current) {
         if let Some(node) = view.get(parent) {
-            return if allows(node.perms.granted(who.caller), need) {
+            return if allows(node.perms().granted(who.caller), need) {
                 ErrorKind::Enoent
             } else {
                 ErrorKind::Eacces
@@ -96,9 +90,20 @@ fn check_size(view: &mut View<'_>, who: Who<'_>, charged_size: usize) -> Result<
     Ok(())
 }
 
-pub(crate) fn read(view: &mut View<'_>, who: Who<'_>, path: &str) -> Result<Reply, ErrorKind> {
-    let node = checked(view, who, path, Need::Read)?;
-    Ok(Reply::Read(Bytes::copy_from_slice(&node.value)))
+/// What a node operation answers: a reply, or the value of a committed node, which the
+/// caller encodes straight from the tree (READ outside a transaction, the common request).
+pub(crate) enum Answer {
+    Reply(Reply),
+    Value(NodeId),
+}
+
+pub(crate) fn read(view: &mut View<'_>, who: Who<'_>, path: &str) -> Result<Answer, ErrorKind> {
+    Ok(match checked(view, who, path, Need::Read)? {
+        NodeRef::Tree(_, id) => Answer::Value(id),
+        node @ NodeRef::Detached(_) => {
+            Answer::Reply(Reply::Read(Bytes::copy_from_slice(node.value())))
+        }
+    })
 }
 
 /// DIRECTORY: the child names in creation order (E2BIG from the encoder when they do not fit
@@ -106,7 +111,7 @@ pub(crate) fn read(view: &mut View<'_>, who: Who<'_>, path: &str) -> Result<Repl
 pub(crate) fn directory(view: &mut View<'_>, who: Who<'_>, path: &str) -> Result<Reply, ErrorKind> {
     let node = checked(view, who, path, Need::Read)?;
     Ok(Reply::Directory(
-        node.children.iter().map(|c| c.to_string()).collect(),
+        node.children().map(str::to_owned).collect(),
     ))
 }
 
@@ -120,7 +125,7 @@ pub(crate) fn directory_part(
     offset: usize,
 ) -> Result<Reply, ErrorKind> {
     let node = checked(view, who, path, Need::Read)?;
-    let generation = node.generation;
+    let generation = node.generation();
     let list = node.children_wire();
     let rest = list.get(offset..).unwrap_or_default();
     // The reply is `gen\0`, the names with their NULs, and one more NUL on the last chunk.
@@ -144,7 +149,7 @@ pub(crate) fn directory_part(
 
 pub(crate) fn get_perms(view: &mut View<'_>, who: Who<'_>, path: &str) -> Result<Reply, ErrorKind> {
     let node = checked(view, who, path, Need::Read)?;
-    Ok(Reply::GetPerms(node.perms.entries().to_vec()))
+    Ok(Reply::GetPerms(node.perms().entries().to_vec()))
 }
 
 pub(crate) fn write(
@@ -156,20 +161,20 @@ pub(crate) fn write(
     let Some(node) = view.get(path) else {
         return create(view, who, path, value);
     };
-    if !node.perms.granted(who.caller).write {
+    if !node.perms().granted(who.caller).write {
         return Err(refused(view, path));
     }
-    let new_size = node.charged_size() - node.value.len() + value.len();
-    let perms = node.perms.clone();
+    let new_size = node.charged_size() - node.value().len() + value.len();
+    let perms = node.perms().clone();
     check_size(view, who, new_size)?;
-    view.modify(path, |node| node.value = value.into());
+    view.set_value(path, value);
     view.record(Change::node(path, perms));
     Ok(())
 }
 
 pub(crate) fn mkdir(view: &mut View<'_>, who: Who<'_>, path: &str) -> Result<(), ErrorKind> {
     match view.get(path) {
-        Some(node) if node.perms.granted(who.caller).write => Ok(()),
+        Some(node) if node.perms().granted(who.caller).write => Ok(()),
         Some(_) => Err(refused(view, path)),
         None => create(view, who, path, b""),
     }
@@ -183,7 +188,7 @@ fn create(view: &mut View<'_>, who: Who<'_>, path: &str, value: &[u8]) -> Result
     let mut anchor = path::parent(path).ok_or(ErrorKind::Einval)?.to_owned();
     let (anchor_perms, anchor_size) = loop {
         if let Some(node) = view.get(&anchor) {
-            break (node.perms.clone(), node.charged_size());
+            break (node.perms().clone(), node.charged_size());
         }
         missing.push(anchor.clone());
         anchor = path::parent(&anchor).ok_or(ErrorKind::Enoent)?.to_owned();
@@ -203,43 +208,36 @@ fn create(view: &mut View<'_>, who: Who<'_>, path: &str, value: &[u8]) -> Result
             return Err(ErrorKind::Enospc);
         }
     }
-    let leaf = Node::new(value, perms.clone());
-    check_size(view, who, leaf.charged_size())?;
-    // Each new node between the anchor and the leaf lists the next one's name, which may
-    // be long enough to break the quota on its own.
+    // Each new node's record: the leaf holds the value; each one between the anchor and
+    // the leaf lists the next one's name, which may be long enough to break the quota on
+    // its own.
+    let record = NODE_RECORD + 8 * perms.entries().len();
+    check_size(view, who, record + value.len())?;
     for pair in missing.windows(2) {
-        let mut between = Node::new(b"", perms.clone());
-        between.children.push(path::base_name(&pair[0]));
-        check_size(view, who, between.charged_size())?;
+        check_size(view, who, record + path::base_name(&pair[0]).len() + 1)?;
     }
     let first_new = missing.last().expect("missing holds path itself");
-    let first_name = path::base_name(first_new);
-    check_size(view, who, anchor_size + first_name.len() + 1)?;
+    check_size(
+        view,
+        who,
+        anchor_size + path::base_name(first_new).len() + 1,
+    )?;
 
     if who.unprivileged() {
         view.add_own_entries(n_new);
     }
-    view.modify(&anchor, |node| node.children.push(first_name));
-    // Create from the top down so each new node lists the next one.
-    let mut leaf = Some(leaf);
+    // From the top down, each under the one before.
     while let Some(new_path) = missing.pop() {
-        let node = match missing.last() {
-            Some(next) => {
-                let mut node = Node::new(b"", perms.clone());
-                node.children.push(path::base_name(next));
-                node
-            }
-            None => leaf.take().expect("the leaf is created last"),
-        };
-        view.set(&new_path, node);
+        let node_value = if missing.is_empty() { value } else { b"" };
+        view.create(&new_path, node_value, &perms);
     }
     view.record(Change::node(path, perms));
     Ok(())
 }
 
 pub(crate) fn rm(view: &mut View<'_>, who: Who<'_>, path: &str) -> Result<(), ErrorKind> {
-    let node = match checked(view, who, path, Need::Write) {
-        Ok(node) => node.clone(),
+    let root = match checked(view, who, path, Need::Write) {
+        Ok(node) => Pending::of(path.to_owned(), node),
         Err(ErrorKind::Enoent) => {
             // Removing a missing node is fine as long as its parent exists.
             let parent = path::parent(path).ok_or(ErrorKind::Enoent)?;
@@ -250,45 +248,67 @@ pub(crate) fn rm(view: &mut View<'_>, who: Who<'_>, path: &str) -> Result<(), Er
         }
         Err(err) => return Err(err),
     };
-    let parent = path::parent(path).ok_or(ErrorKind::Einval)?;
-    let root_perms = node.perms.clone();
+    if path::parent(path).is_none() {
+        return Err(ErrorKind::Einval);
+    }
+    let root_perms = root.perms.clone();
     // Depth-first, children before their parent (siblings in child-list order), the removed
-    // root last: the order in which Xen's daemon fires the watches.
-    let mut stack = vec![(path.to_owned(), node, false)];
-    while let Some((current, current_node, expanded)) = stack.pop() {
-        if !expanded {
-            let children: Vec<_> = current_node
+    // root last: the order in which Xen's daemon fires the watches. A node's children are
+    // looked at when it is expanded (a transaction records them in that order) and each
+    // node is removed once its subtree is gone: every removal is of a leaf.
+    let mut stack = vec![root];
+    while let Some(mut current) = stack.pop() {
+        if !current.expanded {
+            let children: Vec<String> = current
                 .children
                 .iter()
                 .rev()
-                .map(|name| path::join(&current, name))
+                .map(|name| path::join(&current.path, name))
                 .collect();
-            stack.push((current, current_node, true));
+            current.expanded = true;
+            stack.push(current);
             for child_path in children {
                 if let Some(child) = view.get(&child_path) {
-                    let child = child.clone();
-                    stack.push((child_path, child, false));
+                    let child = Pending::of(child_path, child);
+                    stack.push(child);
                 }
             }
             continue;
         }
-        if current != path {
+        if current.path != path {
             view.record(Change {
-                path: current.clone(),
+                path: current.path.clone(),
                 exact: true,
-                perms: current_node.perms.clone(),
+                perms: current.perms.clone(),
                 old_perms: None,
             });
         }
-        if who.unprivileged() && current_node.perms.owner() == who.caller.domid {
+        if who.unprivileged() && current.perms.owner() == who.caller.domid {
             view.add_own_entries(-1);
         }
-        view.delete(&current);
+        view.delete(&current.path);
     }
     view.record(Change::node(path, root_perms));
-    let name = path::base_name(path);
-    view.modify(parent, |node| node.children.remove(name));
     Ok(())
+}
+
+/// A node of a subtree being removed: what its removal needs once its children are gone.
+struct Pending {
+    path: String,
+    perms: Perms,
+    children: Vec<String>,
+    expanded: bool,
+}
+
+impl Pending {
+    fn of(path: String, node: NodeRef<'_>) -> Pending {
+        Pending {
+            path,
+            perms: node.perms().clone(),
+            children: node.children().map(str::to_owned).collect(),
+            expanded: false,
+        }
+    }
 }
 
 pub(crate) fn set_perms(
@@ -300,18 +320,17 @@ pub(crate) fn set_perms(
     let Some(node) = view.get(path) else {
         return Err(missing_errno(view, who, path, Need::Write));
     };
-    let granted = node.perms.granted(who.caller);
+    let granted = node.perms().granted(who.caller);
     if !(granted.write && granted.owner) {
         return Err(refused(view, path));
     }
-    if who.unprivileged() && perms.owner() != node.perms.owner() {
+    if who.unprivileged() && perms.owner() != node.perms().owner() {
         return Err(ErrorKind::Eperm);
     }
-    let old_perms = node.perms.clone();
+    let old_perms = node.perms().clone();
     let new_size = node.charged_size() - 8 * old_perms.entries().len() + 8 * perms.entries().len();
     check_size(view, who, new_size)?;
-    let stored = perms.clone();
-    view.modify(path, |node| node.perms = stored);
+    view.set_perms(path, &perms);
     view.record(Change {
         old_perms: Some(old_perms),
         ..Change::node(path, perms)

@@ -1,6 +1,7 @@
 //! Node permissions: the list a node carries and the access rule.
 
 use std::fmt;
+use std::sync::Arc;
 
 // One permission type and one grammar in the workspace: the entries are `xsio-xs-wire`'s
 // value types, parsed by its decoder; what lives here is the list a node carries and the
@@ -8,9 +9,10 @@ use std::fmt;
 pub use xsio_xs_wire::{Access, Perm};
 
 /// A node's permission list. Entry 0 names the owner, and its access is the default for every
-/// domain without an entry of its own. Never empty.
+/// domain without an entry of its own. Never empty. Shared, so copying one (every change that
+/// fires watches carries one) costs no allocation.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Perms(Box<[Perm]>);
+pub struct Perms(Arc<[Perm]>);
 
 /// What a connection may do with one node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,12 +41,12 @@ pub(crate) struct Caller {
 impl Perms {
     /// A list owned by `domid` granting `access` to everyone else.
     pub fn owned_by(domid: u32, access: Access) -> Self {
-        Perms(Box::new([Perm::new(access, domid)]))
+        Perms(Arc::new([Perm::new(access, domid)]))
     }
 
     /// Builds a list from its entries; `None` when `entries` is empty.
     pub fn from_entries(entries: Vec<Perm>) -> Option<Self> {
-        (!entries.is_empty()).then(|| Perms(entries.into_boxed_slice()))
+        (!entries.is_empty()).then(|| Perms(entries.into()))
     }
 
     /// The entries, owner first.
@@ -59,9 +61,9 @@ impl Perms {
 
     /// The same list with the owner replaced (what an unprivileged creator gets).
     pub(crate) fn with_owner(&self, domid: u32) -> Perms {
-        let mut entries = self.0.clone();
+        let mut entries = self.0.to_vec();
         entries[0].domid = domid;
-        Perms(entries)
+        Perms(entries.into())
     }
 
     /// What `caller` may do: the owner, privileged callers, and a domain whose target owns the

@@ -11,7 +11,7 @@
 use std::fmt::Write as _;
 
 use crate::perms::Perms;
-use crate::tree::{Node, Tree};
+use crate::tree::Tree;
 use xsio_xs_wire::{Perm, XENSTORE_ABS_PATH_MAX, path};
 
 use crate::{Config, Server};
@@ -112,19 +112,22 @@ impl Server {
                 .and_then(Perms::from_entries)
                 .ok_or_else(|| bad("invalid permissions"))?;
             let value = decode_hex(value).ok_or_else(|| bad("invalid hex value"))?;
-            let existing_children = tree.get(node_path).map(|n| n.children.clone());
-            let mut node = Node::new(&value, perms);
-            match (path::parent(node_path), existing_children) {
-                (None, Some(children)) => node.children = children,
-                (Some(parent), None) => {
+            match path::parent(node_path) {
+                // The root exists already: it is the first line.
+                None if idx == 0 => {
+                    tree.set_value(node_path, &value);
+                    tree.set_perms(node_path, &perms);
+                }
+                None => return Err(bad("duplicate node")),
+                Some(parent) => {
                     if tree.get(parent).is_none() {
                         return Err(bad("node before its parent"));
                     }
-                    tree.link_child(parent, path::base_name(node_path));
+                    if !tree.create(node_path, &value, &perms) {
+                        return Err(bad("duplicate node"));
+                    }
                 }
-                _ => return Err(bad("duplicate node")),
             }
-            tree.put(node_path, node);
         }
         tree.check().map_err(LoadError::Inconsistent)?;
         Ok(Server::with_tree(config, tree, now))
@@ -138,8 +141,8 @@ fn save_tree(tree: &Tree) -> Vec<u8> {
     out.push('\n');
     let mut nodes = 0;
     for (node_path, node) in tree.walk() {
-        let _ = write!(out, "{node_path} {} ", node.perms);
-        for byte in node.value.iter() {
+        let _ = write!(out, "{node_path} {} ", node.perms());
+        for byte in node.value() {
             let _ = write!(out, "{byte:02x}");
         }
         out.push('\n');
@@ -220,8 +223,7 @@ mod tests {
     fn saved() -> Vec<u8> {
         let mut tree = Tree::default();
         let perms = Perms::owned_by(0, crate::perms::Access::Read);
-        tree.put("/data", Node::new(b"\x00\x01bin", perms));
-        tree.link_child("/", "data");
+        tree.create("/data", b"\x00\x01bin", &perms);
         save_tree(&tree)
     }
 

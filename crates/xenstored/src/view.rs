@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
 
 use crate::perms::Perms;
-use crate::tree::{Node, Tree};
+use crate::tree::{Node, NodeId, NodeRef, Tree};
 use xsio_xs_wire::{ErrorKind, path};
 
 /// A change that may fire watches.
@@ -77,7 +77,7 @@ impl TxState {
             return Err(ErrorKind::Enomem);
         }
         for (path, entry) in &self.overlay {
-            if tree.get(path).map(|n| n.generation) != entry.observed {
+            if tree.get(path).map(|n| n.generation()) != entry.observed {
                 return Err(ErrorKind::Eagain);
             }
         }
@@ -86,17 +86,13 @@ impl TxState {
             .iter()
             .map(|(path, entry)| (path.clone(), entry.touched))
             .collect();
-        for (path, entry) in self.overlay {
-            if !entry.modified {
-                continue;
-            }
-            match entry.node {
-                Some(node) => tree.put(&path, node),
-                None => {
-                    tree.remove(&path);
-                }
-            }
-        }
+        let written: Vec<(String, Option<Node>)> = self
+            .overlay
+            .into_iter()
+            .filter(|(_, entry)| entry.modified)
+            .map(|(path, entry)| (path, entry.node))
+            .collect();
+        tree.apply(&written);
         // One event per changed node, in the order the transaction first touched them (a
         // removed subtree: its root first, as it was read first).
         let mut seen = std::collections::BTreeSet::new();
@@ -110,6 +106,15 @@ impl TxState {
     }
 }
 
+/// Where [`View::find`] found a node.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Found {
+    /// In the committed tree (outside a transaction).
+    Tree(NodeId),
+    /// In the transaction's copy.
+    Copy,
+}
+
 /// Reads and writes nodes, through a transaction or directly.
 pub(crate) struct View<'a> {
     tree: &'a mut Tree,
@@ -119,12 +124,14 @@ pub(crate) struct View<'a> {
 }
 
 impl<'a> View<'a> {
-    pub(crate) fn new(tree: &'a mut Tree, tx: Option<&'a mut TxState>) -> Self {
-        View {
-            tree,
-            tx,
-            changes: Vec::new(),
-        }
+    /// A view recording its changes (outside a transaction) in `changes`, which should be
+    /// empty.
+    pub(crate) fn new(
+        tree: &'a mut Tree,
+        tx: Option<&'a mut TxState>,
+        changes: Vec<Change>,
+    ) -> Self {
+        View { tree, tx, changes }
     }
 
     /// The committed tree, for quota counts.
@@ -143,38 +150,104 @@ impl<'a> View<'a> {
         }
     }
 
-    pub(crate) fn get(&mut self, path: &str) -> Option<&Node> {
+    pub(crate) fn get(&mut self, path: &str) -> Option<NodeRef<'_>> {
+        let found = self.find(path)?;
+        Some(self.node(path, found))
+    }
+
+    /// Looks `path` up (in a transaction, taking the snapshot that records the access);
+    /// [`View::node`] then borrows what was found without a second search.
+    pub(crate) fn find(&mut self, path: &str) -> Option<Found> {
         let Some(tx) = self.tx.as_deref_mut() else {
-            return self.tree.get(path);
+            return self.tree.lookup(path).map(Found::Tree);
         };
         if !tx.overlay.contains_key(path) {
             let visible = visible_in_snapshot(&tx.overlay, path);
             let main = self.tree.get(path);
             let entry = TxEntry {
-                observed: main.map(|n| n.generation),
-                node: if visible { main.cloned() } else { None },
+                observed: main.map(|n| n.generation()),
+                node: if visible {
+                    main.map(|n| n.to_node())
+                } else {
+                    None
+                },
                 modified: false,
                 touched: tx.overlay.len(),
             };
             tx.overlay.insert(path.to_owned(), entry);
         }
-        tx.overlay.get(path).and_then(|e| e.node.as_ref())
+        tx.overlay
+            .get(path)
+            .is_some_and(|e| e.node.is_some())
+            .then_some(Found::Copy)
     }
 
-    /// Stores `node` at `path`; the caller keeps child lists consistent.
-    pub(crate) fn set(&mut self, path: &str, node: Node) {
-        self.store(path, Some(node));
+    /// The node [`View::find`] found at `path`.
+    pub(crate) fn node(&self, path: &str, found: Found) -> NodeRef<'_> {
+        match (found, self.tx.as_deref()) {
+            (Found::Copy, Some(tx)) => {
+                let node = tx.overlay.get(path).and_then(|e| e.node.as_ref());
+                NodeRef::Detached(node.expect("found by View::find"))
+            }
+            (Found::Tree(id), _) => NodeRef::Tree(self.tree, id),
+            (Found::Copy, None) => unreachable!("a copy is only found in a transaction"),
+        }
     }
 
-    /// Changes the existing node at `path` in place (in the tree, or in the transaction's
-    /// copy of it, which this records as accessed first). Does nothing if it is missing.
-    pub(crate) fn modify(&mut self, path: &str, change: impl FnOnce(&mut Node)) {
+    /// Creates the node at `path` (its parent exists, in this view) and lists it in its
+    /// parent.
+    pub(crate) fn create(&mut self, path: &str, value: &[u8], perms: &Perms) {
         if self.tx.is_none() {
-            self.tree.modify(path, change);
+            self.tree.create(path, value, perms);
             return;
         }
+        if let Some(parent) = path::parent(path) {
+            let name = path::base_name(path);
+            self.change_copy(parent, |node| node.children.push(name));
+        }
+        self.store(path, Some(Node::new(value, perms.clone())));
+    }
+
+    /// Replaces the value of the existing node at `path`.
+    pub(crate) fn set_value(&mut self, path: &str, value: &[u8]) {
+        if self.tx.is_none() {
+            self.tree.set_value(path, value);
+            return;
+        }
+        self.change_copy(path, |node| node.value = value.into());
+    }
+
+    /// Replaces the permissions of the existing node at `path`.
+    pub(crate) fn set_perms(&mut self, path: &str, perms: &Perms) {
+        if self.tx.is_none() {
+            self.tree.set_perms(path, perms);
+            return;
+        }
+        self.change_copy(path, |node| node.perms = perms.clone());
+    }
+
+    /// Removes the node at `path` (and, outside a transaction, what is below it: a caller
+    /// in a transaction removes every descendant itself, so each is recorded) and takes it
+    /// out of its parent's list.
+    pub(crate) fn delete(&mut self, path: &str) {
+        if self.tx.is_none() {
+            self.tree.remove(path);
+            return;
+        }
+        if let Some(parent) = path::parent(path) {
+            let name = path::base_name(path);
+            self.change_copy(parent, |node| node.children.remove(name));
+        }
+        self.store(path, None);
+    }
+
+    /// Changes the transaction's copy of the existing node at `path` (taking the copy first,
+    /// which records the access). Does nothing if it is missing.
+    fn change_copy(&mut self, path: &str, change: impl FnOnce(&mut Node)) {
         self.get(path);
-        let tx = self.tx.as_deref_mut().expect("checked above");
+        let Some(tx) = self.tx.as_deref_mut() else {
+            return;
+        };
         if let Some(entry) = tx.overlay.get_mut(path) {
             if let Some(node) = entry.node.as_mut() {
                 change(node);
@@ -183,38 +256,25 @@ impl<'a> View<'a> {
         }
     }
 
-    /// Removes the single node at `path`.
-    pub(crate) fn delete(&mut self, path: &str) {
-        self.store(path, None);
-    }
-
     fn store(&mut self, path: &str, node: Option<Node>) {
-        match self.tx.as_deref_mut() {
-            None => match node {
-                Some(node) => self.tree.put(path, node),
-                None => {
-                    self.tree.remove(path);
-                }
-            },
-            Some(tx) => {
-                let observed = self.tree.get(path).map(|n| n.generation);
-                let e_len = tx.overlay.len();
-                match tx.overlay.entry(path.to_owned()) {
-                    Entry::Occupied(mut e) => {
-                        let e = e.get_mut();
-                        e.node = node;
-                        e.modified = true;
-                    }
-                    Entry::Vacant(e) => {
-                        let touched = e_len;
-                        e.insert(TxEntry {
-                            observed,
-                            node,
-                            modified: true,
-                            touched,
-                        });
-                    }
-                }
+        let observed = self.tree.get(path).map(|n| n.generation());
+        let Some(tx) = self.tx.as_deref_mut() else {
+            return;
+        };
+        let touched = tx.overlay.len();
+        match tx.overlay.entry(path.to_owned()) {
+            Entry::Occupied(mut e) => {
+                let e = e.get_mut();
+                e.node = node;
+                e.modified = true;
+            }
+            Entry::Vacant(e) => {
+                e.insert(TxEntry {
+                    observed,
+                    node,
+                    modified: true,
+                    touched,
+                });
             }
         }
     }

@@ -7,7 +7,8 @@ use std::time::Instant;
 use bytes::BytesMut;
 use xsio_xs_wire::{EncodeError, FrameDecoder};
 
-use super::flow::{Queued, SourceId};
+use super::dispatch::decode_request;
+use super::flow::{Hold, Queued};
 use super::watch::Watch;
 use super::{CloseReason, ConnId, Origin, Output, Server};
 use crate::view::TxState;
@@ -42,8 +43,6 @@ impl Server {
     /// Opens a connection.
     pub fn connect(&mut self, now: Instant, origin: Origin) -> ConnId {
         self.advance(now);
-        let id = ConnId(self.next_conn);
-        self.next_conn += 1;
         let (domid, privileged) = match origin {
             Origin::Socket => (0, true),
             Origin::Domain(domid) => (domid, domid == 0),
@@ -51,26 +50,22 @@ impl Server {
         if !privileged {
             self.usage.entry(domid).or_default();
         }
-        self.conns.insert(
-            id,
-            Conn {
-                domid,
-                privileged,
-                home: xsio_xs_wire::path::domain_path(domid),
-                watches: Vec::new(),
-                txs: BTreeMap::new(),
-                next_tx_id: 1,
-                decoder: FrameDecoder::default(),
-                out: BytesMut::new(),
-                queued: VecDeque::new(),
-                queued_replies: 0,
-                outstanding: 0,
-                paused: false,
-                blocked: false,
-                charged_io: 0,
-            },
-        );
-        id
+        self.conns.insert(Conn {
+            domid,
+            privileged,
+            home: xsio_xs_wire::path::domain_path(domid),
+            watches: Vec::new(),
+            txs: BTreeMap::new(),
+            next_tx_id: 1,
+            decoder: FrameDecoder::default(),
+            out: BytesMut::new(),
+            queued: VecDeque::new(),
+            queued_replies: 0,
+            outstanding: 0,
+            paused: false,
+            blocked: false,
+            charged_io: 0,
+        })
     }
 
     /// Forgets a connection: its watches, open transactions and queued messages go with it.
@@ -126,11 +121,12 @@ impl Server {
                 conn.blocked = false;
                 self.blocked.remove(&conn_id);
             }
-            match conn.decoder.next_frame() {
-                Ok(Some(frame)) => {
-                    self.answer_frame(conn_id, &frame);
-                    self.charge(conn_id);
-                }
+            // Decoded where it lies in the buffer; then the connection is free to change.
+            let (header, request) = match conn.decoder.next_frame_ref() {
+                Ok(Some(frame)) => (
+                    frame.header,
+                    decode_request(conn.privileged, &conn.txs, &self.config.quotas, frame),
+                ),
                 Ok(None) => {
                     self.charge(conn_id);
                     return;
@@ -139,7 +135,9 @@ impl Server {
                     self.drop_conn(conn_id, CloseReason::Protocol(err));
                     return;
                 }
-            }
+            };
+            self.answer_frame(conn_id, header, request);
+            self.charge(conn_id);
         }
     }
 
@@ -177,36 +175,83 @@ impl Server {
     }
 
     /// Appends one message to the output of `conn_id` with `encode`, marking the connection
-    /// ready and attributing the message to `source`. Returns whether a message was queued:
+    /// ready and attributing the message to `hold`. Returns whether a message was queued:
     /// not when the connection is gone, nor when `encode` fails (it leaves the buffer as it
     /// was).
     pub(super) fn enqueue(
         &mut self,
         conn_id: ConnId,
-        source: Option<SourceId>,
+        hold: Hold,
         expires: Option<Instant>,
         encode: impl FnOnce(&mut BytesMut) -> Result<(), EncodeError>,
     ) -> bool {
         let Some(conn) = self.conns.get_mut(&conn_id) else {
             return false;
         };
-        let was_empty = conn.out.is_empty();
-        let start = conn.out.len();
-        if encode(&mut conn.out).is_err() {
+        if !conn
+            .outbox()
+            .push(conn_id, &mut self.ready, hold, expires, encode)
+        {
             return false;
         }
-        conn.queued.push_back(Queued {
-            len: conn.out.len() - start,
-            source,
-            expires,
-        });
-        if was_empty && !conn.paused {
-            self.ready.push_back(conn_id);
-        }
-        if let Some(source) = source {
+        if let Hold::Source(source) = hold {
             self.hold_source(source);
         }
         self.charge(conn_id);
+        true
+    }
+}
+
+/// Bytes a connection's output buffer starts with: a short reply and an event fit, so the
+/// usual request costs one allocation of it.
+const OUT_START: usize = 64;
+
+/// The parts of a connection a message is queued into, borrowed apart from the rest (so a
+/// watch's token can be read while its event is encoded).
+pub(super) struct Outbox<'a> {
+    pub(super) out: &'a mut BytesMut,
+    pub(super) queued: &'a mut VecDeque<Queued>,
+    pub(super) paused: bool,
+}
+
+impl Conn {
+    pub(super) fn outbox(&mut self) -> Outbox<'_> {
+        Outbox {
+            out: &mut self.out,
+            queued: &mut self.queued,
+            paused: self.paused,
+        }
+    }
+}
+
+impl Outbox<'_> {
+    /// Appends one message with `encode` and lists it in the queue; puts the connection
+    /// (`id`) in `ready` if its output was empty and it is not paused. The caller then holds
+    /// a `Hold::Source` and charges the connection. `false` if `encode` failed (nothing changed).
+    pub(super) fn push(
+        self,
+        id: ConnId,
+        ready: &mut VecDeque<ConnId>,
+        hold: Hold,
+        expires: Option<Instant>,
+        encode: impl FnOnce(&mut BytesMut) -> Result<(), EncodeError>,
+    ) -> bool {
+        let was_empty = self.out.is_empty();
+        if self.out.capacity() == 0 {
+            self.out.reserve(OUT_START);
+        }
+        let start = self.out.len();
+        if encode(self.out).is_err() {
+            return false;
+        }
+        self.queued.push_back(Queued {
+            len: self.out.len() - start,
+            hold,
+            expires,
+        });
+        if was_empty && !self.paused {
+            ready.push_back(id);
+        }
         true
     }
 }

@@ -2,16 +2,20 @@
 //! (known type, privilege, transaction id) in the C daemon's order, dispatch to the
 //! operations, and the reply, encoded by `xsio-xs-wire`.
 
-use bytes::Bytes;
+use std::collections::BTreeMap;
+
+use bytes::{Bytes, BytesMut};
 use xsio_xs_wire::{
-    Body, DOMID_SELF, EncodeError, ErrorKind, Frame, MsgType, Packet, PayloadError, Perm, Reply,
-    Request, path,
+    Body, DOMID_SELF, EncodeError, ErrorKind, FrameRef, Header, MsgType, Packet, PayloadError,
+    Perm, Reply, Request, path,
 };
 
-use super::{ConnId, INTRODUCE_DOMAIN, RELEASE_DOMAIN, Server, SourceId};
-use crate::ops;
+use super::flow::Hold;
+use super::{ConnId, INTRODUCE_DOMAIN, RELEASE_DOMAIN, Server};
+use crate::Quotas;
+use crate::ops::{self, Answer};
 use crate::perms::Perms;
-use crate::view::View;
+use crate::view::{TxState, View};
 
 /// A node request with its path taken out.
 enum NodeOp {
@@ -82,14 +86,53 @@ fn looks_up_transaction(kind: MsgType) -> bool {
     )
 }
 
+/// The checks in the order of the C daemon, then the decoding of a request that arrived on
+/// a connection (`privileged`, with open transactions `txs`): a type it knows (ENOSYS),
+/// privilege (EACCES), the transaction id of every type but WATCH and UNWATCH (ENOENT),
+/// then the arguments (EINVAL, or ENOSYS for a type a client may not send). The frame is
+/// read where it lies.
+pub(super) fn decode_request(
+    privileged: bool,
+    txs: &BTreeMap<u32, TxState>,
+    quotas: &Quotas,
+    frame: FrameRef<'_>,
+) -> Result<Request, ErrorKind> {
+    let kind = MsgType::from_u32(frame.header.msg_type).ok_or(ErrorKind::Enosys)?;
+    if needs_privilege(kind) && !privileged {
+        return Err(ErrorKind::Eacces);
+    }
+    let tx_id = frame.header.tx_id;
+    if looks_up_transaction(kind) && tx_id != 0 && !txs.contains_key(&tx_id) {
+        return Err(ErrorKind::Enoent);
+    }
+    match Packet::<Request>::decode_lenient_ref(frame) {
+        Ok(packet) => Ok(packet.body),
+        Err(PayloadError::UnsupportedType(_)) => Err(ErrorKind::Enosys),
+        // Xen counts SET_PERMS entries (ENOSPC past the quota, for an unprivileged
+        // caller) before it parses them (EINVAL).
+        Err(_) if kind == MsgType::SetPerms && !privileged => {
+            let strings = frame.payload.iter().filter(|&&b| b == 0).count();
+            if strings.saturating_sub(1) > quotas.perms_per_node {
+                Err(ErrorKind::Enospc)
+            } else {
+                Err(ErrorKind::Einval)
+            }
+        }
+        Err(_) => Err(ErrorKind::Einval),
+    }
+}
+
 impl Server {
-    /// Answers one framed request of a known connection.
-    pub(super) fn answer_frame(&mut self, conn_id: ConnId, frame: &Frame) {
-        let (req_id, tx_id) = (frame.header.req_id, frame.header.tx_id);
-        self.answer(conn_id, req_id, tx_id, |server, after| {
-            server
-                .decode(conn_id, frame)
-                .and_then(|request| server.execute(conn_id, tx_id, request, after))
+    /// Answers one framed request of a known connection, decoded by [`decode_request`].
+    pub(super) fn answer_frame(
+        &mut self,
+        conn_id: ConnId,
+        header: Header,
+        request: Result<Request, ErrorKind>,
+    ) {
+        let tx_id = header.tx_id;
+        self.answer(conn_id, header.req_id, tx_id, |server, after| {
+            request.and_then(|request| server.execute(conn_id, tx_id, request, after))
         });
     }
 
@@ -114,45 +157,27 @@ impl Server {
         conn_id: ConnId,
         req_id: u32,
         tx_id: u32,
-        handle: impl FnOnce(&mut Self, &mut Vec<(String, String)>) -> Result<Reply, ErrorKind>,
+        handle: impl FnOnce(&mut Self, &mut Vec<(String, String)>) -> Result<Answer, ErrorKind>,
     ) {
-        let source = self.open_source(conn_id);
-        let privileged = self.conns[&conn_id].privileged;
-        self.answering = (!privileged).then_some(source);
+        // A privileged connection's request waits only for its reply; a guest's is a slab
+        // entry that the events it causes hold too.
+        let conn = self.conns.get_mut(&conn_id).expect("checked by the caller");
+        let hold = if conn.privileged {
+            conn.outstanding += 1;
+            Hold::Own
+        } else {
+            Hold::Source(self.open_source(conn_id))
+        };
+        self.answering = match hold {
+            Hold::Source(source) => Some(source),
+            _ => None,
+        };
         let mut after = Vec::new();
         let result = handle(self, &mut after);
-        self.send_reply(conn_id, source, req_id, tx_id, result, after);
+        self.send_reply(conn_id, hold, req_id, tx_id, result, after);
         self.answering = None;
-        self.finish_source(source);
-    }
-
-    /// The checks in the order of the C daemon: a type it knows (ENOSYS), privilege
-    /// (EACCES), the transaction of a node request (ENOENT), then the arguments (EINVAL, or
-    /// ENOSYS for a type a client may not send).
-    fn decode(&self, conn_id: ConnId, frame: &Frame) -> Result<Request, ErrorKind> {
-        let kind = MsgType::from_u32(frame.header.msg_type).ok_or(ErrorKind::Enosys)?;
-        self.check_privilege(conn_id, kind)?;
-        let tx_id = frame.header.tx_id;
-        if looks_up_transaction(kind)
-            && tx_id != 0
-            && !self.conns[&conn_id].txs.contains_key(&tx_id)
-        {
-            return Err(ErrorKind::Enoent);
-        }
-        match Packet::<Request>::decode_lenient(frame) {
-            Ok(packet) => Ok(packet.body),
-            Err(PayloadError::UnsupportedType(_)) => Err(ErrorKind::Enosys),
-            // Xen counts SET_PERMS entries (ENOSPC past the quota, for an unprivileged
-            // caller) before it parses them (EINVAL).
-            Err(_) if kind == MsgType::SetPerms && !self.conns[&conn_id].privileged => {
-                let strings = frame.payload.iter().filter(|&&b| b == 0).count();
-                if strings.saturating_sub(1) > self.config.quotas.perms_per_node {
-                    Err(ErrorKind::Enospc)
-                } else {
-                    Err(ErrorKind::Einval)
-                }
-            }
-            Err(_) => Err(ErrorKind::Einval),
+        if let Hold::Source(source) = hold {
+            self.finish_source(source);
         }
     }
 
@@ -168,26 +193,44 @@ impl Server {
     fn send_reply(
         &mut self,
         conn_id: ConnId,
-        source: SourceId,
+        hold: Hold,
         req_id: u32,
         tx_id: u32,
-        result: Result<Reply, ErrorKind>,
+        result: Result<Answer, ErrorKind>,
         after: Vec<(String, String)>,
     ) {
-        let reply = Packet::new(req_id, tx_id, result.unwrap_or_else(Reply::Error));
-        let queued = self.enqueue(conn_id, Some(source), None, |out| match reply.encode(out) {
-            Err(EncodeError::TooLarge { .. }) => {
-                reply.reply(Reply::Error(ErrorKind::E2big)).encode(out)
-            }
-            // Names, paths and tokens come from decoded text fields and hold no NUL, and
-            // lists are never empty: any other failure is answered like a bad request.
-            Err(_) => reply.reply(Reply::Error(ErrorKind::Einval)).encode(out),
-            Ok(()) => Ok(()),
-        });
+        let answer = result.unwrap_or_else(|errno| Answer::Reply(Reply::Error(errno)));
+        let packet = match answer {
+            Answer::Reply(reply) => Ok(Packet::new(req_id, tx_id, reply)),
+            Answer::Value(id) => Err(id),
+        };
+        let Some(conn) = self.conns.get_mut(&conn_id) else {
+            return;
+        };
+        let tree = &self.tree;
+        let encode = |out: &mut BytesMut| {
+            let first = match &packet {
+                Ok(packet) => packet.encode(out),
+                Err(id) => Reply::encode_read(req_id, tx_id, tree.value_of(*id), out),
+            };
+            let error = match first {
+                Ok(()) => return Ok(()),
+                Err(EncodeError::TooLarge { .. }) => ErrorKind::E2big,
+                // Names, paths and tokens come from decoded text fields and hold no NUL, and
+                // lists are never empty: any other failure is answered like a bad request.
+                Err(_) => ErrorKind::Einval,
+            };
+            Packet::new(req_id, tx_id, Reply::Error(error)).encode(out)
+        };
+        let queued = conn
+            .outbox()
+            .push(conn_id, &mut self.ready, hold, None, encode);
         if queued {
-            if let Some(conn) = self.conns.get_mut(&conn_id) {
-                conn.queued_replies += 1;
+            conn.queued_replies += 1;
+            if let Hold::Source(source) = hold {
+                self.hold_source(source);
             }
+            self.charge(conn_id);
         }
         for (path, token) in after {
             self.queue_event(conn_id, &path, &token);
@@ -200,11 +243,23 @@ impl Server {
         tx_id: u32,
         request: Request,
         after: &mut Vec<(String, String)>,
+    ) -> Result<Answer, ErrorKind> {
+        match NodeOp::split(request) {
+            Ok((path, op)) => self.node_request(conn_id, tx_id, path, op),
+            Err(other) => self
+                .execute_other(conn_id, tx_id, other, after)
+                .map(Answer::Reply),
+        }
+    }
+
+    /// The requests that are not about one node.
+    fn execute_other(
+        &mut self,
+        conn_id: ConnId,
+        tx_id: u32,
+        request: Request,
+        after: &mut Vec<(String, String)>,
     ) -> Result<Reply, ErrorKind> {
-        let request = match NodeOp::split(request) {
-            Ok((path, op)) => return self.node_request(conn_id, tx_id, path, op),
-            Err(other) => other,
-        };
         match request {
             Request::TransactionStart => self.transaction_start(conn_id, tx_id),
             Request::TransactionEnd { commit } => self.transaction_end(conn_id, tx_id, commit),
@@ -266,7 +321,7 @@ impl Server {
         tx_id: u32,
         raw_path: String,
         op: NodeOp,
-    ) -> Result<Reply, ErrorKind> {
+    ) -> Result<Answer, ErrorKind> {
         let caller = self.caller(&self.conns[&conn_id]);
         let quotas = self.config.quotas.clone();
         let quotas = &quotas;
@@ -299,37 +354,44 @@ impl Server {
                 // special permissions can be set, not read).
                 NodeOp::GetPerms => return Err(ErrorKind::Einval),
                 NodeOp::SetPerms { perms } => {
-                    return self.special_perms_request(who, &path, perms);
+                    return self
+                        .special_perms_request(who, &path, perms)
+                        .map(Answer::Reply);
                 }
                 _ => {}
             }
         }
         path::check_node(&path, self.config.path_max).map_err(|_| ErrorKind::Einval)?;
-        let mut view = View::new(&mut self.tree, tx);
+        let mut view = View::new(&mut self.tree, tx, std::mem::take(&mut self.changes));
         if !caller.privileged {
             view.check_tx_size(quotas.nodes_per_transaction)?;
         }
         let reply = match op {
             NodeOp::Read => ops::read(&mut view, who, &path),
-            NodeOp::Directory => ops::directory(&mut view, who, &path),
+            NodeOp::Directory => ops::directory(&mut view, who, &path).map(Answer::Reply),
             NodeOp::DirectoryPart { offset } => {
-                ops::directory_part(&mut view, who, &path, offset as usize)
+                ops::directory_part(&mut view, who, &path, offset as usize).map(Answer::Reply)
             }
-            NodeOp::GetPerms => ops::get_perms(&mut view, who, &path),
+            NodeOp::GetPerms => ops::get_perms(&mut view, who, &path).map(Answer::Reply),
             NodeOp::Write { value } => {
-                ops::write(&mut view, who, &path, &value).map(|()| Reply::Write)
+                ops::write(&mut view, who, &path, &value).map(|()| Answer::Reply(Reply::Write))
             }
-            NodeOp::Mkdir => ops::mkdir(&mut view, who, &path).map(|()| Reply::Mkdir),
-            NodeOp::Rm => ops::rm(&mut view, who, &path).map(|()| Reply::Rm),
+            NodeOp::Mkdir => {
+                ops::mkdir(&mut view, who, &path).map(|()| Answer::Reply(Reply::Mkdir))
+            }
+            NodeOp::Rm => ops::rm(&mut view, who, &path).map(|()| Answer::Reply(Reply::Rm)),
             NodeOp::SetPerms { perms } => {
                 let perms = Perms::from_entries(perms).ok_or(ErrorKind::Einval)?;
-                ops::set_perms(&mut view, who, &path, perms).map(|()| Reply::SetPerms)
+                ops::set_perms(&mut view, who, &path, perms)
+                    .map(|()| Answer::Reply(Reply::SetPerms))
             }
         };
-        let changes = std::mem::take(&mut view.changes);
+        let mut changes = std::mem::take(&mut view.changes);
         for change in &changes {
             self.fire(change, &changes);
         }
+        changes.clear();
+        self.changes = changes;
         reply
     }
 

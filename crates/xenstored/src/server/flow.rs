@@ -14,7 +14,12 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
+use bytes::{Bytes, BytesMut};
+
 use super::{ConnId, Output, Server};
+
+/// The largest output buffer a connection keeps between transmits.
+const KEPT_OUT: usize = 16 * 1024;
 
 /// Identifies an outstanding request in [`Sources`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,13 +43,25 @@ pub(super) struct Sources {
     free: Vec<u32>,
 }
 
+/// What a queued message holds outstanding until it is taken or dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Hold {
+    /// Nothing.
+    Nothing,
+    /// One request of its own connection (the reply of a privileged connection, whose
+    /// requests only wait for their replies: no slab entry needed).
+    Own,
+    /// The request `SourceId` (a guest's: its reply and every event it caused).
+    Source(SourceId),
+}
+
 /// One message in a connection's output queue.
 #[derive(Debug)]
 pub(super) struct Queued {
     /// Its length in the output buffer, header included.
     pub(super) len: usize,
     /// The request that stays outstanding until this message is taken or dropped.
-    pub(super) source: Option<SourceId>,
+    pub(super) hold: Hold,
     /// For an event to an unprivileged connection: when it is dropped if still queued.
     pub(super) expires: Option<Instant>,
 }
@@ -155,9 +172,19 @@ impl Server {
             if conn.paused || conn.out.is_empty() {
                 continue;
             }
-            let bytes = conn.out.split().freeze();
+            // A copy of exactly the queued bytes (one allocation; a frozen split of the buffer
+            // would allocate a shared header too), and the buffer is kept for the next
+            // messages, unless a burst made it large.
+            let bytes = Bytes::copy_from_slice(&conn.out);
+            if conn.out.capacity() > KEPT_OUT {
+                conn.out = BytesMut::new();
+            } else {
+                conn.out.clear();
+            }
             conn.queued_replies = 0;
             let taken = std::mem::take(&mut conn.queued);
+            let own = taken.iter().filter(|m| m.hold == Hold::Own).count();
+            conn.outstanding -= own;
             self.release_all(&taken);
             self.recycle_queue(conn_id, taken);
             self.charge(conn_id);
@@ -169,9 +196,11 @@ impl Server {
         }
     }
 
+    /// Completes what `messages` held in the slab (a connection's own requests are the
+    /// caller's to count).
     fn release_all(&mut self, messages: &VecDeque<Queued>) {
         for message in messages {
-            if let Some(source) = message.source {
+            if let Hold::Source(source) = message.hold {
                 self.finish_source(source);
             }
         }
@@ -215,7 +244,7 @@ impl Server {
                     .iter()
                     .any(|m| m.expires.is_some_and(|at| at <= now))
             })
-            .map(|(id, _)| *id)
+            .map(|(id, _)| id)
             .collect();
         for conn_id in expired {
             self.drop_expired(conn_id, now);
@@ -246,7 +275,7 @@ impl Server {
         }
         let count = dropped.len();
         for message in dropped {
-            if let Some(source) = message.source {
+            if let Hold::Source(source) = message.hold {
                 self.finish_source(source);
             }
         }

@@ -4,6 +4,7 @@
 //! quotas (`quota`), transactions (`transaction`), and the `CONTROL` commands (`control`).
 
 mod conn;
+mod conns;
 mod control;
 mod dispatch;
 mod flow;
@@ -22,6 +23,7 @@ use crate::perms::{Access, Caller, Perms};
 use crate::tree::Tree;
 
 use conn::Conn;
+use conns::Conns;
 use flow::{SourceId, Sources};
 use quota::Usage;
 
@@ -143,8 +145,7 @@ struct Domain {
 pub struct Server {
     config: Config,
     tree: Tree,
-    conns: BTreeMap<ConnId, Conn>,
-    next_conn: u64,
+    conns: Conns,
     domains: BTreeMap<u32, Domain>,
     special_perms: BTreeMap<&'static str, Perms>,
     /// Connections with queued output, not paused, in the order they got it.
@@ -161,6 +162,10 @@ pub struct Server {
     last_now: Instant,
     /// Outputs other than transmits, in order.
     notices: VecDeque<Output>,
+    /// Scratch of `fire` (connections it queued events on), kept to reuse its memory.
+    fired: Vec<(ConnId, usize)>,
+    /// Scratch of the changes a request makes outside a transaction, kept likewise.
+    changes: Vec<crate::view::Change>,
 }
 
 impl Server {
@@ -176,8 +181,7 @@ impl Server {
         Server {
             config,
             tree,
-            conns: BTreeMap::new(),
-            next_conn: 0,
+            conns: Conns::default(),
             domains,
             special_perms: BTreeMap::from([
                 (INTRODUCE_DOMAIN, special.clone()),
@@ -190,6 +194,8 @@ impl Server {
             usage: BTreeMap::new(),
             last_now: now,
             notices: VecDeque::new(),
+            fired: Vec::new(),
+            changes: Vec::new(),
         }
     }
 
@@ -275,7 +281,7 @@ impl Server {
             .conns
             .iter()
             .filter(|(_, c)| c.domid == domid && !c.privileged)
-            .map(|(id, _)| *id)
+            .map(|(id, _)| id)
             .collect();
         for conn in gone {
             self.drop_conn(conn, CloseReason::DomainReleased);
@@ -294,7 +300,7 @@ impl Server {
             let inside_earlier = roots
                 .last()
                 .is_some_and(|r| xsio_xs_wire::path::is_at_or_below(&path, r));
-            if path != "/" && node.perms.owner() == domid && !inside_earlier {
+            if path != "/" && node.perms().owner() == domid && !inside_earlier {
                 roots.push(path);
             }
         }
@@ -308,7 +314,7 @@ impl Server {
             quotas: &quotas,
         };
         for root in roots {
-            let mut view = crate::view::View::new(&mut self.tree, None);
+            let mut view = crate::view::View::new(&mut self.tree, None, Vec::new());
             // Cannot fail: the node exists and the caller is privileged.
             let _ = crate::ops::rm(&mut view, who, &root);
             let changes = std::mem::take(&mut view.changes);
@@ -321,7 +327,7 @@ impl Server {
     /// INTRODUCE of a domain already known: Xen re-binds its event channel and resets its
     /// connection (its watches and transactions go, as after RESET_WATCHES).
     fn reset_domain(&mut self, domid: u32) {
-        for conn in self.conns.values_mut() {
+        for (_, conn) in self.conns.iter_mut() {
             if conn.domid == domid && !conn.privileged {
                 conn.watches.clear();
                 conn.txs.clear();
@@ -333,7 +339,12 @@ impl Server {
         Caller {
             domid: conn.domid,
             privileged: conn.privileged,
-            target: self.domains.get(&conn.domid).and_then(|d| d.target),
+            // The access rule looks at a target only for unprivileged callers.
+            target: if conn.privileged {
+                None
+            } else {
+                self.domains.get(&conn.domid).and_then(|d| d.target)
+            },
         }
     }
 }

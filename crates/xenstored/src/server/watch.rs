@@ -3,7 +3,10 @@
 
 use xsio_xs_wire::{ErrorKind, Reply, path};
 
+use super::conn::Outbox;
+use super::flow::Hold;
 use super::{ConnId, Server};
+use crate::perms::Caller;
 use crate::view::Change;
 
 #[derive(Clone, Debug)]
@@ -96,9 +99,12 @@ impl Server {
     ///
     /// `batch` is every change of the same request or commit: a removed node's parent is
     /// gone from the tree by then, and the permissions it had are in its own removal record.
+    ///
+    /// Each event is encoded straight into its connection's output (this runs for every
+    /// change): nothing is copied on the way.
     pub(super) fn fire(&mut self, change: &Change, batch: &[Change]) {
         let parent_perms = path::parent(&change.path).and_then(|parent| {
-            self.tree.get(parent).map(|n| &n.perms).or_else(|| {
+            self.tree.get(parent).map(|n| n.perms()).or_else(|| {
                 batch
                     .iter()
                     .rev()
@@ -106,9 +112,23 @@ impl Server {
                     .map(|c| &c.perms)
             })
         });
-        let mut deliveries = Vec::new();
-        for (conn_id, conn) in &self.conns {
-            let caller = self.caller(conn);
+        let source = self.answering;
+        let hold = source.map_or(Hold::Nothing, Hold::Source);
+        let timeout = self.config.watch_event_timeout;
+        let now = self.last_now;
+        let mut touched = std::mem::take(&mut self.fired);
+        for (conn_id, conn) in self.conns.iter_mut() {
+            // The access rule looks at a target only for unprivileged callers.
+            let target = if conn.privileged {
+                None
+            } else {
+                self.domains.get(&conn.domid).and_then(|d| d.target)
+            };
+            let caller = Caller {
+                domid: conn.domid,
+                privileged: conn.privileged,
+                target,
+            };
             let can_read = change.perms.granted(caller).read
                 || change
                     .old_perms
@@ -118,6 +138,11 @@ impl Server {
             if !can_read {
                 continue;
             }
+            // Overflow means the event never expires; dom0's events never do.
+            let expires = (!conn.privileged)
+                .then(|| now.checked_add(timeout))
+                .flatten();
+            let mut queued = 0;
             for watch in &conn.watches {
                 let matches = if change.exact {
                     watch.path == change.path
@@ -131,26 +156,45 @@ impl Server {
                     Some(rest) if watch.relative && rest.starts_with('/') => &rest[1..],
                     _ => change.path.as_str(),
                 };
-                deliveries.push((*conn_id, reported.to_owned(), watch.token.clone()));
+                let outbox = Outbox {
+                    out: &mut conn.out,
+                    queued: &mut conn.queued,
+                    paused: conn.paused,
+                };
+                let token = &watch.token;
+                if outbox.push(conn_id, &mut self.ready, hold, expires, |out| {
+                    Reply::encode_watch_event(reported, token, out)
+                }) {
+                    queued += 1;
+                }
+            }
+            if queued > 0 {
+                touched.push((conn_id, queued));
             }
         }
-        for (conn_id, reported, token) in deliveries {
-            self.queue_event(conn_id, &reported, &token);
+        for (conn_id, queued) in touched.drain(..) {
+            if let Some(source) = source {
+                for _ in 0..queued {
+                    self.hold_source(source);
+                }
+            }
+            self.charge(conn_id);
         }
+        self.fired = touched;
     }
 
     /// Queues `@introduceDomain` or `@releaseDomain` for the watchers allowed to hear it.
     pub(super) fn fire_special(&mut self, name: &str) {
         let perms = self.special_perms.get(name).cloned();
         let mut deliveries = Vec::new();
-        for (conn_id, conn) in &self.conns {
+        for (conn_id, conn) in self.conns.iter() {
             let caller = self.caller(conn);
             if !perms.as_ref().is_some_and(|p| p.granted(caller).read) {
                 continue;
             }
             for watch in &conn.watches {
                 if watch.path == name {
-                    deliveries.push((*conn_id, watch.token.clone()));
+                    deliveries.push((conn_id, watch.token.clone()));
                 }
             }
         }
@@ -172,8 +216,8 @@ impl Server {
             // Overflow means the event never expires.
             self.last_now.checked_add(self.config.watch_event_timeout)
         };
-        let source = self.answering;
-        self.enqueue(conn_id, source, expires, |out| {
+        let hold = self.answering.map_or(Hold::Nothing, Hold::Source);
+        self.enqueue(conn_id, hold, expires, |out| {
             Reply::encode_watch_event(path, token, out)
         });
     }
