@@ -1,8 +1,9 @@
-//! Resume (`cont`) and pause (`stop`): one command on the QMP connection.
+//! Resume (`cont`, then the fd sets a save or restore left behind) and pause (`stop`).
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use serde_json::{Value, json};
 use thiserror::Error;
 use xsio_core::{OpId, deadline};
 use xsio_ops::{
@@ -83,16 +84,29 @@ pub enum ControlError {
         /// Why.
         source: OpError,
     },
+    /// The guest runs, but the fd sets a save or restore left could not be listed or
+    /// removed.
+    #[error("the guest runs, but removing the saved-state fd sets failed: {0}")]
+    Cleanup(OpError),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Purpose {
     Connect,
     Command,
+    ListFdSets,
+    RemoveFdSet,
 }
 
 /// Resumes or pauses the guest's vCPUs: [`QmpOp::Connect`], then `cont` or `stop`, within a
 /// deadline; completes with `Ok(())` or a [`ControlError`].
+///
+/// A resume also removes the fd sets labelled [`SAVE_OPAQUE`](crate::SAVE_OPAQUE) (found
+/// with `query-fdsets`, removed with `remove-fd`): a [`Save`](crate::Save) on a paused guest
+/// removed its set, but QEMU before 9.1 frees a removed set only while the guest runs
+/// (and only when told again, or when a monitor disconnects), and the set of a restore
+/// (`-add-fd ...,opaque=saved_state`) is the toolstack's to remove once the guest runs, as
+/// libxl does after a restore.
 ///
 /// ```
 /// use std::time::Instant;
@@ -109,6 +123,9 @@ enum Purpose {
 /// let Op::Qmp(QmpOp::Command(command)) = &cont.op else { unreachable!() };
 /// assert_eq!(command.command, "cont");
 /// resume.handle_reply(now, cont.id, Ok(Reply::Qmp(serde_json::json!({}))))?;
+/// // Then the fd sets a save or restore left: here, none.
+/// let Some(Output::Request(list)) = resume.poll_output() else { unreachable!() };
+/// resume.handle_reply(now, list.id, Ok(Reply::Qmp(serde_json::json!([]))))?;
 /// assert_eq!(resume.poll_output(), Some(Output::Event(Ok(()))));
 /// # Ok::<(), xsio_ops::InputError>(())
 /// ```
@@ -117,6 +134,9 @@ pub struct Control {
     config: ControlConfig,
     requests: Requests<Purpose, Result<(), ControlError>>,
     deadline: Option<Instant>,
+    /// `remove-fd` requests of the cleanup still unanswered.
+    removing: usize,
+    cleanup_failure: Option<OpError>,
 }
 
 impl Control {
@@ -126,6 +146,8 @@ impl Control {
             deadline: deadline(now, config.timeout),
             config,
             requests: Requests::new(),
+            removing: 0,
+            cleanup_failure: None,
         };
         control.requests.request(Purpose::Connect, QmpOp::Connect);
         control
@@ -169,10 +191,36 @@ impl Control {
             }
             Purpose::Command => {
                 let (done, refused) = checked(expect_qmp(id, result));
-                let result = done
-                    .map(|_| ())
-                    .map_err(|source| ControlError::Failed { action, source });
-                self.requests.complete(result);
+                match done {
+                    Ok(_) if action == Action::Resume && !self.requests.is_complete() => {
+                        let list = QmpCommand::new("query-fdsets");
+                        self.requests.request(Purpose::ListFdSets, list);
+                    }
+                    Ok(_) => self.requests.complete(Ok(())),
+                    Err(source) => self
+                        .requests
+                        .complete(Err(ControlError::Failed { action, source })),
+                }
+                refused
+            }
+            Purpose::ListFdSets => {
+                let (sets, refused) = checked(expect_qmp(id, result));
+                match sets {
+                    Ok(sets) if !self.requests.is_complete() => self.remove_saved_state(&sets),
+                    Ok(_) => {}
+                    Err(source) => self.requests.complete(Err(ControlError::Cleanup(source))),
+                }
+                refused
+            }
+            Purpose::RemoveFdSet => {
+                let (removed, refused) = checked(expect_qmp(id, result));
+                self.removing = self.removing.saturating_sub(1);
+                if let Err(source) = removed {
+                    self.cleanup_failure.get_or_insert(source);
+                }
+                if self.removing == 0 {
+                    self.finish_cleanup();
+                }
                 refused
             }
         }
@@ -208,6 +256,41 @@ impl Control {
         } else {
             self.deadline
         }
+    }
+}
+
+impl Control {
+    /// Removes every fd set holding a descriptor labelled `saved_state`.
+    fn remove_saved_state(&mut self, sets: &Value) {
+        let saved_state = |set: &&Value| {
+            set["fds"].as_array().is_some_and(|fds| {
+                fds.iter()
+                    .any(|fd| fd["opaque"].as_str() == Some(crate::SAVE_OPAQUE))
+            })
+        };
+        let ids: Vec<u64> = sets
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(saved_state)
+            .filter_map(|set| set["fdset-id"].as_u64())
+            .collect();
+        for fdset_id in ids {
+            self.removing += 1;
+            let remove = QmpCommand::new("remove-fd").arguments(json!({ "fdset-id": fdset_id }));
+            self.requests.request(Purpose::RemoveFdSet, remove);
+        }
+        if self.removing == 0 {
+            self.finish_cleanup();
+        }
+    }
+
+    fn finish_cleanup(&mut self) {
+        let result = match self.cleanup_failure.take() {
+            Some(source) => Err(ControlError::Cleanup(source)),
+            None => Ok(()),
+        };
+        self.requests.complete(result);
     }
 }
 

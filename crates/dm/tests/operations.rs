@@ -413,18 +413,54 @@ fn a_save_that_cannot_open_its_file_fails_at_the_open() {
 
 #[test]
 fn resume_and_pause_send_cont_and_stop() {
-    for (action, command, status) in [
-        (Action::Resume, "cont", "running"),
-        (Action::Pause, "stop", "paused"),
-    ] {
+    let cases: [(Action, &[&str], &str); 2] = [
+        (Action::Resume, &["cont", "query-fdsets"], "running"),
+        (Action::Pause, &["stop"], "paused"),
+    ];
+    for (action, commands, status) in cases {
         let mut qemu = qemu("prelaunch");
         let (result, _, _) = run(&mut qemu, |now| {
             Control::new(ControlConfig::new(action), now)
         });
         assert_eq!(result, Ok(()));
-        assert_eq!(qemu.commands(), [command]);
+        assert_eq!(qemu.commands(), commands);
         assert_eq!(qemu.status, status);
     }
+}
+
+#[test]
+fn a_resume_removes_the_saved_state_fd_sets_and_no_other() {
+    let mut qemu = qemu("paused");
+    qemu.fdsets.insert(3, "saved_state".into());
+    qemu.fdsets.insert(4, "cdrom".into());
+    qemu.fdsets.insert(7, "saved_state".into());
+    let (result, _, _) = run(&mut qemu, |now| {
+        Control::new(ControlConfig::new(Action::Resume), now)
+    });
+    assert_eq!(result, Ok(()));
+    assert_eq!(
+        qemu.commands(),
+        ["cont", "query-fdsets", "remove-fd", "remove-fd"]
+    );
+    assert_eq!(qemu.fdsets.keys().copied().collect::<Vec<_>>(), [4]);
+}
+
+#[test]
+fn a_resume_whose_cleanup_fails_says_the_guest_runs() {
+    let fates = vec![
+        Fate::Answer(Duration::ZERO),
+        Fate::Answer(Duration::ZERO),
+        Fate::Answer(Duration::ZERO),
+        Fate::Refuse(Duration::ZERO),
+    ];
+    let mut qemu = qemu("paused").with_fates(fates);
+    qemu.fdsets.insert(0, "saved_state".into());
+    let (result, _, _) = run(&mut qemu, |now| {
+        Control::new(ControlConfig::new(Action::Resume), now)
+    });
+    let err = result.unwrap_err();
+    assert!(matches!(err, ControlError::Cleanup(_)), "{err}");
+    assert_eq!(qemu.status, "running");
 }
 
 #[test]

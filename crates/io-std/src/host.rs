@@ -202,7 +202,8 @@ fn spawn(argv: &[String], env: &[(String, String)]) -> Result<Child, String> {
         .map_err(|e| format!("{program}: {e}"))
 }
 
-fn exit_of(status: ExitStatus) -> ProcessExit {
+/// How a reaped child ended.
+pub(crate) fn exit_of(status: ExitStatus) -> ProcessExit {
     match (status.code(), status.signal()) {
         (Some(code), _) => ProcessExit::Exited(code),
         (None, Some(signal)) => ProcessExit::Signalled(signal),

@@ -35,6 +35,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
@@ -99,37 +100,80 @@ impl XsLinks {
     pub fn conn_mut(&mut self, conn: Conn) -> Option<&mut XsConn> {
         self.links.get_mut(conn.index()).map(|(c, _)| c)
     }
+}
 
-    /// Waits until a connection is readable, a child exits, or `deadline` passes (`None`:
-    /// no limit).
-    fn wait(&self, deadline: Option<Instant>) -> std::io::Result<()> {
-        let mut fds: Vec<PollFd<'_>> = self
-            .links
-            .iter()
-            .map(|(conn, _)| PollFd::new(conn, PollFlags::IN))
-            .collect();
-        let mut deadline = deadline;
+impl Pollable for XsLinks {
+    fn poll_fds(&self) -> Vec<BorrowedFd<'_>> {
+        let mut fds: Vec<BorrowedFd<'_>> =
+            self.links.iter().map(|(conn, _)| conn.as_fd()).collect();
         if let Some(host) = &self.host {
-            fds.extend(host.pidfds().map(|fd| PollFd::new(fd, PollFlags::IN)));
-            if host.needs_polling() {
-                let soon = xsio_core::deadline(now(), CHILD_CHECK);
-                deadline = match (deadline, soon) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-            }
+            fds.extend(host.pidfds().map(AsFd::as_fd));
         }
-        let timeout = deadline.map(|d| {
-            let left = d.saturating_duration_since(now());
-            Timespec {
-                tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
-                tv_nsec: i64::from(left.subsec_nanos()),
-            }
-        });
-        match poll(&mut fds, timeout.as_ref()) {
-            Ok(_) | Err(rustix::io::Errno::INTR) => Ok(()),
-            Err(err) => Err(err.into()),
+        fds
+    }
+
+    fn recheck_at(&self) -> Option<Instant> {
+        let host = self.host.as_ref()?;
+        if host.needs_polling() {
+            xsio_core::deadline(now(), CHILD_CHECK)
+        } else {
+            None
         }
+    }
+}
+
+/// What a driver of the harness can sleep on: descriptors that become readable when
+/// something happens (sockets, pidfds), and when to look again regardless. Pairs of
+/// them are one (as pairs of [`Store`]s are one store).
+pub trait Pollable {
+    /// The descriptors to wait on; readable means there may be something to do.
+    fn poll_fds(&self) -> Vec<BorrowedFd<'_>>;
+
+    /// When to look again even if nothing became readable (a child without a pidfd);
+    /// `None`: only the descriptors and the machines' deadlines count.
+    fn recheck_at(&self) -> Option<Instant> {
+        None
+    }
+}
+
+impl<S: Pollable, T: Pollable> Pollable for (S, T) {
+    fn poll_fds(&self) -> Vec<BorrowedFd<'_>> {
+        let mut fds = self.0.poll_fds();
+        fds.extend(self.1.poll_fds());
+        fds
+    }
+
+    fn recheck_at(&self) -> Option<Instant> {
+        earliest(self.0.recheck_at(), self.1.recheck_at())
+    }
+}
+
+/// Waits until one of `links`' descriptors is readable or `deadline` passes (`None`: no
+/// limit).
+fn wait(links: &impl Pollable, deadline: Option<Instant>) -> std::io::Result<()> {
+    let deadline = earliest(deadline, links.recheck_at());
+    let borrowed = links.poll_fds();
+    let mut fds: Vec<PollFd<'_>> = borrowed
+        .iter()
+        .map(|fd| PollFd::new(fd, PollFlags::IN))
+        .collect();
+    let timeout = deadline.map(|d| {
+        let left = d.saturating_duration_since(now());
+        Timespec {
+            tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
+            tv_nsec: i64::from(left.subsec_nanos()),
+        }
+    });
+    match poll(&mut fds, timeout.as_ref()) {
+        Ok(_) | Err(rustix::io::Errno::INTR) => Ok(()),
+        Err(err) => Err(err.into()),
+    }
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -187,9 +231,9 @@ fn conn_at<A: Actor>(harness: &Harness<A>, index: usize) -> Result<Conn, Harness
 /// while anything moves, checks `done` once everything issued has been executed, fires
 /// the machines' timers when due, and otherwise sleeps until a connection is readable or
 /// the next deadline.
-pub fn run_until<A: Actor>(
+pub fn run_until<A: Actor, L: Store<A> + Pollable>(
     harness: &mut Harness<A>,
-    links: &mut XsLinks,
+    links: &mut L,
     limit: Duration,
     mut done: impl FnMut(&Harness<A>) -> bool,
 ) -> Result<(), DriveError> {
@@ -198,9 +242,9 @@ pub fn run_until<A: Actor>(
 
 /// [`run_until`] whose condition may change the harness: take its log as the run goes
 /// (a command printing each step when it happens), add machines.
-pub fn run_until_with<A: Actor>(
+pub fn run_until_with<A: Actor, L: Store<A> + Pollable>(
     harness: &mut Harness<A>,
-    links: &mut XsLinks,
+    links: &mut L,
     limit: Duration,
     mut done: impl FnMut(&mut Harness<A>) -> bool,
 ) -> Result<(), DriveError> {
@@ -215,11 +259,8 @@ pub fn run_until_with<A: Actor>(
         if give_up.is_some_and(|g| current >= g) {
             return Err(DriveError::TimedOut(limit));
         }
-        let wake = match (harness.next_deadline(), give_up) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        links.wait(wake)?;
+        let wake = earliest(harness.next_deadline(), give_up);
+        wait(links, wake)?;
         harness.advance_to(now());
         harness.fire_due_timers();
     }

@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod dm;
 pub mod host;
 pub mod l2;
 pub mod qmp;

@@ -16,10 +16,11 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::time::Instant;
 
+use rustix::event::{PollFd, PollFlags, Timespec};
 use xsio_core::{Input, OpId};
 use xsio_qmp::wire::Framer;
 use xsio_qmp::{
@@ -89,6 +90,19 @@ impl QmpConn {
         Ok(qmp)
     }
 
+    /// Starts a connection without waiting for negotiation, for drivers that wait on many
+    /// things at once: call [`poll`](QmpConn::poll) when the socket is readable (it is
+    /// [`AsFd`]), and [`try_session`](QmpConn::try_session) says when negotiation is done.
+    /// Commands may be submitted at once; they go out after negotiation. `record` keeps a
+    /// [`transcript`](QmpConn::transcript).
+    pub fn start(conn: UnixConn, config: Config, record: bool) -> QmpConn {
+        let mut qmp = QmpConn::unnegotiated(conn, config);
+        if record {
+            qmp.transcript = Some(Transcript::new());
+        }
+        qmp
+    }
+
     fn unnegotiated(conn: UnixConn, config: Config) -> QmpConn {
         QmpConn {
             conn,
@@ -121,6 +135,46 @@ impl QmpConn {
     pub fn session(&self) -> &Session {
         // `negotiate` returns only once a session exists.
         self.session.as_ref().expect("negotiated")
+    }
+
+    /// What negotiation settled, once it has (see [`start`](QmpConn::start)).
+    pub fn try_session(&self) -> Option<&Session> {
+        self.session.as_ref()
+    }
+
+    /// One turn that never blocks: sends what is queued, reads what the socket already
+    /// has, fires the machine's deadline if it passed.
+    pub fn poll(&mut self) {
+        self.flush();
+        if self.closed.is_none() {
+            let mut fds = [PollFd::new(self.conn.stream(), PollFlags::IN)];
+            let zero = Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            match rustix::event::poll(&mut fds, Some(&zero)) {
+                Ok(0) | Err(rustix::io::Errno::INTR) => {}
+                Ok(_) => self.read(),
+                Err(e) => self.fail(e.into()),
+            }
+        }
+        let t = now();
+        if self.client.poll_timeout().is_some_and(|d| d <= t) {
+            self.client.handle_timeout(t);
+        }
+        self.flush();
+    }
+
+    /// The result of command `op` if it has completed (`None`: not yet, or not pending).
+    pub fn take_done(&mut self, op: OpId) -> Option<Result<Return, QmpIoError>> {
+        let result = self.done.remove(&op)?;
+        self.pending.remove(&op);
+        Some(result.map_err(QmpIoError::from))
+    }
+
+    /// The oldest event received and not yet taken, without waiting.
+    pub fn take_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
     }
 
     /// Runs one command and waits for its reply (or its deadline).
@@ -315,6 +369,13 @@ impl QmpConn {
     /// The socket error that ended the connection, if one did.
     pub fn io_error(&self) -> Option<&io::Error> {
         self.io_error.as_ref()
+    }
+}
+
+impl AsFd for QmpConn {
+    /// The socket, to wait until it is readable.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.conn.stream().as_fd()
     }
 }
 

@@ -355,6 +355,14 @@ impl FakeQemu {
                     )),
                 }
             }
+            "query-fdsets" => {
+                let sets: Vec<Value> = self
+                    .fdsets
+                    .iter()
+                    .map(|(id, opaque)| json!({"fdset-id": id, "fds": [{"fd": 12, "opaque": opaque}]}))
+                    .collect();
+                Ok(Reply::Qmp(Value::Array(sets)))
+            }
             "remove-fd" => {
                 let set = args["fdset-id"].as_u64().unwrap_or(u64::MAX);
                 match self.fdsets.remove(&set) {
