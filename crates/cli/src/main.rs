@@ -5,6 +5,7 @@
 
 mod demo;
 mod device;
+mod dm;
 mod qmp;
 mod sim;
 mod vbd;
@@ -37,6 +38,9 @@ enum Command {
     /// Add or remove a device (libxl's removal with the QEMU bodge, hotplug scripts),
     /// against XENSTORED_PATH; or remove every device of a domain.
     Device(device::Args),
+    /// Run QEMU as a device model on a QMP socket bound here first (no polling), and save
+    /// its device state, resume, pause or quit it through that socket.
+    Dm(dm::Args),
     /// Translate Xen VBD names (xvda, hdc2, d536p37) to xenstore `virtual-device` numbers.
     Vbd(vbd::Args),
     /// Serve an in-memory xenstore on Unix sockets (dom0 and simulated guests).
@@ -53,6 +57,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(&args),
         Command::Sim(args) => sim::run(&args),
         Command::Device(args) => device::run(&args),
+        Command::Dm(args) => dm::run(&args),
         Command::Vbd(args) => vbd::run(&args),
         Command::Xenstored(args) => xenstored::run(&args),
         Command::Qmp(args) => qmp::run(&args),

@@ -207,6 +207,21 @@ impl QemuLinks {
         Some(text)
     }
 
+    /// Closes the QMP connection to the QEMU behind `conn` (QEMU serves one client per
+    /// monitor: others get in once it is closed). Commands in flight fail with a connection
+    /// error, and the machines on `conn` are told of the connection's end on the next step;
+    /// a later [`QmpOp::Connect`] opens a new one.
+    pub fn disconnect(&mut self, conn: Conn) {
+        if let Some(qmp) = self
+            .links
+            .iter_mut()
+            .find(|l| l.conn == conn)
+            .and_then(|l| l.qmp.as_mut())
+        {
+            qmp.disconnect();
+        }
+    }
+
     /// Lets QEMU behind `conn` run on without us: closes the QMP connection and forgets the
     /// process (a child is neither killed nor waited for; it is reparented when this
     /// process exits). Returns its pid.

@@ -247,6 +247,14 @@ impl QmpConn {
         self.transcript.as_ref().map(|t| t.text.as_str())
     }
 
+    /// Ends the connection now and keeps the connection object: every pending command
+    /// completes with `Disconnected` (for [`take_done`](QmpConn::take_done)) and
+    /// [`closed`](QmpConn::closed) says so.
+    pub fn disconnect(&mut self) {
+        self.client.close(now());
+        self.flush();
+    }
+
     /// Fails every pending command, then shuts the socket (also done on drop).
     pub fn close(mut self) {
         self.client.close(now());
