@@ -304,9 +304,11 @@ impl Pollable for QemuLinks {
     }
 
     fn recheck_at(&self) -> Option<std::time::Instant> {
-        // A child without a pidfd (a kernel before 5.3) is checked on every 10 ms.
+        // A child without a pidfd (a kernel before 5.3) is checked on every 10 ms, and so is
+        // a connection whose commands wait for room in the socket.
         let unwatched = self.links.iter().any(|l| {
-            !l.exit_reported && matches!(l.process, Some(Process::Child { pidfd: None, .. }))
+            (!l.exit_reported && matches!(l.process, Some(Process::Child { pidfd: None, .. })))
+                || l.qmp.as_ref().is_some_and(QmpConn::has_unsent)
         });
         if unwatched {
             xsio_core::deadline(crate::now(), std::time::Duration::from_millis(10))

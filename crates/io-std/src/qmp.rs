@@ -165,6 +165,12 @@ impl QmpConn {
         self.flush();
     }
 
+    /// Whether bytes wait to be written (the socket was full): a driver that waits on many
+    /// things should come back soon, or wait for the socket to be writable.
+    pub fn has_unsent(&self) -> bool {
+        !self.outgoing.is_empty()
+    }
+
     /// The result of command `op` if it has completed (`None`: not yet, or not pending).
     pub fn take_done(&mut self, op: OpId) -> Option<Result<Return, QmpIoError>> {
         let result = self.done.remove(&op)?;
