@@ -7,7 +7,10 @@
 //! the machine's deadlines become `tokio::time::sleep_until`. No `unsafe` here either.
 //!
 //! - [`qmp`]: a QMP connection ([`qmp::connect`], [`qmp::QmpHandle`]).
+//! - [`dm`]: QEMU on a pre-opened QMP socket, and the toolstack's QMP, file and process
+//!   operations (`xsio-dm`) run against it ([`dm::Qemu`]).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod dm;
 pub mod qmp;
