@@ -9,7 +9,7 @@
 //! leads to a QEMU someone else started (found by the connection's peer credentials and
 //! watched through a pidfd). [`Qemu::run`] drives one machine until it has completed and
 //! every request it made has been answered: QMP commands go through this crate's
-//! [`qmp`](crate::qmp) connection with their descriptors attached, files are opened and
+//! [`qmp`](crate::qmp::connect) connection with their descriptors attached, files are opened and
 //! held under [`FdHandle`]s, the process is killed on request; QEMU's events, the
 //! connection's end and the process's exit reach the machine as [`PeerEvent`]s, and its
 //! deadlines are tokio timers.
