@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use xsio_core::{FdLedger, Input, OpId, TrackedFd};
-use xsio_fuzz::{advance, any_duration};
+use xsio_fuzz::{advance, any_duration, take};
 use xsio_qmp::{Client, Command, Config, Output};
 
 const CANNED: &[&str] = &[
@@ -42,13 +42,6 @@ impl Session {
             }
         }
     }
-}
-
-/// The next byte of the input, 0 once it is exhausted.
-fn take(rest: &mut &[u8]) -> u8 {
-    let (&byte, tail) = rest.split_first().unwrap_or((&0, &[]));
-    *rest = tail;
-    byte
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -1,76 +1,121 @@
-//! Arbitrary watch events, replies and values into the backend, the frontend and the
-//! toolstack waiter: no panic, every request id fresh, every write in the machine's own
-//! directory, every unknown or repeated reply refused. Timeouts and clock jumps come from the
-//! whole range of `Duration`, `Duration::MAX` and the end of `Instant`'s range included.
+//! The backend, the frontend and the toolstack waiter on `xsio-harness`, against a store that
+//! answers with whatever the input says, when it says: arbitrary replies (of the right kind
+//! or not), watch events, deliveries in any order, closes, restarts, and timeouts and clock
+//! jumps from the whole range of `Duration` (`Duration::MAX` and the end of `Instant`'s
+//! range included). Asserts: no panic, every request id fresh, every write in the
+//! machine's own directory, every answer to a request not in flight refused by the harness
+//! and every repeated reply refused by the machine itself.
 #![no_main]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use std::time::Instant;
 
 use libfuzzer_sys::fuzz_target;
-use xsio_core::OpId;
-use xsio_fuzz::{advance, any_duration};
+use xsio_core::{Machine as _, OpId};
+use xsio_fuzz::{advance, any_duration, take};
+use xsio_harness::{ActorId, Conn, Harness, HarnessError, Owner, Record};
+use xsio_ops::{Input, Op, OpError, OpErrorKind, Reply, Request, TxnOp, XsOp};
 use xsio_vbd::Vbd;
 use xsio_xenbus::block::{BlockDevice, BlockKind, BlockTransport, Mode};
-use xsio_ops::{Op, OpError, OpErrorKind, Output, Reply, Request, TxnOp, XsOp};
-use xsio_xenbus::{Backend, Frontend, StateWaiter, WaiterConfig, XenbusState};
+use xsio_xenbus::{Backend, Frontend, StateWaiter, WaiterConfig, XenbusMachine, XenbusState};
 
 /// Values a state or key read may return: real states, garbage, big numbers.
 const VALUES: &[&str] = &[
-    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "", "04", "-1", "x", "4294967296",
-    "99999999999999999999999", "512", "2048", "x86_64-abi",
+    "0",
+    "1",
+    "2",
+    "3",
+    "4",
+    "5",
+    "6",
+    "7",
+    "8",
+    "9",
+    "",
+    "04",
+    "-1",
+    "x",
+    "4294967296",
+    "99999999999999999999999",
+    "512",
+    "2048",
+    "x86_64-abi",
 ];
 
+/// The input, read a byte at a time.
 struct Bytes<'a>(&'a [u8]);
 
 impl Bytes<'_> {
+    /// The next byte, `None` at the end.
     fn next(&mut self) -> Option<u8> {
-        let (first, rest) = self.0.split_first()?;
-        self.0 = rest;
-        Some(*first)
+        (!self.0.is_empty()).then(|| take(&mut self.0))
     }
 }
 
-/// Keeps a machine's pending requests and checks what it emits.
-#[derive(Default)]
-struct Pending {
-    requests: Vec<Request>,
-    tokens: Vec<String>,
+/// One machine, on a connection of its own, as the store sees it.
+struct Party {
+    actor: ActorId,
+    conn: Conn,
+    /// Where it may write.
+    own_dir: String,
     last_id: Option<u64>,
+    /// The watch tokens it registered.
+    tokens: Vec<String>,
+    /// Its requests taken from the harness and not answered yet.
+    pending: Vec<Request>,
+    /// Its requests whose answer it was handed.
+    delivered: Vec<OpId>,
 }
 
-impl Pending {
-    fn take<E>(&mut self, output: Option<Output<E>>, own_dir: &str) -> bool {
-        let Some(output) = output else {
-            return false;
-        };
-        if let Output::Request(request) = output {
-            let id = request.id.get();
-            assert!(self.last_id.is_none_or(|last| id > last), "op ids must be fresh");
-            self.last_id = Some(id);
-            match &request.op {
-                Op::Xs(XsOp::Watch { token, .. }) => self.tokens.push(token.clone()),
-                Op::Xs(XsOp::Transaction(txn)) => {
-                    for op in &txn.ops {
-                        if let TxnOp::Write { path, .. } = op {
-                            assert!(path.starts_with(own_dir), "{path} outside {own_dir}");
+/// The store of the run: takes every request the machines issue, checks it, and answers
+/// it with whatever the input says, when the input says.
+struct FuzzStore {
+    parties: Vec<Party>,
+}
+
+impl FuzzStore {
+    /// Takes the requests waiting in the harness and checks them.
+    fn take_requests(&mut self, harness: &mut Harness<XenbusMachine>) {
+        for party in &mut self.parties {
+            while let Some((owner, request)) = harness.take_request(party.conn) {
+                assert_eq!(owner, Owner::Actor(party.actor));
+                let id = request.id.get();
+                assert!(
+                    party.last_id.is_none_or(|last| id > last),
+                    "op ids must be fresh"
+                );
+                party.last_id = Some(id);
+                match &request.op {
+                    Op::Xs(XsOp::Watch { token, .. }) => party.tokens.push(token.clone()),
+                    Op::Xs(XsOp::Transaction(txn)) => {
+                        for op in &txn.ops {
+                            if let TxnOp::Write { path, .. } = op {
+                                let dir = &party.own_dir;
+                                assert!(path.starts_with(dir), "{path} outside {dir}");
+                            }
                         }
                     }
+                    _ => {}
                 }
-                _ => {}
+                party.pending.push(request);
             }
-            self.requests.push(request);
         }
-        true
     }
 
-    fn reply(&mut self, data: &mut Bytes<'_>) -> Option<(OpId, Result<Reply, OpError>)> {
-        if self.requests.is_empty() {
-            return None;
+    /// Answers one of party `p`'s pending requests, chosen by the input, with a result
+    /// chosen by the input.
+    fn reply(&mut self, harness: &mut Harness<XenbusMachine>, p: usize, data: &mut Bytes<'_>) {
+        let party = &mut self.parties[p];
+        if party.pending.is_empty() {
+            return;
         }
-        let pick = usize::from(data.next()?) % self.requests.len();
-        let request = self.requests.remove(pick);
-        let kind = data.next()?;
-        let value = VALUES[usize::from(data.next()?) % VALUES.len()];
+        let (Some(pick), Some(kind), Some(value)) = (data.next(), data.next(), data.next()) else {
+            return;
+        };
+        let request = party
+            .pending
+            .remove(usize::from(pick) % party.pending.len());
+        let value = VALUES[usize::from(value) % VALUES.len()];
         let result = match kind % 8 {
             0 => Ok(Reply::Value(Some(value.to_owned()))),
             1 => Ok(Reply::Value(None)),
@@ -85,14 +130,63 @@ impl Pending {
                 _ => Reply::Done,
             }),
         };
-        Some((request.id, result))
+        harness
+            .reply(Owner::Actor(party.actor), request.id, result)
+            .expect("a pending request is in flight");
     }
 
-    fn token(&self, data: &mut Bytes<'_>) -> String {
+    /// A watch event for party `p`: one of its tokens, routed by the harness, or a stray
+    /// token handed to the machine itself (the harness routes only registered tokens).
+    fn watch(&self, harness: &mut Harness<XenbusMachine>, p: usize, data: &mut Bytes<'_>) {
+        let party = &self.parties[p];
         match data.next() {
-            Some(n) if !self.tokens.is_empty() => self.tokens[usize::from(n) % self.tokens.len()].clone(),
-            _ => "stray".to_owned(),
+            Some(n) if !party.tokens.is_empty() => {
+                let token = &party.tokens[usize::from(n) % party.tokens.len()];
+                harness.watch_event(party.conn, "/p", token);
+            }
+            _ => {
+                let now = harness.now();
+                let stray = Input::Watch {
+                    path: "/p",
+                    token: "stray",
+                };
+                let _ = harness.actor_mut(party.actor).handle_input(now, stray);
+                harness.drain(party.actor);
+            }
         }
+    }
+
+    /// Notes which replies reached their machine.
+    fn delivered(&mut self, harness: &mut Harness<XenbusMachine>) {
+        for record in harness.take_log() {
+            if let Record::Reply {
+                owner: Owner::Actor(actor),
+                id,
+                ..
+            } = record
+            {
+                if let Some(party) = self.parties.iter_mut().find(|p| p.actor == actor) {
+                    party.delivered.push(id);
+                }
+            }
+        }
+    }
+}
+
+/// Hands over one answer or event (from `conn`, or the oldest anywhere); a machine may
+/// refuse a reply of the wrong kind, and then has its failure to report.
+fn deliver(harness: &mut Harness<XenbusMachine>, conn: Option<Conn>) -> bool {
+    let delivered = match conn {
+        Some(conn) => harness.deliver_from(conn),
+        None => harness.deliver(),
+    };
+    match delivered {
+        Ok(moved) => moved,
+        Err(HarnessError::Refused { actor, .. }) => {
+            harness.drain(actor);
+            true
+        }
+        Err(other) => panic!("{other}"),
     }
 }
 
@@ -100,11 +194,18 @@ fuzz_target!(|data: &[u8]| {
     #[allow(clippy::disallowed_methods)] // the fuzz run's epoch
     let epoch = Instant::now();
     let mut data = Bytes(data);
-    let dev = BlockDevice::new(BlockKind::Cdrom, Vbd::parse("hdc").unwrap(), "/cd.iso", Mode::ReadOnly);
+    let dev = BlockDevice::new(
+        BlockKind::Cdrom,
+        Vbd::parse("hdc").unwrap(),
+        "/cd.iso",
+        Mode::ReadOnly,
+    );
     let areas = dev.areas(0, 1);
-    let be_dir = areas.backend_path();
-    let fe_dir = areas.frontend_path();
-    let transport = BlockTransport { ring_ref: 8, event_channel: 5, protocol: None };
+    let transport = BlockTransport {
+        ring_ref: 8,
+        event_channel: 5,
+        protocol: None,
+    };
     let mut frontend_config = dev.frontend_config(areas.clone(), &transport);
     let mut wait_timeout = Duration::from_secs(10);
     // An input that starts with 0xff sets the two timeouts from the bytes that follow.
@@ -113,9 +214,7 @@ fuzz_target!(|data: &[u8]| {
         frontend_config.close_timeout = any_duration(|| data.next().unwrap_or(0));
         wait_timeout = any_duration(|| data.next().unwrap_or(0));
     }
-    let mut backend = Backend::new(dev.backend_config(areas.clone()), epoch);
-    let mut frontend = Frontend::new(frontend_config, epoch);
-    let mut waiter = StateWaiter::new(
+    let waiter = StateWaiter::new(
         WaiterConfig {
             path: areas.backend_key("state"),
             wanted: vec![XenbusState::Closed],
@@ -124,65 +223,108 @@ fuzz_target!(|data: &[u8]| {
         },
         epoch,
     );
-    let (mut be, mut fe, mut wt) = (Pending::default(), Pending::default(), Pending::default());
-    let mut now = epoch;
-    let mut answered: Vec<OpId> = Vec::new();
+    let mut harness: Harness<XenbusMachine> = Harness::new(epoch);
+    let machines = [
+        (
+            Backend::new(dev.backend_config(areas.clone()), epoch).into(),
+            areas.backend_path(),
+        ),
+        (
+            Frontend::new(frontend_config, epoch).into(),
+            areas.frontend_path(),
+        ),
+        (XenbusMachine::from(waiter), "/nothing-written".to_owned()),
+    ];
+    let mut store = FuzzStore {
+        parties: Vec::new(),
+    };
+    for (machine, own_dir) in machines {
+        let conn = harness.connect();
+        let actor = harness.add(conn, machine);
+        harness.drain(actor);
+        store.parties.push(Party {
+            actor,
+            conn,
+            own_dir,
+            last_id: None,
+            tokens: Vec::new(),
+            pending: Vec::new(),
+            delivered: Vec::new(),
+        });
+    }
+    let [backend, frontend, _] = [0, 1, 2].map(|p| store.parties[p].actor);
 
     loop {
-        while be.take(backend.poll_output(), &be_dir) {}
-        while fe.take(frontend.poll_output(), &fe_dir) {}
-        while wt.take(waiter.poll_output(), "/nothing-written") {}
+        store.take_requests(&mut harness);
+        store.delivered(&mut harness);
         let Some(choice) = data.next() else { break };
-        match choice % 13 {
-            0 => {
-                let token = be.token(&mut data);
-                backend.handle_watch(now, "/p", &token);
-            }
-            1 => {
-                let token = fe.token(&mut data);
-                frontend.handle_watch(now, "/p", &token);
-            }
-            2 => {
-                let token = wt.token(&mut data);
-                waiter.handle_watch(now, "/p", &token);
-            }
-            3 | 4 => {
-                if let Some((id, result)) = be.reply(&mut data) {
-                    let _ = backend.handle_reply(now, id, result);
-                    answered.push(id);
+        let now = harness.now();
+        match choice % 16 {
+            p @ 0..=2 => store.watch(&mut harness, usize::from(p), &mut data),
+            3 | 4 => store.reply(&mut harness, 0, &mut data),
+            5 | 6 => store.reply(&mut harness, 1, &mut data),
+            7 => store.reply(&mut harness, 2, &mut data),
+            8 => {
+                if let Some(f) = harness.actor_mut(frontend).frontend_mut() {
+                    f.close(now);
                 }
+                harness.drain(frontend);
             }
-            5 | 6 => {
-                if let Some((id, result)) = fe.reply(&mut data) {
-                    let _ = frontend.handle_reply(now, id, result);
-                }
-            }
-            7 => {
-                if let Some((id, result)) = wt.reply(&mut data) {
-                    let _ = waiter.handle_reply(now, id, result);
-                }
-            }
-            8 => frontend.close(now),
-            12 => backend.close(now),
             9 => {
-                let _ = frontend.restart(now);
+                if let Some(f) = harness.actor_mut(frontend).frontend_mut() {
+                    let _ = f.restart(now);
+                }
+                harness.drain(frontend);
             }
             10 => {
                 let by = match data.next().unwrap_or(0) {
                     n if n & 1 == 1 => any_duration(|| data.next().unwrap_or(0)),
                     n => Duration::from_millis(u64::from(n) * 100),
                 };
-                now = advance(now, by);
-                frontend.handle_timeout(now);
-                waiter.handle_timeout(now);
-                backend.handle_timeout(now);
+                harness.advance_to(advance(now, by));
+                harness.fire_due_timers();
             }
-            _ => {
-                // A reply for an id already answered is refused, whatever it carries.
-                if let Some(id) = answered.first() {
-                    assert!(backend.handle_reply(now, *id, Ok(Reply::Done)).is_err());
+            11 => {
+                // A reply for an id already answered: the harness refuses it (not in
+                // flight), and so does the machine when handed it directly.
+                let p = usize::from(data.next().unwrap_or(0)) % store.parties.len();
+                let party = &store.parties[p];
+                if let Some(&id) = party.delivered.first() {
+                    let owner = Owner::Actor(party.actor);
+                    assert_eq!(
+                        harness.reply(owner, id, Ok(Reply::Done)),
+                        Err(HarnessError::NotInFlight { owner, id })
+                    );
+                    let again = Input::Reply {
+                        id,
+                        result: Ok(Reply::Done),
+                    };
+                    assert!(
+                        harness
+                            .actor_mut(party.actor)
+                            .handle_input(now, again)
+                            .is_err()
+                    );
                 }
             }
+            12 => {
+                if let Some(b) = harness.actor_mut(backend).backend_mut() {
+                    b.close(now);
+                }
+                harness.drain(backend);
+            }
+            13 => {
+                // A timeout handed early, or late, whatever the deadline says.
+                let p = usize::from(data.next().unwrap_or(0)) % store.parties.len();
+                let actor = store.parties[p].actor;
+                harness.actor_mut(actor).handle_timeout(now);
+                harness.drain(actor);
+            }
+            14 => {
+                let p = usize::from(data.next().unwrap_or(0)) % store.parties.len();
+                deliver(&mut harness, Some(store.parties[p].conn));
+            }
+            _ => while deliver(&mut harness, None) {},
         }
     }
 });

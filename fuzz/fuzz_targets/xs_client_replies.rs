@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use xsio_core::{Input, OpId};
-use xsio_fuzz::{advance, any_duration};
+use xsio_fuzz::{advance, any_duration, take};
 use xsio_xs_client::{Client, Config, Output, TxOp};
 
 fn command(client: &mut Client, now: Instant, selector: u8, watches: &[OpId]) -> OpId {
@@ -34,13 +34,6 @@ fn drain(client: &mut Client, done: &mut BTreeMap<OpId, usize>) {
             *done.entry(id).or_default() += 1;
         }
     }
-}
-
-/// The next byte of the input, 0 once it is exhausted.
-fn take(rest: &mut &[u8]) -> u8 {
-    let (&byte, tail) = rest.split_first().unwrap_or((&0, &[]));
-    *rest = tail;
-    byte
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -1,4 +1,5 @@
-//! Helpers shared by the fuzz targets: time drawn from the whole range.
+//! Helpers shared by the fuzz targets: time drawn from the whole range, the input read a
+//! byte at a time.
 //!
 //! A caller may hand a machine any `Duration` as a timeout (`Duration::MAX` means "wait as long
 //! as it takes"), and a driver may run at any `Instant`. Machines compute deadlines with
@@ -33,4 +34,11 @@ pub fn any_duration(mut next: impl FnMut() -> u8) -> Duration {
 /// representable instead, so that the targets also run machines at the very end of time.
 pub fn advance(now: Instant, by: Duration) -> Instant {
     deadline(now, by).unwrap_or_else(|| last_instant(now))
+}
+
+/// The next byte of the input, 0 once it is exhausted.
+pub fn take(rest: &mut &[u8]) -> u8 {
+    let (&byte, tail) = rest.split_first().unwrap_or((&0, &[]));
+    *rest = tail;
+    byte
 }

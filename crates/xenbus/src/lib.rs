@@ -41,7 +41,8 @@
 //! The shape is the same as every machine in the workspace ([`xsio_core::Machine`], which
 //! each machine here implements): `new(config, now)`, `handle_*(now, ..)`,
 //! `poll_output()` drained until `None`, `poll_timeout()`. A driver need not write this
-//! loop: `xsio-harness` runs any set of them against a store.
+//! loop: `xsio-harness` runs any set of them against a store ([`XenbusMachine`] is the
+//! three as one type).
 //!
 //! ```
 //! use std::time::Instant;
@@ -127,6 +128,7 @@ macro_rules! impl_machine {
 }
 pub(crate) use impl_machine;
 
+mod any;
 mod areas;
 mod backend;
 pub mod block;
@@ -136,6 +138,7 @@ mod requests;
 mod state;
 mod waiter;
 
+pub use any::{XenbusEvent, XenbusMachine};
 pub use areas::DeviceAreas;
 pub use backend::{Backend, BackendConfig, BackendEvent};
 pub use frontend::{Frontend, FrontendConfig, FrontendEvent};

@@ -19,19 +19,9 @@ use xsio_vbd::Vbd;
 use xsio_xenbus::block::{BlockDevice, BlockKind, BlockTransport, Mode, Protocol};
 use xsio_xenbus::{
     Backend, BackendEvent, DeviceAreas, Frontend, FrontendEvent, StateWaiter, WaitEvent,
-    WaiterConfig, XenbusState, backend_transition_allowed, frontend_transition_allowed,
+    WaiterConfig, XenbusEvent, XenbusMachine, XenbusState, backend_transition_allowed,
+    frontend_transition_allowed,
 };
-
-xsio_harness::actors! {
-    /// The machines of the world: each device's backend and frontend, and the toolstack's
-    /// waiter of a device being removed.
-    #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-    pub(crate) enum Machine / Event {
-        Backend(Backend, BackendEvent),
-        Frontend(Frontend, FrontendEvent),
-        Waiter(StateWaiter, WaitEvent),
-    }
-}
 
 /// Connection numbers, in the order they are opened: the toolstack's, the backend
 /// domain's, the guest's.
@@ -92,7 +82,7 @@ pub(crate) struct Device {
 /// The whole world; equal worlds hash alike (the harness leaves its log out).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct World {
-    pub(crate) harness: Harness<Machine>,
+    pub(crate) harness: Harness<XenbusMachine>,
     pub(crate) store: MemStore,
     pub(crate) devices: Vec<Device>,
     pub(crate) spurious: u8,
@@ -177,10 +167,12 @@ impl World {
             let backend = Backend::new(dev.backend_config(areas.clone()), now);
             let frontend = Frontend::new(dev.frontend_config(areas.clone(), &transport), now);
             world.devices.push(Device {
-                backend: world.harness.add(conns[BACKEND], Machine::Backend(backend)),
+                backend: world
+                    .harness
+                    .add(conns[BACKEND], XenbusMachine::Backend(backend)),
                 frontend: world
                     .harness
-                    .add(conns[FRONTEND], Machine::Frontend(frontend)),
+                    .add(conns[FRONTEND], XenbusMachine::Frontend(frontend)),
                 areas,
                 waiter: None,
                 destroy: None,
@@ -209,32 +201,35 @@ impl World {
         self.harness.conns().nth(index).unwrap() // the three are opened in `new`
     }
 
+    // Device backends are backends, frontends frontends, waiters waiters (`new`, `step`).
+
     fn backend(&self, i: usize) -> &Backend {
-        match self.harness.actor(self.devices[i].backend) {
-            Machine::Backend(b) => b,
-            _ => unreachable!("device backends are backends"),
-        }
+        let id = self.devices[i].backend;
+        self.harness.actor(id).backend().unwrap()
+    }
+
+    fn backend_mut(&mut self, i: usize) -> &mut Backend {
+        let id = self.devices[i].backend;
+        self.harness.actor_mut(id).backend_mut().unwrap()
     }
 
     fn frontend(&self, i: usize) -> &Frontend {
-        match self.harness.actor(self.devices[i].frontend) {
-            Machine::Frontend(f) => f,
-            _ => unreachable!("device frontends are frontends"),
-        }
+        let id = self.devices[i].frontend;
+        self.harness.actor(id).frontend().unwrap()
     }
 
     fn frontend_mut(&mut self, i: usize) -> &mut Frontend {
-        match self.harness.actor_mut(self.devices[i].frontend) {
-            Machine::Frontend(f) => f,
-            _ => unreachable!("device frontends are frontends"),
-        }
+        let id = self.devices[i].frontend;
+        self.harness.actor_mut(id).frontend_mut().unwrap()
     }
 
     fn waiter(&self, i: usize) -> Option<&StateWaiter> {
-        match self.harness.actor(self.devices[i].waiter?) {
-            Machine::Waiter(w) => Some(w),
-            _ => unreachable!("device waiters are waiters"),
-        }
+        Some(
+            self.harness
+                .actor(self.devices[i].waiter?)
+                .waiter()
+                .unwrap(),
+        )
     }
 
     fn role(&self, id: ActorId) -> Role {
@@ -407,10 +402,7 @@ impl World {
                 if !dev.removed {
                     dev.last = Last::Closed;
                 }
-                let Machine::Backend(backend) = self.harness.actor_mut(dev.backend) else {
-                    unreachable!("device backends are backends")
-                };
-                backend.close(now);
+                self.backend_mut(i).close(now);
                 self.harness.drain(self.devices[i].backend);
             }
             Action::Removal(i) => {
@@ -431,7 +423,7 @@ impl World {
                     now,
                 );
                 self.harness.submit(toolstack, removal);
-                let waiter = self.harness.add(toolstack, Machine::Waiter(waiter));
+                let waiter = self.harness.add(toolstack, XenbusMachine::Waiter(waiter));
                 self.devices[i].waiter = Some(waiter);
                 self.harness.drain(waiter);
             }
@@ -508,11 +500,11 @@ impl World {
     fn check_event(
         &mut self,
         actor: ActorId,
-        event: Event,
+        event: XenbusEvent,
         states: &mut [(XenbusState, XenbusState)],
     ) -> Result<(), String> {
         match (self.role(actor), event) {
-            (Role::Backend(i), Event::Backend(BackendEvent::StateChanged { from, to })) => {
+            (Role::Backend(i), XenbusEvent::Backend(BackendEvent::StateChanged { from, to })) => {
                 let state = &mut states[i].0;
                 if from != *state || !backend_transition_allowed(from, to) {
                     return Err(format!(
@@ -523,13 +515,16 @@ impl World {
             }
             (
                 Role::Backend(i),
-                Event::Backend(
+                XenbusEvent::Backend(
                     event @ (BackendEvent::Failed(_)
                     | BackendEvent::ConnectFailed(_)
                     | BackendEvent::BadFrontendState(_)),
                 ),
             ) => return Err(format!("backend {i}: {event:?}")),
-            (Role::Frontend(i), Event::Frontend(FrontendEvent::StateChanged { from, to })) => {
+            (
+                Role::Frontend(i),
+                XenbusEvent::Frontend(FrontendEvent::StateChanged { from, to }),
+            ) => {
                 let state = &mut states[i].1;
                 if from != *state || !frontend_transition_allowed(from, to) {
                     return Err(format!(
@@ -540,13 +535,13 @@ impl World {
             }
             (
                 Role::Frontend(i),
-                Event::Frontend(
+                XenbusEvent::Frontend(
                     event @ (FrontendEvent::Failed(_)
                     | FrontendEvent::ConnectFailed(_)
                     | FrontendEvent::BadBackendState(_)),
                 ),
             ) => return Err(format!("frontend {i}: {event:?}")),
-            (Role::Waiter(i), Event::Waiter(WaitEvent::Done(Ok(XenbusState::Closed)))) => {
+            (Role::Waiter(i), XenbusEvent::Waiter(WaitEvent::Done(Ok(XenbusState::Closed)))) => {
                 let toolstack = self.conn(TOOLSTACK);
                 let destroy = Op::Xs(XsOp::Transaction(self.devices[i].areas.destroy()));
                 let id = self.harness.submit(toolstack, destroy);
@@ -554,7 +549,7 @@ impl World {
                 dev.tool = Tool::Destroying;
                 dev.destroy = Some(id);
             }
-            (Role::Waiter(i), Event::Waiter(WaitEvent::Done(other))) => {
+            (Role::Waiter(i), XenbusEvent::Waiter(WaitEvent::Done(other))) => {
                 return Err(format!("waiter {i} ended with {other:?}"));
             }
             _ => {}
