@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
-use xsio_ops::{Op, OpError, OpErrorKind, Reply, Txn, TxnOp, XsOp};
+use xsio_ops::{Op, OpError, OpErrorKind, Reply, Txn, TxnId, TxnOp, XsOp};
 
 use crate::harness::{Actor, Conn, Harness, HarnessError, Store};
 
@@ -37,8 +37,14 @@ pub struct Executed {
 /// parents; a removal also fires the watches below it. Permissions are not modelled
 /// (`SetPerms` fires watches and changes nothing else): the real daemon
 /// ([`XenstoredStore`](crate::XenstoredStore)) and the peer tests check them. Listings are
-/// answered; interactive transactions and operations other than [`Op::Xs`] are answered
-/// with [`OpErrorKind::Unsupported`].
+/// answered; operations other than [`Op::Xs`] are answered with
+/// [`OpErrorKind::Unsupported`].
+///
+/// Interactive transactions (`TxnStart` ... `TxnEnd`) work on a copy of the tree taken at
+/// their start, and conflict at commit, as xenstored's rule says, when a node they read,
+/// listed or changed (a change also touches the parent's list of children) was changed
+/// since they started; a commit applies their steps and fires the watches then. Their ids
+/// are the lowest free ones, so equal worlds hash alike.
 ///
 /// As a [`Store`], each step executes every waiting request, connection by connection, in
 /// order; a model checker picks one connection with [`execute_next`](MemStore::execute_next).
@@ -47,6 +53,21 @@ pub struct Executed {
 pub struct MemStore {
     nodes: BTreeMap<String, String>,
     watches: BTreeSet<MemWatch>,
+    txns: BTreeMap<u32, MemTxn>,
+}
+
+/// An open interactive transaction.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct MemTxn {
+    conn: Conn,
+    /// The tree as this transaction sees it: a copy at its start, with its own steps.
+    view: BTreeMap<String, String>,
+    /// Its steps, applied to the tree at commit.
+    ops: Vec<TxnOp>,
+    /// The nodes it read, listed or changed.
+    touched: BTreeSet<String>,
+    /// The nodes changed outside it since it started.
+    dirty: BTreeSet<String>,
 }
 
 impl MemStore {
@@ -70,6 +91,11 @@ impl MemStore {
                 .range::<str, _>((Bound::Included(below.as_str()), Bound::Unbounded))
                 .next()
                 .is_some_and(|(k, _)| k.starts_with(&below))
+    }
+
+    /// Interactive transactions open (started and not ended).
+    pub fn transactions(&self) -> usize {
+        self.txns.len()
     }
 
     /// The registered watches, in order (connection, path, token).
@@ -99,17 +125,38 @@ impl MemStore {
                 Ok(Reply::Done)
             }
             Op::Xs(XsOp::Transaction(txn)) => Ok(self.apply(txn, &mut fired)),
-            Op::Xs(XsOp::Directory { path }) => Ok(Reply::Children(self.children(path))),
-            Op::Xs(
-                XsOp::TxnStart
-                | XsOp::TxnRead { .. }
-                | XsOp::TxnDirectory { .. }
-                | XsOp::TxnApply { .. }
-                | XsOp::TxnEnd { .. },
-            ) => Err(OpError::new(
-                OpErrorKind::Unsupported,
-                "MemStore has no interactive transactions",
-            )),
+            Op::Xs(XsOp::Directory { path }) => Ok(Reply::Children(children(&self.nodes, path))),
+            Op::Xs(XsOp::TxnStart) => {
+                let id = (1..).find(|id| !self.txns.contains_key(id)).unwrap_or(0);
+                let txn = MemTxn {
+                    conn,
+                    view: self.nodes.clone(),
+                    ops: Vec::new(),
+                    touched: BTreeSet::new(),
+                    dirty: BTreeSet::new(),
+                };
+                self.txns.insert(id, txn);
+                Ok(Reply::TxnStarted(TxnId(id)))
+            }
+            Op::Xs(XsOp::TxnRead { txn, path }) => self.in_txn(conn, *txn, |t| {
+                t.touched.insert(path.clone());
+                Reply::Value(t.view.get(path).cloned())
+            }),
+            Op::Xs(XsOp::TxnDirectory { txn, path }) => self.in_txn(conn, *txn, |t| {
+                t.touched.insert(path.clone());
+                Reply::Children(children(&t.view, path))
+            }),
+            Op::Xs(XsOp::TxnApply { txn, op }) => self.in_txn(conn, *txn, |t| {
+                t.touched.extend(
+                    apply_op(&mut t.view, op)
+                        .map(|c| c.dirty)
+                        .unwrap_or_default(),
+                );
+                t.touched.insert(op.path().to_owned());
+                t.ops.push(op.clone());
+                Reply::Done
+            }),
+            Op::Xs(XsOp::TxnEnd { txn, commit }) => self.end(conn, *txn, *commit, &mut fired),
             // Host operations, and whatever kind of operation comes next.
             _ => Err(OpError::new(
                 OpErrorKind::Unsupported,
@@ -147,67 +194,159 @@ impl MemStore {
             }
         }
         for op in &txn.ops {
-            let path = op.path();
-            let removed = match op {
-                TxnOp::Mkdir { .. } => {
-                    self.create_parents(path);
-                    self.nodes.entry(path.to_owned()).or_default();
-                    false
-                }
-                TxnOp::Write { value, .. } => {
-                    self.create_parents(path);
-                    self.nodes.insert(path.to_owned(), value.clone());
-                    false
-                }
-                TxnOp::SetPerms { .. } => {
-                    if !self.nodes.contains_key(path) {
-                        continue;
-                    }
-                    false
-                }
-                TxnOp::Rm { .. } => {
-                    self.nodes.retain(|k, _| k != path && !is_below(k, path));
-                    true
-                }
-            };
-            for w in &self.watches {
-                let on_or_above = w.path == path || is_below(path, &w.path);
-                if on_or_above || (removed && is_below(&w.path, path)) {
-                    fired.insert(w.clone());
-                }
-            }
+            self.apply_live(op, fired);
         }
         Reply::Committed
     }
 
-    /// The names of the children of `path`, `None` when it does not exist.
-    fn children(&self, path: &str) -> Option<Vec<String>> {
-        // The root always exists (it is not stored).
-        if path != "/" && !self.nodes.contains_key(path) {
-            return None;
+    /// One step on the tree itself: its watches fire, and the open transactions that
+    /// touched what it changed will conflict.
+    fn apply_live(&mut self, op: &TxnOp, fired: &mut BTreeSet<MemWatch>) {
+        let Some(change) = apply_op(&mut self.nodes, op) else {
+            return;
+        };
+        let path = op.path();
+        for w in &self.watches {
+            let on_or_above = w.path == path || is_below(path, &w.path);
+            if on_or_above || (change.removed && is_below(&w.path, path)) {
+                fired.insert(w.clone());
+            }
         }
-        let below = format!("{}/", path.trim_end_matches('/'));
-        let names = self
-            .nodes
-            .range::<str, _>((Bound::Included(below.as_str()), Bound::Unbounded))
-            .map(|(k, _)| k)
-            .take_while(|k| k.starts_with(&below))
-            .filter_map(|k| k.get(below.len()..))
-            .filter(|rest| !rest.contains('/'))
-            .map(str::to_owned)
-            .collect();
-        Some(names)
+        for txn in self.txns.values_mut() {
+            txn.dirty.extend(change.dirty.iter().cloned());
+        }
     }
 
-    fn create_parents(&mut self, path: &str) {
-        let mut at = path;
-        while let Some(idx) = at.rfind('/') {
-            at = &at[..idx];
-            if at.is_empty() {
-                break;
-            }
-            self.nodes.entry(at.to_owned()).or_default();
+    /// Runs `f` on transaction `id` of `conn`; an unknown one is `ENOENT`, as xenstored.
+    fn in_txn(
+        &mut self,
+        conn: Conn,
+        id: TxnId,
+        f: impl FnOnce(&mut MemTxn) -> Reply,
+    ) -> Result<Reply, OpError> {
+        match self.txns.get_mut(&id.0) {
+            Some(txn) if txn.conn == conn => Ok(f(txn)),
+            _ => Err(OpError::new(OpErrorKind::NoEntry, "no such transaction")),
         }
+    }
+
+    fn end(
+        &mut self,
+        conn: Conn,
+        id: TxnId,
+        commit: bool,
+        fired: &mut BTreeSet<MemWatch>,
+    ) -> Result<Reply, OpError> {
+        let txn = match self.txns.remove(&id.0) {
+            Some(txn) if txn.conn == conn => txn,
+            Some(other) => {
+                self.txns.insert(id.0, other);
+                return Err(OpError::new(OpErrorKind::NoEntry, "no such transaction"));
+            }
+            None => return Err(OpError::new(OpErrorKind::NoEntry, "no such transaction")),
+        };
+        if !commit {
+            return Ok(Reply::Done);
+        }
+        if !txn.touched.is_disjoint(&txn.dirty) {
+            return Err(OpError::new(OpErrorKind::Conflict, "EAGAIN"));
+        }
+        for op in &txn.ops {
+            self.apply_live(op, fired);
+        }
+        Ok(Reply::Committed)
+    }
+}
+
+/// What one step changed: the nodes whose value or list of children changed (the node,
+/// a removed subtree, created parents, the parent that gained or lost a child), and
+/// whether it removed anything.
+struct Change {
+    dirty: BTreeSet<String>,
+    removed: bool,
+}
+
+/// Applies `op` to `nodes`; `None` when it changed nothing (permissions of a missing node).
+fn apply_op(nodes: &mut BTreeMap<String, String>, op: &TxnOp) -> Option<Change> {
+    let path = op.path();
+    let mut dirty = BTreeSet::from([path.to_owned()]);
+    let existed = nodes.contains_key(path);
+    let removed = match op {
+        TxnOp::Mkdir { .. } | TxnOp::Write { .. } => {
+            create_parents(nodes, path, &mut dirty);
+            match op {
+                TxnOp::Write { value, .. } => {
+                    nodes.insert(path.to_owned(), value.clone());
+                }
+                _ => {
+                    nodes.entry(path.to_owned()).or_default();
+                }
+            }
+            false
+        }
+        TxnOp::SetPerms { .. } => {
+            if !existed {
+                return None;
+            }
+            false
+        }
+        TxnOp::Rm { .. } => {
+            nodes.retain(|k, _| {
+                let gone = k == path || is_below(k, path);
+                if gone {
+                    dirty.insert(k.clone());
+                }
+                !gone
+            });
+            true
+        }
+    };
+    if existed == removed {
+        // The node came or went: its parent's list of children changed.
+        dirty.insert(parent(path).to_owned());
+    }
+    Some(Change { dirty, removed })
+}
+
+/// The names of the children of `path` in `nodes`, `None` when it does not exist.
+fn children(nodes: &BTreeMap<String, String>, path: &str) -> Option<Vec<String>> {
+    // The root always exists (it is not stored).
+    if path != "/" && !nodes.contains_key(path) {
+        return None;
+    }
+    let below = format!("{}/", path.trim_end_matches('/'));
+    let names = nodes
+        .range::<str, _>((Bound::Included(below.as_str()), Bound::Unbounded))
+        .map(|(k, _)| k)
+        .take_while(|k| k.starts_with(&below))
+        .filter_map(|k| k.get(below.len()..))
+        .filter(|rest| !rest.contains('/'))
+        .map(str::to_owned)
+        .collect();
+    Some(names)
+}
+
+/// Creates the missing ancestors of `path`, each marked changed with its parent.
+fn create_parents(nodes: &mut BTreeMap<String, String>, path: &str, dirty: &mut BTreeSet<String>) {
+    let mut at = path;
+    while let Some(idx) = at.rfind('/') {
+        at = &at[..idx];
+        if at.is_empty() {
+            break;
+        }
+        if !nodes.contains_key(at) {
+            nodes.insert(at.to_owned(), String::new());
+            dirty.insert(at.to_owned());
+            dirty.insert(parent(at).to_owned());
+        }
+    }
+}
+
+/// The parent of an absolute path (`/` for a top-level node).
+fn parent(path: &str) -> &str {
+    match path.rfind('/') {
+        Some(0) | None => "/",
+        Some(idx) => &path[..idx],
     }
 }
 
@@ -305,10 +444,104 @@ mod tests {
             Ok(Reply::Children(None))
         );
         let host = Op::Host(xsio_ops::HostOp::DomainInfo { domid: 1 });
-        for op in [Op::Xs(XsOp::TxnStart), host] {
-            let refused = store.execute(c, &op).result.unwrap_err();
-            assert_eq!(refused.kind, OpErrorKind::Unsupported);
+        let refused = store.execute(c, &host).result.unwrap_err();
+        assert_eq!(refused.kind, OpErrorKind::Unsupported);
+    }
+
+    fn start(store: &mut MemStore, c: Conn) -> TxnId {
+        match store.execute(c, &Op::Xs(XsOp::TxnStart)).result {
+            Ok(Reply::TxnStarted(id)) => id,
+            other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn interactive_transactions_see_their_start_and_conflict_on_what_they_touched() {
+        let mut store = MemStore::new();
+        let (c, d) = (Conn::at(0), Conn::at(1));
+        store.execute(
+            c,
+            &txn(vec![
+                TxnOp::write("/be/state", "4"),
+                TxnOp::write("/fe/x", "1"),
+            ]),
+        );
+        store.execute(d, &watch("/be", "w"));
+        let (a, b) = (start(&mut store, c), start(&mut store, c));
+        assert_eq!((a, b), (TxnId(1), TxnId(2)), "lowest free ids");
+        let read = |txn, path: &str| {
+            Op::Xs(XsOp::TxnRead {
+                txn,
+                path: path.into(),
+            })
+        };
+        let apply = |txn, op| Op::Xs(XsOp::TxnApply { txn, op });
+        let end = |txn, commit| Op::Xs(XsOp::TxnEnd { txn, commit });
+        assert_eq!(
+            store.execute(c, &read(a, "/be/state")).result,
+            Ok(Reply::Value(Some("4".into())))
+        );
+        store.execute(c, &apply(a, TxnOp::write("/be/state", "5")));
+        assert_eq!(store.read("/be/state"), Some("4"), "not before the commit");
+        assert_eq!(
+            store.execute(c, &read(a, "/be/state")).result,
+            Ok(Reply::Value(Some("5".into()))),
+            "it sees its own write"
+        );
+        // b only touches the frontend: the two do not conflict.
+        store.execute(
+            c,
+            &apply(
+                b,
+                TxnOp::Rm {
+                    path: "/fe/x".into(),
+                },
+            ),
+        );
+        let committed = store.execute(c, &end(a, true));
+        assert_eq!(committed.result, Ok(Reply::Committed));
+        assert_eq!(tokens(&committed), ["w"], "watches fire at the commit");
+        assert_eq!(store.execute(c, &end(b, true)).result, Ok(Reply::Committed));
+        assert_eq!(store.read("/fe/x"), None);
+
+        // A listing, then another writer adds a child: the commit conflicts, nothing written.
+        let e = start(&mut store, c);
+        let list = Op::Xs(XsOp::TxnDirectory {
+            txn: e,
+            path: "/be".into(),
+        });
+        assert_eq!(
+            store.execute(c, &list).result,
+            Ok(Reply::Children(Some(vec!["state".into()])))
+        );
+        store.execute(c, &apply(e, TxnOp::Rm { path: "/be".into() }));
+        store.execute(d, &txn(vec![TxnOp::write("/be/new", "x")]));
+        let conflict = store.execute(c, &end(e, true)).result.unwrap_err();
+        assert_eq!(conflict.kind, OpErrorKind::Conflict);
+        assert_eq!(store.read("/be/new"), Some("x"));
+        // An aborted or unknown transaction is gone.
+        let f = start(&mut store, c);
+        assert_eq!(f, TxnId(1), "ids are reused");
+        assert_eq!(store.execute(c, &end(f, false)).result, Ok(Reply::Done));
+        let gone = store.execute(c, &read(f, "/be")).result.unwrap_err();
+        assert_eq!(gone.kind, OpErrorKind::NoEntry);
+        assert_eq!(
+            store,
+            {
+                let mut same = MemStore::new();
+                same.execute(
+                    c,
+                    &txn(vec![
+                        TxnOp::write("/be/state", "5"),
+                        TxnOp::write("/be/new", "x"),
+                        TxnOp::Mkdir { path: "/fe".into() },
+                    ]),
+                );
+                same.execute(d, &watch("/be", "w"));
+                same
+            },
+            "no trace of the transactions is left"
+        );
     }
 
     #[test]
