@@ -9,13 +9,14 @@
 mod bus;
 
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, bail, ensure};
+use xsio_device::{BackendEnd, Completion, Config, Device, DeviceOp, Force};
 use xsio_ops::Reply;
 use xsio_vbd::Vbd;
 use xsio_xenbus::block::{BlockDevice, BlockKind, BlockTransport, Mode, Protocol};
-use xsio_xenbus::{Backend, Frontend, StateWaiter, WaiterConfig, XenbusState};
+use xsio_xenbus::{Backend, Frontend, XenbusState};
 
 use bus::Bus;
 
@@ -114,27 +115,34 @@ pub(crate) fn run_scenario(bus: &mut Bus, domid: u32) -> anyhow::Result<()> {
     );
     print_tree(bus, domid)?;
 
-    println!("\n== the toolstack removes both devices (online=0, state=5, wait for 6, destroy)");
+    println!(
+        "\n== the toolstack removes both devices (xsio-device: online=0, state=5, wait for 6, prune)"
+    );
     for i in 0..bus.devices.len() {
         let areas = bus.backend(i).config().areas.clone();
-        bus.toolstack_txn(i, areas.request_removal());
-        let waiter = StateWaiter::new(
-            WaiterConfig {
-                path: areas.backend_key("state"),
-                wanted: vec![XenbusState::Closed],
-                timeout: Duration::from_secs(10),
-                token: format!("xsio-demo-wait-{i}"),
-            },
-            bus.now(),
-        );
-        bus.add_waiter(i, waiter);
+        let device = Device::new(
+            areas.frontend_kind.clone(),
+            areas.frontend_domid,
+            areas.devid,
+        )
+        .with_backend(areas.backend_domid, areas.backend_kind.clone());
+        let removal = DeviceOp::remove(Config::default(), device, Force::Auto, bus.now());
+        bus.add_removal(i, removal);
     }
     bus.run_until_quiet()?;
     for (i, dev) in bus.devices.iter().enumerate() {
-        let waited = bus.waiter(i).and_then(StateWaiter::result).cloned();
+        let done = bus.removal(i).and_then(DeviceOp::completion);
+        let removed = match done {
+            Some(Completion::Removed(removal)) => removal,
+            other => bail!("{}: removal ended with {other:?}", dev.name),
+        };
         ensure!(
-            waited == Some(Ok(XenbusState::Closed)),
-            "{}: removal wait ended with {waited:?}",
+            removed.pruned
+                && removed
+                    .result
+                    .as_ref()
+                    .is_ok_and(|r| r.backend == BackendEnd::Closed),
+            "{}: removal ended with {removed:?}",
             dev.name
         );
         let (backend, frontend) = (bus.backend(i), bus.frontend(i));

@@ -40,7 +40,11 @@ fn both_devices_connect_then_close() {
         let be_closed = line_of(&out, &[&backend, "state Closing -> Closed"]);
         let removed = line_of(
             &out,
-            &["toolstack", dev, "wait for backend Closed: Ok(Closed)"],
+            &[
+                "toolstack",
+                dev,
+                "removed (backend Closed, 0 script(s) run)",
+            ],
         );
         assert!(
             be_connected < fe_connected,

@@ -9,6 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Daemon, output_within};
+use xsio_device::{BackendEnd, Completion, Config, Device, DeviceEvent, DeviceOp, Force};
 use xsio_harness::{ActorId, Conn, Harness};
 use xsio_io_std::l2::{XsLinks, run_until};
 use xsio_io_std::unix::now;
@@ -17,17 +18,14 @@ use xsio_io_std::xenstore::XsConn;
 use xsio_ops::{OpError, Reply, XsOp};
 use xsio_vbd::Vbd;
 use xsio_xenbus::block::{BlockDevice, BlockKind, BlockTransport, Mode, Protocol};
-use xsio_xenbus::{
-    Backend, BackendEvent, Frontend, FrontendEvent, StateWaiter, WaitEvent, WaiterConfig,
-    XenbusState,
-};
+use xsio_xenbus::{Backend, BackendEvent, Frontend, FrontendEvent, XenbusState};
 
 xsio_harness::actors! {
-    /// The machines of the test: backends, frontends, the toolstack's waiters.
+    /// The machines of the test: backends, frontends, the toolstack's removals.
     enum Machine / Event {
         Backend(Backend, BackendEvent),
         Frontend(Frontend, FrontendEvent),
-        Waiter(StateWaiter, WaitEvent),
+        Removal(DeviceOp, DeviceEvent),
     }
 }
 
@@ -35,7 +33,7 @@ fn state_of(world: &Harness<Machine>, id: ActorId) -> XenbusState {
     match world.actor(id) {
         Machine::Backend(m) => m.state(),
         Machine::Frontend(m) => m.state(),
-        Machine::Waiter(_) => XenbusState::Unknown,
+        Machine::Removal(_) => XenbusState::Unknown,
     }
 }
 
@@ -114,7 +112,10 @@ fn handshake_listed_by(ls: Lister) {
         |path: &std::path::Path| XsConn::connect(path).expect("connect to xsio xenstored");
     let start = now();
     let mut world: Harness<Machine> = Harness::new(start);
-    let mut links = XsLinks::default();
+    let host = xsio_io_std::host::Host::new()
+        .domain_info(|_| Ok(xsio_ops::DomainState::Running))
+        .device_model(|_| Some(true));
+    let mut links = XsLinks::default().with_host(host);
     let tool = links.add(&mut world, connect(&d.socket));
     let back = links.add(&mut world, connect(&d.socket));
     let front = links.add(&mut world, connect(&d.domain_socket(1)));
@@ -206,44 +207,29 @@ fn handshake_listed_by(ls: Lister) {
         assert!(cd.iter().any(|l| l == line), "{line} not in {cd:?}");
     }
 
-    // Removal: online=0 + Closing, wait for Closed, destroy.
-    let mut waiters = Vec::new();
-    for (i, dev) in [&disk, &cdrom].into_iter().enumerate() {
-        let areas = dev.areas(0, 1);
-        assert_eq!(
-            toolstack(&mut links, tool, XsOp::Transaction(areas.request_removal())),
-            Ok(Reply::Committed)
-        );
-        let waiter = StateWaiter::new(
-            WaiterConfig {
-                path: areas.backend_key("state"),
-                wanted: vec![XenbusState::Closed],
-                timeout: Duration::from_secs(10),
-                token: format!("wait-{i}"),
-            },
-            world.now(),
-        );
-        let id = world.add(tool, Machine::Waiter(waiter));
+    // Removal: xsio-device's (online=0 + Closing, the waits, the prune), the guest
+    // running and its QEMU alive as the host says.
+    let mut removals = Vec::new();
+    for dev in [&disk, &cdrom] {
+        let device = Device::new("vbd", 1, dev.devid()).with_backend(0, "qdisk");
+        let op = DeviceOp::remove(Config::default(), device, Force::Auto, world.now());
+        let id = world.add(tool, Machine::Removal(op));
         world.drain(id);
-        waiters.push(id);
+        removals.push(id);
     }
-    let waited = |w: &Harness<Machine>, id: ActorId| match w.actor(id) {
-        Machine::Waiter(waiter) => waiter.result().cloned(),
+    let completion = |w: &Harness<Machine>, id: ActorId| match w.actor(id) {
+        Machine::Removal(op) => op.completion().cloned(),
         _ => None,
     };
     drive(&mut world, &mut links, |w| {
-        waiters.iter().all(|&id| waited(w, id).is_some())
+        removals.iter().all(|&id| completion(w, id).is_some())
     });
-    for &id in &waiters {
-        assert_eq!(waited(&world, id), Some(Ok(XenbusState::Closed)));
-    }
-    drive(&mut world, &mut links, |w| all(w, XenbusState::Closed));
-    for dev in [&disk, &cdrom] {
-        let destroy = dev.areas(0, 1).destroy();
-        assert_eq!(
-            toolstack(&mut links, tool, XsOp::Transaction(destroy)),
-            Ok(Reply::Committed)
-        );
+    for &id in &removals {
+        let Some(Completion::Removed(removal)) = completion(&world, id) else {
+            panic!("not a removal");
+        };
+        assert!(removal.pruned);
+        assert_eq!(removal.result.map(|r| r.backend), Ok(BackendEnd::Closed));
     }
     // The frontends notice the backend directories are gone and stop watching.
     drive(&mut world, &mut links, |w| {
@@ -251,11 +237,14 @@ fn handshake_listed_by(ls: Lister) {
             .iter()
             .all(|&id| matches!(w.actor(id), Machine::Frontend(f) if f.is_stopped()))
     });
-    assert_eq!(
-        ls(&d, "/local/domain/0/backend/qdisk/1"),
-        Vec::<String>::new()
-    );
-    assert_eq!(ls(&d, "/local/domain/1/device/vbd"), Vec::<String>::new());
+    // Pruned: the areas and every parent they alone kept, up to the domains' homes.
+    let homes = [ls(&d, "/local/domain/0"), ls(&d, "/local/domain/1")];
+    for (home, gone) in homes.iter().zip(["backend", "device"]) {
+        assert!(
+            !home.iter().any(|l| l.starts_with(gone)),
+            "{gone}: {home:?}"
+        );
+    }
 }
 
 fn main() -> std::process::ExitCode {

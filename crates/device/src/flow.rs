@@ -279,7 +279,9 @@ impl DeviceOp {
                 s,
                 XenbusState::InitWait | XenbusState::Initialised | XenbusState::Connected
             ),
-            (WaitFor::BackendClosed | WaitFor::FrontendClosed, Some(s)) => s == XenbusState::Closed,
+            (WaitFor::BackendClosed, Some(s)) => s == XenbusState::Closed,
+            // A frontend that never connected (Initialising) holds no ring either.
+            (WaitFor::FrontendClosed, Some(s)) => !s.frontend_active(),
             (WaitFor::BackendRemoved, Some(_)) => false,
             (_, None) => true,
         };

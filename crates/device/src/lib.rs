@@ -73,7 +73,8 @@
 //!   closed blind. Only when the host cannot tell does libxl's rule apply (guest paused,
 //!   dying or shut down: a blind 2 s, then the bodge).
 //! - When the frontend is alive (guest running, or unknown in a driver domain) the
-//!   machine waits for it to reach Closed before the hotplug step (xenopsd CA-314170).
+//!   machine waits for it to leave its ring (Closed; a frontend still Initialising never
+//!   had one) before the hotplug step (xenopsd CA-314170).
 //!
 //! Other differences: a missing `script` key means no script (libxl fails); a backend
 //! that raced past InitWait (Initialised, Connected) ends an add's wait; a killed script

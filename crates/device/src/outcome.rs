@@ -101,7 +101,8 @@ pub enum WaitFor {
     BackendUp,
     /// Removal: the backend reaching Closed.
     BackendClosed,
-    /// Removal: a live frontend reaching Closed (or going away) before the hotplug step.
+    /// Removal: a live frontend leaving its ring (Closed, gone, or never connected) before
+    /// the hotplug step.
     FrontendClosed,
     /// Removal of a backend in another (driver) domain: that domain removing the backend
     /// directory.

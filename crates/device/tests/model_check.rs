@@ -49,6 +49,8 @@ struct Scenario {
     backend: bool,
     /// A frontend machine plays the guest (a paused or dead guest has none).
     frontend: bool,
+    /// The guest dies once connected: its frontend, Connected, never moves again.
+    frozen: bool,
     /// The guest may close its frontend once, at any moment.
     guest_close: bool,
     /// QEMU may exit cleanly once, at any moment (both directories vanish).
@@ -66,6 +68,7 @@ struct World {
     closes: u8,
     vanishes: u8,
     dones: u8,
+    frozen: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,6 +152,7 @@ impl World {
             closes: u8::from(s.guest_close),
             vanishes: u8::from(s.vanish),
             dones: 0,
+            frozen: s.frozen,
         }
     }
 
@@ -169,6 +173,9 @@ impl World {
     fn actions(&self) -> Vec<Action> {
         let mut actions = Vec::new();
         for c in 0..3 {
+            if c == FRONTEND && self.frozen {
+                continue;
+            }
             if self.h.has_request(self.conn(c)) {
                 actions.push(Action::Execute(c));
             }
@@ -378,6 +385,7 @@ const LIVE: Scenario = Scenario {
     frontend: true,
     guest_close: false,
     vanish: false,
+    frozen: false,
 };
 
 #[test]
@@ -439,8 +447,8 @@ fn qemu_exiting_cleanly_at_any_moment() {
 fn dead_frontend_escalates() {
     check(
         Scenario {
-            name: "dead frontend, force auto",
-            frontend: false,
+            name: "guest dead after connecting, force auto",
+            frozen: true,
             ..LIVE
         },
         &["ok Closed escalated"],

@@ -830,6 +830,15 @@ fn fix_a_live_frontend_is_waited_for_before_the_script() {
     w.drive();
     assert_eq!(removal(&w, id).result, ok(BackendEnd::Closed, true, 0));
 
+    // A frontend that never connected (still Initialising) holds no ring: no wait.
+    let mut w = World::new();
+    w.seed(&d, "2", "1", None);
+    let id = remove(&mut w, &d, Force::Auto);
+    w.write(&d.backend_key("state"), "6");
+    w.settle();
+    assert_eq!(removal(&w, id).result, ok(BackendEnd::Closed, false, 0));
+    assert!(w.elapsed() < Duration::from_secs(1));
+
     // With OFF: a typed timeout, nothing removed.
     let mut w = World::new();
     w.seed(&d, "4", "4", None);

@@ -59,11 +59,13 @@
 #![deny(missing_docs)]
 
 mod harness;
+mod host;
 mod mem;
 mod store;
 pub mod xs;
 
 pub use harness::{Actor, ActorId, Conn, Harness, HarnessError, Owner, Record, Store};
+pub use host::FixedHost;
 pub use mem::{Executed, MemStore, MemWatch};
 pub use store::{MAX_OPS_PER_CONN, XenstoredStore};
 

@@ -1,14 +1,21 @@
 //! One way to say in words what a toolstack machine asked and was told, for every trace
 //! (the simulator's, the `xsio demo`'s).
 
-use xsio_ops::{Op, OpError, Reply, TxnOp, XsOp};
+use xsio_device::DeviceEvent;
+use xsio_ops::{HostOp, Op, OpError, Reply, TxnOp, XsOp};
 use xsio_xenbus::{BackendEvent, FrontendEvent, WaitEvent, XenbusState};
 
 /// A request in words: `watch PATH`, `write (if state exists): state=4 (Connected) ...`;
 /// `None` for a read (its answer is what is worth showing).
 pub fn request(op: &Op) -> Option<String> {
-    let Op::Xs(op) = op else {
-        return Some(format!("{op:?}"));
+    let op = match op {
+        Op::Xs(op) => op,
+        Op::Host(HostOp::DomainInfo { domid }) => return Some(format!("domain info of {domid}?")),
+        Op::Host(HostOp::DeviceModelAlive { domid }) => {
+            return Some(format!("device model of {domid} alive?"));
+        }
+        Op::Host(HostOp::Spawn { argv, .. }) => return Some(format!("run {}", argv.join(" "))),
+        other => return Some(format!("{other:?}")),
     };
     match op {
         XsOp::Watch { path, .. } => Some(format!("watch {path}")),
@@ -41,14 +48,44 @@ pub fn request(op: &Op) -> Option<String> {
             };
             Some(format!("write{guard}: {}", parts.join(" ")))
         }
-        other => Some(format!("{other:?}")),
+        // The steps of an interactive transaction; its reads show with their answers.
+        XsOp::TxnStart => Some("transaction start".into()),
+        XsOp::TxnRead { .. } | XsOp::TxnDirectory { .. } | XsOp::Directory { .. } => None,
+        XsOp::TxnApply { op, .. } => Some(match op {
+            TxnOp::Write { path, value } => {
+                let key = path.rsplit('/').next().unwrap_or(path);
+                match (key, XenbusState::parse(value)) {
+                    ("state", Ok(state)) => format!("  write state={value} ({state})"),
+                    _ => format!("  write {key}={value}"),
+                }
+            }
+            TxnOp::Rm { path } => format!("  rm {path}"),
+            TxnOp::Mkdir { path } => format!("  mkdir {path}"),
+            TxnOp::SetPerms { path, .. } => format!("  set-perms {path}"),
+        }),
+        XsOp::TxnEnd { commit: true, .. } => Some("transaction commit".into()),
+        XsOp::TxnEnd { commit: false, .. } => Some("transaction abort".into()),
     }
 }
 
 /// An answer in words, for reads only: `read PATH = 4 (Connected)`, `read PATH: Access`.
 pub fn reply(op: &Op, result: &Result<Reply, OpError>) -> Option<String> {
-    let Op::Xs(XsOp::Read { path }) = op else {
-        return None;
+    let path = match op {
+        Op::Xs(XsOp::Read { path } | XsOp::TxnRead { path, .. }) => path,
+        Op::Xs(XsOp::Directory { path } | XsOp::TxnDirectory { path, .. }) => {
+            return Some(match result {
+                Ok(Reply::Children(Some(names))) => format!("list {path} = [{}]", names.join(" ")),
+                Ok(_) => format!("list {path} = (missing)"),
+                Err(err) => format!("list {path}: {:?}", err.kind),
+            });
+        }
+        Op::Xs(XsOp::TxnEnd { commit: true, .. }) => {
+            return result
+                .as_ref()
+                .err()
+                .map(|err| format!("transaction commit: {:?}", err.kind));
+        }
+        _ => return None,
     };
     match result {
         Err(err) => Some(format!("read {path}: {:?}", err.kind)),
@@ -83,6 +120,11 @@ pub fn frontend_event(event: &FrontendEvent) -> Option<String> {
         FrontendEvent::Connected { backend } => Some(format!("connected: disk {}", kv(backend))),
         other => Some(format!("{other:?}")),
     }
+}
+
+/// A device operation's event in words.
+pub fn device_event(event: &DeviceEvent) -> String {
+    event.to_string()
 }
 
 /// A toolstack waiter's event in words.

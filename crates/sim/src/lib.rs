@@ -37,7 +37,8 @@ mod world;
 use std::time::Instant;
 
 pub use describe::{
-    backend_event, frontend_event, reply as describe_reply, request as describe_request, wait_event,
+    backend_event, device_event, frontend_event, reply as describe_reply,
+    request as describe_request, wait_event,
 };
 pub use scenario::{Action, Device, DeviceKind, Domain, Faults, Scenario, ScenarioError, Step};
 pub use trace::{Lane, Line, Trace};

@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 use xsio_core::OpId;
-use xsio_harness::{ActorId, Conn, Harness, HarnessError, Owner, Record, Store, XenstoredStore};
-use xsio_ops::{Op, OpError, Reply, Txn, TxnOp, XsOp};
+use xsio_device::{Completion, Config, Device, DeviceEvent, DeviceOp, Force};
+use xsio_harness::{
+    ActorId, Conn, FixedHost, Harness, HarnessError, Owner, Record, Store, XenstoredStore,
+};
+use xsio_ops::{Op, OpError, Reply, Txn, XsOp};
 use xsio_vbd::Vbd;
 use xsio_xenbus::block::{BlockDevice, BlockKind, BlockTransport, Mode, Protocol};
-use xsio_xenbus::{
-    Backend, BackendEvent, DeviceAreas, Frontend, FrontendEvent, StateWaiter, WaitEvent,
-    WaiterConfig, XenbusState,
-};
+use xsio_xenbus::{Backend, BackendEvent, DeviceAreas, Frontend, FrontendEvent, XenbusState};
 use xsio_xenstored::Origin;
 
 use crate::describe;
@@ -27,12 +27,9 @@ xsio_harness::actors! {
     pub(crate) enum SimActor / SimEvent {
         Backend(Backend, BackendEvent),
         Frontend(Frontend, FrontendEvent),
-        Waiter(StateWaiter, WaitEvent),
+        Removal(DeviceOp, DeviceEvent),
     }
 }
-
-/// How long the toolstack waits for a backend to close (libxl's 10 s).
-const REMOVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The most world steps one run may take before it counts as stuck.
 const MAX_STEPS: usize = 1_000_000;
@@ -46,10 +43,8 @@ pub enum Phase {
     Creating,
     /// Created; backend and frontend run.
     Running,
-    /// Removal requested; waiting for the backend to close.
+    /// Being removed (`xsio-device`'s removal: the request, the waits, the prune).
     Removing,
-    /// The areas are being removed.
-    Destroying,
     /// Gone.
     Removed,
 }
@@ -67,7 +62,8 @@ pub(crate) struct SimDevice {
     pub(crate) phase: Phase,
     /// Whether the guest ignores it (a seeded fault): no frontend runs.
     pub(crate) silent: bool,
-    /// The toolstack's wait for Closed ended in a timeout, so the areas were removed anyway.
+    /// The removal timed out with force auto and went on with force on (the frontend
+    /// directory removed under a guest that did not answer).
     pub(crate) forced: bool,
     /// Every state each end moved to, in order.
     pub(crate) history: Vec<(Lane, XenbusState)>,
@@ -80,15 +76,13 @@ pub(crate) struct SimDevice {
     block: BlockDevice,
     backend: Option<ActorId>,
     frontend: Option<ActorId>,
-    waiter: Option<ActorId>,
+    removal: Option<ActorId>,
 }
 
 /// What one of the toolstack's own transactions was for.
 #[derive(Clone, Copy, Debug)]
 enum ToolOp {
     Create(usize),
-    RequestRemoval(usize),
-    Destroy(usize),
 }
 
 /// A simulated host running one scenario under one seed.
@@ -97,7 +91,8 @@ pub(crate) struct Sim {
     pub(crate) seed: u64,
     rng: ChaCha8Rng,
     pub(crate) harness: Harness<SimActor>,
-    pub(crate) store: XenstoredStore,
+    /// The host (running guests, live device models) in front of the xenstored core.
+    pub(crate) store: (FixedHost, XenstoredStore),
     toolstack: Conn,
     backends: Conn,
     guests: BTreeMap<u32, Conn>,
@@ -108,12 +103,6 @@ pub(crate) struct Sim {
     roles: Vec<(usize, Lane)>,
     /// Domain → its devices' indices.
     by_domain: BTreeMap<u32, Vec<usize>>,
-    /// Per domain, how many of its devices are present (created and not yet removed; only
-    /// domains with some): who still needs the shared parent directories.
-    present: BTreeMap<u32, usize>,
-    /// Devices whose areas wait to be removed, in order, and the one being removed.
-    destroy_queue: VecDeque<usize>,
-    destroying: Option<usize>,
     pub(crate) trace: Trace,
     pub(crate) steps_taken: usize,
 }
@@ -156,7 +145,7 @@ impl Sim {
                     block,
                     backend: None,
                     frontend: None,
-                    waiter: None,
+                    removal: None,
                 });
             }
         }
@@ -170,7 +159,7 @@ impl Sim {
             seed,
             rng,
             harness,
-            store,
+            store: (FixedHost::default(), store),
             toolstack,
             backends,
             guests,
@@ -179,9 +168,6 @@ impl Sim {
             tool_ops: BTreeMap::new(),
             roles: Vec::new(),
             by_domain,
-            present: BTreeMap::new(),
-            destroy_queue: VecDeque::new(),
-            destroying: None,
             trace: Trace::default(),
             steps_taken: 0,
         }
@@ -319,7 +305,6 @@ impl Sim {
             format!("add {} (device id {})", d.vdev, d.vdev.number()),
         );
         self.devices[i].phase = Phase::Creating;
-        *self.present.entry(self.devices[i].domid).or_default() += 1;
         self.tool_txn(ToolOp::Create(i), txn);
     }
 
@@ -334,82 +319,17 @@ impl Sim {
             );
             return;
         }
-        let areas = self.devices[i].areas.clone();
+        let areas = &self.devices[i].areas;
+        let device = Device::new(
+            areas.frontend_kind.clone(),
+            areas.frontend_domid,
+            areas.devid,
+        )
+        .with_backend(areas.backend_domid, areas.backend_kind.clone());
         self.devices[i].phase = Phase::Removing;
-        self.tool_txn(ToolOp::RequestRemoval(i), areas.request_removal());
-        let waiter = StateWaiter::new(
-            WaiterConfig {
-                path: areas.backend_key("state"),
-                wanted: vec![XenbusState::Closed],
-                timeout: REMOVE_TIMEOUT,
-                token: format!("remove-{i}"),
-            },
-            self.harness.now(),
-        );
-        let id = self.add_actor(i, Lane::Toolstack, self.toolstack, SimActor::Waiter(waiter));
-        self.devices[i].waiter = Some(id);
-    }
-
-    /// Queues the removal of device `i`'s areas. The toolstack removes areas one device at a
-    /// time: each prunes the ancestors its area alone kept, which is only known once the
-    /// removals before it have committed (two racing prunes of a shared parent would each
-    /// keep it for the other, or one would take the other's half-removed device with it).
-    fn destroy(&mut self, i: usize) {
-        self.devices[i].phase = Phase::Destroying;
-        self.destroy_queue.push_back(i);
-        self.send_next_destroy();
-    }
-
-    /// The areas' removal, pruned: of each area, the highest ancestor that no other device
-    /// still present lives under goes, so no empty directory is left behind.
-    fn send_next_destroy(&mut self) {
-        if self.destroying.is_some() {
-            return;
-        }
-        let Some(i) = self.destroy_queue.pop_front() else {
-            return;
-        };
-        self.destroying = Some(i);
-        let domid = self.devices[i].domid;
-        let present = |d: &SimDevice| !matches!(d.phase, Phase::Absent | Phase::Removed);
-        let mut live: Vec<String> = self.by_domain[&domid]
-            .iter()
-            .filter(|&&j| j != i && present(&self.devices[j]))
-            .flat_map(|&j| {
-                let areas = &self.devices[j].areas;
-                [areas.backend_path(), areas.frontend_path()]
-            })
-            .collect();
-        // Another guest's device keeps the backends' shared directory; any one of its
-        // paths says so.
-        if let Some(&other) = self.present.keys().find(|&&d| d != domid) {
-            let j = self.by_domain[&other]
-                .iter()
-                .copied()
-                .find(|&j| present(&self.devices[j]));
-            if let Some(j) = j {
-                live.push(self.devices[j].areas.backend_path());
-            }
-        }
-        let d = &self.devices[i];
-        let roots = [
-            (d.areas.backend_path(), "/local/domain/0/backend".to_owned()),
-            (
-                d.areas.frontend_path(),
-                format!("/local/domain/{}", d.domid),
-            ),
-        ];
-        let ops = roots
-            .into_iter()
-            .map(|(area, root)| TxnOp::Rm {
-                path: prune_point(&area, &root, &live),
-            })
-            .collect();
-        let txn = Txn {
-            only_if_exists: None,
-            ops,
-        };
-        self.tool_txn(ToolOp::Destroy(i), txn);
+        let op = DeviceOp::remove(Config::default(), device, Force::Auto, self.harness.now());
+        let id = self.add_actor(i, Lane::Toolstack, self.toolstack, SimActor::Removal(op));
+        self.devices[i].removal = Some(id);
     }
 
     /// Adds a machine of device `i` on `conn` and starts it.
@@ -493,12 +413,6 @@ impl Sim {
         };
         let (i, label) = match what {
             ToolOp::Create(i) => (i, "create"),
-            ToolOp::RequestRemoval(i) => (i, "removal request"),
-            ToolOp::Destroy(i) => {
-                // Whatever its outcome, the next removal may go.
-                self.destroying = None;
-                (i, "destroy")
-            }
         };
         if let Err(err) = &result {
             let name = self.device_name(i);
@@ -510,7 +424,6 @@ impl Sim {
                 format!("toolstack {name}"),
                 format!("{label} failed: {err}"),
             );
-            self.send_next_destroy();
             return;
         }
         match what {
@@ -518,26 +431,7 @@ impl Sim {
                 self.devices[i].phase = Phase::Running;
                 self.start_machines(i);
             }
-            ToolOp::RequestRemoval(_) => {}
-            ToolOp::Destroy(i) => {
-                self.devices[i].phase = Phase::Removed;
-                self.devices[i].removed_ms = Some(self.elapsed_ms());
-                let domid = self.devices[i].domid;
-                if let Some(count) = self.present.get_mut(&domid) {
-                    *count = count.saturating_sub(1);
-                    if *count == 0 {
-                        self.present.remove(&domid);
-                    }
-                }
-                let name = self.device_name(i);
-                self.say(
-                    Lane::Toolstack,
-                    format!("toolstack {name}"),
-                    "removed".into(),
-                );
-            }
         }
-        self.send_next_destroy();
         self.report();
     }
 
@@ -545,9 +439,7 @@ impl Sim {
         match owner {
             Owner::Caller => {
                 let device = match self.tool_ops.get(&id) {
-                    Some(ToolOp::Create(i) | ToolOp::RequestRemoval(i) | ToolOp::Destroy(i)) => {
-                        self.device_name(*i)
-                    }
+                    Some(ToolOp::Create(i)) => self.device_name(*i),
                     None => "host".into(),
                 };
                 (Lane::Toolstack, format!("toolstack {device}"))
@@ -602,19 +494,20 @@ impl Sim {
                     self.say(lane, who, what);
                 }
             }
-            SimEvent::Waiter(e) => {
-                self.say(lane, who.clone(), describe::wait_event(e));
-                if let WaitEvent::Done(result) = e {
-                    if result.is_err() {
-                        // libxl's force: the backend did not close in time; remove anyway.
-                        self.devices[i].forced = true;
-                        self.say(
-                            lane,
-                            who,
-                            "backend did not close in time: forced removal".into(),
-                        );
+            SimEvent::Removal(e) => {
+                self.say(lane, who.clone(), describe::device_event(e));
+                if let DeviceEvent::Done(Completion::Removed(removal)) = e {
+                    match &removal.result {
+                        Ok(removed) => {
+                            self.devices[i].forced = removed.escalated;
+                            self.devices[i].phase = Phase::Removed;
+                            self.devices[i].removed_ms = Some(self.elapsed_ms());
+                            self.say(lane, who, "removed".into());
+                        }
+                        Err(err) => self.devices[i]
+                            .problems
+                            .push(format!("removal failed: {err}")),
                     }
-                    self.destroy(i);
                 }
             }
         }
@@ -652,24 +545,6 @@ impl Sim {
 
     fn both_connected(&self, i: usize) -> bool {
         self.states(i) == (Some(XenbusState::Connected), Some(XenbusState::Connected))
-    }
-}
-
-/// The highest directory at or above `area`, strictly below `root`, that holds no path of
-/// `live`: removing it removes the area and every ancestor the area alone kept.
-pub(crate) fn prune_point(area: &str, root: &str, live: &[String]) -> String {
-    let mut point = area.to_owned();
-    loop {
-        let Some((up, _)) = point.rsplit_once('/') else {
-            return point;
-        };
-        let used = live
-            .iter()
-            .any(|p| p == up || p.starts_with(&format!("{up}/")));
-        if up.len() <= root.len() || used {
-            return point;
-        }
-        point = up.to_owned();
     }
 }
 

@@ -11,7 +11,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use xsio_harness::{Conn, Harness, MemStore, Owner, Record};
-use xsio_ops::{Op, XsOp};
+use xsio_ops::{Op, Txn, TxnOp, XsOp};
 use xsio_vbd::Vbd;
 use xsio_xenbus::block::{BlockDevice, BlockKind, BlockTransport, Mode};
 use xsio_xenbus::{
@@ -61,7 +61,7 @@ fn lifetime(epoch: Instant, record: bool) -> Vec<(Conn, Op)> {
     assert_eq!(world.actor(backend).state(), Some(XenbusState::Connected));
     assert_eq!(world.actor(frontend).state(), Some(XenbusState::Connected));
 
-    world.submit(tool, Op::Xs(XsOp::Transaction(areas.request_removal())));
+    world.submit(tool, Op::Xs(XsOp::Transaction(removal_request(&areas))));
     let waiter = StateWaiter::new(
         WaiterConfig {
             path: areas.backend_key("state"),
@@ -76,7 +76,7 @@ fn lifetime(epoch: Instant, record: bool) -> Vec<(Conn, Op)> {
     world.drive(&mut store).unwrap();
     let done = world.actor(waiter).waiter().and_then(StateWaiter::result);
     assert_eq!(done, Some(&Ok(XenbusState::Closed)));
-    world.submit(tool, Op::Xs(XsOp::Transaction(areas.destroy())));
+    world.submit(tool, Op::Xs(XsOp::Transaction(destroy(&areas))));
     world.drive(&mut store).unwrap();
 
     let mut made = vec![(tool, create)];
@@ -115,4 +115,27 @@ fn floor(bencher: divan::Bencher<'_, '_>) {
         }
         fired
     });
+}
+
+/// What a toolstack writes to ask for a removal and to destroy the areas, as fixed
+/// transactions: input for the backend and frontend machines here. The toolstack's removal
+/// algorithm (the decisions, the waits, the prune) is `xsio-device`'s, model-checked with
+/// these machines in `crates/device/tests/model_check.rs`.
+fn removal_request(areas: &DeviceAreas) -> Txn {
+    Txn {
+        only_if_exists: Some(areas.backend_key("state")),
+        ops: vec![
+            TxnOp::write(areas.backend_key("online"), "0"),
+            TxnOp::write(areas.backend_key("state"), XenbusState::Closing.wire()),
+        ],
+    }
+}
+
+/// Both directories removed (see `removal_request`).
+fn destroy(areas: &DeviceAreas) -> Txn {
+    let rm = |path| TxnOp::Rm { path };
+    Txn {
+        only_if_exists: None,
+        ops: vec![rm(areas.frontend_path()), rm(areas.backend_path())],
+    }
 }

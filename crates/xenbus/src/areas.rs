@@ -1,5 +1,5 @@
 //! Where a split device lives in xenstore, who may read it, and the toolstack's
-//! transactions to create it, ask for its removal, and destroy it.
+//! transaction that creates it. (Its removal is `xsio-device`'s: one removal algorithm.)
 
 use xsio_xs_wire::{Access, Perm};
 
@@ -147,35 +147,6 @@ impl DeviceAreas {
         let path = format!("{dir}/{key}");
         ops.push(TxnOp::write(path.clone(), value));
         ops.push(TxnOp::SetPerms { path, perms });
-    }
-
-    /// The toolstack's removal request, as libxl writes it: `online`=0 and backend
-    /// `state`=5 (Closing) in one transaction, applied only while the backend `state` node
-    /// exists (a backend that is already gone needs no request). Then wait for the backend
-    /// to reach Closed with a [`StateWaiter`](crate::StateWaiter), and [`destroy`](Self::destroy).
-    pub fn request_removal(&self) -> Txn {
-        Txn {
-            only_if_exists: Some(self.backend_key("state")),
-            ops: vec![
-                TxnOp::write(self.backend_key("online"), "0"),
-                TxnOp::write(self.backend_key("state"), XenbusState::Closing.wire()),
-            ],
-        }
-    }
-
-    /// The toolstack's final transaction: remove both directories.
-    pub fn destroy(&self) -> Txn {
-        Txn {
-            only_if_exists: None,
-            ops: vec![
-                TxnOp::Rm {
-                    path: self.frontend_path(),
-                },
-                TxnOp::Rm {
-                    path: self.backend_path(),
-                },
-            ],
-        }
     }
 }
 

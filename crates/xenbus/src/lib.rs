@@ -11,9 +11,9 @@
 //!   frontend      ring-ref, event-channel, protocol, state=3            [Frontend]
 //!   backend       reads the transport; sectors, info, sector-size, 4    [Backend]
 //!   frontend      reads sectors, info, sector-size; state=4 (Connected) [Frontend]
-//!   toolstack     online=0, backend state=5 (Closing)                   [DeviceAreas::request_removal]
+//!   toolstack     online=0, backend state=5 (Closing)                   [xsio-device]
 //!   frontend      state=6 (Closed); backend state=6                     [Frontend, Backend]
-//!   toolstack     waits for backend 6, removes both directories         [StateWaiter, DeviceAreas::destroy]
+//!   toolstack     waits for backend 6, removes both directories         [xsio-device]
 //! ```
 //!
 //! This crate provides each participant as a machine that does no I/O:
@@ -22,8 +22,9 @@
 //! - [`Frontend`]: what Linux blkfront does in the guest.
 //! - [`StateWaiter`]: the toolstack's wait for a `state` value with a timeout (libxl's
 //!   devstate wait).
-//! - [`DeviceAreas`]: the directories, their permissions, and the toolstack's create,
-//!   removal-request and destroy transactions.
+//! - [`DeviceAreas`]: the directories, their permissions, and the toolstack's create
+//!   transaction. The removal (the request, the wait, the hotplug step, the prune) is one
+//!   algorithm in the workspace: `xsio-device`'s `DeviceOp`.
 //! - [`block`]: the block device keys for QEMU's `xen-disk` and `xen-cdrom`.
 //!
 //! # Operations, not bytes

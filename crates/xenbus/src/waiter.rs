@@ -15,7 +15,8 @@ pub struct WaiterConfig {
     /// The `state` node.
     pub path: String,
     /// Any of these ends the wait. Include [`XenbusState::Unknown`] to accept a missing
-    /// node (a device already destroyed); otherwise a missing node is waited through.
+    /// node (a device already destroyed); otherwise a node not there yet is waited for,
+    /// and one that goes away ends the wait with [`WaitError::Vanished`].
     pub wanted: Vec<XenbusState>,
     /// How long to wait.
     pub timeout: Duration,
@@ -36,6 +37,14 @@ pub enum WaitError {
     /// The caller cancelled the wait.
     #[error("wait cancelled")]
     Cancelled,
+    /// The node was there and went away (its directory was removed): it will not reach a
+    /// wanted state (libxl's devstate wait fails the same way). A node not there yet is
+    /// waited for.
+    #[error("the node went away; last state seen: {last:?}")]
+    Vanished {
+        /// The last state read before it went.
+        last: Option<XenbusState>,
+    },
     /// A xenstore operation failed.
     #[error(transparent)]
     Xenstore(#[from] OpError),
@@ -63,8 +72,9 @@ enum Purpose {
 /// Waits until a `state` node holds one of the wanted values, or a timeout passes.
 ///
 /// It watches the node and re-reads it on every event (xenstore events carry no value, and
-/// several changes may be seen as one): intermediate values, duplicate events and a missing
-/// node only keep it waiting. The watch fires once on registration, so a state reached
+/// several changes may be seen as one): intermediate values, duplicate events and a node
+/// not there yet only keep it waiting; a node that goes away ends the wait
+/// ([`WaitError::Vanished`]). The watch fires once on registration, so a state reached
 /// before the wait started is seen.
 ///
 /// ```
@@ -95,6 +105,8 @@ pub struct StateWaiter {
     requests: Requests<Purpose, WaitEvent>,
     deadline: Option<Instant>,
     last: Option<XenbusState>,
+    /// Whether a read found the node (a later missing read means it went away).
+    seen: bool,
     result: Option<Result<XenbusState, WaitError>>,
 }
 
@@ -107,6 +119,7 @@ impl StateWaiter {
             config,
             requests: Requests::new(),
             last: None,
+            seen: false,
             result: None,
         };
         let op = XsOp::Watch {
@@ -194,13 +207,22 @@ impl StateWaiter {
         if self.result.is_some() {
             return;
         }
+        if value.is_some() {
+            self.seen = true;
+        } else if self.seen && !self.config.wanted.contains(&XenbusState::Unknown) {
+            let last = self.last;
+            self.finish(Err(WaitError::Vanished { last }));
+            return;
+        }
         match XenbusState::from_node(value.as_deref()) {
             Ok(state) if self.config.wanted.contains(&state) => {
                 self.last = Some(state);
                 self.finish(Ok(state));
             }
             Ok(state) => {
-                self.last = Some(state);
+                if value.is_some() {
+                    self.last = Some(state);
+                }
                 self.requests.event(WaitEvent::StillWaiting(state));
             }
             Err(err) => self.requests.event(WaitEvent::Garbage(err)),

@@ -153,6 +153,45 @@ fn frontend_close_gives_up_on_a_silent_backend() {
     assert_eq!(frontend.poll_timeout(), None);
 }
 
+/// libxl's devstate wait fails when the node it waits on is removed; so does the waiter
+/// (it used to wait on to its timeout): a node seen and then gone ends the wait, typed.
+#[test]
+fn waiter_ends_when_the_node_goes_away() {
+    let now = epoch();
+    let config = |wanted| WaiterConfig {
+        path: "/be/state".into(),
+        wanted,
+        timeout: Duration::from_secs(10),
+        token: "t".into(),
+    };
+    for (wanted, expected) in [
+        (
+            vec![XenbusState::Closed],
+            Err(WaitError::Vanished {
+                last: Some(XenbusState::Closing),
+            }),
+        ),
+        (
+            vec![XenbusState::Closed, XenbusState::Unknown],
+            Ok(XenbusState::Unknown),
+        ),
+    ] {
+        let mut waiter = StateWaiter::new(config(wanted), now);
+        let (requests, _) = drain(|| waiter.poll_output());
+        waiter
+            .handle_reply(now, requests[0].id, Ok(Reply::Done))
+            .unwrap();
+        for value in [Some("5"), None] {
+            waiter.handle_watch(now, "/be/state", "t");
+            let (reads, _) = drain(|| waiter.poll_output());
+            let answer = Ok(Reply::Value(value.map(str::to_owned)));
+            waiter.handle_reply(now, reads[0].id, answer).unwrap();
+        }
+        assert_eq!(waiter.result(), Some(&expected));
+        assert_eq!(waiter.poll_timeout(), None);
+    }
+}
+
 #[test]
 fn waiter_waits_through_a_missing_node_and_times_out() {
     let now = epoch();

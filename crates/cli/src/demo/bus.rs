@@ -10,21 +10,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use xsio_core::OpId;
-use xsio_harness::{ActorId, Conn, Harness, Owner, Record, XenstoredStore};
+use xsio_device::{DeviceEvent, DeviceOp};
+use xsio_harness::{ActorId, Conn, FixedHost, Harness, Owner, Record, XenstoredStore};
 use xsio_ops::{Op, OpError, Reply, XsOp};
-use xsio_xenbus::{
-    Backend, BackendEvent, Frontend, FrontendEvent, StateWaiter, WaitEvent, XenbusState,
-};
+use xsio_xenbus::{Backend, BackendEvent, Frontend, FrontendEvent, XenbusState};
 use xsio_xenstored::Origin;
 use xsio_xs_client::{Client, Error, Response};
 use xsio_xs_wire::ErrorKind;
 
 xsio_harness::actors! {
-    /// The demo's machines: each device's backend, frontend and the toolstack's waiter.
+    /// The demo's machines: each device's backend, frontend and the toolstack's removal.
     pub(crate) enum Machine / Event {
         Backend(Backend, BackendEvent),
         Frontend(Frontend, FrontendEvent),
-        Waiter(StateWaiter, WaitEvent),
+        Removal(DeviceOp, DeviceEvent),
     }
 }
 
@@ -33,7 +32,7 @@ pub(crate) struct DeviceMachines {
     pub(crate) name: String,
     pub(crate) backend: ActorId,
     pub(crate) frontend: ActorId,
-    pub(crate) waiter: Option<ActorId>,
+    pub(crate) removal: Option<ActorId>,
     /// Results of the toolstack's transactions, in order.
     pub(crate) toolstack_results: Vec<Result<Reply, OpError>>,
     pub(crate) history: Vec<(&'static str, XenbusState)>,
@@ -44,7 +43,8 @@ pub(crate) struct DeviceMachines {
 /// The world of the demo.
 pub(crate) struct Bus {
     pub(crate) world: Harness<Machine>,
-    store: XenstoredStore,
+    /// The host (a running guest, a live QEMU) in front of the xenstored core.
+    store: (FixedHost, XenstoredStore),
     /// The toolstack's and the backend's connections (dom0), the guest's.
     toolstack: Conn,
     backend: Conn,
@@ -67,7 +67,7 @@ impl Bus {
         let frontend = store.connect(&mut world, Origin::Domain(guest));
         Bus {
             world,
-            store,
+            store: (FixedHost::default(), store),
             toolstack,
             backend,
             frontend,
@@ -104,17 +104,17 @@ impl Bus {
             name,
             backend,
             frontend,
-            waiter: None,
+            removal: None,
             toolstack_results: Vec::new(),
             history: Vec::new(),
             problems: Vec::new(),
         });
     }
 
-    /// Starts the toolstack's wait for device `i`.
-    pub(crate) fn add_waiter(&mut self, i: usize, waiter: StateWaiter) {
-        let id = self.world.add(self.toolstack, Machine::Waiter(waiter));
-        self.devices[i].waiter = Some(id);
+    /// Starts the toolstack's removal of device `i`.
+    pub(crate) fn add_removal(&mut self, i: usize, removal: DeviceOp) {
+        let id = self.world.add(self.toolstack, Machine::Removal(removal));
+        self.devices[i].removal = Some(id);
         self.start(id);
     }
 
@@ -138,9 +138,9 @@ impl Bus {
         }
     }
 
-    pub(crate) fn waiter(&self, i: usize) -> Option<&StateWaiter> {
-        match self.world.actor(self.devices[i].waiter?) {
-            Machine::Waiter(w) => Some(w),
+    pub(crate) fn removal(&self, i: usize) -> Option<&DeviceOp> {
+        match self.world.actor(self.devices[i].removal?) {
+            Machine::Removal(op) => Some(op),
             _ => None,
         }
     }
@@ -166,8 +166,7 @@ impl Bus {
         bail!("the demo did not settle in 100000 steps")
     }
 
-    /// Turns what the harness saw into trace lines, and lets the toolstack react: when a
-    /// waiter saw Closed, the device's areas are destroyed.
+    /// Turns what the harness saw into trace lines.
     fn report(&mut self) {
         for record in self.world.take_log() {
             match record {
@@ -196,7 +195,7 @@ impl Bus {
                 Some((i, "backend"))
             } else if d.frontend == actor {
                 Some((i, "frontend"))
-            } else if d.waiter == Some(actor) {
+            } else if d.removal == Some(actor) {
                 Some((i, "toolstack"))
             } else {
                 None
@@ -278,25 +277,7 @@ impl Bus {
                 }
                 xsio_sim::frontend_event(e)
             }
-            Event::Waiter(e) => {
-                let line = xsio_sim::wait_event(e);
-                if let WaitEvent::Done(Ok(XenbusState::Closed)) = e {
-                    self.say(&who, line);
-                    let destroy = self.backend(i).config().areas.destroy();
-                    let id = self
-                        .world
-                        .submit(self.toolstack, Op::Xs(XsOp::Transaction(destroy)));
-                    self.toolstack_ops.insert(id, i);
-                    // The submission's own record is reported at once, in order.
-                    for record in self.world.take_log() {
-                        if let Record::Request { owner, request } = record {
-                            self.describe_request(owner, request.id, &request.op);
-                        }
-                    }
-                    return;
-                }
-                Some(line)
-            }
+            Event::Removal(e) => Some(xsio_sim::device_event(e)),
         };
         if let Some(line) = line {
             self.say(&who, line);
@@ -308,7 +289,7 @@ impl Bus {
         &mut self,
         call: impl FnOnce(&mut Client, Instant) -> OpId,
     ) -> anyhow::Result<Result<Response, Error>> {
-        Ok(self.store.call(&mut self.world, self.toolstack, call)?)
+        Ok(self.store.1.call(&mut self.world, self.toolstack, call)?)
     }
 
     /// The tree under `path`, one `name = "value"` line per node, indented per level.
