@@ -85,6 +85,10 @@ fn main() -> Result<()> {
 }
 
 fn test(sh: &Shell, fuzz_seconds: u32, no_install: bool) -> Result<()> {
+    if std::env::var_os("CI").is_some() {
+        // A CI build runs once from a clean clone: incremental state would only take disk.
+        sh.set_var("CARGO_INCREMENTAL", "0");
+    }
     if !no_install {
         step("install peers and tools", || {
             setup::ensure_peers(sh)?;
