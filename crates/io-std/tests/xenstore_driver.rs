@@ -355,6 +355,8 @@ fn a_daemon_that_stops_reading_cannot_hold_an_op_past_its_deadline() {
     let mut xs = XsConn::from_conn(xsio_io_std::UnixConn::from_stream(ours), config);
     // Requests pipelined on the machine: about 1.2 MB, far more than the socket buffer.
     let value = Bytes::from(vec![b'v'; 3000]);
+    // The deadlines count from the submissions, so the wait is measured from there too.
+    let started = now();
     let ops: Vec<_> = (0..400)
         .map(|i| {
             xs.client_mut()
@@ -363,7 +365,6 @@ fn a_daemon_that_stops_reading_cannot_hold_an_op_past_its_deadline() {
         .collect();
     let (tx, rx) = std::sync::mpsc::channel();
     let waiting = std::thread::spawn(move || {
-        let started = now();
         let last = xs.wait(*ops.last().unwrap());
         let first = xs.wait(ops[0]);
         tx.send((last, first, now() - started)).unwrap();
