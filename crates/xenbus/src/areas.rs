@@ -97,8 +97,8 @@ impl DeviceAreas {
     ///
     /// Every node is written with its directory's permissions (each key gets an explicit
     /// `SetPerms`), so the result does not depend on how a daemon inherits permissions.
-    /// The directories are expected to be absent ([`destroy`](Self::destroy) an old device
-    /// first): keys left from an earlier device would survive.
+    /// The directories are expected to be absent (remove an old device first, with
+    /// `xsio-device`'s removal): keys left from an earlier device would survive.
     pub fn create(
         &self,
         backend_keys: &[(String, String)],
