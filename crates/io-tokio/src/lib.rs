@@ -9,8 +9,15 @@
 //! - [`qmp`]: a QMP connection ([`qmp::connect`], [`qmp::QmpHandle`]).
 //! - [`dm`]: QEMU on a pre-opened QMP socket, and the toolstack's QMP, file and process
 //!   operations (`xsio-dm`) run against it ([`dm::Qemu`]).
+//! - [`xenstore`]: a xenstore connection, on the daemon's socket or the xenbus device
+//!   ([`xenstore::connect`], [`xenstore::XsHandle`]): reads, writes, transactions retried on
+//!   `EAGAIN`, watch streams that are bounded and never lose events silently.
+//! - [`l2`]: the toolstack machines (xenbus, device) on xenstore connections, the async
+//!   twin of `xsio_io_std::l2` ([`l2::XsLinks`], [`l2::run_until`]).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod dm;
+pub mod l2;
 pub mod qmp;
+pub mod xenstore;

@@ -1,0 +1,314 @@
+//! The async xenstore client and the L2 driver on tokio against Xen's own daemons (C
+//! xenstored, oxenstored), run without a hypervisor by `xsio_testkit::xen`: transactions
+//! that really conflict, watch streams, a stalled watch that overflows explicitly while
+//! another task's reads complete, and the xenbus handshake with the frontend as guest 1
+//! talking over a real ring.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use xsio_device::{BackendEnd, Completion, Device, DeviceEvent, DeviceOp, Force};
+use xsio_harness::{ActorId, Conn, FixedHost, Harness, Owner, Record};
+use xsio_io_tokio::l2::{XsLinks, now, run_until};
+use xsio_io_tokio::xenstore::{self, ClientError, Config, Error, Transport, WatchItem};
+use xsio_ops::{Op, OpError, Reply, XsOp};
+use xsio_testkit::peer::{Peer, Tests};
+use xsio_testkit::xen::{Flavour, World, XenStored};
+use xsio_vbd::Vbd;
+use xsio_xenbus::block::{BlockDevice, BlockKind, BlockTransport, Mode, Protocol};
+use xsio_xenbus::{Backend, BackendEvent, Frontend, FrontendEvent, XenbusState};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn start(flavour: Flavour) -> Option<XenStored> {
+    let world = World::new()?;
+    XenStored::start(&world, flavour, &[])
+}
+
+/// A read, then someone else's write of what was read: the daemon's own conflict rule
+/// refuses the commit, the body runs again; conflicting every time ends in the typed
+/// error after the configured attempts.
+fn transactions_conflict(flavour: Flavour) {
+    let Some(daemon) = start(flavour) else { return };
+    runtime().block_on(async {
+        let xs = xenstore::connect(daemon.socket(), Config::default())
+            .await
+            .unwrap();
+        let other = xenstore::connect(daemon.socket(), Config::default())
+            .await
+            .unwrap();
+        xs.set("/tool/c", &1u32).await.unwrap();
+        let runs = Arc::new(AtomicU32::new(0));
+        let value = xs
+            .transaction(|tx| {
+                let (runs, other) = (runs.clone(), other.clone());
+                async move {
+                    let n: u32 = tx.get("/tool/c").await?;
+                    if runs.fetch_add(1, Ordering::SeqCst) == 0 {
+                        other.set("/tool/c", &10u32).await?;
+                    }
+                    tx.set("/tool/c", &(n + 1)).await?;
+                    Ok(n + 1)
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!((runs.load(Ordering::SeqCst), value), (2, 11));
+        assert_eq!(xs.get::<u32>("/tool/c").await.unwrap(), 11);
+
+        let mut config = Config::default();
+        config.transact_attempts = 3;
+        let limited = xenstore::connect(daemon.socket(), config).await.unwrap();
+        let err = limited
+            .transaction(|tx| {
+                let other = other.clone();
+                async move {
+                    let n: u32 = tx.get("/tool/c").await?;
+                    other.set("/tool/c", &(n + 1)).await?;
+                    tx.set("/tool/d", &n).await
+                }
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Op(ClientError::Conflict { attempts: 3 })),
+            "{err}"
+        );
+        assert!(!xs.exists("/tool/d").await.unwrap());
+    });
+}
+
+/// A watch stream in order; a second watch whose consumer stalls through 300 changes
+/// while another task's 300 reads on the same connection complete, then finds one
+/// overflow marker standing for exactly the events no longer queued.
+fn watches_stream_and_overflow_explicitly(flavour: Flavour) {
+    const WRITES: u32 = 300;
+    const BOUND: usize = 16;
+    let Some(daemon) = start(flavour) else { return };
+    runtime().block_on(async {
+        let mut config = Config::default();
+        config.max_queued_events = BOUND;
+        let xs = xenstore::connect(daemon.socket(), config).await.unwrap();
+        let writer = xenstore::connect(daemon.socket(), Config::default())
+            .await
+            .unwrap();
+        let mut watch = xs.watch("/tool/w", "w").await.unwrap();
+        let path = |item: Option<WatchItem>| match item {
+            Some(WatchItem::Event(event)) => event.path,
+            other => panic!("not an event: {other:?}"),
+        };
+        assert_eq!(path(watch.next().await), "/tool/w");
+        for child in ["a", "b"] {
+            writer
+                .write(&format!("/tool/w/{child}"), "1")
+                .await
+                .unwrap();
+            assert_eq!(path(watch.next().await), format!("/tool/w/{child}"));
+        }
+
+        xs.write("/tool/other", "o").await.unwrap();
+        let mut stalled = xs.watch("/tool/flood", "flood").await.unwrap();
+        let flood = tokio::spawn(async move {
+            for i in 0..WRITES {
+                writer
+                    .write(&format!("/tool/flood/{i}"), "x")
+                    .await
+                    .unwrap();
+            }
+        });
+        let reader = xs.clone();
+        let reads = tokio::spawn(async move {
+            for _ in 0..WRITES {
+                assert_eq!(&reader.read("/tool/other").await.unwrap()[..], b"o");
+            }
+        });
+        reads.await.unwrap();
+        flood.await.unwrap();
+        assert_eq!(&xs.read("/tool/other").await.unwrap()[..], b"o");
+        xs.close().await;
+        let WatchItem::Overflow(overflow) = stalled.next().await.unwrap() else {
+            panic!("the stalled watch starts with its overflow marker")
+        };
+        assert_eq!(overflow.path, "/tool/flood");
+        let mut rest = 0u64;
+        while let Some(item) = stalled.next().await {
+            assert!(matches!(item, WatchItem::Event(_)), "{item:?}");
+            rest += 1;
+        }
+        assert!(rest <= BOUND as u64);
+        assert_eq!(overflow.lost + rest, 1 + u64::from(WRITES));
+    });
+}
+
+xsio_harness::actors! {
+    /// The two ends of a device, and the toolstack's removal of it.
+    enum End / EndEvent {
+        Backend(Backend, BackendEvent),
+        Frontend(Frontend, FrontendEvent),
+        Removal(DeviceOp, DeviceEvent),
+    }
+}
+
+/// The store of the handshake: a fixed host (a running guest, a live device model) in
+/// front of the xenstore connections.
+type Stores = (FixedHost, XsLinks);
+
+fn state_of(world: &Harness<End>, id: ActorId) -> XenbusState {
+    match world.actor(id) {
+        End::Backend(m) => m.state(),
+        End::Frontend(m) => m.state(),
+        End::Removal(_) => XenbusState::Unknown,
+    }
+}
+
+/// The answer to an operation of the toolstack's own on `conn`, run by the same driver.
+async fn toolstack(
+    world: &mut Harness<End>,
+    links: &mut Stores,
+    conn: Conn,
+    op: XsOp,
+) -> Option<Result<Reply, OpError>> {
+    let id = world.submit(conn, Op::Xs(op));
+    run_until(world, links, Duration::from_secs(10), |_| true)
+        .await
+        .unwrap();
+    world
+        .take_log()
+        .into_iter()
+        .find_map(|record| match record {
+            Record::Reply {
+                owner: Owner::Caller,
+                id: done,
+                result,
+                ..
+            } if done == id => Some(result),
+            _ => None,
+        })
+}
+
+/// The disk handshake on tokio: the toolstack and the backend as dom0 on the daemon's
+/// socket, the frontend as guest 1 over its ring; Connected, then removed by the toolstack
+/// (`xsio-device`'s removal: both ends Closed, the areas pruned).
+fn xenbus_handshake_with_a_guest_on_a_ring(flavour: Flavour) {
+    let Some(daemon) = start(flavour) else { return };
+    let guest = daemon.introduce(1).unwrap();
+    runtime().block_on(async {
+        let begin = now();
+        let mut world: Harness<End> = Harness::new(begin);
+        let mut links: Stores = (FixedHost::default(), XsLinks::default());
+        let dom0 = || xenstore::connect(daemon.socket(), Config::default());
+        let tool = links.1.add(&mut world, dom0().await.unwrap());
+        let back = links.1.add(&mut world, dom0().await.unwrap());
+        let guest = xenstore::from_fd(OwnedFd::from(guest), Transport::Socket, Config::default());
+        let front = links.1.add(&mut world, guest.unwrap());
+
+        let mut disk = BlockDevice::new(
+            BlockKind::Disk,
+            Vbd::parse("xvda").unwrap(),
+            "/img/disk",
+            Mode::ReadWrite,
+        );
+        disk.sectors = 2048;
+        let areas = disk.areas(0, 1);
+        let create = areas.create(
+            &disk.toolstack_backend_keys(),
+            &disk.toolstack_frontend_keys(),
+        );
+        let created = toolstack(&mut world, &mut links, tool, XsOp::Transaction(create)).await;
+        assert_eq!(created, Some(Ok(Reply::Committed)));
+        let transport = BlockTransport {
+            ring_ref: 8,
+            event_channel: 3,
+            protocol: Some(Protocol::X86_64),
+        };
+        let backend = Backend::new(disk.backend_config(areas.clone()), begin);
+        let frontend = Frontend::new(disk.frontend_config(areas.clone(), &transport), begin);
+        let b = world.add(back, End::Backend(backend));
+        let f = world.add(front, End::Frontend(frontend));
+        world.drain(b);
+        world.drain(f);
+        let both = |w: &Harness<End>, want| state_of(w, b) == want && state_of(w, f) == want;
+        run_until(&mut world, &mut links, Duration::from_secs(10), |w| {
+            both(w, XenbusState::Connected)
+        })
+        .await
+        .expect("both ends Connected");
+        let xs = links.1.handle(tool).unwrap().clone();
+        let fe = areas.frontend_path();
+        assert_eq!(&xs.read(&format!("{fe}/ring-ref")).await.unwrap()[..], b"8");
+        // The guest's own entries are its own: the daemon's permissions at work.
+        let owner = xs.get_perms(&format!("{fe}/ring-ref")).await.unwrap()[0];
+        assert_eq!(owner.domid, 1);
+
+        let device = Device::new("vbd", 1, disk.devid()).with_backend(0, "qdisk");
+        let op = DeviceOp::remove(
+            xsio_device::Config::default(),
+            device,
+            Force::Auto,
+            world.now(),
+        );
+        let r = world.add(tool, End::Removal(op));
+        world.drain(r);
+        let completion = |w: &Harness<End>| match w.actor(r) {
+            End::Removal(op) => op.completion().cloned(),
+            _ => None,
+        };
+        run_until(&mut world, &mut links, Duration::from_secs(10), |w| {
+            completion(w).is_some()
+        })
+        .await
+        .expect("the removal completes");
+        let Some(Completion::Removed(removal)) = completion(&world) else {
+            panic!("not a removal: {:?}", completion(&world));
+        };
+        assert_eq!(removal.result.map(|r| r.backend), Ok(BackendEnd::Closed));
+        assert!(removal.pruned);
+        assert!(both(&world, XenbusState::Closed));
+        assert!(!xs.exists(&areas.backend_path()).await.unwrap());
+        assert!(!xs.exists(&fe).await.unwrap());
+        assert!(!xs.exists("/local/domain/0/backend").await.unwrap());
+        for record in world.take_log() {
+            let text = format!("{record:?}");
+            assert!(!text.contains("Failed"), "{text}");
+        }
+    });
+}
+
+fn main() -> std::process::ExitCode {
+    // The shim is C compiled at test time; each test then runs one of Xen's daemons.
+    let cc = Peer::runs("cc", "cc", &["--version"]);
+    let c = Peer::file(Flavour::C.program());
+    let ocaml = Peer::file(Flavour::OCaml.program());
+    let mut tests = Tests::new();
+    for (name, daemon, flavour) in [
+        ("c_xenstored", &c, Flavour::C),
+        ("oxenstored", &ocaml, Flavour::OCaml),
+    ] {
+        let needs = [&cc, daemon];
+        tests = tests
+            .test(
+                &format!("{name}_transactions_conflict_and_are_retried"),
+                &needs,
+                move || transactions_conflict(flavour),
+            )
+            .test(
+                &format!("{name}_watches_stream_and_overflow_explicitly"),
+                &needs,
+                move || watches_stream_and_overflow_explicitly(flavour),
+            )
+            .test(
+                &format!("{name}_xenbus_handshake_with_a_guest_on_a_ring"),
+                &needs,
+                move || xenbus_handshake_with_a_guest_on_a_ring(flavour),
+            );
+    }
+    tests.run()
+}
