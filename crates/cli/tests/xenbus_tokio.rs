@@ -2,21 +2,31 @@
 //! xenbus machines and `xsio-device`'s removal on `xsio-io-tokio`'s L2 driver (async
 //! clients, `run_until`) against the `xsio xenstored` daemon, the toolstack and the backend
 //! on the control socket, the frontend on guest 1's socket (the device transport, as a
-//! guest's `/dev/xen/xenbus`). The host operations of the removal are answered by a fixed
-//! host (a running guest, a live device model).
+//! guest's `/dev/xen/xenbus`). The host operations are answered by a fixed host (a
+//! running guest, a live device model) in the handshake test, and by
+//! `xsio_io_tokio::host::Host` in the others: hotplug scripts (`testdata/hotplug/record.sh`)
+//! as real child processes, run on an add and a removal, killed when they hang, killed and
+//! reaped when the links are dropped.
 
 mod common;
 
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::Daemon;
-use xsio_device::{BackendEnd, Completion, Device, DeviceEvent, DeviceOp, Force};
-use xsio_harness::{ActorId, Conn, FixedHost, Harness, Owner, Record};
-use xsio_io_tokio::l2::{XsLinks, now, run_until};
+use xsio_device::disk::{DiskBackend, DiskSpec};
+use xsio_device::{
+    Added, BackendEnd, Completion, Config as DeviceConfig, Device, DeviceEvent, DeviceOp, Force,
+    RemoveError, Removed,
+};
+use xsio_harness::{ActorId, Conn, FixedHost, Harness, Owner, Record, Store};
+use xsio_io_tokio::host::Host;
+use xsio_io_tokio::l2::{Arrivals, XsLinks, now, run_until, run_until_with};
 use xsio_io_tokio::xenstore::{self, Config, Transport};
-use xsio_ops::{Op, OpError, Reply, Txn, XsOp};
+use xsio_ops::{DomainState, HostOp, Op, OpError, ProcessExit, Reply, Txn, XsOp};
 use xsio_vbd::Vbd;
 use xsio_xenbus::block::{BlockDevice, BlockKind, BlockTransport, Mode, Protocol};
 use xsio_xenbus::{Backend, BackendEvent, Frontend, FrontendEvent, XenbusState};
@@ -26,7 +36,7 @@ xsio_harness::actors! {
     enum Machine / Event {
         Backend(Backend, BackendEvent),
         Frontend(Frontend, FrontendEvent),
-        Removal(DeviceOp, DeviceEvent),
+        Device(DeviceOp, DeviceEvent),
     }
 }
 
@@ -37,14 +47,14 @@ fn state_of(world: &Harness<Machine>, id: ActorId) -> XenbusState {
     match world.actor(id) {
         Machine::Backend(m) => m.state(),
         Machine::Frontend(m) => m.state(),
-        Machine::Removal(_) => XenbusState::Unknown,
+        Machine::Device(_) => XenbusState::Unknown,
     }
 }
 
 /// Runs the world until `done` (10 s at most), failing on any machine's failure event.
 async fn drive(
     world: &mut Harness<Machine>,
-    links: &mut Stores,
+    links: &mut (impl Store<Machine> + Arrivals),
     done: impl Fn(&Harness<Machine>) -> bool,
 ) {
     run_until(world, links, Duration::from_secs(10), done)
@@ -150,10 +160,10 @@ fn disk_connects_and_is_removed_on_tokio() {
             Force::Auto,
             world.now(),
         );
-        let r = world.add(tool, Machine::Removal(op));
+        let r = world.add(tool, Machine::Device(op));
         world.drain(r);
         let completion = |w: &Harness<Machine>| match w.actor(r) {
-            Machine::Removal(op) => op.completion().cloned(),
+            Machine::Device(op) => op.completion().cloned(),
             _ => None,
         };
         drive(&mut world, &mut links, |w| completion(w).is_some()).await;
@@ -176,5 +186,309 @@ fn disk_connects_and_is_removed_on_tokio() {
         // Pruned up to the domains' homes: no empty `backend` or `device` left behind.
         assert!(!xs.exists("/local/domain/0/backend").await.unwrap());
         assert!(!xs.exists("/local/domain/1/device").await.unwrap());
+    });
+}
+
+/// A wrapper around the test hotplug script (`testdata/hotplug/record.sh`) that fixes its
+/// record file and mode and leaves its process id in `<dir>/pid-<mode>` (the test
+/// process's own environment is left alone). Returns the wrapper, the record file, the
+/// script it runs.
+fn hotplug(dir: &Path, mode: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/hotplug/record.sh");
+    let record = dir.join(format!("record-{mode}"));
+    let wrapper = dir.join(format!("hotplug-{mode}"));
+    let pid = dir.join(format!("pid-{mode}"));
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho $$ > '{}'\nXSIO_HOTPLUG_RECORD='{}' XSIO_HOTPLUG_MODE={mode} exec '{}' \"$@\"\n",
+            pid.display(),
+            record.display(),
+            testdata.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (wrapper, record, testdata)
+}
+
+/// What the test script records for one run of `wrapper` with `verb` on guest 1's disk
+/// 51712 (libxl's argv and environment for a `vbd` backend).
+fn record_of(wrapper: &Path, script: &Path, verb: &str) -> String {
+    format!(
+        "argv: {} {verb}\nscript={}\nXENBUS_TYPE=vbd\nXENBUS_PATH=backend/vbd/1/51712\nXENBUS_BASE_PATH=backend\n--\n",
+        script.display(),
+        wrapper.display()
+    )
+}
+
+/// Guest 1 running, its device model alive; any other domain is unknown to the host.
+fn host() -> Host {
+    Host::new()
+        .domain_info(|domid| match domid {
+            1 => Ok(DomainState::Running),
+            other => Err(format!("no domain {other}")),
+        })
+        .device_model(|_| Some(true))
+}
+
+fn completion_of(world: &Harness<Machine>, id: ActorId) -> Option<Completion> {
+    match world.actor(id) {
+        Machine::Device(op) => op.completion().cloned(),
+        _ => None,
+    }
+}
+
+/// xsio-device's add and removal of a kernel-backed disk (backend kind `vbd`) on tokio,
+/// with its hotplug script a real child process (run with `add`, then `remove`), and the
+/// xenbus backend and frontend machines on the same harness: the add writes the areas,
+/// the ends start, the add waits for the backend's InitWait and runs the script, both
+/// ends reach Connected; the removal closes them, runs the script and prunes the areas.
+/// The driver wakes on the script's exit: it is not polled, and every timeout of the
+/// device machine (scaled by 10: the hotplug timeout is 400 s) is far past the run's
+/// limit (10 s).
+#[test]
+fn a_disk_is_added_and_removed_with_its_hotplug_script_on_tokio() {
+    let d = Daemon::start(&[1], &[]);
+    let (wrapper, record, script) = hotplug(d.dir.path(), "ok");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let start = now();
+        let mut world: Harness<Machine> = Harness::new(start);
+        let mut links = XsLinks::default().with_host(host());
+        let socket = || xenstore::connect(&d.socket, Config::default());
+        let tool = links.add(&mut world, socket().await.unwrap());
+        let back = links.add(&mut world, socket().await.unwrap());
+        let guest = OwnedFd::from(UnixStream::connect(d.domain_socket(1)).unwrap());
+        let guest = xenstore::from_fd(guest, Transport::Device, Config::default()).unwrap();
+        let front = links.add(&mut world, guest);
+        let xs = links.handle(tool).unwrap().clone();
+
+        let spec = DiskSpec::parse("vdev=xvda,format=raw,access=rw,devtype=disk,target=/img/disk")
+            .unwrap();
+        let add = spec.add_spec(1, 0, DiskBackend::Phy, wrapper.to_str().unwrap());
+        let slow = DeviceConfig::default().scaled(10.0).unwrap();
+        let device = add.device.clone();
+        assert_eq!(device.backend_path(), "/local/domain/0/backend/vbd/1/51712");
+        let op = world.add(
+            tool,
+            Machine::Device(DeviceOp::add(slow.clone(), add, start)),
+        );
+        world.drain(op);
+        let mut disk = BlockDevice::new(
+            BlockKind::Disk,
+            Vbd::parse("xvda").unwrap(),
+            "/img/disk",
+            Mode::ReadWrite,
+        );
+        disk.sectors = 2048;
+        let transport = BlockTransport {
+            ring_ref: 8,
+            event_channel: 3,
+            protocol: Some(Protocol::X86_64),
+        };
+        // The ends start once the add has written their directories (each writes its
+        // state guarded by the existence of its `state` node).
+        let mut ends: Option<(ActorId, ActorId)> = None;
+        run_until_with(&mut world, &mut links, Duration::from_secs(10), |w| {
+            for record in w.take_log() {
+                let text = format!("{record:?}");
+                assert!(!text.contains("Failed"), "{text}");
+                let created = matches!(
+                    record,
+                    Record::Event { actor, event: Event::Device(DeviceEvent::Created) }
+                        if actor == op
+                );
+                if created {
+                    let now = w.now();
+                    let backend = Backend::new(disk.backend_config(device.areas()), now);
+                    let frontend =
+                        Frontend::new(disk.frontend_config(device.areas(), &transport), now);
+                    let b = w.add(back, Machine::Backend(backend));
+                    let f = w.add(front, Machine::Frontend(frontend));
+                    w.drain(b);
+                    w.drain(f);
+                    ends = Some((b, f));
+                }
+            }
+            ends.is_some_and(|(b, f)| {
+                state_of(w, b) == XenbusState::Connected && state_of(w, f) == XenbusState::Connected
+            }) && completion_of(w, op).is_some()
+        })
+        .await
+        .unwrap_or_else(|e| {
+            let states = ends.map(|(b, f)| (state_of(&world, b), state_of(&world, f)));
+            panic!(
+                "{e}: ends {states:?}, add {:?}, in flight {}",
+                completion_of(&world, op),
+                world.in_flight()
+            )
+        });
+        let (b, f) = ends.unwrap();
+        assert_eq!(
+            completion_of(&world, op),
+            Some(Completion::Added(Ok(Added { scripts: 1 })))
+        );
+        assert_eq!(
+            std::fs::read_to_string(&record).unwrap(),
+            record_of(&wrapper, &script, "add")
+        );
+        let be = device.backend_path();
+        assert_eq!(
+            &xs.read(&format!("{be}/script")).await.unwrap()[..],
+            wrapper.to_str().unwrap().as_bytes()
+        );
+        assert_eq!(xs.get::<u32>(&format!("{be}/state")).await.unwrap(), 4);
+        assert_eq!(
+            xs.get::<u32>(&device.frontend_key("state")).await.unwrap(),
+            4
+        );
+        assert!(xs.exists(&device.toolstack_path()).await.unwrap());
+
+        let removal = DeviceOp::remove(slow, device.clone(), Force::Auto, world.now());
+        let r = world.add(tool, Machine::Device(removal));
+        world.drain(r);
+        drive(&mut world, &mut links, |w| {
+            completion_of(w, r).is_some()
+                && matches!(w.actor(f), Machine::Frontend(m) if m.is_stopped())
+        })
+        .await;
+        let Some(Completion::Removed(removal)) = completion_of(&world, r) else {
+            panic!("not a removal: {:?}", completion_of(&world, r));
+        };
+        assert_eq!(
+            removal.result,
+            Ok(Removed {
+                backend: BackendEnd::Closed,
+                escalated: false,
+                scripts: 1
+            })
+        );
+        assert!(removal.pruned);
+        assert_eq!(state_of(&world, b), XenbusState::Closed);
+        assert_eq!(links.host().unwrap().running(), 0);
+        assert_eq!(
+            std::fs::read_to_string(&record).unwrap(),
+            record_of(&wrapper, &script, "add") + &record_of(&wrapper, &script, "remove")
+        );
+        for gone in [
+            be.as_str(),
+            &device.frontend_path(),
+            "/libxl/1",
+            "/local/domain/0/backend",
+            "/local/domain/1/device",
+        ] {
+            assert!(!xs.exists(gone).await.unwrap(), "{gone} is left");
+        }
+    });
+}
+
+/// A closed `vbd` disk of guest 1 whose hotplug script is `script`.
+async fn seed(xs: &xenstore::XsHandle, device: &Device, script: &Path) {
+    let be = device.backend_path();
+    xs.write(&format!("{be}/state"), "6").await.unwrap();
+    xs.write(&format!("{be}/script"), script.display().to_string())
+        .await
+        .unwrap();
+    xs.write(&device.frontend_key("state"), "6").await.unwrap();
+    xs.write(&format!("{}/backend", device.toolstack_path()), be.clone())
+        .await
+        .unwrap();
+}
+
+/// A removal whose hotplug script hangs: past the hotplug timeout (0.4 s here) the driver
+/// kills it (SIGKILL) and reaps it, and the removal reports the killed script.
+#[test]
+fn a_hanging_hotplug_script_is_killed_and_reported_on_tokio() {
+    let d = Daemon::start(&[1], &[]);
+    let (wrapper, _, _) = hotplug(d.dir.path(), "hang");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let start = now();
+        let mut world: Harness<Machine> = Harness::new(start);
+        let mut links = XsLinks::default().with_host(host());
+        let tool = links.add(
+            &mut world,
+            xenstore::connect(&d.socket, Config::default())
+                .await
+                .unwrap(),
+        );
+        let xs = links.handle(tool).unwrap().clone();
+        let device = Device::new("vbd", 1, 51712);
+        seed(&xs, &device, &wrapper).await;
+        let fast = DeviceConfig::default().scaled(0.01).unwrap();
+        let r = world.add(
+            tool,
+            Machine::Device(DeviceOp::remove(fast, device.clone(), Force::Auto, start)),
+        );
+        world.drain(r);
+        run_until(&mut world, &mut links, Duration::from_secs(10), |w| {
+            completion_of(w, r).is_some()
+        })
+        .await
+        .expect("the removal completes");
+        let Some(Completion::Removed(removal)) = completion_of(&world, r) else {
+            panic!("not a removal: {:?}", completion_of(&world, r));
+        };
+        let Err(RemoveError::Scripts(failures)) = &removal.result else {
+            panic!("{removal:?}");
+        };
+        assert_eq!(failures[0].exit, ProcessExit::Signalled(9));
+        assert!(failures[0].timed_out);
+        assert!(
+            !removal.pruned,
+            "AUTO leaves the areas after a failed script"
+        );
+        assert!(xs.exists(&device.backend_path()).await.unwrap());
+        assert_eq!(links.host().unwrap().running(), 0, "reaped");
+        let pid = std::fs::read_to_string(d.dir.path().join("pid-hang")).unwrap();
+        assert!(
+            !Path::new(&format!("/proc/{}", pid.trim())).exists(),
+            "the killed script is gone, no zombie left"
+        );
+    });
+}
+
+/// Links dropped while a script runs: the script is killed and reaped with them.
+#[test]
+fn dropping_the_links_kills_and_reaps_a_running_script() {
+    let d = Daemon::start(&[], &[]);
+    let (wrapper, _, _) = hotplug(d.dir.path(), "hang");
+    let pidfile = d.dir.path().join("pid-hang");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut world: Harness<Machine> = Harness::new(now());
+        let mut links = XsLinks::default().with_host(Host::new());
+        let tool = links.add(
+            &mut world,
+            xenstore::connect(&d.socket, Config::default())
+                .await
+                .unwrap(),
+        );
+        let argv = vec![wrapper.to_str().unwrap().to_owned(), "remove".to_owned()];
+        world.submit(tool, Op::Host(HostOp::Spawn { argv, env: vec![] }));
+        world.step(&mut links).unwrap();
+        assert_eq!(links.host().unwrap().running(), 1);
+        let mut pid = String::new();
+        for _ in 0..500 {
+            pid = std::fs::read_to_string(&pidfile).unwrap_or_default();
+            if pid.ends_with('\n') {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let proc = PathBuf::from(format!("/proc/{}", pid.trim()));
+        assert!(proc.exists(), "the script runs");
+        drop(links);
+        assert!(!proc.exists(), "killed and reaped on drop");
     });
 }

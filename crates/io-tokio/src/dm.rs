@@ -485,7 +485,8 @@ fn now() -> std::time::Instant {
     tokio::time::Instant::now().into_std()
 }
 
-fn exit_of(status: ExitStatus) -> ProcessExit {
+/// How a reaped child ended (the device model, a hotplug script).
+pub(crate) fn exit_of(status: ExitStatus) -> ProcessExit {
     match (status.code(), status.signal()) {
         (Some(code), _) => ProcessExit::Exited(code),
         (None, Some(signal)) => ProcessExit::Signalled(signal),

@@ -7,13 +7,16 @@
 //! traffic; answers and watch events come back through the link's inbox. A watch whose
 //! events overflow their bound ([`xsio_xs_client::Config::max_queued_events`]) is handed to
 //! its machine as one event on the watched path: the machines re-read what they watch on
-//! every event, which is what an overflow asks for. Operations other than xenstore's
-//! (host, QMP, files) are answered [`OpErrorKind::Unsupported`] unless a store in front of
-//! the links takes them (a pair of stores is a store: `(FixedHost, XsLinks)` answers the
-//! host operations of a virtual host). [`run_until`] is the event loop over any store
-//! that says when to look again ([`Arrivals`]): step, check the caller's condition once
-//! nothing is in flight, then sleep until an answer or event arrives or the machines'
-//! next deadline, give up at a time limit.
+//! every event, which is what an overflow asks for. With a [`Host`]
+//! ([`XsLinks::with_host`]) the links also execute host operations: hotplug scripts as
+//! tokio child processes (answered when they exit), domain info and device-model liveness
+//! from the caller. Other operations (QMP, files) are answered
+//! [`OpErrorKind::Unsupported`] unless a store in front of the links takes them (a pair of
+//! stores is a store: `(FixedHost, XsLinks)` answers the host operations of a virtual
+//! host). [`run_until`] is the event loop over any store that says when to look again
+//! ([`Arrivals`]): step, check the caller's condition once nothing is in flight, then
+//! sleep until an answer or event arrives, a child exits or the machines' next deadline,
+//! give up at a time limit.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -53,6 +56,7 @@ use xsio_harness::{Actor, Conn, FixedHost, Harness, HarnessError, Owner, Store};
 use xsio_ops::{Op, OpError, OpErrorKind, Reply};
 use xsio_xs_client::{WatchEvent, WatchItem, WatchQueues};
 
+use crate::host::Host;
 use crate::xenstore::{L2Submit, XsHandle, connection_gone};
 
 /// Who an L2 operation's answer is for.
@@ -120,12 +124,15 @@ impl Inbox {
     }
 }
 
-/// The xenstore connections of a harness, one async client per harness connection.
+/// The xenstore connections of a harness, one async client per harness connection, and
+/// optionally the [`Host`] that executes host operations (domain info, device-model
+/// liveness, hotplug scripts); without one they are answered [`OpErrorKind::Unsupported`].
 #[derive(Debug, Default)]
 pub struct XsLinks {
     links: Vec<(XsHandle, Arc<Inbox>)>,
     /// Woken by every inbox when something arrives.
     notify: Arc<Notify>,
+    host: Option<Host>,
 }
 
 /// Why [`run_until`] stopped without the condition holding.
@@ -157,6 +164,18 @@ impl XsLinks {
     pub fn handle(&self, conn: Conn) -> Option<&XsHandle> {
         self.links.get(conn.index()).map(|(handle, _)| handle)
     }
+
+    /// The same links, with `host` executing the machines' host operations; the driver
+    /// then also wakes when one of its programs exits.
+    pub fn with_host(mut self, host: Host) -> XsLinks {
+        self.host = Some(host);
+        self
+    }
+
+    /// The host, if any.
+    pub fn host(&self) -> Option<&Host> {
+        self.host.as_ref()
+    }
 }
 
 impl<A: Actor> Store<A> for XsLinks {
@@ -167,14 +186,22 @@ impl<A: Actor> Store<A> for XsLinks {
             let conn = conn_at(harness, index)?;
             while let Some((owner, request)) = harness.take_request(conn) {
                 moved = true;
-                let Op::Xs(op) = request.op else {
-                    // Host, QMP and file operations have no executor on tokio yet.
-                    let error = OpError::new(
-                        OpErrorKind::Unsupported,
-                        "not an operation this driver executes",
-                    );
-                    harness.reply(owner, request.id, Err(error))?;
-                    continue;
+                let op = match (request.op, &mut self.host) {
+                    (Op::Xs(op), _) => op,
+                    (Op::Host(op), Some(host)) => {
+                        if let Some(answer) = host.execute(owner, request.id, op) {
+                            harness.reply(owner, request.id, answer)?;
+                        } // else a program: answered when it ends
+                        continue;
+                    }
+                    _ => {
+                        let error = OpError::new(
+                            OpErrorKind::Unsupported,
+                            "not an operation this driver executes",
+                        );
+                        harness.reply(owner, request.id, Err(error))?;
+                        continue;
+                    }
                 };
                 let submit = L2Submit {
                     op,
@@ -196,6 +223,9 @@ impl<A: Actor> Store<A> for XsLinks {
                 // An overflow's path is the watched path: the machine re-reads it.
                 harness.watch_event(conn, item.path(), item.token());
             }
+        }
+        if let Some(host) = &mut self.host {
+            moved |= host.reap(harness)?;
         }
         harness.advance_to(now());
         Ok(moved)
@@ -220,7 +250,20 @@ impl Arrivals for XsLinks {
     fn arrival(&mut self) -> impl Future<Output = ()> + '_ {
         // A notification sent while nobody waited is kept (one permit), so an answer
         // that arrived between the last step and this wait is not slept through.
-        self.notify.notified()
+        let answered = self.notify.notified();
+        let host = self.host.as_mut();
+        async move {
+            let exited = async {
+                match host {
+                    Some(host) => host.exited().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = answered => {}
+                () = exited => {}
+            }
+        }
     }
 }
 
@@ -253,6 +296,17 @@ pub async fn run_until<A: Actor, L: Store<A> + Arrivals>(
     limit: Duration,
     mut done: impl FnMut(&Harness<A>) -> bool,
 ) -> Result<(), DriveError> {
+    run_until_with(harness, links, limit, |h| done(h)).await
+}
+
+/// [`run_until`] whose condition may change the harness: take its log as the run goes,
+/// add machines (the ends of a device once its add has written their directories).
+pub async fn run_until_with<A: Actor, L: Store<A> + Arrivals>(
+    harness: &mut Harness<A>,
+    links: &mut L,
+    limit: Duration,
+    mut done: impl FnMut(&mut Harness<A>) -> bool,
+) -> Result<(), DriveError> {
     let give_up = xsio_core::deadline(now(), limit);
     loop {
         while harness.step(links)? {}
@@ -260,6 +314,10 @@ pub async fn run_until<A: Actor, L: Store<A> + Arrivals>(
         // of the writes it has issued.
         if harness.in_flight() == 0 && done(harness) {
             return Ok(());
+        }
+        // The condition may have added machines: send what they ask before sleeping.
+        if harness.step(links)? {
+            continue;
         }
         if give_up.is_some_and(|g| now() >= g) {
             return Err(DriveError::TimedOut(limit));

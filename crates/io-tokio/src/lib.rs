@@ -14,10 +14,14 @@
 //!   `EAGAIN`, watch streams that are bounded and never lose events silently.
 //! - [`l2`]: the toolstack machines (xenbus, device) on xenstore connections, the async
 //!   twin of `xsio_io_std::l2` ([`l2::XsLinks`], [`l2::run_until`]).
+//! - [`host`]: the machines' host operations on a real host ([`host::Host`]: hotplug
+//!   scripts as tokio child processes, domain info and device-model liveness from the
+//!   caller), run by the L2 driver beside the xenstore connections.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod dm;
+pub mod host;
 pub mod l2;
 pub mod qmp;
 pub mod xenstore;

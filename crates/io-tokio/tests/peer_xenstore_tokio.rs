@@ -1,19 +1,23 @@
 //! The async xenstore client and the L2 driver on tokio against Xen's own daemons (C
 //! xenstored, oxenstored), run without a hypervisor by `xsio_testkit::xen`: transactions
 //! that really conflict, watch streams, a stalled watch that overflows explicitly while
-//! another task's reads complete, and the xenbus handshake with the frontend as guest 1
-//! talking over a real ring.
+//! another task's reads complete, the xenbus handshake with the frontend as guest 1
+//! talking over a real ring, and `xsio-device`'s removal running a real hotplug script
+//! through `xsio_io_tokio::host::Host`.
 
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use xsio_device::{BackendEnd, Completion, Device, DeviceEvent, DeviceOp, Force};
+use xsio_device::{BackendEnd, Completion, Device, DeviceEvent, DeviceOp, Force, Removed};
 use xsio_harness::{ActorId, Conn, FixedHost, Harness, Owner, Record};
+use xsio_io_tokio::host::Host;
 use xsio_io_tokio::l2::{XsLinks, now, run_until};
 use xsio_io_tokio::xenstore::{self, ClientError, Config, Error, Transport, WatchItem};
-use xsio_ops::{Op, OpError, Reply, XsOp};
+use xsio_ops::{DomainState, Op, OpError, Reply, XsOp};
 use xsio_testkit::peer::{Peer, Tests};
 use xsio_testkit::xen::{Flavour, World, XenStored};
 use xsio_vbd::Vbd;
@@ -282,6 +286,106 @@ fn xenbus_handshake_with_a_guest_on_a_ring(flavour: Flavour) {
     });
 }
 
+/// `testdata/hotplug/record.sh` behind a wrapper that fixes its record file (the test
+/// process's own environment is left alone): the wrapper, the record, the script.
+fn hotplug(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/hotplug/record.sh");
+    let record = dir.join("hotplug-record");
+    let wrapper = dir.join("hotplug");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nXSIO_HOTPLUG_RECORD='{}' exec '{}' \"$@\"\n",
+            record.display(),
+            script.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (wrapper, record, script)
+}
+
+/// `xsio-device`'s removal of a closed kernel-backed disk of guest 1 on tokio, its hotplug
+/// script a real child process (`xsio_io_tokio::host::Host`), against Xen's daemon: the
+/// script runs once with libxl's argv and environment, the areas and the parents they
+/// alone kept are pruned.
+fn removal_runs_a_real_hotplug_script(flavour: Flavour) {
+    let Some(daemon) = start(flavour) else { return };
+    let (wrapper, record, script) = hotplug(daemon.world().dir());
+    runtime().block_on(async {
+        let begin = now();
+        let mut world: Harness<End> = Harness::new(begin);
+        let host = Host::new().domain_info(|domid| match domid {
+            1 => Ok(DomainState::Running),
+            other => Err(format!("no domain {other}")),
+        });
+        let mut links = XsLinks::default().with_host(host);
+        let tool = links.add(
+            &mut world,
+            xenstore::connect(daemon.socket(), Config::default())
+                .await
+                .unwrap(),
+        );
+        let xs = links.handle(tool).unwrap().clone();
+        let device = Device::new("vbd", 1, 51712);
+        let be = device.backend_path();
+        xs.write(&format!("{be}/state"), "6").await.unwrap();
+        xs.write(&format!("{be}/script"), wrapper.display().to_string())
+            .await
+            .unwrap();
+        xs.write(&device.frontend_key("state"), "6").await.unwrap();
+        xs.write(&format!("{}/backend", device.toolstack_path()), be.clone())
+            .await
+            .unwrap();
+
+        let op = DeviceOp::remove(
+            xsio_device::Config::default(),
+            device.clone(),
+            Force::Auto,
+            begin,
+        );
+        let r = world.add(tool, End::Removal(op));
+        world.drain(r);
+        let completion = |w: &Harness<End>| match w.actor(r) {
+            End::Removal(op) => op.completion().cloned(),
+            _ => None,
+        };
+        run_until(&mut world, &mut links, Duration::from_secs(10), |w| {
+            completion(w).is_some()
+        })
+        .await
+        .expect("the removal completes");
+        let Some(Completion::Removed(removal)) = completion(&world) else {
+            panic!("not a removal: {:?}", completion(&world));
+        };
+        assert_eq!(
+            removal.result,
+            Ok(Removed {
+                backend: BackendEnd::Closed,
+                escalated: false,
+                scripts: 1
+            })
+        );
+        assert!(removal.pruned);
+        assert_eq!(links.host().unwrap().running(), 0);
+        let expected = format!(
+            "argv: {} remove\nscript={}\nXENBUS_TYPE=vbd\nXENBUS_PATH=backend/vbd/1/51712\nXENBUS_BASE_PATH=backend\n--\n",
+            script.display(),
+            wrapper.display()
+        );
+        assert_eq!(std::fs::read_to_string(&record).unwrap(), expected);
+        for gone in [
+            be.as_str(),
+            &device.frontend_path(),
+            "/libxl/1",
+            "/local/domain/0/backend",
+            "/local/domain/1/device",
+        ] {
+            assert!(!xs.exists(gone).await.unwrap(), "{gone} is left");
+        }
+    });
+}
+
 fn main() -> std::process::ExitCode {
     // The shim is C compiled at test time; each test then runs one of Xen's daemons.
     let cc = Peer::runs("cc", "cc", &["--version"]);
@@ -308,6 +412,11 @@ fn main() -> std::process::ExitCode {
                 &format!("{name}_xenbus_handshake_with_a_guest_on_a_ring"),
                 &needs,
                 move || xenbus_handshake_with_a_guest_on_a_ring(flavour),
+            )
+            .test(
+                &format!("{name}_removal_runs_a_real_hotplug_script"),
+                &needs,
+                move || removal_runs_a_real_hotplug_script(flavour),
             );
     }
     tests.run()
