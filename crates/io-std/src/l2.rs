@@ -255,6 +255,11 @@ pub fn run_until_with<A: Actor, L: Store<A> + Pollable>(
         if done(harness) {
             return Ok(());
         }
+        // `done` may have added machines or issued operations: start them before sleeping,
+        // or they would wait for the next unrelated answer or deadline.
+        if harness.step(links)? {
+            continue;
+        }
         let current = now();
         if give_up.is_some_and(|g| current >= g) {
             return Err(DriveError::TimedOut(limit));

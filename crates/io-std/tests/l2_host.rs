@@ -13,7 +13,7 @@ use xsio_device::{
 };
 use xsio_harness::Harness;
 use xsio_io_std::host::Host;
-use xsio_io_std::l2::{XsLinks, run_until};
+use xsio_io_std::l2::{XsLinks, run_until, run_until_with};
 use xsio_io_std::xenstore::XsConn;
 use xsio_io_std::xenstored::{DaemonConfig, run};
 use xsio_ops::{DomainState, ProcessExit};
@@ -225,4 +225,54 @@ fn without_a_domain_info_provider_the_removal_fails_typed() {
         matches!(&removal.result, Err(RemoveError::DomainInfo(e)) if e.kind == xsio_ops::OpErrorKind::Unsupported),
         "{removal:?}"
     );
+}
+
+#[test]
+fn a_removal_started_by_the_stop_condition_runs_at_once() {
+    let daemon = Daemon::start();
+    let (wrapper, _) = script(daemon.dir.path(), "ok");
+    let first = Device::new("vbd", 1, 51712);
+    let second = Device::new("vbd", 1, 51728);
+    let mut xs = XsConn::connect(daemon.socket()).unwrap();
+    seed(&mut xs, &first, &wrapper);
+    seed(&mut xs, &second, &wrapper);
+
+    let now = xsio_io_std::now();
+    let mut world: Harness<DeviceOp> = Harness::new(now);
+    let mut links = XsLinks::default().with_host(running_guest());
+    let conn = links.add(&mut world, XsConn::connect(daemon.socket()).unwrap());
+    let op = world.add(
+        conn,
+        DeviceOp::remove(Config::default(), first.clone(), Force::Auto, now),
+    );
+    world.drain(op);
+    let mut next = None;
+    // The second removal is added by the condition itself, as a toolstack's loop would
+    // start the next job; nothing else would wake the driver for it within the limit.
+    let limit = Duration::from_secs(30);
+    run_until_with(&mut world, &mut links, limit, |w| match next {
+        None if w.actor(op).is_done() => {
+            let later = w.add(
+                conn,
+                DeviceOp::remove(Config::default(), second.clone(), Force::Auto, w.now()),
+            );
+            w.drain(later);
+            next = Some(later);
+            false
+        }
+        None => false,
+        Some(later) => w.actor(later).is_done(),
+    })
+    .unwrap();
+    // Without a wake-up it slept until the limit (30 s: the new operation waits for an
+    // answer, with no deadline of its own); the removal itself takes milliseconds.
+    let took = xsio_io_std::now() - now;
+    assert!(took < Duration::from_secs(2), "stalled for {took:?}");
+    let later = next.unwrap();
+    assert!(
+        matches!(world.actor(later).completion(), Some(Completion::Removed(r)) if r.result.is_ok() && r.pruned),
+        "{:?}",
+        world.actor(later).completion()
+    );
+    assert!(!xs.exists(&second.backend_path()).unwrap());
 }
