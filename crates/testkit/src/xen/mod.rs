@@ -19,10 +19,14 @@
 //! On top of it: [`XenStored`] (the C daemon or oxenstored on a temp socket, killed on
 //! drop), guests that talk to it over a real ring ([`XenStored::introduce`], which gives the
 //! test a Unix socket bridged to the ring, so any client, `xsio-xs-client` included, runs
-//! over it unchanged), and [`XenQemu`] (QEMU's `-machine xenpv` backend).
+//! over it unchanged), [`XenQemu`] (QEMU's `-machine xenpv` backend), and [`Recorder`], a
+//! proxy that logs every xenstore message a client (QEMU) exchanges with its daemon, the
+//! source of the transcripts in `testdata/xen-qemu/`.
 
+pub mod blkif;
 mod memory;
 mod qemu;
+mod record;
 mod ring;
 mod shim;
 mod xenstored;
@@ -34,6 +38,7 @@ use std::sync::Arc;
 
 pub use memory::{EventChannel, GuestMemory, PAGE_SIZE};
 pub use qemu::{XEN_QEMU, XenQemu, XenQemuBuilder};
+pub use record::{Direction, Record, Recorder};
 pub use ring::{RING_REF, RingLayout};
 pub use xenstored::{C_XENSTORED, Flavour, OXENSTORED, XenStored};
 

@@ -135,6 +135,27 @@ impl XenQemu {
         kill_process(Pid::from_raw(self.child.id() as i32).unwrap(), signal).unwrap();
     }
 
+    /// SIGTERM: QEMU's clean exit (the same as QMP `quit`: it deletes its devices'
+    /// directories).
+    pub fn terminate(&self) {
+        self.signal(Signal::TERM);
+    }
+
+    /// SIGKILL: QEMU ends without cleaning anything.
+    pub fn kill(&self) {
+        self.signal(Signal::KILL);
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether QEMU is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
     /// Waits (`limit` at most, then panics) for QEMU to exit; returns its status.
     pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
         crate::process::wait_with_timeout(&mut self.child, limit, XEN_QEMU);
