@@ -114,6 +114,11 @@ impl Daemon {
         panic!("xsio xenstored did not come up within {DAEMON_WAIT:?}");
     }
 
+    /// The daemon's process id (`None` once stopped).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether the daemon is still running.
     pub fn is_running(&mut self) -> bool {
         self.child

@@ -1,0 +1,213 @@
+//! The xenbus handshake and `xsio-device`'s removal, through `xsio-io-std`'s L2 driver,
+//! with Xen 4.17's own C xenstored as the store (run without a hypervisor under the
+//! testkit's shim): the toolstack and our `Backend` on dom0's socket, our `Frontend` as a
+//! real unprivileged guest (domain 1) over its xenstore ring. Xen's permission code, not
+//! ours, decides what the guest may read and write.
+
+use std::time::Duration;
+
+use xsio_device::{BackendEnd, Completion, Config, Device, DeviceEvent, DeviceOp, Force};
+use xsio_harness::{ActorId, Conn, Harness};
+use xsio_io_std::l2::{XsLinks, run_until};
+use xsio_io_std::unix::UnixConn;
+use xsio_io_std::xenbus;
+use xsio_io_std::xenstore::{XsConn, XsError};
+use xsio_ops::{OpError, Reply, XsOp};
+use xsio_testkit::peer::{Peer, Tests};
+use xsio_testkit::xen::{Flavour, World, XenStored};
+use xsio_vbd::Vbd;
+use xsio_xenbus::block::{BlockDevice, BlockKind, BlockTransport, Mode, Protocol};
+use xsio_xenbus::{Backend, BackendEvent, Frontend, FrontendEvent, XenbusState};
+use xsio_xs_wire::{Access, ErrorKind, Perm};
+
+xsio_harness::actors! {
+    /// The machines of the test.
+    enum Machine / Event {
+        Backend(Backend, BackendEvent),
+        Frontend(Frontend, FrontendEvent),
+        Removal(DeviceOp, DeviceEvent),
+    }
+}
+
+const BACKEND: &str = "/local/domain/0/backend/qdisk/1/51712";
+const FRONTEND: &str = "/local/domain/1/device/vbd/51712";
+
+fn state_of(world: &Harness<Machine>, id: ActorId) -> XenbusState {
+    match world.actor(id) {
+        Machine::Backend(m) => m.state(),
+        Machine::Frontend(m) => m.state(),
+        Machine::Removal(_) => XenbusState::Unknown,
+    }
+}
+
+/// Runs the world until `done` (20 s at most), failing on any machine's failure event.
+fn drive(
+    world: &mut Harness<Machine>,
+    links: &mut XsLinks,
+    done: impl Fn(&Harness<Machine>) -> bool,
+) {
+    run_until(world, links, Duration::from_secs(20), done).expect("the machines get there");
+    for record in world.take_log() {
+        let text = format!("{record:?}");
+        assert!(!text.contains("Failed"), "{text}");
+    }
+}
+
+/// A transaction of the toolstack's own, executed directly on its connection.
+fn toolstack(links: &mut XsLinks, conn: Conn, op: XsOp) -> Result<Reply, OpError> {
+    let mut watches = xsio_harness::xs::Watches::default();
+    let conn = links.conn_mut(conn).expect("the toolstack's connection");
+    xenbus::execute(conn, &op, &mut watches)
+}
+
+/// The toolstack creates a disk, our backend (dom0) and frontend (guest 1 over its ring)
+/// run the handshake to Connected; what each side wrote is read back, and the guest is
+/// refused the backend's directory for writing; then `xsio-device` removes the device
+/// (online=0 and Closing, the waits, the prune) and both machines stop.
+fn handshake_and_removal_with_a_guest_over_its_ring() {
+    let world = World::new().expect("cc is there: the harness checked");
+    let daemon = XenStored::start(&world, Flavour::C, &[]).expect("checked by the harness");
+    let connect = || XsConn::connect(daemon.socket()).expect("connect to Xen's xenstored");
+    let mut dom0 = connect();
+    // The guest's home, owned by it, as a toolstack makes it before INTRODUCE.
+    dom0.write("/local/domain/1", "").unwrap();
+    dom0.set_perms("/local/domain/1", &[Perm::new(Access::None, 1)])
+        .unwrap();
+    let ring = daemon.introduce(1).expect("introduce guest 1");
+    let guest = XsConn::from_conn(
+        UnixConn::from_stream(ring),
+        xsio_xs_client::Config::default(),
+    );
+
+    let start = xsio_io_std::unix::now();
+    let mut world_: Harness<Machine> = Harness::new(start);
+    let host = xsio_io_std::host::Host::new()
+        .domain_info(|_| Ok(xsio_ops::DomainState::Running))
+        .device_model(|_| Some(true));
+    let mut links = XsLinks::default().with_host(host);
+    let tool = links.add(&mut world_, connect());
+    let back = links.add(&mut world_, connect());
+    let front = links.add(&mut world_, guest);
+    let w = &mut world_;
+
+    let mut disk = BlockDevice::new(
+        BlockKind::Disk,
+        Vbd::parse("xvda").unwrap(),
+        "/img/disk",
+        Mode::ReadWrite,
+    );
+    disk.sectors = 2048;
+    let areas = disk.areas(0, 1);
+    let create = areas.create(
+        &disk.toolstack_backend_keys(),
+        &disk.toolstack_frontend_keys(),
+    );
+    assert_eq!(
+        toolstack(&mut links, tool, XsOp::Transaction(create)),
+        Ok(Reply::Committed)
+    );
+    let transport = BlockTransport {
+        ring_ref: 8,
+        event_channel: 3,
+        protocol: Some(Protocol::X86_64),
+    };
+    let b = w.add(
+        back,
+        Machine::Backend(Backend::new(disk.backend_config(areas.clone()), start)),
+    );
+    let f = w.add(
+        front,
+        Machine::Frontend(Frontend::new(
+            disk.frontend_config(areas, &transport),
+            start,
+        )),
+    );
+    w.drain(b);
+    w.drain(f);
+    drive(w, &mut links, |w| {
+        state_of(w, b) == XenbusState::Connected && state_of(w, f) == XenbusState::Connected
+    });
+
+    // What dom0 reads: the backend's keys, and the frontend's, written by the guest.
+    let read =
+        |c: &mut XsConn, path: &str| String::from_utf8(c.read(path).unwrap().to_vec()).unwrap();
+    assert_eq!(read(&mut dom0, &format!("{BACKEND}/state")), "4");
+    assert_eq!(read(&mut dom0, &format!("{BACKEND}/sectors")), "2048");
+    for (key, value) in [
+        ("state", "4"),
+        ("ring-ref", "8"),
+        ("event-channel", "3"),
+        ("protocol", "x86_64-abi"),
+    ] {
+        assert_eq!(
+            read(&mut dom0, &format!("{FRONTEND}/{key}")),
+            value,
+            "{key}"
+        );
+    }
+    // Xen's permissions, as the guest meets them over its ring: it reads the backend
+    // (r1), may not write there, and owns its frontend directory.
+    let guest = links.conn_mut(front).unwrap();
+    assert_eq!(
+        read(guest, &format!("{BACKEND}/state")),
+        "4",
+        "the guest reads its backend"
+    );
+    match guest.write(&format!("{BACKEND}/state"), "6") {
+        Err(err @ XsError::Op(_)) => assert_eq!(err.xs_kind(), Some(ErrorKind::Eacces)),
+        other => panic!("the guest wrote its backend: {other:?}"),
+    }
+    assert_eq!(
+        guest.get_perms(FRONTEND).unwrap(),
+        vec![Perm::new(Access::None, 1), Perm::new(Access::Read, 0)]
+    );
+
+    // The removal: xsio-device's, the guest running and its backend alive.
+    let device = Device::new("vbd", 1, disk.devid()).with_backend(0, "qdisk");
+    let op = DeviceOp::remove(Config::default(), device, Force::Auto, w.now());
+    let removal = w.add(tool, Machine::Removal(op));
+    w.drain(removal);
+    let completion = |w: &Harness<Machine>| match w.actor(removal) {
+        Machine::Removal(op) => op.completion().cloned(),
+        _ => None,
+    };
+    drive(w, &mut links, |w| completion(w).is_some());
+    let Some(Completion::Removed(removed)) = completion(w) else {
+        panic!("not a removal");
+    };
+    assert!(removed.pruned);
+    assert_eq!(removed.result.map(|r| r.backend), Ok(BackendEnd::Closed));
+    // Both machines see their directories go and stop; nothing of the device is left.
+    drive(w, &mut links, |w| {
+        [b, f].iter().all(|&id| match w.actor(id) {
+            Machine::Backend(m) => m.is_stopped(),
+            Machine::Frontend(m) => m.is_stopped(),
+            Machine::Removal(_) => true,
+        })
+    });
+    for gone in [
+        BACKEND,
+        FRONTEND,
+        "/local/domain/0/backend",
+        "/local/domain/1/device",
+        "/libxl/1",
+    ] {
+        assert!(!dom0.exists(gone).unwrap(), "{gone} is left");
+    }
+    assert!(
+        dom0.exists("/local/domain/1").unwrap(),
+        "the guest's home stays"
+    );
+}
+
+fn main() -> std::process::ExitCode {
+    let cc = Peer::runs("cc", "cc", &["--version"]);
+    let xen = Peer::file(Flavour::C.program());
+    Tests::new()
+        .test(
+            "handshake_and_removal_with_a_guest_over_its_ring",
+            &[&cc, &xen],
+            handshake_and_removal_with_a_guest_over_its_ring,
+        )
+        .run()
+}
