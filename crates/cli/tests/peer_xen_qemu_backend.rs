@@ -386,7 +386,7 @@ fn clean_exit_with_the_device_connected() {
 }
 
 /// QEMU killed (SIGKILL) with the device Connected: it cleans nothing, both directories
-/// stay as they were (the backend Connected), and nothing more came from QEMU.
+/// stay as they were (the backend Connected), and QEMU changed nothing after the kill.
 fn killed_qemu_cleans_nothing() {
     let mut s = connected();
     s.recorder.note("SIGKILL to QEMU");
@@ -402,8 +402,16 @@ fn killed_qemu_cleans_nothing() {
         b"4".to_vec()
     );
     let records = s.recorder.records();
+    // A read QEMU had in flight may still pass the proxy; nothing that changes the store
+    // does.
     let after = requests_after(&records, "SIGKILL to QEMU");
-    assert!(after.is_empty(), "QEMU sent after its kill: {after:?}");
+    assert!(
+        !after
+            .iter()
+            .any(|r| matches!(r, Record::Message { kind, .. }
+            if ["WRITE", "RM", "MKDIR", "SET_PERMS"].contains(&kind.as_str()))),
+        "QEMU cleaned after its kill: {after:?}"
+    );
     s.save(
         "killed",
         "killed_qemu_cleans_nothing",

@@ -375,6 +375,49 @@ impl Bed {
         }
     }
 
+    /// After a removal that QEMU, alive, answered by closing: waits (10 s at most) for
+    /// QEMU's own deletion of its backend directory to land, then checks the device's
+    /// three areas are gone. QEMU writes its backend state without checking the directory
+    /// is still there (it writes Closed twice), so a write of QEMU's that lands after the
+    /// removal's prune recreates the backend's parents, and QEMU's own deletion then
+    /// removes only the backend directory: the empty parents are checked gone unless the
+    /// recording shows such a late write (then they are what it left; reported).
+    fn settle_and_assert_pruned(&mut self) {
+        let waited = now() + Duration::from_secs(10);
+        loop {
+            let records = self.recorder.records();
+            let qemu = qemu_requests_after(&records, "toolstack: removal starts");
+            if qemu_removed(&qemu, BACKEND) && !self.dom0.exists(BACKEND).unwrap() {
+                break;
+            }
+            assert!(
+                now() < waited,
+                "QEMU did not delete its backend directory: {}",
+                self.recorder.transcript(&[])
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for gone in [BACKEND, FRONTEND, TOOLSTACK, "/libxl/1"] {
+            assert!(!self.dom0.exists(gone).unwrap(), "{gone} is left");
+        }
+        let records = self.recorder.records();
+        let late: Vec<Record> = qemu_requests_after(&records, "toolstack: removed /")
+            .into_iter()
+            .filter(|r| {
+                matches!(r, Record::Message { kind, fields, .. }
+                if kind == "WRITE" && fields.first().is_some_and(|p| p.starts_with(BACKEND)))
+            })
+            .collect();
+        if late.is_empty() {
+            self.assert_pruned();
+        } else {
+            eprintln!(
+                "QEMU wrote after the prune, recreating the backend's parents: {late:?}; left: {:?}",
+                self.dom0.directory("/local/domain/0/backend/qdisk/1")
+            );
+        }
+    }
+
     /// Writes the recording to `testdata/xen-qemu/<name>.txt` when recording.
     fn save(&self, name: &str, test: &str, store: Store, what: &str) {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -438,6 +481,14 @@ fn qemu_removed(records: &[Record], path: &str) -> bool {
     records.iter().any(|r| r.is_request("RM", path, None))
 }
 
+/// Whether any of `records` is a request that changes the store.
+fn changes_the_store(records: &[Record]) -> bool {
+    records.iter().any(|r| {
+        matches!(r, Record::Message { kind, .. }
+            if ["WRITE", "RM", "MKDIR", "SET_PERMS"].contains(&kind.as_str()))
+    })
+}
+
 fn removed(completion: &Completion) -> &Removed {
     match completion {
         Completion::Removed(removal) => {
@@ -476,7 +527,7 @@ fn normal_unplug(store: Store, test: &str) {
         |w| matches!(w.actor(frontend), Machine::Frontend(f) if f.is_stopped()),
     )
     .expect("the frontend stops");
-    bed.assert_pruned();
+    bed.settle_and_assert_pruned();
     let qemu = qemu_requests_after(&bed.recorder.records(), "toolstack: removal");
     assert!(
         qemu_wrote(&qemu, &format!("{BACKEND}/state"), "6"),
@@ -605,8 +656,13 @@ fn killed_qemu_with_a_paused_guest_is_bodged() {
             "{events:?}"
         );
         bed.assert_pruned();
+        // A read QEMU had in flight may still pass the proxy; nothing that changes the
+        // store does.
         let qemu = qemu_requests_after(&bed.recorder.records(), "SIGKILL to QEMU");
-        assert!(qemu.is_empty(), "QEMU sent after its kill: {qemu:?}");
+        assert!(
+            !changes_the_store(&qemu),
+            "QEMU cleaned after its kill: {qemu:?}"
+        );
         if !blind {
             bed.save(
                 "removal-killed-paused-xsio",
@@ -657,7 +713,7 @@ fn live_qemu_with_a_paused_guest_is_not_closed_blind() {
     );
     assert!(!removed.escalated && !bodged(events), "{events:?}");
     assert!(events.contains(&DeviceEvent::DeviceModel { alive: Some(true) }));
-    bed.assert_pruned();
+    bed.settle_and_assert_pruned();
     let records = bed.recorder.records();
     let qemu = qemu_requests_after(&records, "frontend (by hand): state=6");
     assert!(
@@ -695,7 +751,7 @@ fn live_qemu_with_a_guest_paused_throughout_escalates() {
         backend: XenbusState::Closing,
         force: Force::On
     }));
-    bed.assert_pruned();
+    bed.settle_and_assert_pruned();
     let records = bed.recorder.records();
     let qemu = qemu_requests_after(&records, "toolstack: timed out with force auto");
     assert!(
