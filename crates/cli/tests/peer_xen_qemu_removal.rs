@@ -621,9 +621,9 @@ fn clean_exit_in_the_middle_of_a_removal_on_xen_c_xenstored() {
 /// process known gone the removal closes it itself at once (the bodge, inside a
 /// transaction); when the host cannot tell, after libxl's blind wait. Either way the
 /// removal succeeds and prunes everything QEMU left.
-fn killed_qemu_with_a_paused_guest_is_bodged() {
+fn killed_qemu_with_a_paused_guest_is_bodged(store: Store, test: &str) {
     for (liveness, blind) in [(Liveness::Process, false), (Liveness::Unknown, true)] {
-        let mut bed = Bed::new(Store::Ours, liveness, false);
+        let mut bed = Bed::new(store, liveness, false);
         bed.recorder.note("SIGKILL to QEMU");
         bed.qemu.kill();
         bed.qemu.wait_exit(Duration::from_secs(20));
@@ -665,13 +665,27 @@ fn killed_qemu_with_a_paused_guest_is_bodged() {
         );
         if !blind {
             bed.save(
-                "removal-killed-paused-xsio",
-                "killed_qemu_with_a_paused_guest_is_bodged",
-                Store::Ours,
-                "QEMU killed, guest paused: xsio-device closes the backend itself (the bodge); nothing comes from QEMU",
+                &format!("removal-killed-paused-{}", store_name(store)),
+                test,
+                store,
+                "QEMU killed, guest paused: xsio-device closes the backend itself (the bodge); QEMU changes nothing after the kill",
             );
         }
     }
+}
+
+fn killed_qemu_with_a_paused_guest_is_bodged_on_our_xenstored() {
+    killed_qemu_with_a_paused_guest_is_bodged(
+        Store::Ours,
+        "killed_qemu_with_a_paused_guest_is_bodged_on_our_xenstored",
+    );
+}
+
+fn killed_qemu_with_a_paused_guest_is_bodged_on_xen_c_xenstored() {
+    killed_qemu_with_a_paused_guest_is_bodged(
+        Store::XenC,
+        "killed_qemu_with_a_paused_guest_is_bodged_on_xen_c_xenstored",
+    );
 }
 
 /// QEMU alive, the guest paused: libxl would close the backend blind after 2 s, under a
@@ -679,8 +693,8 @@ fn killed_qemu_with_a_paused_guest_is_bodged() {
 /// QEMU goes to Closing and waits for the frontend; past the bodge timeout the guest is
 /// unpaused and its frontend closes; QEMU then closes and deletes both directories. The
 /// toolstack never wrote the backend's state past Closing.
-fn live_qemu_with_a_paused_guest_is_not_closed_blind() {
-    let mut bed = Bed::new(Store::Ours, Liveness::Process, false);
+fn live_qemu_with_a_paused_guest_is_not_closed_blind(store: Store, test: &str) {
+    let mut bed = Bed::new(store, Liveness::Process, false);
     // libxl's constants halved: the blind close would come after 1 s, the destroy timeout
     // after 5 s.
     let config = Config::default().scaled(0.5).unwrap();
@@ -722,10 +736,24 @@ fn live_qemu_with_a_paused_guest_is_not_closed_blind() {
     );
     assert!(qemu_removed(&qemu, FRONTEND) && qemu_removed(&qemu, BACKEND));
     bed.save(
-        "removal-live-paused-xsio",
-        "live_qemu_with_a_paused_guest_is_not_closed_blind",
-        Store::Ours,
+        &format!("removal-live-paused-{}", store_name(store)),
+        test,
+        store,
         "guest paused, QEMU alive: xsio-device asks, QEMU waits in Closing for the guest; unpaused, the frontend writes 5 then 6, and QEMU writes 6 and deletes both directories",
+    );
+}
+
+fn live_qemu_with_a_paused_guest_is_not_closed_blind_on_our_xenstored() {
+    live_qemu_with_a_paused_guest_is_not_closed_blind(
+        Store::Ours,
+        "live_qemu_with_a_paused_guest_is_not_closed_blind_on_our_xenstored",
+    );
+}
+
+fn live_qemu_with_a_paused_guest_is_not_closed_blind_on_xen_c_xenstored() {
+    live_qemu_with_a_paused_guest_is_not_closed_blind(
+        Store::XenC,
+        "live_qemu_with_a_paused_guest_is_not_closed_blind_on_xen_c_xenstored",
     );
 }
 
@@ -795,14 +823,24 @@ fn main() -> std::process::ExitCode {
             clean_exit_in_the_middle_of_a_removal_on_xen_c_xenstored,
         )
         .test(
-            "killed_qemu_with_a_paused_guest_is_bodged",
+            "killed_qemu_with_a_paused_guest_is_bodged_on_our_xenstored",
             ours,
-            killed_qemu_with_a_paused_guest_is_bodged,
+            killed_qemu_with_a_paused_guest_is_bodged_on_our_xenstored,
         )
         .test(
-            "live_qemu_with_a_paused_guest_is_not_closed_blind",
+            "killed_qemu_with_a_paused_guest_is_bodged_on_xen_c_xenstored",
+            with_xen,
+            killed_qemu_with_a_paused_guest_is_bodged_on_xen_c_xenstored,
+        )
+        .test(
+            "live_qemu_with_a_paused_guest_is_not_closed_blind_on_our_xenstored",
             ours,
-            live_qemu_with_a_paused_guest_is_not_closed_blind,
+            live_qemu_with_a_paused_guest_is_not_closed_blind_on_our_xenstored,
+        )
+        .test(
+            "live_qemu_with_a_paused_guest_is_not_closed_blind_on_xen_c_xenstored",
+            with_xen,
+            live_qemu_with_a_paused_guest_is_not_closed_blind_on_xen_c_xenstored,
         )
         .test(
             "live_qemu_with_a_guest_paused_throughout_escalates",
