@@ -1,5 +1,6 @@
 //! What must hold after every run, whatever the seed and the faults.
 
+use xsio_device::Device;
 use xsio_xenbus::XenbusState;
 use xsio_xs_client::Response;
 
@@ -8,26 +9,46 @@ use crate::world::{Phase, Sim};
 /// Every broken rule of a finished run, as sentences (empty: the run is good).
 pub(crate) fn violations(sim: &mut Sim) -> Vec<String> {
     let mut found = Vec::new();
-    // Every operation completed exactly once: the harness refuses a second answer, so
-    // what is left to check is that none is outstanding.
+    // Every request answered exactly once: the harness refuses a second answer, so what
+    // is left to check is that none is outstanding.
     if !sim.harness.is_idle() {
         found.push(format!(
             "{} operation(s) never completed",
             sim.harness.in_flight()
         ));
     }
+    // Every toolstack operation reported its completion exactly once.
+    for (actor, count) in sim.completions.iter().enumerate() {
+        if let Some(n) = count
+            && *n != 1
+        {
+            found.push(format!(
+                "toolstack operation #{actor} completed {n} time(s)"
+            ));
+        }
+    }
     if let Err(err) = sim.store.1.server().check_invariants() {
         found.push(format!("xenstored's tree is inconsistent: {err}"));
     }
+    found.extend(fd_leaks(sim));
     for i in 0..sim.devices.len() {
         let name = format!("d{} {}", sim.devices[i].domid, sim.devices[i].vdev);
         for problem in &sim.devices[i].problems {
             found.push(format!("{name}: {problem}"));
         }
         let (backend, frontend) = sim.states(i);
+        let serving = sim.backend_process_alive(i);
+        let destroyed = sim.domains[&sim.devices[i].domid].destroyed;
         let d = &sim.devices[i];
         match d.phase {
             Phase::Absent => {}
+            Phase::Running if destroyed => {
+                found.push(format!(
+                    "{name}: still running after its domain was destroyed"
+                ));
+            }
+            // A backend whose process died stays where it was; nothing to expect of it.
+            Phase::Running if !serving || d.backend.is_none() => {}
             Phase::Running => {
                 let want_frontend = if d.silent {
                     None
@@ -46,10 +67,17 @@ pub(crate) fn violations(sim: &mut Sim) -> Vec<String> {
                 }
             }
             Phase::Removed => {
-                let areas = [d.areas.backend_path(), d.areas.frontend_path()];
+                let device = Device::new("vbd", d.domid, d.areas.devid)
+                    .with_backend(0, d.areas.backend_kind.clone());
+                let areas = [
+                    d.areas.backend_path(),
+                    d.areas.frontend_path(),
+                    device.toolstack_path(),
+                ];
                 let roots = [
                     "/local/domain/0/backend".to_owned(),
                     format!("/local/domain/{}", d.domid),
+                    "/libxl".to_owned(),
                 ];
                 for (area, root) in areas.iter().zip(&roots) {
                     if exists(sim, area) {
@@ -69,6 +97,39 @@ pub(crate) fn violations(sim: &mut Sim) -> Vec<String> {
             }
             other => found.push(format!("{name}: stuck in {other:?}")),
         }
+    }
+    found
+}
+
+/// No descriptor leaked: the driver holds none for the machines, a live QEMU holds no fd
+/// set (every one was removed), and nothing else is open (what a dead QEMU held went
+/// with it).
+fn fd_leaks(sim: &Sim) -> Vec<String> {
+    let mut found = Vec::new();
+    let host = &sim.store.0;
+    if host.open_handles() > 0 {
+        found.push(format!(
+            "{} descriptor(s) opened for the machines were never passed on or closed",
+            host.open_handles()
+        ));
+    }
+    let mut held_by_qemu = 0;
+    for domid in sim.domains.keys() {
+        if let Some(qemu) = host.qemu(*domid) {
+            for (set, opaques) in qemu.fdsets() {
+                found.push(format!(
+                    "d{domid}: QEMU still holds fd set {set} ({})",
+                    opaques.join(", ")
+                ));
+            }
+            held_by_qemu += qemu.held();
+        }
+    }
+    let open = host.ledger.open_count();
+    if open != held_by_qemu {
+        found.push(format!(
+            "{open} descriptor(s) open at the end, {held_by_qemu} of them held by a live QEMU"
+        ));
     }
     found
 }
@@ -172,5 +233,73 @@ mod tests {
                 .any(|v| v.contains("/local/domain/1/device/vbd/51712 is still there")),
             "{found:?}"
         );
+    }
+
+    const SAVED: &str = r#"
+        name = "saved"
+        [[domain]]
+        domid = 1
+        devices = [{ vdev = "xvda", kind = "disk", params = "/d" }]
+        [[step]]
+        at_ms = 0
+        action = "create"
+        [[step]]
+        at_ms = 100
+        action = "save"
+        [[step]]
+        at_ms = 200
+        action = "resume"
+        [faults]
+        silent_frontend = 0.0
+    "#;
+
+    #[test]
+    fn a_descriptor_left_open_is_caught() {
+        let mut sim = finished(SAVED);
+        assert_eq!(super::violations(&mut sim), Vec::<String>::new());
+        // A descriptor the driver opened and nobody closed.
+        let leaked = sim.store.0.ledger.open();
+        let found = super::violations(&mut sim);
+        assert_eq!(
+            found,
+            ["1 descriptor(s) open at the end, 0 of them held by a live QEMU"]
+        );
+        drop(leaked);
+    }
+
+    #[test]
+    fn an_fd_set_left_in_a_live_qemu_is_caught() {
+        // Save without the resume: QEMU (paused) keeps the saved state's fd set.
+        let text = SAVED.replace("action = \"resume\"", "action = \"pause\"");
+        let mut sim = finished(&text);
+        let found = super::violations(&mut sim);
+        assert_eq!(found, ["d1: QEMU still holds fd set 0 (saved_state)"]);
+    }
+
+    #[test]
+    fn an_operation_completed_twice_or_never_is_caught() {
+        let mut sim = finished(ONE);
+        let ops: Vec<usize> = (0..sim.completions.len())
+            .filter(|&i| sim.completions[i].is_some())
+            .collect();
+        assert!(ops.len() >= 2, "{:?}", sim.completions);
+        sim.completions[ops[0]] = Some(2);
+        sim.completions[ops[1]] = Some(0);
+        let found = super::violations(&mut sim);
+        assert_eq!(
+            found,
+            [
+                format!("toolstack operation #{} completed 2 time(s)", ops[0]),
+                format!("toolstack operation #{} completed 0 time(s)", ops[1]),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_device_stuck_half_way_is_caught() {
+        let mut sim = finished(ONE);
+        sim.devices[0].phase = crate::world::Phase::Removing;
+        let found = super::violations(&mut sim);
+        assert_eq!(found, ["d1 xvda: stuck in Removing"]);
     }
 }

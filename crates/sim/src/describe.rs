@@ -2,7 +2,9 @@
 //! (the simulator's, the `xsio demo`'s).
 
 use xsio_device::DeviceEvent;
-use xsio_ops::{HostOp, Op, OpError, Reply, TxnOp, XsOp};
+use xsio_ops::{
+    FileAccess, FileOp, HostOp, Op, OpError, PeerEvent, ProcessOp, QmpOp, Reply, TxnOp, XsOp,
+};
 use xsio_xenbus::{BackendEvent, FrontendEvent, WaitEvent, XenbusState};
 
 /// A request in words: `watch PATH`, `write (if state exists): state=4 (Connected) ...`;
@@ -15,6 +17,29 @@ pub fn request(op: &Op) -> Option<String> {
             return Some(format!("device model of {domid} alive?"));
         }
         Op::Host(HostOp::Spawn { argv, .. }) => return Some(format!("run {}", argv.join(" "))),
+        Op::Host(HostOp::Kill { .. }) => return Some("kill the script".into()),
+        Op::Qmp(QmpOp::Connect) => return Some("qmp connect".into()),
+        Op::Qmp(QmpOp::Command(command)) => {
+            let args = command
+                .arguments
+                .as_ref()
+                .map_or(String::new(), |a| format!(" {a}"));
+            let fds = match command.fds.len() {
+                0 => String::new(),
+                n => format!(" (+{n} fd)"),
+            };
+            return Some(format!("qmp {}{args}{fds}", command.command));
+        }
+        Op::File(FileOp::Open(open)) => {
+            let access = match open.access {
+                FileAccess::ReadOnly => "read-only",
+                FileAccess::WriteOnly => "write-only",
+                FileAccess::ReadWrite => "read-write",
+            };
+            return Some(format!("open {} ({access})", open.path));
+        }
+        Op::File(FileOp::Close(fd)) => return Some(format!("close {fd}")),
+        Op::Process(ProcessOp::Kill) => return Some("kill QEMU".into()),
         other => return Some(format!("{other:?}")),
     };
     match op {
@@ -85,6 +110,40 @@ pub fn reply(op: &Op, result: &Result<Reply, OpError>) -> Option<String> {
                 .err()
                 .map(|err| format!("transaction commit: {:?}", err.kind));
         }
+        Op::Qmp(QmpOp::Command(command)) => {
+            return Some(match result {
+                Ok(Reply::Qmp(value)) if value.as_object().is_some_and(|o| o.is_empty()) => {
+                    format!("qmp {}: ok", command.command)
+                }
+                Ok(Reply::Qmp(value)) => format!("qmp {} = {value}", command.command),
+                Ok(other) => format!("qmp {}: {other:?}", command.command),
+                Err(err) => format!("qmp {} failed: {err}", command.command),
+            });
+        }
+        Op::Qmp(QmpOp::Connect) => {
+            return Some(match result {
+                Ok(Reply::QmpConnected(session)) => {
+                    format!("qmp connected: QEMU {}", session.version)
+                }
+                Ok(other) => format!("qmp connect: {other:?}"),
+                Err(err) => format!("qmp connect failed: {err}"),
+            });
+        }
+        Op::File(FileOp::Open(open)) => {
+            return Some(match result {
+                Ok(Reply::Fd(fd)) => format!("opened {} as {fd}", open.path),
+                Ok(other) => format!("open {}: {other:?}", open.path),
+                Err(err) => format!("open {} failed: {err}", open.path),
+            });
+        }
+        Op::Host(HostOp::Spawn { argv, .. }) => {
+            let name = argv.first().map_or("script", String::as_str);
+            return Some(match result {
+                Ok(Reply::Exited(exit)) => format!("{name} ended: {exit}"),
+                Ok(other) => format!("{name}: {other:?}"),
+                Err(err) => format!("{name} failed: {err}"),
+            });
+        }
         _ => return None,
     };
     match result {
@@ -99,6 +158,22 @@ pub fn reply(op: &Op, result: &Result<Reply, OpError>) -> Option<String> {
             Some(format!("read {path} = {shown}"))
         }
         Ok(_) => None,
+    }
+}
+
+/// Something QEMU did on its own, in words.
+pub fn peer_event(event: &PeerEvent) -> String {
+    match event {
+        PeerEvent::Qmp(event)
+            if event.data.is_null() || event.data.as_object().is_some_and(|o| o.is_empty()) =>
+        {
+            format!("event {}", event.name)
+        }
+        PeerEvent::Qmp(event) => format!("event {} {}", event.name, event.data),
+        PeerEvent::QmpClosed => "QMP connection closed".into(),
+        PeerEvent::Exited(Some(exit)) => format!("exited: {exit}"),
+        PeerEvent::Exited(None) => "exited".into(),
+        other => format!("{other:?}"),
     }
 }
 

@@ -29,6 +29,9 @@
 
 mod check;
 mod describe;
+mod gate;
+mod host;
+mod qemu;
 mod scenario;
 pub mod svg;
 mod trace;
@@ -37,7 +40,7 @@ mod world;
 use std::time::Instant;
 
 pub use describe::{
-    backend_event, device_event, frontend_event, reply as describe_reply,
+    backend_event, device_event, frontend_event, peer_event, reply as describe_reply,
     request as describe_request, wait_event,
 };
 pub use scenario::{Action, Device, DeviceKind, Domain, Faults, Scenario, ScenarioError, Step};
@@ -67,6 +70,21 @@ pub struct DeviceRow {
     pub removed_ms: Option<u64>,
     /// The states each end went through, as `backend Connected`, in order.
     pub history: Vec<String>,
+    /// What the toolstack noted (a failed add undone, a removal that went on past an error).
+    pub notes: Vec<String>,
+}
+
+/// How one guest's device model fared.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DomainRow {
+    /// The guest.
+    pub domid: u32,
+    /// Its QEMU at the end: `not started`, `running`, or how it ended.
+    pub qemu: String,
+    /// Whether the domain was destroyed.
+    pub destroyed: bool,
+    /// The results of its device model operations and its destruction, in order.
+    pub outcomes: Vec<String>,
 }
 
 /// The result of one run.
@@ -78,6 +96,8 @@ pub struct Report {
     pub trace: Trace,
     /// One row per device.
     pub devices: Vec<DeviceRow>,
+    /// One row per guest.
+    pub domains: Vec<DomainRow>,
     /// Broken invariants (empty for a good run).
     pub violations: Vec<String>,
     /// Virtual time at the end.
@@ -97,11 +117,12 @@ impl Report {
             let ms = |v: Option<u64>| v.map_or("-".to_owned(), |v| format!("{v} ms"));
             let mut notes = Vec::new();
             if d.silent {
-                notes.push("guest ignores it");
+                notes.push("guest ignores it".to_owned());
             }
             if d.forced {
-                notes.push("removal forced after 10 s");
+                notes.push("removal forced after 10 s".to_owned());
             }
+            notes.extend(d.notes.iter().cloned());
             out.push_str(&format!(
                 "{:<6} {:<6} {:<10} {:>12} {:>10}  {}\n",
                 d.domid,
@@ -110,6 +131,23 @@ impl Report {
                 ms(d.connected_ms),
                 ms(d.removed_ms),
                 notes.join(", ")
+            ));
+        }
+        out.push_str(&format!(
+            "\n{:<6} {:<34} {}\n",
+            "domain", "qemu", "device model"
+        ));
+        for d in &self.domains {
+            let qemu = if d.destroyed {
+                format!("{} (destroyed)", d.qemu)
+            } else {
+                d.qemu.clone()
+            };
+            out.push_str(&format!(
+                "{:<6} {:<34} {}\n",
+                d.domid,
+                qemu,
+                d.outcomes.join("; ")
             ));
         }
         out
@@ -142,6 +180,26 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<Report, HarnessError> {
                 .iter()
                 .map(|(lane, state)| format!("{} {state}", lane.name()))
                 .collect(),
+            notes: d.notes.clone(),
+        })
+        .collect();
+    let domains = sim
+        .domains
+        .values()
+        .map(|d| DomainRow {
+            domid: d.domid,
+            qemu: match (
+                &d.qemu_exit,
+                d.qemu_started,
+                sim.store.0.qemu_alive(d.domid),
+            ) {
+                (_, false, _) => "not started".to_owned(),
+                (_, true, true) => "running".to_owned(),
+                (Some(exit), true, false) => exit.to_string(),
+                (None, true, false) => "gone".to_owned(),
+            },
+            destroyed: d.destroyed,
+            outcomes: d.outcomes.clone(),
         })
         .collect();
     Ok(Report {
@@ -150,6 +208,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<Report, HarnessError> {
         steps: sim.steps_taken,
         trace: sim.trace,
         devices,
+        domains,
         violations,
     })
 }

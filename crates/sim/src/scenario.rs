@@ -28,10 +28,20 @@
 //! domain = 1
 //! device = "hdc"      # one device; all when absent
 //!
+//! [[step]]
+//! at_ms = 2000
+//! action = "save"     # also: resume, pause, unpause, destroy, crash-qemu (per domain)
+//! domain = 1
+//!
 //! [faults]
 //! silent_frontend = 0.0   # chance that a guest never starts a device's frontend
 //! reorder = true          # deliver answers across connections in a seeded random order
 //! max_jitter_ms = 2       # up to this much virtual time between two steps
+//! qemu_crash = 0.0        # chance that QEMU dies as a QMP message reaches it
+//! script_slow = 0.0       # chance that a hotplug script takes slow_script_ms
+//! slow_script_ms = 45000
+//! script_fail = 0.0       # chance that a hotplug script exits 1
+//! script_hang = 0.0       # chance that a hotplug script never ends (killed at 40 s)
 //! ```
 
 use serde::Deserialize;
@@ -81,6 +91,9 @@ pub enum DeviceKind {
     Disk,
     /// A read-only CD-ROM (`xen-cdrom`).
     Cdrom,
+    /// A read-write disk served by dom0's kernel (`blkback`, backend kind `vbd`), set up
+    /// by the `block` hotplug script; it does not depend on QEMU.
+    Phy,
 }
 
 /// One thing the toolstack does at a time.
@@ -104,6 +117,21 @@ pub enum Action {
     Create,
     /// Remove devices: `online`=0 and Closing, wait for Closed (10 s), remove the areas.
     Remove,
+    /// Save the device model's state (`xsio-dm`'s `Save`: `stop`, `add-fd`,
+    /// `xen-save-devices-state`, `remove-fd`).
+    Save,
+    /// Let the guest run again after a save (`xsio-dm`'s `Control`: `cont`, then the
+    /// saved state's fd sets).
+    Resume,
+    /// A user pauses the guest (`xl pause`): its QEMU stays alive.
+    Pause,
+    /// The user unpauses it.
+    Unpause,
+    /// Destroy the domain: QEMU is told to quit (`xsio-dm`'s `Shutdown`) while every
+    /// device is removed with force ON (`xsio-device`'s `MultiDev::remove_all`).
+    Destroy,
+    /// QEMU dies now (SIGSEGV): its backends stop where they are.
+    CrashQemu,
 }
 
 /// Faults to inject, each drawn from the run's seed.
@@ -118,6 +146,17 @@ pub struct Faults {
     pub reorder: bool,
     /// Up to this many virtual milliseconds between two steps of the world.
     pub max_jitter_ms: u64,
+    /// The chance (0 to 1) that QEMU dies as a QMP message reaches it (QEMU crashing at
+    /// any step of start-up, save, resume or shutdown).
+    pub qemu_crash: f64,
+    /// The chance that a hotplug script takes `slow_script_ms`.
+    pub script_slow: f64,
+    /// How long a slow script takes (past the hotplug timeout of 40 s, it is killed).
+    pub slow_script_ms: u64,
+    /// The chance that a hotplug script exits 1.
+    pub script_fail: f64,
+    /// The chance that a hotplug script never ends by itself.
+    pub script_hang: f64,
 }
 
 impl Default for Faults {
@@ -126,6 +165,11 @@ impl Default for Faults {
             silent_frontend: 0.0,
             reorder: true,
             max_jitter_ms: 2,
+            qemu_crash: 0.0,
+            script_slow: 0.0,
+            slow_script_ms: 45_000,
+            script_fail: 0.0,
+            script_hang: 0.0,
         }
     }
 }
@@ -285,11 +329,18 @@ impl Scenario {
         // A stable sort keeps the file's order for steps at the same time.
         steps.sort_by_key(|s| s.at_ms);
         let faults = file.faults;
-        if !(0.0..=1.0).contains(&faults.silent_frontend) {
-            return Err(ScenarioError::Invalid(format!(
-                "faults.silent_frontend is a chance between 0 and 1, not {}",
-                faults.silent_frontend
-            )));
+        for (name, p) in [
+            ("silent_frontend", faults.silent_frontend),
+            ("qemu_crash", faults.qemu_crash),
+            ("script_slow", faults.script_slow),
+            ("script_fail", faults.script_fail),
+            ("script_hang", faults.script_hang),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(ScenarioError::Invalid(format!(
+                    "faults.{name} is a chance between 0 and 1, not {p}"
+                )));
+            }
         }
         Ok(Scenario {
             name: file.name,

@@ -15,15 +15,18 @@ pub enum Lane {
     Backend,
     /// A device frontend in a guest.
     Frontend,
+    /// A guest's QEMU: its QMP monitor (events, its end) and its xen-bus.
+    Qemu,
 }
 
 impl Lane {
     /// Every lane, left to right.
-    pub const ALL: [Lane; 4] = [
+    pub const ALL: [Lane; 5] = [
         Lane::Toolstack,
         Lane::Xenstore,
         Lane::Backend,
         Lane::Frontend,
+        Lane::Qemu,
     ];
 
     /// The lane's name.
@@ -33,6 +36,7 @@ impl Lane {
             Lane::Xenstore => "xenstore",
             Lane::Backend => "backend",
             Lane::Frontend => "frontend",
+            Lane::Qemu => "qemu",
         }
     }
 }

@@ -1,5 +1,7 @@
-//! One simulated host: the toolstack, the backends (in dom0, as QEMU runs them) and the
-//! guests' frontends on the in-process xenstored, driven by a scenario and a seed.
+//! One simulated host: the toolstack (`xsio-device` adds and removals, `xsio-dm` device
+//! model operations), each guest's QEMU (its QMP monitor in `host`, its qdisk backends
+//! here, on its own xenstore connection), dom0's blkback backends, and the guests'
+//! frontends, on the in-process xenstored, driven by a scenario and a seed.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -7,17 +9,25 @@ use std::time::{Duration, Instant};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 use xsio_core::OpId;
-use xsio_device::{Completion, Config, Device, DeviceEvent, DeviceOp, Force};
-use xsio_harness::{
-    ActorId, Conn, FixedHost, Harness, HarnessError, Owner, Record, Store, XenstoredStore,
+use xsio_device::{
+    AddSpec, Completion, Config, Device, DeviceEvent, DeviceOp, Force, MultiDev, MultiEvent,
 };
-use xsio_ops::{Op, OpError, Reply, Txn, XsOp};
+use xsio_dm::{
+    Control, ControlError, Ready, Save, SaveError, Saved, Shutdown, ShutdownError, StartError,
+    StartUp, Stopped,
+};
+use xsio_harness::{ActorId, Conn, Harness, HarnessError, Owner, Record, Store, XenstoredStore};
+use xsio_ops::{DomainState, Op, OpError, PeerEvent, ProcessExit, Reply, TxnOp, XsOp};
 use xsio_vbd::Vbd;
 use xsio_xenbus::block::{BlockDevice, BlockKind, BlockTransport, Mode, Protocol};
 use xsio_xenbus::{Backend, BackendEvent, DeviceAreas, Frontend, FrontendEvent, XenbusState};
 use xsio_xenstored::Origin;
 
+mod guests;
+
 use crate::describe;
+use crate::gate::Gated;
+use crate::host::{Notice, ScriptFaults, SimHost};
 use crate::scenario::{Action, DeviceKind, Scenario};
 use crate::trace::{Lane, Trace};
 
@@ -25,9 +35,14 @@ xsio_harness::actors! {
     /// Every machine of a simulated host.
     #[derive(Debug)]
     pub(crate) enum SimActor / SimEvent {
-        Backend(Backend, BackendEvent),
-        Frontend(Frontend, FrontendEvent),
-        Removal(DeviceOp, DeviceEvent),
+        Backend(Gated<Backend>, BackendEvent),
+        Frontend(Gated<Frontend>, FrontendEvent),
+        Device(DeviceOp, DeviceEvent),
+        Destroy(MultiDev, MultiEvent),
+        Start(StartUp, Result<Ready, StartError>),
+        Save(Save, Result<Saved, SaveError>),
+        Control(Control, Result<(), ControlError>),
+        Shutdown(Shutdown, Result<Stopped, ShutdownError>),
     }
 }
 
@@ -39,7 +54,8 @@ const MAX_STEPS: usize = 1_000_000;
 pub enum Phase {
     /// Not created yet.
     Absent,
-    /// Its areas are being written.
+    /// Being added (`xsio-device`'s add: the toolstack entry and both directories, the
+    /// wait for the backend, the hotplug script).
     Creating,
     /// Created; backend and frontend run.
     Running,
@@ -56,6 +72,8 @@ pub(crate) struct SimDevice {
     pub(crate) domid: u32,
     /// The guest's name for it.
     pub(crate) vdev: Vbd,
+    /// What it is.
+    pub(crate) kind: DeviceKind,
     /// Its directories.
     pub(crate) areas: DeviceAreas,
     /// Where it is.
@@ -73,16 +91,66 @@ pub(crate) struct SimDevice {
     pub(crate) removed_ms: Option<u64>,
     /// Failures the machines reported, or illegal transitions.
     pub(crate) problems: Vec<String>,
+    /// What the toolstack noted (a failed add undone, a removal's outcome).
+    pub(crate) notes: Vec<String>,
     block: BlockDevice,
-    backend: Option<ActorId>,
+    /// The backend's last `online`.
+    online: bool,
+    /// Whether a failed removal was followed by a destruction with force on.
+    forced_retry: bool,
+    pub(crate) backend: Option<ActorId>,
     frontend: Option<ActorId>,
-    removal: Option<ActorId>,
 }
 
-/// What one of the toolstack's own transactions was for.
+impl SimDevice {
+    /// Whether QEMU provides the backend.
+    pub(crate) fn qemu_backed(&self) -> bool {
+        self.kind != DeviceKind::Phy
+    }
+
+    fn device(&self) -> Device {
+        let a = &self.areas;
+        Device::new(a.frontend_kind.clone(), a.frontend_domid, a.devid)
+            .with_backend(a.backend_domid, a.backend_kind.clone())
+    }
+}
+
+/// A guest and its device model.
+#[derive(Debug)]
+pub(crate) struct SimDomain {
+    pub(crate) domid: u32,
+    /// The frontends' connection.
+    guest: Conn,
+    /// The machines that drive its QEMU over QMP.
+    qmp: Conn,
+    /// QEMU's own xenstore connection (its xen-bus: the qdisk backends).
+    qemu_xs: Conn,
+    /// Whether its QEMU was started.
+    pub(crate) qemu_started: bool,
+    /// How QEMU ended, once it did.
+    pub(crate) qemu_exit: Option<ProcessExit>,
+    /// Whether it is being (or was) destroyed.
+    pub(crate) destroyed: bool,
+    /// Removals QEMU's xen-bus still has to finish before the process exits (after `quit`).
+    quit_removals: Option<usize>,
+    /// The results of its device model operations and its destruction, in order.
+    pub(crate) outcomes: Vec<String>,
+}
+
+/// What an actor is, for the trace and the checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// An end of device `i` or the toolstack's operation on it.
+    Device(usize, Lane),
+    /// A toolstack operation on a whole domain (device model, destruction).
+    Domain(u32, &'static str),
+}
+
+/// What one of the world's own xenstore requests was for.
 #[derive(Clone, Copy, Debug)]
 enum ToolOp {
-    Create(usize),
+    /// QEMU's xen-bus removing a device's directories (after an unplug, or on `quit`).
+    QemuRemove { domid: u32, quitting: bool },
 }
 
 /// A simulated host running one scenario under one seed.
@@ -91,16 +159,20 @@ pub(crate) struct Sim {
     pub(crate) seed: u64,
     rng: ChaCha8Rng,
     pub(crate) harness: Harness<SimActor>,
-    /// The host (running guests, live device models) in front of the xenstored core.
-    pub(crate) store: (FixedHost, XenstoredStore),
+    /// The host (domains, scripts, QEMUs) in front of the xenstored core.
+    pub(crate) store: (SimHost, XenstoredStore),
     toolstack: Conn,
-    backends: Conn,
-    guests: BTreeMap<u32, Conn>,
+    /// dom0's blkback.
+    blkback: Conn,
+    pub(crate) domains: BTreeMap<u32, SimDomain>,
     pub(crate) devices: Vec<SimDevice>,
     steps: VecDeque<crate::scenario::Step>,
     tool_ops: BTreeMap<OpId, ToolOp>,
-    /// Actor → its device and lane (indexed by `ActorId::index`).
-    roles: Vec<(usize, Lane)>,
+    /// Actor → its role (indexed by `ActorId::index`).
+    roles: Vec<Role>,
+    /// Completions each toolstack operation reported (indexed like `roles`; `None` for
+    /// the ends of devices).
+    pub(crate) completions: Vec<Option<u32>>,
     /// Domain → its devices' indices.
     by_domain: BTreeMap<u32, Vec<usize>>,
     pub(crate) trace: Trace,
@@ -108,33 +180,66 @@ pub(crate) struct Sim {
 }
 
 impl Sim {
-    /// A host with the scenario's domains introduced, nothing created yet.
+    /// A host with the scenario's domains introduced and running, nothing created yet.
     pub(crate) fn new(scenario: Scenario, seed: u64, epoch: Instant) -> Sim {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut store = XenstoredStore::new(epoch);
         let mut harness = Harness::new(epoch);
         let toolstack = store.connect_dom0(&mut harness);
-        let backends = store.connect_dom0(&mut harness);
-        let mut guests = BTreeMap::new();
+        let blkback = store.connect_dom0(&mut harness);
+        let f = scenario.faults;
+        let mut host = SimHost::new(
+            seed,
+            f.qemu_crash,
+            ScriptFaults {
+                slow: f.script_slow,
+                slow_ms: f.slow_script_ms,
+                fail: f.script_fail,
+                hang: f.script_hang,
+            },
+        );
+        let mut domains = BTreeMap::new();
         let mut devices = Vec::new();
         for domain in &scenario.domains {
             store.server().introduce_domain(epoch, domain.domid);
-            guests.insert(
+            let guest = store.connect(&mut harness, Origin::Domain(domain.domid));
+            let qmp = store.connect_dom0(&mut harness);
+            let qemu_xs = store.connect_dom0(&mut harness);
+            host.domains.insert(domain.domid, DomainState::Running);
+            domains.insert(
                 domain.domid,
-                store.connect(&mut harness, Origin::Domain(domain.domid)),
+                SimDomain {
+                    domid: domain.domid,
+                    guest,
+                    qmp,
+                    qemu_xs,
+                    qemu_started: false,
+                    qemu_exit: None,
+                    destroyed: false,
+                    quit_removals: None,
+                    outcomes: Vec::new(),
+                },
             );
             for dev in &domain.devices {
                 let (kind, mode) = match dev.kind {
-                    DeviceKind::Disk => (BlockKind::Disk, Mode::ReadWrite),
+                    DeviceKind::Disk | DeviceKind::Phy => (BlockKind::Disk, Mode::ReadWrite),
                     DeviceKind::Cdrom => (BlockKind::Cdrom, Mode::ReadOnly),
                 };
                 let mut block = BlockDevice::new(kind, dev.vdev, dev.params.clone(), mode);
                 block.sectors = 2048;
+                let backend_kind = if dev.kind == DeviceKind::Phy {
+                    block.backend_type = "phy".into();
+                    "vbd"
+                } else {
+                    "qdisk"
+                };
+                let areas = DeviceAreas::new(0, backend_kind, domain.domid, "vbd", block.devid());
                 let silent = chance(&mut rng, scenario.faults.silent_frontend);
                 devices.push(SimDevice {
                     domid: domain.domid,
                     vdev: dev.vdev,
-                    areas: block.areas(0, domain.domid),
+                    kind: dev.kind,
+                    areas,
                     phase: Phase::Absent,
                     silent,
                     forced: false,
@@ -142,10 +247,12 @@ impl Sim {
                     connected_ms: None,
                     removed_ms: None,
                     problems: Vec::new(),
+                    notes: Vec::new(),
                     block,
+                    online: true,
+                    forced_retry: false,
                     backend: None,
                     frontend: None,
-                    removal: None,
                 });
             }
         }
@@ -159,14 +266,15 @@ impl Sim {
             seed,
             rng,
             harness,
-            store: (FixedHost::default(), store),
+            store: (host, store),
             toolstack,
-            backends,
-            guests,
+            blkback,
+            domains,
             devices,
             steps,
             tool_ops: BTreeMap::new(),
             roles: Vec::new(),
+            completions: Vec::new(),
             by_domain,
             trace: Trace::default(),
             steps_taken: 0,
@@ -180,15 +288,16 @@ impl Sim {
     /// Runs the scenario to its end: every step applied and the world quiet.
     pub(crate) fn run(&mut self) -> Result<(), HarnessError> {
         loop {
-            self.apply_due_steps();
+            self.apply_due_steps()?;
             self.steps_taken += 1;
             if self.steps_taken > MAX_STEPS {
                 return Err(HarnessError::NoProgress(MAX_STEPS));
             }
             let mut moved = self.store.step(&mut self.harness)?;
+            moved |= self.host_news()?;
             moved |= self.deliver_all()?;
             moved |= self.harness.fire_due_timers();
-            self.report();
+            self.report()?;
             if moved {
                 let jitter = self.scenario.faults.max_jitter_ms;
                 if jitter > 0 {
@@ -204,15 +313,31 @@ impl Sim {
                     .now()
                     .checked_add(Duration::from_millis(ms.saturating_sub(self.elapsed_ms())))
             });
-            let next = match (next_step, self.harness.next_deadline()) {
-                (Some(a), Some(b)) => a.min(b),
-                (a, b) => match a.or(b) {
-                    Some(t) => t,
-                    None => return Ok(()),
-                },
+            let deadlines = [
+                next_step,
+                self.harness.next_deadline(),
+                Store::<SimActor>::next_deadline(&self.store),
+            ];
+            let Some(next) = deadlines.into_iter().flatten().min() else {
+                return Ok(());
             };
-            self.harness.advance_to(next);
+            self.harness.advance_to(next.max(self.harness.now()));
         }
+    }
+
+    /// What the host did on its own: QEMU's lines for the trace, QEMU quitting.
+    fn host_news(&mut self) -> Result<bool, HarnessError> {
+        let seen = std::mem::take(&mut self.store.0.seen);
+        let moved = !seen.is_empty();
+        for (domid, what) in seen {
+            self.say(Lane::Qemu, format!("qemu d{domid}"), what);
+        }
+        for notice in self.store.0.take_notices() {
+            match notice {
+                Notice::Quitting(domid) => self.qemu_quits(domid)?,
+            }
+        }
+        Ok(moved)
     }
 
     /// Hands every waiting answer to its machine: in the order produced, or, with the
@@ -239,31 +364,46 @@ impl Sim {
         }
     }
 
-    fn apply_due_steps(&mut self) {
+    fn apply_due_steps(&mut self) -> Result<(), HarnessError> {
         while let Some(step) = self.steps.front() {
             if step.at_ms > self.elapsed_ms() {
-                return;
+                return Ok(());
             }
             let Some(step) = self.steps.pop_front() else {
-                return;
+                return Ok(());
             };
             let domains: Vec<u32> = match step.domain {
                 Some(domid) => vec![domid],
-                None => self.by_domain.keys().copied().collect(),
+                None => self.domains.keys().copied().collect(),
             };
-            let chosen: Vec<usize> = domains
-                .iter()
-                .flat_map(|domid| self.by_domain.get(domid).into_iter().flatten().copied())
-                .filter(|&i| step.device.is_none_or(|v| v == self.devices[i].vdev))
-                .collect();
-            for i in chosen {
-                match step.action {
-                    Action::Create => self.create(i),
-                    Action::Remove => self.remove(i),
+            match step.action {
+                Action::Create | Action::Remove => {
+                    let chosen: Vec<usize> = domains
+                        .iter()
+                        .flat_map(|domid| self.by_domain.get(domid).into_iter().flatten().copied())
+                        .filter(|&i| step.device.is_none_or(|v| v == self.devices[i].vdev))
+                        .collect();
+                    if step.action == Action::Create {
+                        for &domid in &domains {
+                            self.start_qemu(domid);
+                        }
+                    }
+                    for i in chosen {
+                        match step.action {
+                            Action::Create => self.create(i),
+                            _ => self.remove(i, Force::Auto),
+                        }
+                    }
+                }
+                other => {
+                    for domid in domains {
+                        self.domain_action(domid, other)?;
+                    }
                 }
             }
-            self.report();
+            self.report()?;
         }
+        Ok(())
     }
 
     fn say(&mut self, lane: Lane, who: String, what: String) {
@@ -276,42 +416,49 @@ impl Sim {
         format!("d{} {}", d.domid, d.vdev)
     }
 
-    fn tool_txn(&mut self, what: ToolOp, txn: Txn) {
-        let id = self
-            .harness
-            .submit(self.toolstack, Op::Xs(XsOp::Transaction(txn)));
-        self.tool_ops.insert(id, what);
-    }
-
     fn create(&mut self, i: usize) {
-        if self.devices[i].phase != Phase::Absent {
-            let name = self.device_name(i);
+        let name = self.device_name(i);
+        let who = format!("toolstack {name}");
+        if self.devices[i].phase != Phase::Absent || self.domains[&self.devices[i].domid].destroyed
+        {
             self.say(
                 Lane::Toolstack,
-                format!("toolstack {name}"),
-                "create: already exists, skipped".into(),
+                who,
+                "add: already exists or domain destroyed, skipped".into(),
             );
             return;
         }
         let d = &self.devices[i];
-        let txn = d.areas.create(
-            &d.block.toolstack_backend_keys(),
-            &d.block.toolstack_frontend_keys(),
+        let mut backend_keys = d.block.toolstack_backend_keys();
+        if d.kind == DeviceKind::Phy {
+            backend_keys.push(("script".into(), "/etc/xen/scripts/block".into()));
+        }
+        let spec = AddSpec {
+            device: d.device(),
+            backend_keys,
+            frontend_keys: d.block.toolstack_frontend_keys(),
+        };
+        let what = format!(
+            "add {} (device id {}, backend {})",
+            d.vdev,
+            d.vdev.number(),
+            d.areas.backend_kind
         );
-        let name = self.device_name(i);
-        self.say(
-            Lane::Toolstack,
-            format!("toolstack {name}"),
-            format!("add {} (device id {})", d.vdev, d.vdev.number()),
-        );
+        self.say(Lane::Toolstack, who, what);
         self.devices[i].phase = Phase::Creating;
-        self.tool_txn(ToolOp::Create(i), txn);
+        let op = DeviceOp::add(device_config(), spec, self.harness.now());
+        let toolstack = self.toolstack;
+        self.add_op(
+            Role::Device(i, Lane::Toolstack),
+            toolstack,
+            SimActor::Device(op),
+        );
     }
 
-    fn remove(&mut self, i: usize) {
-        if self.devices[i].phase != Phase::Running {
+    fn remove(&mut self, i: usize, force: Force) {
+        let phase = self.devices[i].phase;
+        if phase != Phase::Running && !(phase == Phase::Creating && force == Force::On) {
             let name = self.device_name(i);
-            let phase = self.devices[i].phase;
             self.say(
                 Lane::Toolstack,
                 format!("toolstack {name}"),
@@ -319,34 +466,70 @@ impl Sim {
             );
             return;
         }
-        let areas = &self.devices[i].areas;
-        let device = Device::new(
-            areas.frontend_kind.clone(),
-            areas.frontend_domid,
-            areas.devid,
-        )
-        .with_backend(areas.backend_domid, areas.backend_kind.clone());
         self.devices[i].phase = Phase::Removing;
-        let op = DeviceOp::remove(Config::default(), device, Force::Auto, self.harness.now());
-        let id = self.add_actor(i, Lane::Toolstack, self.toolstack, SimActor::Removal(op));
-        self.devices[i].removal = Some(id);
+        let op = DeviceOp::remove(
+            device_config(),
+            self.devices[i].device(),
+            force,
+            self.harness.now(),
+        );
+        let toolstack = self.toolstack;
+        self.add_op(
+            Role::Device(i, Lane::Toolstack),
+            toolstack,
+            SimActor::Device(op),
+        );
     }
 
-    /// Adds a machine of device `i` on `conn` and starts it.
-    fn add_actor(&mut self, i: usize, lane: Lane, conn: Conn, actor: SimActor) -> ActorId {
+    /// Adds a toolstack operation and starts it.
+    fn add_op(&mut self, role: Role, conn: Conn, actor: SimActor) -> ActorId {
+        let id = self.add_actor(role, conn, actor);
+        self.completions[id.index()] = Some(0);
+        id
+    }
+
+    /// Adds a machine on `conn` and starts it.
+    fn add_actor(&mut self, role: Role, conn: Conn, actor: SimActor) -> ActorId {
         let id = self.harness.add(conn, actor);
         debug_assert_eq!(id.index(), self.roles.len());
-        self.roles.push((i, lane));
+        self.roles.push(role);
+        self.completions.push(None);
         self.harness.drain(id);
         id
     }
 
-    fn start_machines(&mut self, i: usize) {
+    /// The backend (QEMU's, when it runs, or blkback's) and the guest's frontend of a
+    /// device whose directories were just written.
+    fn start_ends(&mut self, i: usize) {
         let d = &self.devices[i];
+        let dom = &self.domains[&d.domid];
+        let (qemu_xs, guest) = (dom.qemu_xs, dom.guest);
         let now = self.harness.now();
-        let backend = Backend::new(d.block.backend_config(d.areas.clone()), now);
-        let id = self.add_actor(i, Lane::Backend, self.backends, SimActor::Backend(backend));
-        self.devices[i].backend = Some(id);
+        let backend_conn = if d.qemu_backed() {
+            if !self.store.0.qemu_alive(d.domid) {
+                let name = self.device_name(i);
+                self.say(
+                    Lane::Qemu,
+                    format!("qemu {name}"),
+                    "no QEMU runs: no backend".into(),
+                );
+                None
+            } else {
+                Some(qemu_xs)
+            }
+        } else {
+            Some(self.blkback)
+        };
+        if let Some(conn) = backend_conn {
+            let d = &self.devices[i];
+            let backend = Backend::new(d.block.backend_config(d.areas.clone()), now);
+            let id = self.add_actor(
+                Role::Device(i, Lane::Backend),
+                conn,
+                SimActor::Backend(Gated::new(backend)),
+            );
+            self.devices[i].backend = Some(id);
+        }
         if self.devices[i].silent {
             let name = self.device_name(i);
             self.say(
@@ -363,16 +546,29 @@ impl Sim {
             protocol: Some(Protocol::X86_64),
         };
         let frontend = Frontend::new(d.block.frontend_config(d.areas.clone(), &transport), now);
-        let conn = self.guests[&d.domid];
-        let id = self.add_actor(i, Lane::Frontend, conn, SimActor::Frontend(frontend));
+        let id = self.add_actor(
+            Role::Device(i, Lane::Frontend),
+            guest,
+            SimActor::Frontend(Gated::new(frontend)),
+        );
         self.devices[i].frontend = Some(id);
     }
 
     /// Turns the harness's log into trace lines and lets the toolstack react.
-    fn report(&mut self) {
+    fn report(&mut self) -> Result<(), HarnessError> {
         for record in self.harness.take_log() {
             match record {
                 Record::Request { owner, request } => {
+                    // Permissions of each node the add writes: noise in a trace.
+                    if matches!(
+                        request.op,
+                        Op::Xs(XsOp::TxnApply {
+                            op: TxnOp::SetPerms { .. },
+                            ..
+                        })
+                    ) {
+                        continue;
+                    }
                     if let Some(what) = describe::request(&request.op) {
                         let (lane, who) = self.who(owner, request.id);
                         self.say(lane, who, what);
@@ -389,7 +585,7 @@ impl Sim {
                         self.say(lane, who, what);
                     }
                     if owner == Owner::Caller {
-                        self.tool_done(id, result);
+                        self.tool_done(id, result)?;
                     }
                 }
                 Record::Watch { owner, path, .. } => {
@@ -401,69 +597,110 @@ impl Sim {
                     self.say(lane, who, "timer fired".into());
                 }
                 Record::Event { actor, event } => self.machine_event(actor, event),
-                // The simulated hosts have no QEMU on a QMP connection (yet): no peer events.
-                Record::Peer { .. } => {}
+                Record::Peer { conn, event } => {
+                    let Some(domid) = self
+                        .domains
+                        .values()
+                        .find(|d| d.qmp == conn)
+                        .map(|d| d.domid)
+                    else {
+                        continue;
+                    };
+                    self.say(
+                        Lane::Qemu,
+                        format!("qemu d{domid}"),
+                        describe::peer_event(&event),
+                    );
+                    if let PeerEvent::Exited(exit) = event {
+                        self.qemu_gone(domid, exit);
+                    }
+                }
             }
         }
+        Ok(())
     }
 
-    fn tool_done(&mut self, id: OpId, result: Result<Reply, OpError>) {
+    fn tool_done(&mut self, id: OpId, result: Result<Reply, OpError>) -> Result<(), HarnessError> {
         let Some(what) = self.tool_ops.remove(&id) else {
-            return;
+            return Ok(());
         };
-        let (i, label) = match what {
-            ToolOp::Create(i) => (i, "create"),
-        };
-        if let Err(err) = &result {
-            let name = self.device_name(i);
-            self.devices[i]
-                .problems
-                .push(format!("{label} failed: {err}"));
-            self.say(
-                Lane::Toolstack,
-                format!("toolstack {name}"),
-                format!("{label} failed: {err}"),
-            );
-            return;
-        }
         match what {
-            ToolOp::Create(i) => {
-                self.devices[i].phase = Phase::Running;
-                self.start_machines(i);
+            ToolOp::QemuRemove { domid, quitting } => {
+                if let Err(err) = &result {
+                    self.say(
+                        Lane::Qemu,
+                        format!("qemu d{domid}"),
+                        format!("xen-bus removal failed: {err}"),
+                    );
+                }
+                if !quitting {
+                    return Ok(());
+                }
+                let Some(dom) = self.domains.get_mut(&domid) else {
+                    return Ok(());
+                };
+                let left = dom.quit_removals.map_or(0, |n| n.saturating_sub(1));
+                dom.quit_removals = Some(left);
+                if left == 0 {
+                    self.store
+                        .0
+                        .exit(&mut self.harness, domid, ProcessExit::Exited(0))?;
+                }
             }
         }
-        self.report();
+        Ok(())
     }
 
     fn who(&self, owner: Owner, id: OpId) -> (Lane, String) {
         match owner {
-            Owner::Caller => {
-                let device = match self.tool_ops.get(&id) {
-                    Some(ToolOp::Create(i)) => self.device_name(*i),
-                    None => "host".into(),
-                };
-                (Lane::Toolstack, format!("toolstack {device}"))
-            }
-            Owner::Actor(actor) => match self.device_of(actor) {
-                Some((i, lane)) => (lane, format!("{} {}", lane.name(), self.device_name(i))),
+            Owner::Caller => match self.tool_ops.get(&id) {
+                Some(ToolOp::QemuRemove { domid, .. }) => (Lane::Qemu, format!("qemu d{domid}")),
+                None => (Lane::Toolstack, "toolstack".into()),
+            },
+            Owner::Actor(actor) => match self.roles.get(actor.index()) {
+                Some(Role::Device(i, lane)) => {
+                    (*lane, format!("{} {}", lane.name(), self.device_name(*i)))
+                }
+                Some(Role::Domain(domid, what)) => {
+                    (Lane::Toolstack, format!("toolstack d{domid} {what}"))
+                }
                 None => (Lane::Toolstack, "?".into()),
             },
         }
     }
 
-    fn device_of(&self, actor: ActorId) -> Option<(usize, Lane)> {
-        self.roles.get(actor.index()).copied()
-    }
-
     fn machine_event(&mut self, actor: ActorId, event: SimEvent) {
-        let Some((i, lane)) = self.device_of(actor) else {
+        let Some(&role) = self.roles.get(actor.index()) else {
             return;
         };
-        let who = format!("{} {}", lane.name(), self.device_name(i));
+        let (_, who) = self.who(Owner::Actor(actor), OpId::from_raw(u64::MAX));
+        // A dm operation's one event is its completion.
+        let completed = matches!(
+            &event,
+            SimEvent::Device(DeviceEvent::Done(_))
+                | SimEvent::Destroy(MultiEvent::Done(_))
+                | SimEvent::Start(_)
+                | SimEvent::Save(_)
+                | SimEvent::Control(_)
+                | SimEvent::Shutdown(_)
+        );
+        if completed && let Some(Some(n)) = self.completions.get_mut(actor.index()) {
+            *n += 1;
+        }
+        match role {
+            Role::Domain(domid, _) => self.domain_event(domid, who, event),
+            Role::Device(i, lane) => self.device_event(i, lane, who, event),
+        }
+    }
+
+    fn device_event(&mut self, i: usize, lane: Lane, who: String, event: SimEvent) {
         match &event {
             SimEvent::Backend(e) => {
                 if let BackendEvent::StateChanged { from, to } = e {
                     self.transition(i, Lane::Backend, *from, *to);
+                }
+                if let BackendEvent::Online(online) = e {
+                    self.devices[i].online = *online;
                 }
                 if matches!(
                     e,
@@ -476,6 +713,26 @@ impl Sim {
                 if let Some(what) = describe::backend_event(e) {
                     self.say(lane, who, what);
                 }
+                // QEMU unplugs a device closed with online=0: both directories go.
+                let unplugged = matches!(
+                    e,
+                    BackendEvent::StateChanged {
+                        to: XenbusState::Closed,
+                        ..
+                    }
+                ) && !self.devices[i].online
+                    && self.devices[i].qemu_backed();
+                let domid = self.devices[i].domid;
+                if unplugged && self.store.0.qemu_alive(domid) {
+                    let conn = self.domains[&domid].qemu_xs;
+                    self.qemu_removes_dirs(i, conn, false);
+                    // The device is gone from QEMU: its backend ends here.
+                    if let Some(id) = self.devices[i].backend
+                        && let SimActor::Backend(b) = self.harness.actor_mut(id)
+                    {
+                        b.kill();
+                    }
+                }
             }
             SimEvent::Frontend(e) => {
                 if let FrontendEvent::StateChanged { from, to } = e {
@@ -487,6 +744,7 @@ impl Sim {
                         | FrontendEvent::ConnectFailed(_)
                         | FrontendEvent::BadBackendState(_)
                 ) && self.devices[i].phase == Phase::Running
+                    && self.backend_alive(i)
                 {
                     self.devices[i].problems.push(format!("frontend: {e:?}"));
                 }
@@ -494,22 +752,67 @@ impl Sim {
                     self.say(lane, who, what);
                 }
             }
-            SimEvent::Removal(e) => {
+            SimEvent::Device(e) => {
                 self.say(lane, who.clone(), describe::device_event(e));
-                if let DeviceEvent::Done(Completion::Removed(removal)) = e {
-                    match &removal.result {
+                match e {
+                    DeviceEvent::Created => self.start_ends(i),
+                    DeviceEvent::Done(Completion::Added(Ok(_)))
+                        if self.devices[i].phase == Phase::Creating =>
+                    {
+                        self.devices[i].phase = Phase::Running;
+                    }
+                    DeviceEvent::Done(Completion::Added(Err(err))) => {
+                        // libxl undoes a failed add: the device is destroyed (force on).
+                        self.devices[i]
+                            .notes
+                            .push(format!("add failed ({err}), undone"));
+                        if self.devices[i].phase == Phase::Creating {
+                            self.remove(i, Force::On);
+                        }
+                    }
+                    DeviceEvent::Done(Completion::Removed(removal)) => match &removal.result {
                         Ok(removed) => {
-                            self.devices[i].forced = removed.escalated;
+                            self.devices[i].forced |= removed.escalated;
                             self.devices[i].phase = Phase::Removed;
                             self.devices[i].removed_ms = Some(self.elapsed_ms());
                             self.say(lane, who, "removed".into());
                         }
-                        Err(err) => self.devices[i]
-                            .problems
-                            .push(format!("removal failed: {err}")),
-                    }
+                        Err(err) => {
+                            let destroyed = self.domains[&self.devices[i].domid].destroyed;
+                            if destroyed && removal.pruned {
+                                // Domain destruction goes on past a failed step: the
+                                // areas are gone, which is what counts.
+                                self.devices[i].phase = Phase::Removed;
+                                self.devices[i].removed_ms = Some(self.elapsed_ms());
+                                self.devices[i]
+                                    .notes
+                                    .push(format!("removed despite: {err}"));
+                            } else if removal.pruned {
+                                self.devices[i].phase = Phase::Removed;
+                                self.devices[i].removed_ms = Some(self.elapsed_ms());
+                                self.devices[i]
+                                    .notes
+                                    .push(format!("removed despite: {err}"));
+                            } else if !self.devices[i].forced_retry {
+                                // As after a failed `xl block-detach`: the toolstack destroys
+                                // the device (force on), which leaves nothing behind.
+                                self.devices[i].forced_retry = true;
+                                self.devices[i]
+                                    .notes
+                                    .push(format!("removal failed ({err}), destroyed"));
+                                self.devices[i].phase = Phase::Running;
+                                self.remove(i, Force::On);
+                            } else {
+                                self.devices[i]
+                                    .problems
+                                    .push(format!("removal failed: {err}"));
+                            }
+                        }
+                    },
+                    _ => {}
                 }
             }
+            _ => {}
         }
         if self.devices[i].connected_ms.is_none() && self.both_connected(i) {
             self.devices[i].connected_ms = Some(self.elapsed_ms());
@@ -529,15 +832,16 @@ impl Sim {
         self.devices[i].history.push((lane, to));
     }
 
-    /// The state of the backend and frontend of device `i`, when they run.
+    /// The state of the backend and frontend of device `i`, when they run (a machine whose
+    /// process died counts as not running).
     pub(crate) fn states(&self, i: usize) -> (Option<XenbusState>, Option<XenbusState>) {
         let d = &self.devices[i];
         let backend = d.backend.and_then(|id| match self.harness.actor(id) {
-            SimActor::Backend(b) => Some(b.state()),
+            SimActor::Backend(b) if b.is_alive() => Some(b.inner().state()),
             _ => None,
         });
         let frontend = d.frontend.and_then(|id| match self.harness.actor(id) {
-            SimActor::Frontend(f) => Some(f.state()),
+            SimActor::Frontend(f) if f.is_alive() => Some(f.inner().state()),
             _ => None,
         });
         (backend, frontend)
@@ -546,10 +850,29 @@ impl Sim {
     fn both_connected(&self, i: usize) -> bool {
         self.states(i) == (Some(XenbusState::Connected), Some(XenbusState::Connected))
     }
+
+    /// Whether the process that serves device `i`'s backend runs.
+    pub(crate) fn backend_process_alive(&self, i: usize) -> bool {
+        let d = &self.devices[i];
+        !d.qemu_backed() || self.store.0.qemu_alive(d.domid)
+    }
+}
+
+/// The toolstack's device configuration: libxl's timeouts, and more commits per
+/// transaction than `xsio-device`'s default 16. With QEMU removing its devices'
+/// directories as it unplugs them (one short transaction each), a prune (a long
+/// transaction that lists every parent up to the root) of many devices unplugged at once
+/// conflicts more than 16 times in a row (`many-guests.toml`: 80 devices, seed 0; libxl
+/// retries for ever).
+fn device_config() -> Config {
+    Config {
+        transaction_attempts: 256,
+        ..Config::default()
+    }
 }
 
 /// True with probability `p` (0 to 1), from the seeded stream.
-fn chance(rng: &mut ChaCha8Rng, p: f64) -> bool {
+pub(crate) fn chance(rng: &mut ChaCha8Rng, p: f64) -> bool {
     if p <= 0.0 {
         return false;
     }
@@ -559,6 +882,6 @@ fn chance(rng: &mut ChaCha8Rng, p: f64) -> bool {
 }
 
 /// A uniform index below `n` (n > 0), from the seeded stream.
-fn index(rng: &mut ChaCha8Rng, n: usize) -> usize {
+pub(crate) fn index(rng: &mut ChaCha8Rng, n: usize) -> usize {
     (rng.next_u64() % n as u64) as usize
 }

@@ -1,0 +1,561 @@
+//! The simulated host in front of xenstored: the hypervisor's answers (domain states),
+//! hotplug scripts (with seeded delays, failures and hangs), and one simulated QEMU per
+//! guest, reached through the real `xsio-qmp` client machine, bytes and descriptors and
+//! all. A [`Store`]: it takes the host, QMP, file and process operations before the
+//! xenstored store sees them, as `FixedHost` does in the demo.
+//!
+//! Descriptors are [`TrackedFd`]s of one [`FdLedger`]: the driver's (files the machines
+//! opened, held under [`FdHandle`]s), those on their way inside the QMP client, and those
+//! QEMU holds (fd sets, a saved state's duplicate, a medium). Whatever QEMU holds goes when
+//! it dies; at the end of a run nothing may be open.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rand_chacha::ChaCha8Rng;
+use rand_core::SeedableRng;
+use xsio_core::{FdLedger, OpId, TrackedFd};
+use xsio_harness::{Actor, Conn, Harness, HarnessError, Owner, Store};
+use xsio_ops::{
+    DomainState, FdHandle, FileOp, HostOp, Op, OpError, OpErrorKind, PeerEvent, ProcessExit,
+    ProcessOp, QemuVersion, QmpCommand, QmpErrorClass, QmpEvent, QmpOp, QmpSession, Reply,
+};
+use xsio_qmp::{Client, CommandError, Output as QmpOutput};
+
+use crate::qemu::{Effect, SimQemu, Tray};
+use crate::world::{chance, index};
+
+/// How hotplug scripts behave, drawn per run of a script from the seed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct ScriptFaults {
+    /// The chance that a script takes `slow_ms` instead of 5 ms.
+    pub(crate) slow: f64,
+    /// How long a slow script takes.
+    pub(crate) slow_ms: u64,
+    /// The chance that a script exits 1.
+    pub(crate) fail: f64,
+    /// The chance that a script never ends (until killed).
+    pub(crate) hang: f64,
+}
+
+/// What the world must act on (it owns the xenstore side of QEMU).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Notice {
+    /// QEMU of this guest answered `quit`: its xen-bus removes its devices' directories,
+    /// then the process exits ([`SimHost::exit`]).
+    Quitting(u32),
+}
+
+/// One guest's QEMU process and the toolstack's QMP connection to it.
+#[derive(Debug)]
+struct QemuProc {
+    domid: u32,
+    /// The harness connection of the machines that drive this QEMU.
+    conn: Conn,
+    /// `None` once the process ended.
+    process: Option<SimQemu>,
+    /// The client side of the QMP connection, while open.
+    client: Option<Client<TrackedFd>>,
+    connecting: Vec<(Owner, OpId)>,
+    /// Client command → the harness request it executes.
+    commands: BTreeMap<OpId, (Owner, OpId)>,
+    quitting: bool,
+}
+
+/// A running hotplug script.
+#[derive(Debug)]
+struct Script {
+    owner: Owner,
+    id: OpId,
+    /// When it ends by itself (`None`: never).
+    due: Option<Instant>,
+    exit: ProcessExit,
+}
+
+/// The host: domains, scripts, QEMUs.
+#[derive(Debug)]
+pub(crate) struct SimHost {
+    rng: ChaCha8Rng,
+    /// The chance that QEMU dies as a command reaches it.
+    pub(crate) qemu_crash: f64,
+    pub(crate) scripts: ScriptFaults,
+    pub(crate) domains: BTreeMap<u32, DomainState>,
+    qemus: Vec<QemuProc>,
+    pub(crate) ledger: FdLedger,
+    handles: BTreeMap<FdHandle, TrackedFd>,
+    next_handle: u64,
+    running: Vec<Script>,
+    notices: Vec<Notice>,
+    /// QMP commands received by QEMUs, and QEMU crashes, for the trace: (domid, text).
+    pub(crate) seen: Vec<(u32, String)>,
+}
+
+impl SimHost {
+    pub(crate) fn new(seed: u64, qemu_crash: f64, scripts: ScriptFaults) -> SimHost {
+        SimHost {
+            // Its own stream, so that host faults do not shift the world's other draws.
+            rng: ChaCha8Rng::seed_from_u64(seed ^ 0x5153_454d_5551_4f53),
+            qemu_crash,
+            scripts,
+            domains: BTreeMap::new(),
+            qemus: Vec::new(),
+            ledger: FdLedger::default(),
+            handles: BTreeMap::new(),
+            next_handle: 0,
+            running: Vec::new(),
+            notices: Vec::new(),
+            seen: Vec::new(),
+        }
+    }
+
+    /// Starts guest `domid`'s QEMU (run state `status`, with these CD-ROM drives), reached
+    /// by the machines on `conn`.
+    pub(crate) fn spawn_qemu(
+        &mut self,
+        domid: u32,
+        conn: Conn,
+        status: &str,
+        trays: BTreeMap<String, Tray>,
+    ) {
+        let process = SimQemu::new(status, trays, self.ledger.clone());
+        let proc = QemuProc {
+            domid,
+            conn,
+            process: Some(process),
+            client: None,
+            connecting: Vec::new(),
+            commands: BTreeMap::new(),
+            quitting: false,
+        };
+        match self.qemus.iter_mut().find(|q| q.domid == domid) {
+            Some(old) => *old = proc,
+            None => self.qemus.push(proc),
+        }
+    }
+
+    /// Whether guest `domid`'s QEMU runs.
+    pub(crate) fn qemu_alive(&self, domid: u32) -> bool {
+        self.qemus
+            .iter()
+            .any(|q| q.domid == domid && q.process.is_some())
+    }
+
+    /// Guest `domid`'s QEMU, while it runs.
+    pub(crate) fn qemu(&self, domid: u32) -> Option<&SimQemu> {
+        self.qemus
+            .iter()
+            .find(|q| q.domid == domid)
+            .and_then(|q| q.process.as_ref())
+    }
+
+    /// What the world must act on since the last call.
+    pub(crate) fn take_notices(&mut self) -> Vec<Notice> {
+        std::mem::take(&mut self.notices)
+    }
+
+    /// Descriptors the driver holds for the machines (given out, not consumed).
+    pub(crate) fn open_handles(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// QEMU of `domid` ends with `exit` (a crash, a kill, or its clean exit after `quit`):
+    /// what it held is closed, the QMP connection ends, the machines on it are told (the
+    /// exit first).
+    pub(crate) fn exit<A: Actor>(
+        &mut self,
+        harness: &mut Harness<A>,
+        domid: u32,
+        exit: ProcessExit,
+    ) -> Result<(), HarnessError> {
+        let Some(q) = self.qemus.iter_mut().find(|q| q.domid == domid) else {
+            return Ok(());
+        };
+        if q.process.take().is_none() {
+            return Ok(());
+        }
+        self.seen.push((domid, format!("QEMU exits: {exit}")));
+        harness.peer_event(q.conn, PeerEvent::Exited(Some(exit)));
+        if let Some(client) = &mut q.client {
+            client.handle_input(harness.now(), xsio_core::Input::Closed);
+        }
+        pump(q, harness, &mut self.notices)?;
+        Ok(())
+    }
+
+    fn execute<A: Actor>(
+        &mut self,
+        harness: &mut Harness<A>,
+        at: usize,
+        owner: Owner,
+        id: OpId,
+        op: Op,
+    ) -> Result<(), HarnessError> {
+        let now = harness.now();
+        let answer = match op {
+            Op::Qmp(QmpOp::Connect) => {
+                let q = &mut self.qemus[at];
+                let Some(process) = &mut q.process else {
+                    return harness.reply(
+                        owner,
+                        id,
+                        Err(OpError::new(OpErrorKind::Connection, "connection refused")),
+                    );
+                };
+                if let Some(session) = q.client.as_ref().and_then(Client::session) {
+                    let _ = session;
+                    return harness.reply(owner, id, Ok(Reply::QmpConnected(session_now())));
+                }
+                if q.client.is_none() {
+                    let mut client = Client::new(xsio_qmp::Config::default(), now);
+                    client.handle_input(now, xsio_core::Input::Bytes(&process.greet()));
+                    q.client = Some(client);
+                }
+                q.connecting.push((owner, id));
+                return Ok(());
+            }
+            Op::Qmp(QmpOp::Command(command)) => {
+                return self.command(harness, at, owner, id, command);
+            }
+            Op::File(FileOp::Open(_)) => {
+                let handle = FdHandle::from_raw(self.next_handle);
+                self.next_handle += 1;
+                self.handles.insert(handle, self.ledger.open());
+                Ok(Reply::Fd(handle))
+            }
+            Op::File(FileOp::Close(fd)) => match self.handles.remove(&fd) {
+                Some(_) => Ok(Reply::Done),
+                None => Err(OpError::new(
+                    OpErrorKind::Invalid,
+                    format!("{fd} is not held"),
+                )),
+            },
+            Op::Process(ProcessOp::Kill) => {
+                let domid = self.qemus[at].domid;
+                harness.reply(owner, id, Ok(Reply::Done))?;
+                return self.exit(harness, domid, ProcessExit::Signalled(9));
+            }
+            _ => Err(OpError::new(
+                OpErrorKind::Unsupported,
+                "not an operation of the simulated QEMU",
+            )),
+        };
+        harness.reply(owner, id, answer)
+    }
+
+    fn command<A: Actor>(
+        &mut self,
+        harness: &mut Harness<A>,
+        at: usize,
+        owner: Owner,
+        id: OpId,
+        command: QmpCommand,
+    ) -> Result<(), HarnessError> {
+        let now = harness.now();
+        let mut fds = Vec::new();
+        for handle in &command.fds {
+            match self.handles.remove(handle) {
+                Some(fd) => fds.push(fd),
+                None => {
+                    return harness.reply(
+                        owner,
+                        id,
+                        Err(OpError::new(
+                            OpErrorKind::Invalid,
+                            format!("{handle} is not held"),
+                        )),
+                    );
+                }
+            }
+        }
+        let q = &mut self.qemus[at];
+        let Some(client) = q.client.as_mut().filter(|c| !c.is_closed()) else {
+            return harness.reply(
+                owner,
+                id,
+                Err(OpError::new(OpErrorKind::Connection, "no QMP connection")),
+            );
+        };
+        let mut qmp = xsio_qmp::Command::new(command.command);
+        if let Some(arguments) = command.arguments {
+            qmp = qmp.arguments(arguments);
+        }
+        for fd in fds {
+            qmp = qmp.fd(fd);
+        }
+        let op = client.execute(now, qmp);
+        q.commands.insert(op, (owner, id));
+        Ok(())
+    }
+
+    fn host_op<A: Actor>(
+        &mut self,
+        harness: &mut Harness<A>,
+        owner: Owner,
+        id: OpId,
+        op: HostOp,
+    ) -> Result<(), HarnessError> {
+        let now = harness.now();
+        let answer = match op {
+            HostOp::DomainInfo { domid } => Ok(Reply::Domain(
+                self.domains
+                    .get(&domid)
+                    .copied()
+                    .unwrap_or(DomainState::Absent),
+            )),
+            HostOp::DeviceModelAlive { domid } => Ok(Reply::DeviceModel {
+                alive: self.qemu_alive(domid),
+            }),
+            HostOp::Spawn { .. } => {
+                let f = self.scripts;
+                let exit = if chance(&mut self.rng, f.fail) {
+                    ProcessExit::Exited(1)
+                } else {
+                    ProcessExit::Exited(0)
+                };
+                let due = if chance(&mut self.rng, f.hang) {
+                    None
+                } else if chance(&mut self.rng, f.slow) {
+                    now.checked_add(Duration::from_millis(f.slow_ms))
+                } else {
+                    now.checked_add(Duration::from_millis(5 + index(&mut self.rng, 5) as u64))
+                };
+                self.running.push(Script {
+                    owner,
+                    id,
+                    due,
+                    exit,
+                });
+                return Ok(());
+            }
+            HostOp::Kill { spawn } => {
+                if let Some(at) = self
+                    .running
+                    .iter()
+                    .position(|s| s.owner == owner && s.id == spawn)
+                {
+                    let script = self.running.remove(at);
+                    harness.reply(
+                        script.owner,
+                        script.id,
+                        Ok(Reply::Exited(ProcessExit::Signalled(9))),
+                    )?;
+                }
+                Ok(Reply::Done)
+            }
+        };
+        harness.reply(owner, id, answer)
+    }
+}
+
+impl<A: Actor> Store<A> for SimHost {
+    fn step(&mut self, harness: &mut Harness<A>) -> Result<bool, HarnessError> {
+        let mut moved = false;
+        let now = harness.now();
+        // Scripts that ended by now.
+        let mut ended = Vec::new();
+        self.running.retain(|s| {
+            let done = s.due.is_some_and(|due| due <= now);
+            if done {
+                ended.push((s.owner, s.id, s.exit.clone()));
+            }
+            !done
+        });
+        for (owner, id, exit) in ended {
+            moved = true;
+            harness.reply(owner, id, Ok(Reply::Exited(exit)))?;
+        }
+        // Host operations, from any connection.
+        for conn in harness.conns().collect::<Vec<_>>() {
+            while let Some((owner, request)) =
+                harness.take_request_where(conn, |op| matches!(op, Op::Host(_)))
+            {
+                moved = true;
+                if let Op::Host(op) = request.op {
+                    self.host_op(harness, owner, request.id, op)?;
+                }
+            }
+        }
+        // Everything on a QEMU's connection.
+        for at in 0..self.qemus.len() {
+            let conn = self.qemus[at].conn;
+            while let Some((owner, request)) = harness.take_request(conn) {
+                moved = true;
+                self.execute(harness, at, owner, request.id, request.op)?;
+            }
+            moved |= self.move_bytes(harness, at)?;
+        }
+        Ok(moved)
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let scripts = self.running.iter().filter_map(|s| s.due);
+        let clients = self
+            .qemus
+            .iter()
+            .filter_map(|q| q.client.as_ref().and_then(Client::poll_timeout));
+        scripts.chain(clients).min()
+    }
+}
+
+impl SimHost {
+    /// Moves one QEMU's QMP bytes both ways until quiet; one virtual millisecond per
+    /// message QEMU sends. A command may kill QEMU as it arrives (the crash fault).
+    fn move_bytes<A: Actor>(
+        &mut self,
+        harness: &mut Harness<A>,
+        at: usize,
+    ) -> Result<bool, HarnessError> {
+        let mut moved = false;
+        loop {
+            let now = harness.now();
+            let q = &mut self.qemus[at];
+            let Some(client) = &mut q.client else {
+                return Ok(moved);
+            };
+            if client.poll_timeout().is_some_and(|t| t <= now) {
+                client.handle_timeout(now);
+            }
+            let mut transmits = Vec::new();
+            let mut round = false;
+            // Completions and events the client already has.
+            let before = q.commands.len() + q.connecting.len();
+            round |= pump_client(q, harness, &mut transmits)?;
+            round |= q.commands.len() + q.connecting.len() != before;
+            let domid = q.domid;
+            for t in transmits {
+                round = true;
+                let crash = self.qemu_alive(domid) && chance(&mut self.rng, self.qemu_crash);
+                let q = &mut self.qemus[at];
+                let Some(process) = &mut q.process else {
+                    // Bytes to a dead process are lost; its descriptors closed.
+                    continue;
+                };
+                let text = String::from_utf8_lossy(&t.bytes).trim().to_owned();
+                if crash {
+                    self.seen
+                        .push((domid, format!("(fault) QEMU crashes on {text}")));
+                    drop(t);
+                    self.exit(harness, domid, ProcessExit::Signalled(11))?;
+                    continue;
+                }
+                let ms = u64::try_from(harness.elapsed().as_millis()).unwrap_or(u64::MAX);
+                let effect = process.receive(ms, &t.bytes, t.fds);
+                let replies = process.take_output();
+                for reply in replies {
+                    harness.advance(Duration::from_millis(1));
+                    if let Some(client) = &mut q.client {
+                        client.handle_input(harness.now(), xsio_core::Input::Bytes(&reply));
+                    }
+                }
+                if effect == Effect::Quit && !q.quitting {
+                    q.quitting = true;
+                    self.notices.push(Notice::Quitting(domid));
+                }
+            }
+            if !round {
+                return Ok(moved);
+            }
+            moved = true;
+        }
+    }
+}
+
+/// Hands the client's completions, session and events to the harness; collects its bytes.
+fn pump_client<A: Actor>(
+    q: &mut QemuProc,
+    harness: &mut Harness<A>,
+    transmits: &mut Vec<xsio_core::Transmit<TrackedFd>>,
+) -> Result<bool, HarnessError> {
+    let Some(client) = &mut q.client else {
+        return Ok(false);
+    };
+    let mut moved = false;
+    let mut closed = false;
+    while let Some(output) = client.poll_output() {
+        moved = true;
+        match output {
+            QmpOutput::Transmit(t) => transmits.push(t),
+            QmpOutput::Connected(_) => {
+                for (owner, id) in q.connecting.drain(..) {
+                    harness.reply(owner, id, Ok(Reply::QmpConnected(session_now())))?;
+                }
+            }
+            QmpOutput::Done { id, result } => {
+                if let Some((owner, request)) = q.commands.remove(&id) {
+                    harness.reply(owner, request, reply_of(result))?;
+                }
+            }
+            QmpOutput::Event(event) => harness.peer_event(
+                q.conn,
+                PeerEvent::Qmp(QmpEvent {
+                    name: event.name,
+                    data: event.data,
+                }),
+            ),
+            QmpOutput::Closed(_) => closed = true,
+            _ => {}
+        }
+    }
+    if closed {
+        for (owner, id) in q.connecting.drain(..) {
+            harness.reply(
+                owner,
+                id,
+                Err(OpError::new(
+                    OpErrorKind::Connection,
+                    "QEMU closed the connection before negotiation ended",
+                )),
+            )?;
+        }
+        q.client = None;
+        harness.peer_event(q.conn, PeerEvent::QmpClosed);
+    }
+    Ok(moved)
+}
+
+fn pump<A: Actor>(
+    q: &mut QemuProc,
+    harness: &mut Harness<A>,
+    _notices: &mut Vec<Notice>,
+) -> Result<(), HarnessError> {
+    // A dead process reads nothing: what the client still sends is dropped.
+    let mut transmits = Vec::new();
+    pump_client(q, harness, &mut transmits)?;
+    Ok(())
+}
+
+/// The session every simulated QEMU offers (the transcripts' QEMU).
+fn session_now() -> QmpSession {
+    let (major, minor, micro) = crate::qemu::VERSION;
+    QmpSession {
+        version: QemuVersion {
+            major,
+            minor,
+            micro,
+        },
+        package: crate::qemu::PACKAGE.to_owned(),
+    }
+}
+
+/// A QMP command's result in the vocabulary of the machines (as `xsio-io-std`'s driver
+/// words it).
+fn reply_of(result: Result<xsio_qmp::Return, CommandError>) -> Result<Reply, OpError> {
+    match result {
+        Ok(value) => value
+            .to_value()
+            .map(Reply::Qmp)
+            .map_err(|err| OpError::new(OpErrorKind::Other, err.to_string())),
+        Err(CommandError::Qmp(err)) => Err(OpError::new(
+            OpErrorKind::Qmp(QmpErrorClass::from_name(err.class.as_str())),
+            err.desc,
+        )),
+        Err(CommandError::Timeout) => Err(OpError::new(
+            OpErrorKind::Timeout,
+            "no reply before the command's deadline",
+        )),
+        Err(err @ (CommandError::Disconnected | CommandError::Protocol(_))) => {
+            Err(OpError::new(OpErrorKind::Connection, err.to_string()))
+        }
+        Err(err) => Err(OpError::new(OpErrorKind::Other, err.to_string())),
+    }
+}
