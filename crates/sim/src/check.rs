@@ -32,7 +32,7 @@ pub(crate) fn violations(sim: &mut Sim) -> Vec<String> {
     }
     found.extend(fd_leaks(sim));
     for i in 0..sim.devices.len() {
-        let name = format!("d{} {}", sim.devices[i].domid, sim.devices[i].vdev);
+        let name = format!("d{} {}", sim.devices[i].domid, sim.devices[i].name);
         for problem in &sim.devices[i].problems {
             found.push(format!("{name}: {problem}"));
         }
@@ -67,7 +67,7 @@ pub(crate) fn violations(sim: &mut Sim) -> Vec<String> {
                 }
             }
             Phase::Removed => {
-                let device = Device::new("vbd", d.domid, d.areas.devid)
+                let device = Device::new(d.areas.frontend_kind.clone(), d.domid, d.areas.devid)
                     .with_backend(0, d.areas.backend_kind.clone());
                 let areas = [
                     d.areas.backend_path(),

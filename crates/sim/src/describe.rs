@@ -136,14 +136,6 @@ pub fn reply(op: &Op, result: &Result<Reply, OpError>) -> Option<String> {
                 Err(err) => format!("open {} failed: {err}", open.path),
             });
         }
-        Op::Host(HostOp::Spawn { argv, .. }) => {
-            let name = argv.first().map_or("script", String::as_str);
-            return Some(match result {
-                Ok(Reply::Exited(exit)) => format!("{name} ended: {exit}"),
-                Ok(other) => format!("{name}: {other:?}"),
-                Err(err) => format!("{name} failed: {err}"),
-            });
-        }
         _ => return None,
     };
     match result {

@@ -43,7 +43,9 @@ pub use describe::{
     backend_event, device_event, frontend_event, peer_event, reply as describe_reply,
     request as describe_request, wait_event,
 };
-pub use scenario::{Action, Device, DeviceKind, Domain, Faults, Scenario, ScenarioError, Step};
+pub use scenario::{
+    Action, Device, DeviceKind, Domain, Faults, Scenario, ScenarioError, Step, Vif,
+};
 pub use trace::{Lane, Line, Trace};
 pub use world::Phase;
 pub use xsio_harness::HarnessError;
@@ -169,7 +171,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<Report, HarnessError> {
         .iter()
         .map(|d| DeviceRow {
             domid: d.domid,
-            vdev: d.vdev.to_string(),
+            vdev: d.name.clone(),
             phase: d.phase,
             silent: d.silent,
             forced: d.forced,

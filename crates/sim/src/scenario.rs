@@ -11,6 +11,7 @@
 //!   { vdev = "xvda", kind = "disk", params = "/srv/guest/disk.img" },
 //!   { vdev = "hdc", kind = "cdrom", params = "/srv/iso/install.iso" },
 //! ]
+//! vifs = [{ bridge = "xenbr0" }]   # vif0 (steps without `device` include it)
 //!
 //! [[domain]]
 //! domid = 10
@@ -42,6 +43,7 @@
 //! slow_script_ms = 45000
 //! script_fail = 0.0       # chance that a hotplug script exits 1
 //! script_hang = 0.0       # chance that a hotplug script never ends (killed at 40 s)
+//! conflicts = 0.0         # chance that a node a toolstack transaction read is rewritten
 //! ```
 
 use serde::Deserialize;
@@ -70,6 +72,22 @@ pub struct Domain {
     pub domid: u32,
     /// Its block devices.
     pub devices: Vec<Device>,
+    /// Its network interfaces (`vif0`, `vif1`, ...: netback in dom0, the `vif-bridge`
+    /// hotplug script).
+    pub vifs: Vec<Vif>,
+}
+
+/// A network interface of a guest.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vif {
+    /// The bridge its backend joins.
+    #[serde(default = "default_bridge")]
+    pub bridge: String,
+}
+
+fn default_bridge() -> String {
+    "xenbr0".to_owned()
 }
 
 /// A block device of a guest.
@@ -157,6 +175,10 @@ pub struct Faults {
     pub script_fail: f64,
     /// The chance that a hotplug script never ends by itself.
     pub script_hang: f64,
+    /// The chance that another dom0 process rewrites (with its own value, in its own
+    /// transaction) a node the toolstack's transaction just read, so that the toolstack's
+    /// commit conflicts and starts again.
+    pub conflicts: f64,
 }
 
 impl Default for Faults {
@@ -170,6 +192,7 @@ impl Default for Faults {
             slow_script_ms: 45_000,
             script_fail: 0.0,
             script_hang: 0.0,
+            conflicts: 0.0,
         }
     }
 }
@@ -219,6 +242,8 @@ struct FileDomain {
     count: u32,
     #[serde(default)]
     devices: Vec<FileDevice>,
+    #[serde(default)]
+    vifs: Vec<Vif>,
 }
 
 #[derive(Deserialize)]
@@ -285,6 +310,7 @@ impl Scenario {
                 domains.push(Domain {
                     domid,
                     devices: devices.clone(),
+                    vifs: d.vifs.clone(),
                 });
             }
         }
@@ -335,6 +361,7 @@ impl Scenario {
             ("script_slow", faults.script_slow),
             ("script_fail", faults.script_fail),
             ("script_hang", faults.script_hang),
+            ("conflicts", faults.conflicts),
         ] {
             if !(0.0..=1.0).contains(&p) {
                 return Err(ScenarioError::Invalid(format!(
@@ -425,6 +452,22 @@ mod tests {
     }
 
     #[test]
+    fn vifs_are_listed_with_a_default_bridge() {
+        let text = TWO.replace(
+            "devices = [{ vdev = \"xvda\", kind = \"disk\", params = \"/d\" }]",
+            "devices = []\n        vifs = [{}, { bridge = \"xenbr1\" }]",
+        );
+        let s = Scenario::parse(&text).unwrap();
+        let bridges: Vec<&str> = s.domains[0]
+            .vifs
+            .iter()
+            .map(|v| v.bridge.as_str())
+            .collect();
+        assert_eq!(bridges, ["xenbr0", "xenbr1"]);
+        assert!(s.domains[0].devices.is_empty());
+    }
+
+    #[test]
     fn mistakes_are_named() {
         let bad = [
             (TWO.replace("xvda", "xvd"), "xvd"),
@@ -445,6 +488,10 @@ mod tests {
                 "between 0 and 1",
             ),
             (format!("{TWO}\n[faults]\nsilent = 1"), "silent"),
+            (
+                format!("{TWO}\n[faults]\nqemu_crash = -0.5"),
+                "faults.qemu_crash is a chance",
+            ),
         ];
         for (text, needle) in bad {
             let err = Scenario::parse(&text).unwrap_err().to_string();

@@ -50,17 +50,30 @@ pub fn render(title: &str, trace: &Trace, max_lines: usize) -> String {
         let from = x(line.lane);
         let store = x(Lane::Xenstore);
         let what = escape(&shorten(&line.what, 44));
-        let (x1, x2, color) =
-            if line.what.starts_with("read ") || line.what.starts_with("watch fired") {
-                (store, from, "#1f6feb")
-            } else if line.what.starts_with("write")
-                || line.what.starts_with("watch ")
-                || line.what.starts_with("unwatch")
-            {
-                (from, store, "#2da44e")
+        let qemu = x(Lane::Qemu);
+        let (x1, x2, color) = if line.what.starts_with("qmp ") {
+            // The toolstack's QMP commands go to QEMU (orange), the answers come back.
+            let answer = line.what.contains(": ok")
+                || line.what.contains(" = ")
+                || line.what.contains("failed")
+                || line.what.starts_with("qmp connected");
+            if answer {
+                (qemu, from, "#bc4c00")
             } else {
-                (from, from, "#8250df")
-            };
+                (from, qemu, "#bc4c00")
+            }
+        } else if line.lane == Lane::Qemu && line.what.starts_with("event ") {
+            (qemu, x(Lane::Toolstack), "#bc4c00")
+        } else if line.what.starts_with("read ") || line.what.starts_with("watch fired") {
+            (store, from, "#1f6feb")
+        } else if line.what.starts_with("write")
+            || line.what.starts_with("watch ")
+            || line.what.starts_with("unwatch")
+        {
+            (from, store, "#2da44e")
+        } else {
+            (from, from, "#8250df")
+        };
         if x1 == x2 {
             svg.push_str(&format!(
                 "<circle cx=\"{x1}\" cy=\"{y}\" r=\"3\" fill=\"{color}\"/>\n\
@@ -138,7 +151,26 @@ mod tests {
         // A write goes to xenstore (green), a read comes back from it (blue).
         assert!(svg.contains("stroke=\"#2da44e\""));
         assert!(svg.contains("stroke=\"#1f6feb\""));
+        // QMP: the command to QEMU's lane, the answer and QEMU's events back.
+        trace.push(
+            3,
+            Lane::Toolstack,
+            "toolstack d1 dm".into(),
+            "qmp stop".into(),
+        );
+        trace.push(4, Lane::Qemu, "qemu d1".into(), "event STOP".into());
+        let svg = render("t", &trace, 10);
+        let toolstack = LEFT + LANE_WIDTH / 2;
+        let qemu = toolstack + LANE_WIDTH * 4;
+        assert!(svg.contains(&format!(
+            "x1=\"{toolstack}\" y1=\"{}\" x2=\"{qemu}\"",
+            TOP + ROW * 3 + ROW / 2
+        )));
+        assert!(svg.contains(&format!(
+            "x1=\"{qemu}\" y1=\"{}\" x2=\"{toolstack}\"",
+            TOP + ROW * 4 + ROW / 2
+        )));
         let short = render("t", &trace, 1);
-        assert!(short.contains("2 more lines"));
+        assert!(short.contains("4 more lines"));
     }
 }

@@ -19,10 +19,12 @@ use xsio_dm::{
 use xsio_harness::{ActorId, Conn, Harness, HarnessError, Owner, Record, Store, XenstoredStore};
 use xsio_ops::{DomainState, Op, OpError, PeerEvent, ProcessExit, Reply, TxnOp, XsOp};
 use xsio_vbd::Vbd;
-use xsio_xenbus::block::{BlockDevice, BlockKind, BlockTransport, Mode, Protocol};
+use xsio_xenbus::block::{BlockDevice, BlockKind, Mode};
 use xsio_xenbus::{Backend, BackendEvent, DeviceAreas, Frontend, FrontendEvent, XenbusState};
 use xsio_xenstored::Origin;
+use xsio_xs_client::Response;
 
+mod ends;
 mod guests;
 
 use crate::describe;
@@ -30,6 +32,7 @@ use crate::gate::Gated;
 use crate::host::{Notice, ScriptFaults, SimHost};
 use crate::scenario::{Action, DeviceKind, Scenario};
 use crate::trace::{Lane, Trace};
+use ends::Ends;
 
 xsio_harness::actors! {
     /// Every machine of a simulated host.
@@ -70,10 +73,12 @@ pub enum Phase {
 pub(crate) struct SimDevice {
     /// The guest.
     pub(crate) domid: u32,
-    /// The guest's name for it.
-    pub(crate) vdev: Vbd,
-    /// What it is.
-    pub(crate) kind: DeviceKind,
+    /// The guest's name for a block device (a step names it).
+    pub(crate) vdev: Option<Vbd>,
+    /// Its name in traces: `xvda`, `vif0`.
+    pub(crate) name: String,
+    /// What it is (`None`: a network interface).
+    pub(crate) kind: Option<DeviceKind>,
     /// Its directories.
     pub(crate) areas: DeviceAreas,
     /// Where it is.
@@ -93,7 +98,7 @@ pub(crate) struct SimDevice {
     pub(crate) problems: Vec<String>,
     /// What the toolstack noted (a failed add undone, a removal's outcome).
     pub(crate) notes: Vec<String>,
-    block: BlockDevice,
+    pub(crate) ends: Ends,
     /// The backend's last `online`.
     online: bool,
     /// Whether a failed removal was followed by a destruction with force on.
@@ -103,9 +108,49 @@ pub(crate) struct SimDevice {
 }
 
 impl SimDevice {
+    fn new(
+        domid: u32,
+        vdev: Option<Vbd>,
+        name: String,
+        kind: Option<DeviceKind>,
+        areas: DeviceAreas,
+        silent: bool,
+        ends: Ends,
+    ) -> SimDevice {
+        SimDevice {
+            domid,
+            vdev,
+            name,
+            kind,
+            areas,
+            phase: Phase::Absent,
+            silent,
+            forced: false,
+            history: Vec::new(),
+            connected_ms: None,
+            removed_ms: None,
+            problems: Vec::new(),
+            notes: Vec::new(),
+            ends,
+            online: true,
+            forced_retry: false,
+            backend: None,
+            frontend: None,
+        }
+    }
+
+    /// The hotplug script the toolstack names in the backend directory.
+    fn script(&self) -> Option<&'static str> {
+        match self.kind {
+            Some(DeviceKind::Phy) => Some("/etc/xen/scripts/block"),
+            None => Some("/etc/xen/scripts/vif-bridge"),
+            _ => None,
+        }
+    }
+
     /// Whether QEMU provides the backend.
     pub(crate) fn qemu_backed(&self) -> bool {
-        self.kind != DeviceKind::Phy
+        matches!(self.kind, Some(DeviceKind::Disk | DeviceKind::Cdrom))
     }
 
     fn device(&self) -> Device {
@@ -164,6 +209,9 @@ pub(crate) struct Sim {
     toolstack: Conn,
     /// dom0's blkback.
     blkback: Conn,
+    /// Another dom0 process, rewriting what the toolstack's transactions read (the
+    /// conflict fault).
+    meddler: Conn,
     pub(crate) domains: BTreeMap<u32, SimDomain>,
     pub(crate) devices: Vec<SimDevice>,
     steps: VecDeque<crate::scenario::Step>,
@@ -187,6 +235,7 @@ impl Sim {
         let mut harness = Harness::new(epoch);
         let toolstack = store.connect_dom0(&mut harness);
         let blkback = store.connect_dom0(&mut harness);
+        let meddler = store.connect_dom0(&mut harness);
         let f = scenario.faults;
         let mut host = SimHost::new(
             seed,
@@ -235,25 +284,37 @@ impl Sim {
                 };
                 let areas = DeviceAreas::new(0, backend_kind, domain.domid, "vbd", block.devid());
                 let silent = chance(&mut rng, scenario.faults.silent_frontend);
-                devices.push(SimDevice {
-                    domid: domain.domid,
-                    vdev: dev.vdev,
-                    kind: dev.kind,
+                devices.push(SimDevice::new(
+                    domain.domid,
+                    Some(dev.vdev),
+                    dev.vdev.to_string(),
+                    Some(dev.kind),
                     areas,
-                    phase: Phase::Absent,
                     silent,
-                    forced: false,
-                    history: Vec::new(),
-                    connected_ms: None,
-                    removed_ms: None,
-                    problems: Vec::new(),
-                    notes: Vec::new(),
-                    block,
-                    online: true,
-                    forced_retry: false,
-                    backend: None,
-                    frontend: None,
-                });
+                    Ends::Block(block),
+                ));
+            }
+            for (devid, vif) in (0u32..).zip(&domain.vifs) {
+                let areas = DeviceAreas::new(0, "vif", domain.domid, "vif", devid);
+                let silent = chance(&mut rng, scenario.faults.silent_frontend);
+                let mac = format!(
+                    "00:16:3e:{:02x}:{:02x}:{:02x}",
+                    (domain.domid >> 8) & 0xff,
+                    domain.domid & 0xff,
+                    devid & 0xff
+                );
+                devices.push(SimDevice::new(
+                    domain.domid,
+                    None,
+                    format!("vif{devid}"),
+                    None,
+                    areas,
+                    silent,
+                    Ends::Vif {
+                        mac,
+                        bridge: vif.bridge.clone(),
+                    },
+                ));
             }
         }
         let steps = scenario.steps.iter().cloned().collect();
@@ -269,6 +330,7 @@ impl Sim {
             store: (host, store),
             toolstack,
             blkback,
+            meddler,
             domains,
             devices,
             steps,
@@ -381,7 +443,7 @@ impl Sim {
                     let chosen: Vec<usize> = domains
                         .iter()
                         .flat_map(|domid| self.by_domain.get(domid).into_iter().flatten().copied())
-                        .filter(|&i| step.device.is_none_or(|v| v == self.devices[i].vdev))
+                        .filter(|&i| step.device.is_none_or(|v| Some(v) == self.devices[i].vdev))
                         .collect();
                     if step.action == Action::Create {
                         for &domid in &domains {
@@ -413,7 +475,7 @@ impl Sim {
 
     fn device_name(&self, i: usize) -> String {
         let d = &self.devices[i];
-        format!("d{} {}", d.domid, d.vdev)
+        format!("d{} {}", d.domid, d.name)
     }
 
     fn create(&mut self, i: usize) {
@@ -429,20 +491,15 @@ impl Sim {
             return;
         }
         let d = &self.devices[i];
-        let mut backend_keys = d.block.toolstack_backend_keys();
-        if d.kind == DeviceKind::Phy {
-            backend_keys.push(("script".into(), "/etc/xen/scripts/block".into()));
-        }
+        let (backend_keys, frontend_keys) = d.ends.toolstack_keys(d.areas.devid, d.script());
         let spec = AddSpec {
             device: d.device(),
             backend_keys,
-            frontend_keys: d.block.toolstack_frontend_keys(),
+            frontend_keys,
         };
         let what = format!(
             "add {} (device id {}, backend {})",
-            d.vdev,
-            d.vdev.number(),
-            d.areas.backend_kind
+            d.name, d.areas.devid, d.areas.backend_kind
         );
         self.say(Lane::Toolstack, who, what);
         self.devices[i].phase = Phase::Creating;
@@ -522,7 +579,7 @@ impl Sim {
         };
         if let Some(conn) = backend_conn {
             let d = &self.devices[i];
-            let backend = Backend::new(d.block.backend_config(d.areas.clone()), now);
+            let backend = Backend::new(d.ends.backend_config(d.areas.clone()), now);
             let id = self.add_actor(
                 Role::Device(i, Lane::Backend),
                 conn,
@@ -540,12 +597,8 @@ impl Sim {
             return;
         }
         let d = &self.devices[i];
-        let transport = BlockTransport {
-            ring_ref: 8 + 8 * i as u32,
-            event_channel: 20 + i as u32,
-            protocol: Some(Protocol::X86_64),
-        };
-        let frontend = Frontend::new(d.block.frontend_config(d.areas.clone(), &transport), now);
+        let n = u32::try_from(i).unwrap_or(u32::MAX);
+        let frontend = Frontend::new(d.ends.frontend_config(d.areas.clone(), n), now);
         let id = self.add_actor(
             Role::Device(i, Lane::Frontend),
             guest,
@@ -584,6 +637,13 @@ impl Sim {
                         let (lane, who) = self.who(owner, id);
                         self.say(lane, who, what);
                     }
+                    if let (Op::Xs(XsOp::TxnRead { path, .. }), Ok(Reply::Value(Some(_)))) =
+                        (&op, &result)
+                        && self.is_toolstack(owner)
+                        && chance(&mut self.rng, self.scenario.faults.conflicts)
+                    {
+                        self.meddle(path)?;
+                    }
                     if owner == Owner::Caller {
                         self.tool_done(id, result)?;
                     }
@@ -616,6 +676,47 @@ impl Sim {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Whether `owner` is one of the toolstack's operations.
+    fn is_toolstack(&self, owner: Owner) -> bool {
+        let Owner::Actor(actor) = owner else {
+            return false;
+        };
+        matches!(
+            self.roles.get(actor.index()),
+            Some(Role::Device(_, Lane::Toolstack) | Role::Domain(..))
+        )
+    }
+
+    /// The conflict fault: another dom0 process rewrites `path` with the value it reads
+    /// there, inside its own transaction (so it never writes a stale value: a change in
+    /// between makes its own commit conflict, and it gives up). The toolstack's open
+    /// transaction read `path`, so its commit conflicts.
+    fn meddle(&mut self, path: &str) -> Result<(), HarnessError> {
+        let (store, harness, conn) = (&mut self.store.1, &mut self.harness, self.meddler);
+        let Ok(Response::Tx(tx)) = store.call(harness, conn, |c, now| c.transaction_start(now))?
+        else {
+            return Ok(());
+        };
+        let value = match store.call(harness, conn, |c, now| c.read(now, Some(tx), path))? {
+            Ok(Response::Value(value)) => Some(value),
+            _ => None,
+        };
+        if let Some(value) = &value {
+            let value = value.clone();
+            let _ = store.call(harness, conn, |c, now| c.write(now, Some(tx), path, value))?;
+        }
+        let commit = value.is_some();
+        let ended = store.call(harness, conn, |c, now| c.transaction_end(now, tx, commit))?;
+        if commit && ended.is_ok() {
+            self.say(
+                Lane::Xenstore,
+                "another dom0 process".into(),
+                format!("(fault) rewrites {path}, under the toolstack's transaction"),
+            );
         }
         Ok(())
     }

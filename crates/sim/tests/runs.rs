@@ -65,8 +65,23 @@ fn the_default_scenario_connects_then_removes_everything() {
             "{d:?}"
         );
     }
+    // The network interface and the blkback disk connected through their scripts.
+    let text = report.trace.to_text();
+    assert!(
+        text.contains("running /etc/xen/scripts/vif-bridge online"),
+        "{text}"
+    );
+    assert!(
+        text.contains("running /etc/xen/scripts/block add"),
+        "{text}"
+    );
     // The rest went with their domains, after 3 s.
-    for d in [device(1, "xvda"), device(1, "xvdb"), device(2, "xvda")] {
+    for d in [
+        device(1, "xvda"),
+        device(1, "xvdb"),
+        device(1, "vif0"),
+        device(2, "xvda"),
+    ] {
         assert!(d.removed_ms.unwrap() >= 3000, "{d:?}");
     }
     let domain = |domid: u32| report.domains.iter().find(|d| d.domid == domid).unwrap();
@@ -168,8 +183,8 @@ fn simultaneous_removals_of_many_guests_leave_nothing_behind() {
 }
 
 /// The scenario of everything going wrong (QEMU crashing at any QMP message, slow,
-/// failing and hanging hotplug scripts, silent guests, a user-paused guest with a live
-/// QEMU): whatever the seed, every invariant holds. The short mode of the long run
+/// failing and hanging hotplug scripts, silent guests, transactions whose reads are
+/// rewritten under them, a user-paused guest with a live QEMU): whatever the seed, every invariant holds. The short mode of the long run
 /// documented in the README (`xsio sim testdata/scenarios/faults.toml --runs 10000`).
 #[test]
 fn seeded_faults_keep_every_invariant() {
@@ -181,6 +196,7 @@ fn seeded_faults_keep_every_invariant() {
     let scenario = Scenario::parse(&text).unwrap();
     let mut crashed = 0;
     let mut scripts_failed = 0;
+    let mut rewritten = 0;
     for seed in 0..32 {
         let report = run(&scenario, seed).unwrap();
         assert!(
@@ -191,10 +207,11 @@ fn seeded_faults_keep_every_invariant() {
         let text = report.trace.to_text();
         crashed += usize::from(text.contains("(fault) QEMU crashes on"));
         scripts_failed += usize::from(text.contains("exit status 1") || text.contains("ran past"));
+        rewritten += usize::from(text.contains("(fault) rewrites"));
     }
     // The faults did happen.
     assert!(
-        crashed > 4 && scripts_failed > 4,
-        "{crashed} {scripts_failed}"
+        crashed > 4 && scripts_failed > 4 && rewritten > 4,
+        "{crashed} {scripts_failed} {rewritten}"
     );
 }

@@ -33,12 +33,16 @@ impl Sim {
             .get(&domid)
             .into_iter()
             .flatten()
-            .filter(|&&i| self.devices[i].kind == DeviceKind::Cdrom)
+            .filter(|&&i| self.devices[i].kind == Some(DeviceKind::Cdrom))
             .map(|&i| {
                 let d = &self.devices[i];
-                let medium = (!d.block.params.is_empty()).then(|| d.block.params.clone());
+                let params = match &d.ends {
+                    super::Ends::Block(block) => block.params.clone(),
+                    super::Ends::Vif { .. } => String::new(),
+                };
+                let medium = (!params.is_empty()).then_some(params);
                 (
-                    d.vdev.to_string(),
+                    d.name.clone(),
                     Tray {
                         open: false,
                         medium,
