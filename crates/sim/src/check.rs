@@ -4,6 +4,7 @@ use xsio_device::Device;
 use xsio_xenbus::XenbusState;
 use xsio_xs_client::Response;
 
+use crate::scenario::DeviceKind;
 use crate::world::{Phase, Sim};
 
 /// Every broken rule of a finished run, as sentences (empty: the run is good).
@@ -31,6 +32,7 @@ pub(crate) fn violations(sim: &mut Sim) -> Vec<String> {
         found.push(format!("xenstored's tree is inconsistent: {err}"));
     }
     found.extend(fd_leaks(sim));
+    found.extend(cdroms_disagree(sim));
     for i in 0..sim.devices.len() {
         let name = format!("d{} {}", sim.devices[i].domid, sim.devices[i].name);
         for problem in &sim.devices[i].problems {
@@ -132,6 +134,47 @@ fn fd_leaks(sim: &Sim) -> Vec<String> {
         ));
     }
     found
+}
+
+/// Xenstore agrees with the simulated QEMU for every CD-ROM it serves: the backend's
+/// `params` names the medium QEMU holds (empty: none).
+fn cdroms_disagree(sim: &mut Sim) -> Vec<String> {
+    let mut found = Vec::new();
+    for i in 0..sim.devices.len() {
+        let d = &sim.devices[i];
+        if d.kind != Some(DeviceKind::Cdrom) || d.phase != Phase::Running {
+            continue;
+        }
+        let Some(qemu) = sim.store.0.qemu(d.domid) else {
+            continue;
+        };
+        let name = format!("d{} {}", d.domid, d.name);
+        let held = qemu
+            .trays
+            .get(&d.name)
+            .map(|t| t.medium.clone().unwrap_or_default());
+        let path = d.areas.backend_path() + "/params";
+        let params = read(sim, &path);
+        match (held, params) {
+            (Some(held), Some(params)) if held == params => {}
+            (held, params) => found.push(format!(
+                "{name}: xenstore's params {params:?} but QEMU holds {held:?}"
+            )),
+        }
+    }
+    found
+}
+
+fn read(sim: &mut Sim, path: &str) -> Option<String> {
+    let conn = sim.harness.conns().next()?;
+    match sim
+        .store
+        .1
+        .call(&mut sim.harness, conn, |c, now| c.read(now, None, path))
+    {
+        Ok(Ok(Response::Value(value))) => Some(String::from_utf8_lossy(&value).into_owned()),
+        _ => None,
+    }
 }
 
 fn exists(sim: &mut Sim, path: &str) -> bool {
@@ -301,5 +344,32 @@ mod tests {
         sim.devices[0].phase = crate::world::Phase::Removing;
         let found = super::violations(&mut sim);
         assert_eq!(found, ["d1 xvda: stuck in Removing"]);
+    }
+
+    #[test]
+    fn a_cdrom_whose_medium_xenstore_and_qemu_disagree_on_is_caught() {
+        let text = ONE
+            .replace(
+                "vdev = \"xvda\", kind = \"disk\"",
+                "vdev = \"hdc\", kind = \"cdrom\"",
+            )
+            .replace("action = \"remove\"", "action = \"pause\"");
+        let mut sim = finished(&text);
+        assert_eq!(super::violations(&mut sim), Vec::<String>::new());
+        let conn = sim.harness.conns().next().unwrap();
+        let made = sim.store.1.call(&mut sim.harness, conn, |c, now| {
+            c.write(
+                now,
+                None,
+                "/local/domain/0/backend/qdisk/1/5632/params",
+                &b"/srv/other.iso"[..],
+            )
+        });
+        assert!(matches!(made, Ok(Ok(_))), "{made:?}");
+        let found = super::violations(&mut sim);
+        assert_eq!(
+            found,
+            ["d1 hdc: xenstore's params Some(\"/srv/other.iso\") but QEMU holds Some(\"/d\")"]
+        );
     }
 }
