@@ -44,6 +44,7 @@
 //! script_fail = 0.0       # chance that a hotplug script exits 1
 //! script_hang = 0.0       # chance that a hotplug script never ends (killed at 40 s)
 //! conflicts = 0.0         # chance that a node a toolstack transaction read is rewritten
+//! qemu_late_write = false # QEMU 7.2's second, unguarded Closed before its unplug deletion
 //! ```
 
 use serde::Deserialize;
@@ -179,6 +180,11 @@ pub struct Faults {
     /// transaction) a node the toolstack's transaction just read, so that the toolstack's
     /// commit conflicts and starts again.
     pub conflicts: f64,
+    /// QEMU's unplug as QEMU 7.2 does it (`testdata/xen-qemu/unplug.txt`): a second,
+    /// unguarded write of Closed before it deletes the device's directories. Off by
+    /// default: it is a known open finding (a write landing after the toolstack's prune
+    /// recreates the emptied parents, and QEMU's deletion removes only the device).
+    pub qemu_late_write: bool,
 }
 
 impl Default for Faults {
@@ -193,6 +199,7 @@ impl Default for Faults {
             script_fail: 0.0,
             script_hang: 0.0,
             conflicts: 0.0,
+            qemu_late_write: false,
         }
     }
 }

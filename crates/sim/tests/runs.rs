@@ -215,3 +215,31 @@ fn seeded_faults_keep_every_invariant() {
         "{crashed} {scripts_failed} {rewritten}"
     );
 }
+
+/// QEMU 7.2's unplug as recorded (`testdata/xen-qemu/unplug.txt`): Closed written a second
+/// time, unguarded, before QEMU deletes the device's directories. Whatever the seed the
+/// toolstack's prune comes after QEMU's deletion here (its removal waits for the live
+/// frontend's Closed), so no parent is recreated and left behind.
+#[test]
+fn qemus_late_closed_write_leaves_nothing_behind() {
+    let text = DEFAULT_SCENARIO.replace(
+        "max_jitter_ms = 2",
+        "max_jitter_ms = 2\nqemu_late_write = true",
+    );
+    let scenario = Scenario::parse(&text).unwrap();
+    assert!(scenario.faults.qemu_late_write);
+    for seed in 0..16 {
+        let report = run(&scenario, seed).unwrap();
+        assert!(
+            report.violations.is_empty(),
+            "seed {seed}: {:?}",
+            report.violations
+        );
+        let text = report.trace.to_text();
+        // The hot-unplugged CD-ROM's backend state, written by QEMU after it was Closed.
+        assert!(
+            text.contains("qemu d1                write: state=6 (Closed)"),
+            "seed {seed}"
+        );
+    }
+}

@@ -191,22 +191,38 @@ impl Sim {
         let d = &self.devices[i];
         let domid = d.domid;
         let name = self.device_name(i);
-        let paths = [d.areas.backend_path(), d.areas.frontend_path()];
+        // The frontend's directory first, then the backend's (`testdata/xen-qemu/`).
+        let paths = [d.areas.frontend_path(), d.areas.backend_path()];
+        let late_write = (!quitting && self.scenario.faults.qemu_late_write)
+            .then(|| format!("{}/state", d.areas.backend_path()));
         self.say(
             Lane::Qemu,
             format!("qemu {name}"),
-            "xen-bus: device gone, removing its backend and frontend directories".into(),
+            "xen-bus: device gone, removing its frontend and backend directories".into(),
         );
+        let mut txns = Vec::new();
+        if let Some(state) = late_write {
+            // QEMU 7.2 writes Closed a second time, unguarded, before its deletion
+            // (`testdata/xen-qemu/unplug.txt`): landing after the toolstack's prune, it
+            // recreates the parents, which QEMU's deletion of the device leaves behind.
+            txns.push(Txn {
+                only_if_exists: None,
+                ops: vec![TxnOp::write(state, "6")],
+            });
+        }
         for path in &paths {
-            let txn = Txn {
+            txns.push(Txn {
                 only_if_exists: Some(path.clone()),
                 ops: vec![TxnOp::Rm { path: path.clone() }],
-            };
+            });
+        }
+        let n = txns.len();
+        for txn in txns {
             let id = self.harness.submit(conn, Op::Xs(XsOp::Transaction(txn)));
             self.tool_ops
                 .insert(id, ToolOp::QemuRemove { domid, quitting });
         }
-        paths.len()
+        n
     }
 
     pub(super) fn backend_alive(&self, i: usize) -> bool {
