@@ -39,7 +39,7 @@ fn the_default_scenario_runs_with_trace_and_summary() {
     }
     // One summary row per device, each removed.
     let rows: Vec<&str> = text.lines().filter(|l| l.contains(" Removed ")).collect();
-    assert_eq!(rows.len(), 6, "{text}");
+    assert_eq!(rows.len(), 8, "{text}");
 }
 
 #[test]

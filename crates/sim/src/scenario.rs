@@ -12,6 +12,7 @@
 //!   { vdev = "hdc", kind = "cdrom", params = "/srv/iso/install.iso" },
 //! ]
 //! vifs = [{ bridge = "xenbr0" }]   # vif0 (steps without `device` include it)
+//! vfb = true          # vfb0 and vkbd0, served by the guest's QEMU
 //!
 //! [[domain]]
 //! domid = 10
@@ -76,6 +77,9 @@ pub struct Domain {
     /// Its network interfaces (`vif0`, `vif1`, ...: netback in dom0, the `vif-bridge`
     /// hotplug script).
     pub vifs: Vec<Vif>,
+    /// Whether it has a display: a framebuffer (`vfb0`) and a keyboard (`vkbd0`), both
+    /// served by its QEMU.
+    pub vfb: bool,
 }
 
 /// A network interface of a guest.
@@ -251,6 +255,8 @@ struct FileDomain {
     devices: Vec<FileDevice>,
     #[serde(default)]
     vifs: Vec<Vif>,
+    #[serde(default)]
+    vfb: bool,
 }
 
 #[derive(Deserialize)]
@@ -318,6 +324,7 @@ impl Scenario {
                     domid,
                     devices: devices.clone(),
                     vifs: d.vifs.clone(),
+                    vfb: d.vfb,
                 });
             }
         }

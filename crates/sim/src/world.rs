@@ -139,16 +139,16 @@ impl SimDevice {
 
     /// The hotplug script the toolstack names in the backend directory.
     fn script(&self) -> Option<&'static str> {
-        match self.kind {
-            Some(DeviceKind::Phy) => Some("/etc/xen/scripts/block"),
-            None => Some("/etc/xen/scripts/vif-bridge"),
+        match (self.kind, &self.ends) {
+            (Some(DeviceKind::Phy), _) => Some("/etc/xen/scripts/block"),
+            (_, Ends::Vif { .. }) => Some("/etc/xen/scripts/vif-bridge"),
             _ => None,
         }
     }
 
-    /// Whether QEMU provides the backend.
+    /// Whether QEMU provides the backend (qdisk, vfb, vkbd).
     pub(crate) fn qemu_backed(&self) -> bool {
-        matches!(self.kind, Some(DeviceKind::Disk | DeviceKind::Cdrom))
+        xsio_device::QEMU_BACKEND_KINDS.contains(&self.areas.backend_kind.as_str())
     }
 
     fn device(&self) -> Device {
@@ -291,6 +291,21 @@ impl Sim {
                     silent,
                     Ends::Block(block),
                 ));
+            }
+            if domain.vfb {
+                for kind in ["vfb", "vkbd"] {
+                    let areas = DeviceAreas::new(0, kind, domain.domid, kind, 0);
+                    let silent = chance(&mut rng, scenario.faults.silent_frontend);
+                    devices.push(SimDevice::new(
+                        domain.domid,
+                        None,
+                        format!("{kind}0"),
+                        None,
+                        areas,
+                        silent,
+                        Ends::Display { kind },
+                    ));
+                }
             }
             for (devid, vif) in (0u32..).zip(&domain.vifs) {
                 let areas = DeviceAreas::new(0, "vif", domain.domid, "vif", devid);

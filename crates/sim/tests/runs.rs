@@ -81,6 +81,8 @@ fn the_default_scenario_connects_then_removes_everything() {
         device(1, "xvdb"),
         device(1, "vif0"),
         device(2, "xvda"),
+        device(2, "vfb0"),
+        device(2, "vkbd0"),
     ] {
         assert!(d.removed_ms.unwrap() >= 3000, "{d:?}");
     }

@@ -38,7 +38,7 @@ impl Sim {
                 let d = &self.devices[i];
                 let params = match &d.ends {
                     super::Ends::Block(block) => block.params.clone(),
-                    super::Ends::Vif { .. } => String::new(),
+                    super::Ends::Vif { .. } | super::Ends::Display { .. } => String::new(),
                 };
                 let medium = (!params.is_empty()).then_some(params);
                 (
@@ -307,7 +307,10 @@ impl Sim {
                     .into_iter()
                     .flatten()
                     .copied()
-                    .find(|&i| self.devices[i].areas.devid == device.devid);
+                    .find(|&i| {
+                        self.devices[i].areas.devid == device.devid
+                            && self.devices[i].areas.frontend_kind == device.kind
+                    });
                 if let Some(i) = i {
                     let name = self.device_name(i);
                     let lane = Lane::Toolstack;
