@@ -12,6 +12,9 @@
 //! - Every `peer_*` test binary is a `harness = false` target whose `main` runs
 //!   `xsio_testkit::peer::Tests` (so a missing peer shows as a skip in the summary, or fails
 //!   under `CI`), and has no `#[test]` function (it would silently never run).
+//! - Outside `xsio-core`, no source under `src/` adds to an `Instant` (`now + …`,
+//!   `+ Duration::…`, `checked_add` on an instant): every deadline goes through
+//!   `xsio_core::deadline`, where overflow means "no deadline" rather than a panic.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::Path;
@@ -109,6 +112,9 @@ pub(crate) fn check(root: &Path) -> Result<Vec<String>> {
         check_peer_tests(pkg, manifest, &mut problems)?;
         if name == "xtask" {
             continue;
+        }
+        if name != "xsio-core" {
+            check_deadline_arithmetic(&dir.join("src"), &mut problems)?;
         }
         let dir_name = dir.file_name().map(|d| d.to_string_lossy().into_owned());
         if dir_name.as_deref().map(|d| format!("xsio-{d}")) != Some(name.to_owned()) {
@@ -235,6 +241,79 @@ fn check_machines_implement_the_trait(
     Ok(())
 }
 
+/// Words that make a `checked_add` operand a point in time or a span of it.
+const TIME_WORDS: &[&str] = &[
+    "now", "instant", "deadline", "start", "epoch", "clock", "duration", "timeout", "interval",
+    "backoff", "delay", "wait", "limit", "grace", "after",
+];
+
+/// Every `Instant + Duration` computation in the sources below `dir`.
+fn check_deadline_arithmetic(dir: &Path, problems: &mut Vec<String>) -> Result<()> {
+    let mut sources = Vec::new();
+    collect_sources(dir, &mut sources)?;
+    for (path, text) in &sources {
+        for (n, line) in text.lines().enumerate() {
+            if let Some(what) = instant_arithmetic(line) {
+                problems.push(format!(
+                    "{}:{}: `{what}` adds to an Instant and panics past its range; compute \
+                     deadlines with xsio_core::deadline (overflow = no deadline)",
+                    path.display(),
+                    n + 1
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The first piece of `line` that adds a duration to an instant, if any: `+ Duration::…`,
+/// an addition to something named `…now`/`…now()`, or a `checked_add` whose receiver or
+/// argument names time (an integer's `checked_add` is left alone). Doc comments count (their
+/// examples run); other comments and lines marked `tidy:allow` do not.
+fn instant_arithmetic(line: &str) -> Option<&'static str> {
+    if line.contains("tidy:allow") {
+        return None;
+    }
+    let trimmed = line.trim_start();
+    let code = match trimmed
+        .strip_prefix("///")
+        .or_else(|| trimmed.strip_prefix("//!"))
+    {
+        Some(doc) => doc,
+        None => line.split("//").next().unwrap_or(""),
+    };
+    let squeezed: String = code.chars().filter(|c| !c.is_whitespace()).collect();
+    if squeezed.contains("+Duration::") || squeezed.contains("+=Duration::") {
+        return Some("+ Duration");
+    }
+    for (at, _) in squeezed.match_indices('+') {
+        let before = squeezed[..at].trim_end_matches("()");
+        if before.ends_with("now") || before.ends_with("Now") {
+            return Some("now + …");
+        }
+    }
+    if squeezed.contains("Instant::checked_add") {
+        return Some("Instant::checked_add");
+    }
+    for (at, _) in squeezed.match_indices(".checked_add(") {
+        let receiver = squeezed[..at]
+            .trim_end_matches("()")
+            .rsplit(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.' || c == ':'))
+            .next()
+            .unwrap_or_default()
+            .to_lowercase();
+        let argument = squeezed[at + ".checked_add(".len()..].to_lowercase();
+        let argument = argument.split(')').next().unwrap_or_default();
+        if TIME_WORDS
+            .iter()
+            .any(|w| receiver.contains(w) || argument.contains(w))
+        {
+            return Some("checked_add");
+        }
+    }
+    None
+}
+
 /// `<F> Client<F> {` → `Client`.
 fn impl_type_name(rest: &str) -> String {
     let rest = rest.trim_start();
@@ -334,6 +413,39 @@ mod tests {
         assert_eq!(super::impl_type_name(" Backend {"), "Backend");
         assert_eq!(super::impl_type_name("<F> Client<F> {"), "Client");
         assert_eq!(super::impl_type_name("<A: Actor> Harness<A> {"), "Harness");
+    }
+
+    #[test]
+    fn instant_arithmetic_is_found() {
+        use super::instant_arithmetic as found;
+        // Each shape the workspace used before `xsio_core::deadline`.
+        for line in [
+            "        let deadline = Instant::now() + LISTEN_WAIT;",
+            "    let give_up = now() + Duration::from_secs(60);",
+            "        self.now += by;",
+            "                .then(|| now.checked_add(timeout))",
+            "            self.last_now.checked_add(self.config.watch_event_timeout)",
+            "    let give_up = now().checked_add(limit);",
+            "            next: start.checked_add(interval),",
+            "        .checked_add(Duration::from_millis(ms))",
+            "        let later = Instant::checked_add(&at, by);",
+            "/// machine.handle_timeout(now + Duration::from_secs(1));",
+            "        let at = deadline+Duration::from_millis(5);",
+        ] {
+            assert!(found(line).is_some(), "not found in {line:?}");
+        }
+        // Integer arithmetic, the sanctioned function, comments and marked lines pass.
+        for line in [
+            "            if d.count == 0 || d.domid.checked_add(d.count - 1).is_none() {",
+            "    let end = len.checked_add(HEADER_LEN)?;",
+            "            out[start..start + HEADER_LEN].copy_from_slice(&bytes);",
+            "    let expires = xsio_core::deadline(now, timeout);",
+            "    let later = elapsed + step; // not an instant",
+            "    // now + Duration::from_secs(1) would panic at the end of time",
+            "    let t = now + Duration::from_secs(1); // tidy:allow (a fixed test epoch)",
+        ] {
+            assert_eq!(found(line), None, "wrongly found in {line:?}");
+        }
     }
 
     #[test]

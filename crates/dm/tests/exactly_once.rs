@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{FakeQemu, Fate, Seen, Timed};
 use proptest::prelude::*;
-use xsio_core::last_instant;
+use xsio_core::{deadline, last_instant};
 use xsio_dm::{
     Action, Control, ControlConfig, ControlError, Ready, Save, SaveConfig, SaveError, Saved,
     Shutdown, ShutdownConfig, ShutdownError, StartConfig, StartError, StartUp, Stopped,
@@ -172,7 +172,7 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
                 StartConfig::fresh()
             };
             config.timeout = case.timeout;
-            let latest = now.checked_add(case.timeout);
+            let latest = deadline(now, case.timeout);
             (
                 Operation::Start(Timed::new(StartUp::new(config, now), now)),
                 latest,
@@ -182,7 +182,7 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
             let mut config = SaveConfig::to("/var/lib/xen/qemu-save.1");
             config.live = live;
             config.timeout = case.timeout;
-            let latest = now.checked_add(case.timeout);
+            let latest = deadline(now, case.timeout);
             (
                 Operation::Save(Timed::new(Save::new(config, now), now)),
                 latest,
@@ -193,7 +193,7 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
                 action,
                 timeout: case.timeout,
             };
-            let latest = now.checked_add(case.timeout);
+            let latest = deadline(now, case.timeout);
             (
                 Operation::Control(Timed::new(Control::new(config, now), now)),
                 latest,
@@ -205,9 +205,8 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
                 kill_timeout: Duration::from_secs(5),
             };
             // The kill is asked at the deadline at the latest; its own deadline follows.
-            let latest = now
-                .checked_add(case.timeout)
-                .and_then(|t| t.checked_add(Duration::from_secs(5)));
+            let latest =
+                deadline(now, case.timeout).and_then(|t| deadline(t, Duration::from_secs(5)));
             (
                 Operation::Shutdown(Timed::new(Shutdown::new(config, now), now)),
                 latest,

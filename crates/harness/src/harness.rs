@@ -342,7 +342,7 @@ impl<A: Actor> Harness<A> {
     /// Moves the clock forward by `by` (saturating: a huge step leaves the clock where it
     /// is rather than panic).
     pub fn advance(&mut self, by: Duration) {
-        if let Some(later) = self.now.checked_add(by) {
+        if let Some(later) = xsio_core::deadline(self.now, by) {
             self.now = later;
         }
     }

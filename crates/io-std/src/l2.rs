@@ -248,7 +248,7 @@ pub fn run_until_with<A: Actor, L: Store<A> + Pollable>(
     limit: Duration,
     mut done: impl FnMut(&mut Harness<A>) -> bool,
 ) -> Result<(), DriveError> {
-    let give_up = now().checked_add(limit);
+    let give_up = xsio_core::deadline(now(), limit);
     loop {
         // Settle first: a machine's state may run ahead of the writes it has issued.
         while harness.step(links)? {}

@@ -280,6 +280,8 @@ fn timespec(wait: Duration) -> Timespec {
 mod tests {
     use std::io::{Read, Seek, SeekFrom, Write};
 
+    use xsio_core::deadline;
+
     use super::*;
 
     #[test]
@@ -323,13 +325,13 @@ mod tests {
         let b = UnixConn::from_stream(b);
         let start = now();
         assert!(
-            !b.wait_readable(Some(start + Duration::from_millis(20)))
+            !b.wait_readable(deadline(start, Duration::from_millis(20)))
                 .unwrap()
         );
-        assert!(now() >= start + Duration::from_millis(20));
+        assert!(now().duration_since(start) >= Duration::from_millis(20));
         (&a).write_all(b"x").unwrap();
         assert!(
-            b.wait_readable(Some(now() + Duration::from_secs(5)))
+            b.wait_readable(deadline(now(), Duration::from_secs(5)))
                 .unwrap()
         );
         let mut buf = [0u8; 4];
@@ -352,12 +354,14 @@ mod tests {
         let writer = OwnedFd::from(writer);
         let big = vec![7u8; 8 << 20];
         let start = now();
-        let deadline = start + Duration::from_millis(100);
         let err = a
-            .send(Transmit::with_fds(big, vec![writer]), Some(deadline))
+            .send(
+                Transmit::with_fds(big, vec![writer]),
+                deadline(start, Duration::from_millis(100)),
+            )
             .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
-        assert!(now() >= deadline);
+        assert!(now().duration_since(start) >= Duration::from_millis(100));
         // Our copy of the probe is closed; the only one left is in flight inside the socket
         // (the peer never received it), so once the socket is gone the probe reads EOF.
         drop((a, _b));
@@ -394,7 +398,7 @@ mod tests {
         });
         while !outgoing.is_empty() {
             assert!(
-                a.wait(Some(now() + Duration::from_secs(10)), true)
+                a.wait(deadline(now(), Duration::from_secs(10)), true)
                     .unwrap()
                     .writable
             );

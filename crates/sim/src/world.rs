@@ -384,9 +384,8 @@ impl Sim {
             // Quiet: jump to the next step or deadline, whichever comes first.
             let next_step = self.steps.front().map(|s| s.at_ms);
             let next_step = next_step.and_then(|ms| {
-                self.harness
-                    .now()
-                    .checked_add(Duration::from_millis(ms.saturating_sub(self.elapsed_ms())))
+                let wait = Duration::from_millis(ms.saturating_sub(self.elapsed_ms()));
+                xsio_core::deadline(self.harness.now(), wait)
             });
             let deadlines = [
                 next_step,

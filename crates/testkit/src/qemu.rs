@@ -105,9 +105,9 @@ impl QemuBuilder {
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {QEMU}: {e}"));
         #[allow(clippy::disallowed_methods)] // a test waiting for QEMU to listen
-        let deadline = Instant::now() + LISTEN_WAIT;
+        let deadline = xsio_core::deadline(Instant::now(), LISTEN_WAIT);
         #[allow(clippy::disallowed_methods)]
-        while !sockets.iter().all(|s| s.exists()) && Instant::now() < deadline {
+        while !sockets.iter().all(|s| s.exists()) && deadline.is_none_or(|d| Instant::now() < d) {
             std::thread::sleep(Duration::from_millis(20));
         }
         Some(Qemu {

@@ -27,7 +27,8 @@ use crate::{Backend, BackendEvent, Frontend, FrontendEvent, StateWaiter, WaitEve
 /// };
 /// let mut machine = XenbusMachine::from(StateWaiter::new(config, now));
 /// let _watch = machine.poll_output();
-/// machine.handle_timeout(now + Duration::from_secs(1));
+/// let expiry = xsio_core::deadline(now, Duration::from_secs(1)).expect("a clock far from the end of time");
+/// machine.handle_timeout(expiry);
 /// assert!(matches!(
 ///     machine.poll_output(),
 ///     Some(xsio_ops::Output::Event(XenbusEvent::Waiter(_)))

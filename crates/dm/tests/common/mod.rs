@@ -233,7 +233,7 @@ impl FakeQemu {
         } else {
             self.answer(&op, refuse, &mut after)
         };
-        let due = harness.now().checked_add(delay).unwrap_or(harness.now());
+        let due = xsio_core::deadline(harness.now(), delay).unwrap_or(harness.now());
         self.in_transit.push((due, owner, id, result));
         for event in after {
             match event {

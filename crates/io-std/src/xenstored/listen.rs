@@ -202,7 +202,8 @@ impl Listeners {
                         );
                     }
                     // Overflow would mean a clock at the end of time: retry at once then.
-                    self.paused_until = Some(now.checked_add(ACCEPT_BACKOFF).unwrap_or(now));
+                    self.paused_until =
+                        Some(xsio_core::deadline(now, ACCEPT_BACKOFF).unwrap_or(now));
                     break;
                 }
                 Err(e) => {

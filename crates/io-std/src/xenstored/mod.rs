@@ -159,7 +159,7 @@ pub fn run(config: DaemonConfig, stop: UnixStream) -> io::Result<()> {
         Some(Saver {
             path: path.clone(),
             interval,
-            next: start.checked_add(interval),
+            next: xsio_core::deadline(start, interval),
             saved: server.tree_generation(),
         })
     });
@@ -189,7 +189,7 @@ impl Saver {
         if self.next.is_none_or(|at| at > now) {
             return;
         }
-        self.next = now.checked_add(self.interval);
+        self.next = xsio_core::deadline(now, self.interval);
         let generation = server.tree_generation();
         if generation == self.saved {
             return;

@@ -174,7 +174,7 @@ pub(super) fn open_fifo(path: &Path) -> io::Result<File> {
 /// Waits until `file` is readable or `timeout` passes; returns whether it is.
 pub(super) fn wait_readable(file: &impl AsFd, timeout: Duration) -> io::Result<bool> {
     #[allow(clippy::disallowed_methods)] // a test-side wait
-    let deadline = Instant::now().checked_add(timeout);
+    let deadline = xsio_core::deadline(Instant::now(), timeout);
     loop {
         #[allow(clippy::disallowed_methods)]
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));

@@ -140,7 +140,7 @@ impl Server {
             }
             // Overflow means the event never expires; dom0's events never do.
             let expires = (!conn.privileged)
-                .then(|| now.checked_add(timeout))
+                .then(|| xsio_core::deadline(now, timeout))
                 .flatten();
             let mut queued = 0;
             for watch in &conn.watches {
@@ -214,7 +214,7 @@ impl Server {
             None
         } else {
             // Overflow means the event never expires.
-            self.last_now.checked_add(self.config.watch_event_timeout)
+            xsio_core::deadline(self.last_now, self.config.watch_event_timeout)
         };
         let hold = self.answering.map_or(Hold::Nothing, Hold::Source);
         self.enqueue(conn_id, hold, expires, |out| {
