@@ -8,8 +8,8 @@ use std::time::Instant;
 use thiserror::Error;
 use xsio_core::OpId;
 use xsio_ops::{
-    HostOp, Input, InputError, Op, OpError, OpErrorKind, Output, Reply, Request, XsOp,
-    expect_children, expect_value,
+    HostOp, InputError, Op, OpError, OpErrorKind, Output, Reply, Request, XsOp, expect_children,
+    expect_value,
 };
 
 use crate::config::Config;
@@ -473,31 +473,4 @@ fn sorted(names: Option<Vec<String>>) -> Vec<String> {
     names
 }
 
-impl xsio_core::Machine for MultiDev {
-    type Input<'a> = Input<'a>;
-    type Output = Output<MultiEvent>;
-    type Error = InputError;
-
-    fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), InputError> {
-        match input {
-            Input::Reply { id, result } => self.handle_reply(now, id, result),
-            Input::Watch { path, token } => {
-                self.handle_watch(now, path, token);
-                Ok(())
-            }
-            _ => Ok(()),
-        }
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        MultiDev::handle_timeout(self, now);
-    }
-
-    fn poll_output(&mut self) -> Option<Output<MultiEvent>> {
-        MultiDev::poll_output(self)
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        MultiDev::poll_timeout(self)
-    }
-}
+xsio_ops::impl_machine!(MultiDev, MultiEvent, watch: handle_watch);

@@ -8,9 +8,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use xsio_core::OpId;
-use xsio_ops::{
-    DomainState, HostOp, Input, InputError, OpError, OpErrorKind, Output, Reply, TxnId, XsOp,
-};
+use xsio_ops::{DomainState, HostOp, InputError, OpError, OpErrorKind, Output, Reply, TxnId, XsOp};
 use xsio_xenbus::XenbusState;
 
 use crate::config::Config;
@@ -316,13 +314,11 @@ impl DeviceOp {
                 killed: false,
                 ..
             } => {
-                self.io
-                    .request(Purpose::Kill, self.epoch, HostOp::Kill { spawn });
+                self.request(Purpose::Kill, HostOp::Kill { spawn });
             }
             Phase::Txn(Txn { id: Some(txn), .. }) => {
                 let end = XsOp::TxnEnd { txn, commit: false };
-                self.io
-                    .request(Purpose::TxnEnd { commit: false }, self.epoch, end);
+                self.request(Purpose::TxnEnd { commit: false }, end);
             }
             Phase::Wait(wait) => self.unwatch(wait),
             _ => {}
@@ -343,7 +339,7 @@ impl DeviceOp {
         let read = XsOp::Read {
             path: wait.path.clone(),
         };
-        self.io.request(Purpose::WaitRead, self.epoch, read);
+        self.io.request((Purpose::WaitRead, self.epoch), read);
     }
 
     /// The answer to request `id`.
@@ -368,7 +364,7 @@ impl DeviceOp {
 
     /// The next output, `None` when drained.
     pub fn poll_output(&mut self) -> Option<Output<DeviceEvent>> {
-        self.io.poll_output()
+        self.io.next_output()
     }
 
     /// The deadline of the current step, if it has one.
@@ -384,7 +380,7 @@ impl DeviceOp {
     }
 
     pub(crate) fn request(&mut self, purpose: Purpose, op: impl Into<xsio_ops::Op>) -> OpId {
-        self.io.request(purpose, self.epoch, op)
+        self.io.request((purpose, self.epoch), op)
     }
 
     pub(crate) fn event(&mut self, event: DeviceEvent) {
@@ -396,7 +392,7 @@ impl DeviceOp {
             path: wait.path,
             token: wait.token,
         };
-        self.io.request(Purpose::Unwatch, self.epoch, op);
+        self.io.request((Purpose::Unwatch, self.epoch), op);
     }
 
     /// Ends the operation with `completion` (once).
@@ -424,32 +420,4 @@ impl DeviceOp {
     }
 }
 
-impl xsio_core::Machine for DeviceOp {
-    type Input<'a> = Input<'a>;
-    type Output = Output<DeviceEvent>;
-    type Error = InputError;
-
-    fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), InputError> {
-        match input {
-            Input::Reply { id, result } => self.handle_reply(now, id, result),
-            Input::Watch { path, token } => {
-                self.handle_watch(now, path, token);
-                Ok(())
-            }
-            // Inputs of operations this machine never requests.
-            _ => Ok(()),
-        }
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        DeviceOp::handle_timeout(self, now);
-    }
-
-    fn poll_output(&mut self) -> Option<Output<DeviceEvent>> {
-        DeviceOp::poll_output(self)
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        DeviceOp::poll_timeout(self)
-    }
-}
+xsio_ops::impl_machine!(DeviceOp, DeviceEvent, watch: handle_watch);

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use thiserror::Error;
 use xsio_core::{OpId, deadline};
 use xsio_ops::{
-    InputError, OpError, Output, PeerEvent, ProcessExit, QmpCommand, QmpOp, Reply, expect_qmp,
+    InputError, OpError, PeerEvent, ProcessExit, QmpCommand, QmpOp, Reply, expect_qmp,
     expect_session,
 };
 
@@ -153,21 +153,6 @@ impl Control {
         control
     }
 
-    /// The result, once complete.
-    pub fn result(&self) -> Option<&Result<(), ControlError>> {
-        self.requests.completed()
-    }
-
-    /// Complete, with every request answered: nothing more will come out.
-    pub fn is_settled(&self) -> bool {
-        self.requests.is_settled()
-    }
-
-    /// How many requests await an answer.
-    pub fn in_flight(&self) -> usize {
-        self.requests.in_flight()
-    }
-
     /// The answer to a request.
     pub fn handle_reply(
         &mut self,
@@ -244,18 +229,9 @@ impl Control {
         }
     }
 
-    /// The next output, `None` when drained.
-    pub fn poll_output(&mut self) -> Option<Output<Result<(), ControlError>>> {
-        self.requests.poll_output()
-    }
-
     /// The deadline while not complete.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.requests.is_complete() {
-            None
-        } else {
-            self.deadline
-        }
+        self.requests.until_complete(self.deadline)
     }
 }
 
@@ -294,4 +270,4 @@ impl Control {
     }
 }
 
-crate::impl_machine!(Control, Result<(), ControlError>);
+crate::operation!(Control, Result<(), ControlError>);

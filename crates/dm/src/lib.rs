@@ -100,43 +100,35 @@ fn exit_text(exit: &Option<ProcessExit>) -> String {
     }
 }
 
-/// Implements [`xsio_core::Machine`] for an operation with `handle_reply`, `handle_peer`,
-/// `handle_timeout`, `poll_output` and `poll_timeout` methods.
-macro_rules! impl_machine {
-    ($machine:ty, $event:ty) => {
-        impl xsio_core::Machine for $machine {
-            type Input<'a> = xsio_ops::Input<'a>;
-            type Output = xsio_ops::Output<$event>;
-            type Error = xsio_ops::InputError;
-
-            fn handle_input(
-                &mut self,
-                now: std::time::Instant,
-                input: xsio_ops::Input<'_>,
-            ) -> Result<(), xsio_ops::InputError> {
-                match input {
-                    xsio_ops::Input::Reply { id, result } => self.handle_reply(now, id, result),
-                    xsio_ops::Input::Peer(event) => {
-                        self.handle_peer(now, event);
-                        Ok(())
-                    }
-                    // Watch events and inputs of later kinds: nothing these operations ask for.
-                    _ => Ok(()),
-                }
+/// The surface every operation shares, from its `requests` table: `result`, `is_settled`,
+/// `in_flight` and `poll_output`, and [`xsio_core::Machine`] over its inherent
+/// `handle_reply`, `handle_peer`, `handle_timeout` and `poll_timeout`.
+macro_rules! operation {
+    ($machine:ty, $completion:ty) => {
+        impl $machine {
+            /// The result, once complete.
+            pub fn result(&self) -> Option<&$completion> {
+                self.requests.completed()
             }
 
-            fn handle_timeout(&mut self, now: std::time::Instant) {
-                <$machine>::handle_timeout(self, now);
+            /// Complete, with every request answered (cleanup included): nothing more will
+            /// come out.
+            pub fn is_settled(&self) -> bool {
+                self.requests.is_settled()
             }
 
-            fn poll_output(&mut self) -> Option<xsio_ops::Output<$event>> {
-                <$machine>::poll_output(self)
+            /// How many requests await an answer.
+            pub fn in_flight(&self) -> usize {
+                self.requests.in_flight()
             }
 
-            fn poll_timeout(&self) -> Option<std::time::Instant> {
-                <$machine>::poll_timeout(self)
+            /// The next output, `None` when drained.
+            pub fn poll_output(&mut self) -> Option<xsio_ops::Output<$completion>> {
+                self.requests.poll_output()
             }
         }
+
+        xsio_ops::impl_machine!($machine, $completion, peer: handle_peer);
     };
 }
-pub(crate) use impl_machine;
+pub(crate) use operation;

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use thiserror::Error;
 use xsio_core::{OpId, deadline};
 use xsio_ops::{
-    FdHandle, FileAccess, FileOp, InputError, OpError, OpErrorKind, OpenFile, Output, PeerEvent,
+    FdHandle, FileAccess, FileOp, InputError, OpError, OpErrorKind, OpenFile, PeerEvent,
     ProcessExit, QmpCommand, QmpOp, Reply, expect_done, expect_fd, expect_qmp, expect_session,
 };
 
@@ -171,21 +171,6 @@ impl Save {
         save
     }
 
-    /// The result, once complete.
-    pub fn result(&self) -> Option<&Result<Saved, SaveError>> {
-        self.requests.completed()
-    }
-
-    /// Complete, with every request answered (cleanup included): nothing more will come out.
-    pub fn is_settled(&self) -> bool {
-        self.requests.is_settled()
-    }
-
-    /// How many requests await an answer.
-    pub fn in_flight(&self) -> usize {
-        self.requests.in_flight()
-    }
-
     /// The answer to a request.
     pub fn handle_reply(
         &mut self,
@@ -306,18 +291,9 @@ impl Save {
         }
     }
 
-    /// The next output, `None` when drained.
-    pub fn poll_output(&mut self) -> Option<Output<Result<Saved, SaveError>>> {
-        self.requests.poll_output()
-    }
-
     /// The deadline while not complete.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.requests.is_complete() {
-            None
-        } else {
-            self.deadline
-        }
+        self.requests.until_complete(self.deadline)
     }
 
     fn add_fd(&mut self, fd: FdHandle) {
@@ -366,4 +342,4 @@ impl Save {
     }
 }
 
-crate::impl_machine!(Save, Result<Saved, SaveError>);
+crate::operation!(Save, Result<Saved, SaveError>);

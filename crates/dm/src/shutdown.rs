@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use xsio_core::{OpId, deadline};
 use xsio_ops::{
-    InputError, OpError, OpErrorKind, Output, PeerEvent, ProcessExit, ProcessOp, QmpCommand, QmpOp,
-    Reply, expect_done, expect_qmp, expect_session,
+    InputError, OpError, OpErrorKind, PeerEvent, ProcessExit, ProcessOp, QmpCommand, QmpOp, Reply,
+    expect_done, expect_qmp, expect_session,
 };
 
 use crate::requests::{Requests, checked};
@@ -93,21 +93,6 @@ impl Shutdown {
         shutdown
     }
 
-    /// The result, once complete.
-    pub fn result(&self) -> Option<&Result<Stopped, ShutdownError>> {
-        self.requests.completed()
-    }
-
-    /// Complete, with every request answered: nothing more will come out.
-    pub fn is_settled(&self) -> bool {
-        self.requests.is_settled()
-    }
-
-    /// How many requests await an answer.
-    pub fn in_flight(&self) -> usize {
-        self.requests.in_flight()
-    }
-
     /// The answer to a request.
     pub fn handle_reply(
         &mut self,
@@ -185,18 +170,9 @@ impl Shutdown {
         }
     }
 
-    /// The next output, `None` when drained.
-    pub fn poll_output(&mut self) -> Option<Output<Result<Stopped, ShutdownError>>> {
-        self.requests.poll_output()
-    }
-
     /// The deadline while not complete.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.requests.is_complete() {
-            None
-        } else {
-            self.deadline
-        }
+        self.requests.until_complete(self.deadline)
     }
 
     /// Asks for the kill (once) and arms the kill's deadline.
@@ -220,4 +196,4 @@ impl Shutdown {
     }
 }
 
-crate::impl_machine!(Shutdown, Result<Stopped, ShutdownError>);
+crate::operation!(Shutdown, Result<Stopped, ShutdownError>);

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use xsio_core::{OpId, deadline};
 use xsio_ops::{
-    InputError, OpError, OpErrorKind, Output, PeerEvent, ProcessExit, QmpCommand, QmpOp,
-    QmpSession, Reply, expect_qmp, expect_session,
+    InputError, OpError, OpErrorKind, PeerEvent, ProcessExit, QmpCommand, QmpOp, QmpSession, Reply,
+    expect_qmp, expect_session,
 };
 
 use crate::requests::{Requests, checked};
@@ -159,21 +159,6 @@ impl StartUp {
         start
     }
 
-    /// The result, once complete.
-    pub fn result(&self) -> Option<&Result<Ready, StartError>> {
-        self.requests.completed()
-    }
-
-    /// Complete, with every request answered: nothing more will come out.
-    pub fn is_settled(&self) -> bool {
-        self.requests.is_settled()
-    }
-
-    /// How many requests await an answer.
-    pub fn in_flight(&self) -> usize {
-        self.requests.in_flight()
-    }
-
     /// The answer to a request.
     pub fn handle_reply(
         &mut self,
@@ -245,21 +230,14 @@ impl StartUp {
         }
     }
 
-    /// The next output, `None` when drained.
-    pub fn poll_output(&mut self) -> Option<Output<Result<Ready, StartError>>> {
-        self.requests.poll_output()
-    }
-
     /// The earliest deadline while not complete.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.requests.is_complete() {
-            return None;
-        }
         let grace = self.lost.as_ref().and_then(|(_, grace)| *grace);
-        match (grace, self.deadline) {
+        let first = match (grace, self.deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
-        }
+        };
+        self.requests.until_complete(first)
     }
 
     fn on_status(&mut self, value: &serde_json::Value) {
@@ -297,4 +275,4 @@ impl StartUp {
     }
 }
 
-crate::impl_machine!(StartUp, Result<Ready, StartError>);
+crate::operation!(StartUp, Result<Ready, StartError>);

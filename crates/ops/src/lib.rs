@@ -59,15 +59,24 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod machine;
 mod qmp;
+mod requests;
 
 pub use qmp::{
     FdHandle, FileAccess, FileOp, OpenFile, PeerEvent, ProcessOp, QemuVersion, QmpCommand,
     QmpErrorClass, QmpEvent, QmpOp, QmpSession,
 };
+pub use requests::Requests;
 use serde_json::Value;
 use thiserror::Error;
 use xsio_core::OpId;
+
+/// What [`impl_machine!`] names through `$crate`; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use xsio_core;
+}
 /// The permission entries of [`TxnOp::SetPerms`]: `xsio-xs-wire`'s value types, so that the
 /// workspace has one permission type and a driver passes them to its client unchanged.
 pub use xsio_xs_wire::{Access, Perm};

@@ -7,11 +7,11 @@ use xsio_core::OpId;
 
 use crate::areas::DeviceAreas;
 use crate::keys::{KeyCheck, KeyError, KeyRead, KeySpec};
-use crate::requests::{Phase, Requests, after_check, write_state};
+use crate::requests::{Phase, after_check, write_state};
 use crate::state::{StateError, XenbusState};
 use xsio_ops::{
-    InputError, OpError, Output, Reply, TxnOp, XsOp, expect_done, expect_state_value, expect_txn,
-    expect_value,
+    InputError, OpError, Output, Reply, Requests, TxnOp, XsOp, expect_done, expect_state_value,
+    expect_txn, expect_value,
 };
 
 /// What a [`Backend`] needs to know.
@@ -483,7 +483,7 @@ impl Backend {
     /// The next output, or `None` when drained. Drain after every input.
     #[must_use = "an output is something the driver must do; dropping it loses it"]
     pub fn poll_output(&mut self) -> Option<Output<BackendEvent>> {
-        self.requests.poll_output()
+        self.requests.next_output()
     }
 
     /// Always `None`: the backend arms no timers.
@@ -492,4 +492,4 @@ impl Backend {
     }
 }
 
-crate::impl_machine!(Backend, BackendEvent);
+xsio_ops::impl_machine!(Backend, BackendEvent, watch: handle_watch);

@@ -7,11 +7,11 @@ use xsio_core::{OpId, deadline};
 
 use crate::areas::DeviceAreas;
 use crate::keys::{KeyCheck, KeyError, KeyRead, KeySpec};
-use crate::requests::{Phase, Requests, after_check, write_state};
+use crate::requests::{Phase, after_check, write_state};
 use crate::state::{StateError, XenbusState};
 use xsio_ops::{
-    InputError, OpError, Output, Reply, TxnOp, XsOp, expect_done, expect_state_value, expect_txn,
-    expect_value,
+    InputError, OpError, Output, Reply, Requests, TxnOp, XsOp, expect_done, expect_state_value,
+    expect_txn, expect_value,
 };
 
 /// What a [`Frontend`] needs to know.
@@ -239,7 +239,7 @@ impl Frontend {
     /// The next output, or `None` when drained. Drain after every input.
     #[must_use = "an output is something the driver must do; dropping it loses it"]
     pub fn poll_output(&mut self) -> Option<Output<FrontendEvent>> {
-        self.requests.poll_output()
+        self.requests.next_output()
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) is due: the close deadline, if any.
@@ -425,4 +425,4 @@ impl Frontend {
     }
 }
 
-crate::impl_machine!(Frontend, FrontendEvent);
+xsio_ops::impl_machine!(Frontend, FrontendEvent, watch: handle_watch);

@@ -87,48 +87,6 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-/// Implements [`xsio_core::Machine`] for an L2 machine from its inherent methods, with the
-/// vocabulary of `xsio-ops`: a reply goes to `handle_reply`, a watch event to
-/// `handle_watch`.
-macro_rules! impl_machine {
-    ($machine:ty, $event:ty) => {
-        impl xsio_core::Machine for $machine {
-            type Input<'a> = xsio_ops::Input<'a>;
-            type Output = xsio_ops::Output<$event>;
-            type Error = xsio_ops::InputError;
-
-            fn handle_input(
-                &mut self,
-                now: std::time::Instant,
-                input: xsio_ops::Input<'_>,
-            ) -> Result<(), xsio_ops::InputError> {
-                match input {
-                    xsio_ops::Input::Reply { id, result } => self.handle_reply(now, id, result),
-                    xsio_ops::Input::Watch { path, token } => {
-                        self.handle_watch(now, path, token);
-                        Ok(())
-                    }
-                    // Inputs of operations this machine never requests.
-                    _ => Ok(()),
-                }
-            }
-
-            fn handle_timeout(&mut self, now: std::time::Instant) {
-                <$machine>::handle_timeout(self, now);
-            }
-
-            fn poll_output(&mut self) -> Option<xsio_ops::Output<$event>> {
-                <$machine>::poll_output(self)
-            }
-
-            fn poll_timeout(&self) -> Option<std::time::Instant> {
-                <$machine>::poll_timeout(self)
-            }
-        }
-    };
-}
-pub(crate) use impl_machine;
-
 mod any;
 mod areas;
 mod backend;

@@ -5,9 +5,11 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use xsio_core::{OpId, deadline};
 
-use crate::requests::{Requests, after_check};
+use crate::requests::after_check;
 use crate::state::{StateError, XenbusState};
-use xsio_ops::{InputError, OpError, Output, Reply, XsOp, expect_done, expect_state_value};
+use xsio_ops::{
+    InputError, OpError, Output, Reply, Requests, XsOp, expect_done, expect_state_value,
+};
 
 /// What a [`StateWaiter`] waits for.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -191,7 +193,7 @@ impl StateWaiter {
     /// The next output, or `None` when drained.
     #[must_use = "an output is something the driver must do; dropping it loses it"]
     pub fn poll_output(&mut self) -> Option<Output<WaitEvent>> {
-        self.requests.poll_output()
+        self.requests.next_output()
     }
 
     /// The deadline while waiting.
@@ -244,4 +246,4 @@ impl StateWaiter {
     }
 }
 
-crate::impl_machine!(StateWaiter, WaitEvent);
+xsio_ops::impl_machine!(StateWaiter, WaitEvent, watch: handle_watch);
