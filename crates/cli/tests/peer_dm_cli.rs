@@ -9,22 +9,9 @@ use std::time::Duration;
 use serde_json::Value;
 use xsio_testkit::peer::Tests;
 use xsio_testkit::process::{output_within, wait_with_timeout};
-use xsio_testkit::qemu::{self, QEMU};
+use xsio_testkit::qemu::{self, BARE_PAUSED_PC, QEMU};
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-/// A paused PC guest with no devices.
-const PAUSED_PC: &[&str] = &[
-    QEMU,
-    "-machine",
-    "pc",
-    "-accel",
-    "tcg",
-    "-S",
-    "-nodefaults",
-    "-display",
-    "none",
-];
 
 fn xsio(args: &[&str]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_xsio"));
@@ -76,8 +63,8 @@ fn is_gone(pid: u32) -> bool {
 fn run_in_the_background_then_save_cont_stop_and_quit() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("qmp.sock");
-    let mut args = vec!["dm", "run", "--qmp", socket.to_str().unwrap(), "--"];
-    args.extend_from_slice(PAUSED_PC);
+    let mut args = vec!["dm", "run", "--qmp", socket.to_str().unwrap(), "--", QEMU];
+    args.extend_from_slice(BARE_PAUSED_PC);
     let out = xsio(&args);
     let ready = stdout(&out);
     assert!(out.status.success(), "{ready}{}", stderr(&out));
@@ -126,8 +113,9 @@ fn run_in_the_foreground_waits_for_qemu_and_exits_with_its_status() {
             "--qmp",
             socket.to_str().unwrap(),
             "--",
+            QEMU,
         ])
-        .args(PAUSED_PC)
+        .args(BARE_PAUSED_PC)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -6,9 +6,8 @@ use std::time::Instant;
 
 use xsio_core::{OpId, deadline};
 use xsio_ops::{
-    DomainState, HostOp, InputError, OpError, OpErrorKind, ProcessExit, Reply, XsOp,
-    expect_device_model, expect_domain, expect_done, expect_exited, expect_state_value,
-    expect_value,
+    DomainState, HostOp, InputError, OpError, ProcessExit, Reply, XsOp, expect_device_model,
+    expect_domain, expect_done, expect_exited, expect_state_value, expect_value, split_checked,
 };
 use xsio_xenbus::XenbusState;
 
@@ -129,20 +128,12 @@ impl DeviceOp {
         if !current || self.is_done() {
             return checked.map(drop);
         }
-        match checked {
-            Ok(Ok(value)) => {
-                on_ok(self, now, value);
-                Ok(())
-            }
-            Ok(Err(error)) => {
-                self.fail_here(now, error);
-                Ok(())
-            }
-            Err(wrong) => {
-                self.fail_here(now, OpError::new(OpErrorKind::Invalid, wrong.to_string()));
-                Err(wrong)
-            }
+        let (outcome, refused) = split_checked(checked);
+        match outcome {
+            Ok(value) => on_ok(self, now, value),
+            Err(error) => self.fail_here(now, error),
         }
+        refused
     }
 
     /// An operation of the current phase failed.

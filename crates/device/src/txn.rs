@@ -8,7 +8,7 @@ use std::time::Instant;
 use xsio_core::OpId;
 use xsio_ops::{
     Access, InputError, OpError, OpErrorKind, Perm, Reply, TxnOp, XsOp, expect_children,
-    expect_committed, expect_done, expect_txn_started, expect_value,
+    expect_committed, expect_done, expect_txn_started, expect_value, split_checked,
 };
 use xsio_xenbus::XenbusState;
 
@@ -147,21 +147,12 @@ impl DeviceOp {
         if !live {
             return checked.map(drop);
         }
-        match checked {
-            Ok(Ok(value)) => {
-                on_ok(self, now, value);
-                Ok(())
-            }
-            Ok(Err(error)) => {
-                self.abort_or_fail(now, Failure::xs(step, error));
-                Ok(())
-            }
-            Err(wrong) => {
-                let error = OpError::new(OpErrorKind::Invalid, wrong.to_string());
-                self.abort_or_fail(now, Failure::xs(step, error));
-                Err(wrong)
-            }
+        let (outcome, refused) = split_checked(checked);
+        match outcome {
+            Ok(value) => on_ok(self, now, value),
+            Err(error) => self.abort_or_fail(now, Failure::xs(step, error)),
         }
+        refused
     }
 
     /// Ends the transaction without writing, then `then`.

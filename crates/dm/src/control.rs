@@ -8,10 +8,10 @@ use thiserror::Error;
 use xsio_core::{OpId, deadline};
 use xsio_ops::{
     InputError, OpError, PeerEvent, ProcessExit, QmpCommand, QmpOp, Reply, expect_qmp,
-    expect_session,
+    expect_session, split_checked,
 };
 
-use crate::requests::{Requests, checked};
+use crate::requests::Requests;
 
 /// What to do with the guest's vCPUs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -163,7 +163,7 @@ impl Control {
         let action = self.config.action;
         match self.requests.finish(id)? {
             Purpose::Connect => {
-                let (session, refused) = checked(expect_session(id, result));
+                let (session, refused) = split_checked(expect_session(id, result));
                 match session {
                     Ok(_) if !self.requests.is_complete() => {
                         let command = QmpCommand::new(action.command());
@@ -175,7 +175,7 @@ impl Control {
                 refused
             }
             Purpose::Command => {
-                let (done, refused) = checked(expect_qmp(id, result));
+                let (done, refused) = split_checked(expect_qmp(id, result));
                 match done {
                     Ok(_) if action == Action::Resume && !self.requests.is_complete() => {
                         let list = QmpCommand::new("query-fdsets");
@@ -189,7 +189,7 @@ impl Control {
                 refused
             }
             Purpose::ListFdSets => {
-                let (sets, refused) = checked(expect_qmp(id, result));
+                let (sets, refused) = split_checked(expect_qmp(id, result));
                 match sets {
                     Ok(sets) if !self.requests.is_complete() => self.remove_saved_state(&sets),
                     Ok(_) => {}
@@ -198,7 +198,7 @@ impl Control {
                 refused
             }
             Purpose::RemoveFdSet => {
-                let (removed, refused) = checked(expect_qmp(id, result));
+                let (removed, refused) = split_checked(expect_qmp(id, result));
                 self.removing = self.removing.saturating_sub(1);
                 if let Err(source) = removed {
                     self.cleanup_failure.get_or_insert(source);

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use xsio_core::OpId;
-use xsio_ops::{InputError, Op, OpError, OpErrorKind, Output};
+use xsio_ops::{InputError, Op, Output};
 
 /// The requests in flight of one operation (each with its purpose `P`), its queued outputs,
 /// and its completion (reported once, as the only event).
@@ -66,20 +66,5 @@ impl<P, T: Clone> Requests<P, T> {
     /// `deadline` while the operation is not complete: a complete one waits for nothing.
     pub(crate) fn until_complete(&self, deadline: Option<Instant>) -> Option<Instant> {
         if self.is_complete() { None } else { deadline }
-    }
-}
-
-/// What a checked reply gives: the value, or the error the operation fails with. A reply
-/// of the wrong kind is refused (`Err` of the outer result) and also counts as a failure
-/// of the request, as [`InputError::WrongReply`] says.
-pub(crate) fn checked<V>(
-    checked: Result<Result<V, OpError>, InputError>,
-) -> (Result<V, OpError>, Result<(), InputError>) {
-    match checked {
-        Ok(result) => (result, Ok(())),
-        Err(wrong) => (
-            Err(OpError::new(OpErrorKind::Invalid, wrong.to_string())),
-            Err(wrong),
-        ),
     }
 }

@@ -9,9 +9,10 @@ use xsio_core::{OpId, deadline};
 use xsio_ops::{
     FdHandle, FileAccess, FileOp, InputError, OpError, OpErrorKind, OpenFile, PeerEvent,
     ProcessExit, QmpCommand, QmpOp, Reply, expect_done, expect_fd, expect_qmp, expect_session,
+    split_checked,
 };
 
-use crate::requests::{Requests, checked};
+use crate::requests::Requests;
 
 /// The `opaque` label of the save's fd set (what `query-fdsets` shows; libxl's too).
 pub const SAVE_OPAQUE: &str = "saved_state";
@@ -181,7 +182,7 @@ impl Save {
         let running = !self.requests.is_complete() && self.failure.is_none();
         match self.requests.finish(id)? {
             Purpose::Connect => {
-                let (session, refused) = checked(expect_session(id, result));
+                let (session, refused) = split_checked(expect_session(id, result));
                 match session {
                     Ok(session) if running => {
                         let live = session.version.at_least(2, 11).then_some(self.config.live);
@@ -195,7 +196,7 @@ impl Save {
                 refused
             }
             Purpose::Stop => {
-                let (stopped, refused) = checked(expect_qmp(id, result));
+                let (stopped, refused) = split_checked(expect_qmp(id, result));
                 match stopped {
                     Ok(_) if running => {
                         let open = OpenFile {
@@ -212,7 +213,7 @@ impl Save {
                 refused
             }
             Purpose::Open => {
-                let (fd, refused) = checked(expect_fd(id, result));
+                let (fd, refused) = split_checked(expect_fd(id, result));
                 match fd {
                     Ok(fd) if running => self.add_fd(fd),
                     // Too late to use it: give it back.
@@ -222,7 +223,7 @@ impl Save {
                 refused
             }
             Purpose::AddFd => {
-                let (added, refused) = checked(expect_qmp(id, result));
+                let (added, refused) = split_checked(expect_qmp(id, result));
                 match added {
                     Ok(value) => match value.get("fdset-id").and_then(Value::as_u64) {
                         Some(fdset_id) if running => self.save_state(fdset_id),
@@ -235,7 +236,7 @@ impl Save {
                 refused
             }
             Purpose::SaveState { fdset_id } => {
-                let (saved, refused) = checked(expect_qmp(id, result));
+                let (saved, refused) = split_checked(expect_qmp(id, result));
                 if let Err(source) = saved {
                     // A connection error means there is nobody to send remove-fd to.
                     self.closed |= source.kind == OpErrorKind::Connection;
@@ -248,7 +249,7 @@ impl Save {
                 refused
             }
             Purpose::RemoveFd { fdset_id } => {
-                let (removed, refused) = checked(expect_qmp(id, result));
+                let (removed, refused) = split_checked(expect_qmp(id, result));
                 let outcome = match (self.failure.take(), removed) {
                     (Some(failure), _) => Err(failure),
                     (None, Ok(_)) => Ok(Saved {
@@ -262,7 +263,7 @@ impl Save {
             }
             Purpose::Close => {
                 // Nothing depends on it; a failed close was still a close.
-                let (_, refused) = checked(expect_done(id, result));
+                let (_, refused) = split_checked(expect_done(id, result));
                 refused
             }
         }

@@ -6,10 +6,10 @@ use thiserror::Error;
 use xsio_core::{OpId, deadline};
 use xsio_ops::{
     InputError, OpError, OpErrorKind, PeerEvent, ProcessExit, ProcessOp, QmpCommand, QmpOp, Reply,
-    expect_done, expect_qmp, expect_session,
+    expect_done, expect_qmp, expect_session, split_checked,
 };
 
-use crate::requests::{Requests, checked};
+use crate::requests::Requests;
 
 /// A [`Shutdown`]'s deadlines.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -102,7 +102,7 @@ impl Shutdown {
     ) -> Result<(), InputError> {
         match self.requests.finish(id)? {
             Purpose::Connect => {
-                let (session, refused) = checked(expect_session(id, result));
+                let (session, refused) = split_checked(expect_session(id, result));
                 match session {
                     Ok(_) if self.exit.is_none() => {
                         self.connected = true;
@@ -116,7 +116,7 @@ impl Shutdown {
                 refused
             }
             Purpose::Quit => {
-                let (quit, refused) = checked(expect_qmp(id, result));
+                let (quit, refused) = split_checked(expect_qmp(id, result));
                 match quit {
                     // QEMU may close the connection instead of answering: the same thing.
                     Ok(_) => {}
@@ -126,7 +126,7 @@ impl Shutdown {
                 refused
             }
             Purpose::Kill => {
-                let (killed, refused) = checked(expect_done(id, result));
+                let (killed, refused) = split_checked(expect_done(id, result));
                 if let Err(err) = killed {
                     if self.exit.is_none() {
                         self.requests.complete(Err(ShutdownError::Kill(err)));

@@ -6,10 +6,10 @@ use thiserror::Error;
 use xsio_core::{OpId, deadline};
 use xsio_ops::{
     InputError, OpError, OpErrorKind, PeerEvent, ProcessExit, QmpCommand, QmpOp, QmpSession, Reply,
-    expect_qmp, expect_session,
+    expect_qmp, expect_session, split_checked,
 };
 
-use crate::requests::{Requests, checked};
+use crate::requests::Requests;
 
 /// The run state of a fresh start with `-S`: QEMU waits for `cont`.
 pub const PRELAUNCH: &str = "prelaunch";
@@ -168,7 +168,7 @@ impl StartUp {
     ) -> Result<(), InputError> {
         match self.requests.finish(id)? {
             Purpose::Connect => {
-                let (session, refused) = checked(expect_session(id, result));
+                let (session, refused) = split_checked(expect_session(id, result));
                 match session {
                     Ok(session) => {
                         if !self.requests.is_complete() {
@@ -185,7 +185,7 @@ impl StartUp {
                 refused
             }
             Purpose::Status => {
-                let (status, refused) = checked(expect_qmp(id, result));
+                let (status, refused) = split_checked(expect_qmp(id, result));
                 match status {
                     Ok(value) => self.on_status(&value),
                     Err(err) if err.kind == OpErrorKind::Connection => {

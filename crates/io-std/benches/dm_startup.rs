@@ -29,19 +29,7 @@ use xsio_io_std::l2::run_until;
 use xsio_io_std::now;
 use xsio_io_std::qmp::QmpConn;
 use xsio_qmp::{Config, typed};
-use xsio_testkit::qemu::QEMU;
-
-/// A paused PC guest with nothing attached.
-const PAUSED_PC: &[&str] = &[
-    "-machine",
-    "pc",
-    "-accel",
-    "tcg",
-    "-S",
-    "-nodefaults",
-    "-display",
-    "none",
-];
+use xsio_testkit::qemu::{BARE_PAUSED_PC, QEMU};
 
 /// The polling interval of the baseline (xenopsd polls every 50 to 100 ms).
 const POLL: Duration = Duration::from_millis(100);
@@ -52,7 +40,7 @@ const ROUNDS: usize = 15;
 fn qemu() -> Command {
     let mut command = Command::new(QEMU);
     command
-        .args(PAUSED_PC)
+        .args(BARE_PAUSED_PC)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());

@@ -70,16 +70,7 @@ impl World {
     }
 
     fn paused_pc() -> World {
-        World::spawn(&[
-            "-machine",
-            "pc",
-            "-accel",
-            "tcg",
-            "-S",
-            "-nodefaults",
-            "-display",
-            "none",
-        ])
+        World::spawn(qemu::BARE_PAUSED_PC)
     }
 
     /// Adds `operation` and runs until it has settled (60 s at most).

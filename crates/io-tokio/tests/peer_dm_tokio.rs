@@ -36,16 +36,7 @@ fn block_on<F: Future>(future: F) -> F::Output {
 
 fn paused_pc(dir: &Path) -> Qemu {
     let mut command = tokio::process::Command::new(QEMU);
-    command.args([
-        "-machine",
-        "pc",
-        "-accel",
-        "tcg",
-        "-S",
-        "-nodefaults",
-        "-display",
-        "none",
-    ]);
+    command.args(testkit_qemu::BARE_PAUSED_PC);
     Qemu::spawn(command, &dir.join("qmp.sock")).unwrap()
 }
 

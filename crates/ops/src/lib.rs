@@ -519,6 +519,34 @@ pub enum InputError {
     },
 }
 
+/// Splits a checked reply (what an `expect_*` function gives) into what the operation goes
+/// on with and what its `handle_input` returns: the value or the error the request failed
+/// with, and `Err` for a reply of the wrong kind, which fails the request too (as an
+/// [`OpErrorKind::Invalid`] error), as [`InputError::WrongReply`] says.
+///
+/// ```
+/// use xsio_core::OpId;
+/// use xsio_ops::{InputError, OpErrorKind, Reply, expect_done, split_checked};
+///
+/// let id = OpId::from_raw(1);
+/// let (outcome, refused) = split_checked(expect_done(id, Ok(Reply::Done)));
+/// assert_eq!((outcome, refused), (Ok(()), Ok(())));
+/// let (outcome, refused) = split_checked(expect_done(id, Ok(Reply::Value(None))));
+/// assert_eq!(outcome.unwrap_err().kind, OpErrorKind::Invalid);
+/// assert!(matches!(refused, Err(InputError::WrongReply { .. })));
+/// ```
+pub fn split_checked<V>(
+    checked: Result<Result<V, OpError>, InputError>,
+) -> (Result<V, OpError>, Result<(), InputError>) {
+    match checked {
+        Ok(result) => (result, Ok(())),
+        Err(wrong) => (
+            Err(OpError::new(OpErrorKind::Invalid, wrong.to_string())),
+            Err(wrong),
+        ),
+    }
+}
+
 /// Checks a reply against the kind of operation it answers.
 pub fn expect_value(
     id: OpId,

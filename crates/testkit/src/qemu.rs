@@ -22,6 +22,20 @@ pub fn peer() -> crate::peer::Peer {
 /// The machine options of a paused PC guest (TCG, stopped before its first instruction).
 pub const PAUSED_PC: &[&str] = &["-machine", "pc", "-accel", "tcg", "-S"];
 
+/// Everything after the binary for a paused PC guest with no devices and no display, for a
+/// QEMU that the code under test starts itself (it adds the QMP monitor): [`PAUSED_PC`],
+/// `-nodefaults -display none`.
+pub const BARE_PAUSED_PC: &[&str] = &[
+    "-machine",
+    "pc",
+    "-accel",
+    "tcg",
+    "-S",
+    "-nodefaults",
+    "-display",
+    "none",
+];
+
 /// How to start QEMU: machine options, how many QMP monitors, pretty or compact JSON.
 #[derive(Debug, Clone)]
 pub struct QemuBuilder {

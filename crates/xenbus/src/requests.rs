@@ -3,7 +3,7 @@
 //! Each machine keeps only its own protocol logic.
 
 use crate::state::XenbusState;
-use xsio_ops::{InputError, OpError, OpErrorKind, Txn, TxnOp, XsOp};
+use xsio_ops::{InputError, OpError, Txn, TxnOp, XsOp, split_checked};
 
 /// Whether a device end still runs, and why it stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -23,25 +23,13 @@ pub(crate) fn after_check<M, T>(
     fail: impl FnOnce(&mut M, OpError),
     on_ok: impl FnOnce(&mut M, T),
 ) -> Result<(), InputError> {
-    match checked {
-        Ok(Ok(value)) => {
-            if running {
-                on_ok(machine, value);
-            }
-            Ok(())
-        }
-        Ok(Err(err)) => {
-            fail(machine, err);
-            Ok(())
-        }
-        Err(wrong) => {
-            fail(
-                machine,
-                OpError::new(OpErrorKind::Invalid, wrong.to_string()),
-            );
-            Err(wrong)
-        }
+    let (outcome, refused) = split_checked(checked);
+    match outcome {
+        Ok(value) if running => on_ok(machine, value),
+        Ok(_) => {}
+        Err(err) => fail(machine, err),
     }
+    refused
 }
 
 /// Writes `state` (after the `extra` keys) to `state_path`, guarded by the node's existence
