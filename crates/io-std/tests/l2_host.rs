@@ -2,10 +2,9 @@
 //! in-process daemon loop on a real socket, its hotplug script a real child process (the
 //! test script in `testdata/hotplug`), the guest's state from a closure.
 
-use std::io::Write;
-use std::os::unix::net::UnixStream;
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use xsio_device::{
@@ -15,48 +14,9 @@ use xsio_harness::Harness;
 use xsio_io_std::host::Host;
 use xsio_io_std::l2::{XsLinks, run_until, run_until_with};
 use xsio_io_std::xenstore::XsConn;
-use xsio_io_std::xenstored::{DaemonConfig, run};
 use xsio_ops::{DomainState, ProcessExit};
 
-struct Daemon {
-    dir: tempfile::TempDir,
-    stop: UnixStream,
-    thread: Option<JoinHandle<std::io::Result<()>>>,
-}
-
-impl Daemon {
-    fn start() -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        let config = DaemonConfig::new(dir.path().join("socket"));
-        let (stop_rx, stop) = UnixStream::pair().unwrap();
-        let thread = std::thread::spawn(move || run(config, stop_rx));
-        let daemon = Daemon {
-            dir,
-            stop,
-            thread: Some(thread),
-        };
-        for _ in 0..500 {
-            if XsConn::connect(daemon.socket()).is_ok() {
-                return daemon;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("daemon did not start");
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("socket")
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.stop.write_all(b"x");
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
+use common::Daemon;
 
 /// A wrapper around the test script that fixes its record file and mode (the test
 /// process's own environment is left alone).
@@ -122,7 +82,7 @@ fn running_guest() -> Host {
 #[test]
 fn the_script_runs_as_a_child_with_libxl_s_argv_and_env() {
     let daemon = Daemon::start();
-    let (wrapper, record) = script(daemon.dir.path(), "ok");
+    let (wrapper, record) = script(daemon.dir(), "ok");
     let device = Device::new("vbd", 1, 51712);
     seed(
         &mut XsConn::connect(daemon.socket()).unwrap(),
@@ -158,7 +118,7 @@ fn the_script_runs_as_a_child_with_libxl_s_argv_and_env() {
 #[test]
 fn a_hanging_script_is_killed_and_reported() {
     let daemon = Daemon::start();
-    let (wrapper, _) = script(daemon.dir.path(), "hang");
+    let (wrapper, _) = script(daemon.dir(), "hang");
     let device = Device::new("vbd", 1, 51712);
     seed(
         &mut XsConn::connect(daemon.socket()).unwrap(),
@@ -179,7 +139,7 @@ fn a_hanging_script_is_killed_and_reported() {
 #[test]
 fn a_failing_script_and_a_missing_one_are_reported() {
     let daemon = Daemon::start();
-    let (wrapper, _) = script(daemon.dir.path(), "fail");
+    let (wrapper, _) = script(daemon.dir(), "fail");
     let device = Device::new("vbd", 1, 51712);
     seed(
         &mut XsConn::connect(daemon.socket()).unwrap(),
@@ -197,7 +157,7 @@ fn a_failing_script_and_a_missing_one_are_reported() {
     );
 
     let other = Device::new("vbd", 1, 51728);
-    let missing = daemon.dir.path().join("no-such-script");
+    let missing = daemon.dir().join("no-such-script");
     seed(
         &mut XsConn::connect(daemon.socket()).unwrap(),
         &other,
@@ -214,7 +174,7 @@ fn a_failing_script_and_a_missing_one_are_reported() {
 fn without_a_domain_info_provider_the_removal_fails_typed() {
     let daemon = Daemon::start();
     let device = Device::new("vbd", 1, 51712);
-    let (wrapper, _) = script(daemon.dir.path(), "ok");
+    let (wrapper, _) = script(daemon.dir(), "ok");
     seed(
         &mut XsConn::connect(daemon.socket()).unwrap(),
         &device,

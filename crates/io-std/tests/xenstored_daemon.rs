@@ -1,58 +1,15 @@
 //! The daemon loop with real sockets: one slow or flooding client never blocks the others,
 //! and a client that stops reading is disconnected once its unread output passes the bound.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use xsio_io_std::xenstored::{DaemonConfig, run};
 use xsio_xs_wire::{Header, Packet, Request};
 
-struct Daemon {
-    dir: tempfile::TempDir,
-    stop: UnixStream,
-    thread: Option<JoinHandle<std::io::Result<()>>>,
-}
-
-impl Daemon {
-    fn start() -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = DaemonConfig::new(dir.path().join("socket"));
-        config.state = Some(dir.path().join("state"));
-        let (stop_rx, stop) = UnixStream::pair().unwrap();
-        let thread = std::thread::spawn(move || run(config, stop_rx));
-        let daemon = Daemon {
-            dir,
-            stop,
-            thread: Some(thread),
-        };
-        daemon.connect();
-        daemon
-    }
-
-    fn connect(&self) -> UnixStream {
-        let socket = self.dir.path().join("socket");
-        for _ in 0..500 {
-            if let Ok(stream) = UnixStream::connect(&socket) {
-                stream
-                    .set_read_timeout(Some(Duration::from_secs(10)))
-                    .unwrap();
-                return stream;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("daemon did not start");
-    }
-
-    /// Stops the daemon through its stop socket; returns its result and the state file.
-    fn stop(mut self) -> (std::io::Result<()>, Vec<u8>) {
-        self.stop.write_all(b"x").unwrap();
-        let result = self.thread.take().unwrap().join().unwrap();
-        let state = std::fs::read(self.dir.path().join("state")).unwrap_or_default();
-        (result, state)
-    }
-}
+use common::Daemon;
 
 fn send(stream: &mut UnixStream, request: Request) {
     stream

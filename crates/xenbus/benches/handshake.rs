@@ -7,11 +7,16 @@
 //! operations, recorded from one lifetime, replayed on a `MemStore` without the machines or
 //! the harness. The ratio is what the machines and the harness cost on top of the store.
 
+#[path = "../tests/model/removal.rs"]
+mod removal;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use xsio_harness::{Conn, Harness, MemStore, Owner, Record};
-use xsio_ops::{Op, Txn, TxnOp, XsOp};
+use xsio_ops::{Op, XsOp};
+
+use removal::{destroy, removal_request};
 use xsio_vbd::Vbd;
 use xsio_xenbus::block::{BlockDevice, BlockKind, BlockTransport, Mode};
 use xsio_xenbus::{
@@ -115,27 +120,4 @@ fn floor(bencher: divan::Bencher<'_, '_>) {
         }
         fired
     });
-}
-
-/// What a toolstack writes to ask for a removal and to destroy the areas, as fixed
-/// transactions: input for the backend and frontend machines here. The toolstack's removal
-/// algorithm (the decisions, the waits, the prune) is `xsio-device`'s, model-checked with
-/// these machines in `crates/device/tests/model_check.rs`.
-fn removal_request(areas: &DeviceAreas) -> Txn {
-    Txn {
-        only_if_exists: Some(areas.backend_key("state")),
-        ops: vec![
-            TxnOp::write(areas.backend_key("online"), "0"),
-            TxnOp::write(areas.backend_key("state"), XenbusState::Closing.wire()),
-        ],
-    }
-}
-
-/// Both directories removed (see `removal_request`).
-fn destroy(areas: &DeviceAreas) -> Txn {
-    let rm = |path| TxnOp::Rm { path };
-    Txn {
-        only_if_exists: None,
-        ops: vec![rm(areas.frontend_path()), rm(areas.backend_path())],
-    }
 }

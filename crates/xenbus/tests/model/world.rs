@@ -14,7 +14,9 @@ use std::time::Duration;
 use std::time::Instant;
 
 use xsio_harness::{ActorId, Conn, Harness, MemStore, Owner, Record};
-use xsio_ops::{Op, Txn, TxnOp, XsOp};
+use xsio_ops::{Op, TxnOp, XsOp};
+
+use super::removal::{destroy, removal_request};
 use xsio_vbd::Vbd;
 use xsio_xenbus::block::{BlockDevice, BlockKind, BlockTransport, Mode, Protocol};
 use xsio_xenbus::{
@@ -640,27 +642,4 @@ fn check_write_after_closed(
         return Ok(());
     }
     Err(format!("{who} wrote {txn:?} while Closed"))
-}
-
-/// What a toolstack writes to ask for a removal and to destroy the areas, as fixed
-/// transactions: input for the backend and frontend machines here. The toolstack's removal
-/// algorithm (the decisions, the waits, the prune) is `xsio-device`'s, model-checked with
-/// these machines in `crates/device/tests/model_check.rs`.
-fn removal_request(areas: &DeviceAreas) -> Txn {
-    Txn {
-        only_if_exists: Some(areas.backend_key("state")),
-        ops: vec![
-            TxnOp::write(areas.backend_key("online"), "0"),
-            TxnOp::write(areas.backend_key("state"), XenbusState::Closing.wire()),
-        ],
-    }
-}
-
-/// Both directories removed (see `removal_request`).
-fn destroy(areas: &DeviceAreas) -> Txn {
-    let rm = |path| TxnOp::Rm { path };
-    Txn {
-        only_if_exists: None,
-        ops: vec![rm(areas.frontend_path()), rm(areas.backend_path())],
-    }
 }
