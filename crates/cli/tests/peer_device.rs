@@ -41,6 +41,13 @@ impl Bed {
         Bed { daemon, record }
     }
 
+    /// `xsio device COMMAND --domain 3 --disk DISK EXTRA...`: guest 3's disk.
+    fn disk(&self, command: &str, extra: &[&str]) -> Output {
+        let mut args = vec![command, "--domain", "3", "--disk", DISK];
+        args.extend_from_slice(extra);
+        self.device(&args)
+    }
+
     /// `xsio device ARGS` against the daemon (60 s at most).
     fn device(&self, args: &[&str]) -> Output {
         let out = output_within(
@@ -116,7 +123,7 @@ fn normal_removal() {
     let _backend = bed.backend("close", BE, FE);
     let script = testdata("record.sh");
     let script = script.to_str().unwrap();
-    let add = bed.device(&["add", "--domain", "3", "--disk", DISK, "--script", script]);
+    let add = bed.disk("add", &["--script", script]);
     assert!(add.status.success());
     assert!(
         stdout(&add).contains("added (1 script(s) run)"),
@@ -168,26 +175,13 @@ fn normal_removal() {
 fn paused_guest_with_a_qemu_backend_is_bodged() {
     for (dm_alive, blind) in [(None, true), (Some("no"), false)] {
         let bed = Bed::new();
-        let add = bed.device(&[
-            "add",
-            "--domain",
-            "3",
-            "--disk",
-            DISK,
-            "--backend-kind",
-            "qdisk",
-        ]);
+        let add = bed.disk("add", &["--backend-kind", "qdisk"]);
         assert!(add.status.success());
         assert!(
             bed.ls(QBE)
                 .contains(&format!("{QBE}/params = \"aio:/srv/guest3.img\""))
         );
         let mut args = vec![
-            "remove",
-            "--domain",
-            "3",
-            "--disk",
-            DISK,
             "--backend-kind",
             "qdisk",
             "--guest",
@@ -198,7 +192,7 @@ fn paused_guest_with_a_qemu_backend_is_bodged() {
         if let Some(alive) = dm_alive {
             args.extend(["--dm-alive", alive]);
         }
-        let remove = bed.device(&args);
+        let remove = bed.disk("remove", &args);
         assert!(remove.status.success());
         let out = stdout(&remove);
         assert_eq!(out.contains("closing it myself in 200ms"), blind, "{out}");
@@ -214,29 +208,19 @@ fn paused_guest_with_a_qemu_backend_is_bodged() {
 fn paused_guest_with_a_live_qemu_is_not_closed_blind() {
     let bed = Bed::new();
     let _qemu = bed.backend("close", QBE, FE);
-    let add = bed.device(&[
-        "add",
-        "--domain",
-        "3",
-        "--disk",
-        DISK,
-        "--backend-kind",
-        "qdisk",
-    ]);
+    let add = bed.disk("add", &["--backend-kind", "qdisk"]);
     assert!(add.status.success());
-    let remove = bed.device(&[
+    let remove = bed.disk(
         "remove",
-        "--domain",
-        "3",
-        "--disk",
-        DISK,
-        "--backend-kind",
-        "qdisk",
-        "--guest",
-        "paused",
-        "--dm-alive",
-        "yes",
-    ]);
+        &[
+            "--backend-kind",
+            "qdisk",
+            "--guest",
+            "paused",
+            "--dm-alive",
+            "yes",
+        ],
+    );
     assert!(remove.status.success());
     let out = stdout(&remove);
     assert!(!out.contains("bodge"), "{out}");
@@ -248,25 +232,9 @@ fn dead_frontend_escalates_then_times_out_typed_and_prunes() {
     let bed = Bed::new();
     let _backend = bed.backend("stuck", BE, FE);
     let script = testdata("record.sh");
-    let add = bed.device(&[
-        "add",
-        "--domain",
-        "3",
-        "--disk",
-        DISK,
-        "--script",
-        script.to_str().unwrap(),
-    ]);
+    let add = bed.disk("add", &["--script", script.to_str().unwrap()]);
     assert!(add.status.success());
-    let remove = bed.device(&[
-        "remove",
-        "--domain",
-        "3",
-        "--disk",
-        DISK,
-        "--timeout-scale",
-        "0.1",
-    ]);
+    let remove = bed.disk("remove", &["--timeout-scale", "0.1"]);
     assert_eq!(remove.status.code(), Some(1));
     let out = stdout(&remove);
     assert!(
@@ -288,25 +256,9 @@ fn dead_frontend_escalates_then_times_out_typed_and_prunes() {
 fn vanished_backend_is_a_clean_end() {
     let bed = Bed::new();
     let _qemu = bed.backend("vanish", QBE, FE);
-    let add = bed.device(&[
-        "add",
-        "--domain",
-        "3",
-        "--disk",
-        DISK,
-        "--backend-kind",
-        "qdisk",
-    ]);
+    let add = bed.disk("add", &["--backend-kind", "qdisk"]);
     assert!(add.status.success());
-    let remove = bed.device(&[
-        "remove",
-        "--domain",
-        "3",
-        "--disk",
-        DISK,
-        "--backend-kind",
-        "qdisk",
-    ]);
+    let remove = bed.disk("remove", &["--backend-kind", "qdisk"]);
     assert!(remove.status.success());
     let out = stdout(&remove);
     assert!(out.contains("backend state node gone"), "{out}");

@@ -184,7 +184,7 @@ pub(crate) struct Wait {
 ///
 /// It asks for everything it cannot know ([`Output::Request`]: xenstore operations, the
 /// guest's state, the device model's liveness, running and killing the hotplug script) and
-/// is told the answers ([`Input`]); it reports its steps and, exactly once, its
+/// is told the answers ([`Input`](xsio_ops::Input)); it reports its steps and, exactly once, its
 /// [`Completion`] ([`DeviceEvent::Done`]).
 ///
 /// ```

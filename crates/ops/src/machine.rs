@@ -1,9 +1,9 @@
 //! [`impl_machine!`]: the one `xsio_core::Machine` implementation of L2 machines.
 
 /// Implements [`xsio_core::Machine`] for an L2 machine from its inherent methods, in this
-/// crate's vocabulary: [`Input::Reply`] goes to `handle_reply(now, id, result)`; with
-/// `watch: method`, [`Input::Watch`] goes to `method(now, path, token)`; with
-/// `peer: method`, [`Input::Peer`] goes to `method(now, event)`; any other input is one the
+/// crate's vocabulary: [`Input::Reply`](crate::Input::Reply) goes to `handle_reply(now, id, result)`; with
+/// `watch: method`, [`Input::Watch`](crate::Input::Watch) goes to `method(now, path, token)`; with
+/// `peer: method`, [`Input::Peer`](crate::Input::Peer) goes to `method(now, event)`; any other input is one the
 /// machine never asks for and is ignored. `handle_timeout`, `poll_output` and `poll_timeout`
 /// are the inherent methods of the same names.
 ///
