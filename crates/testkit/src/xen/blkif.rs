@@ -112,7 +112,7 @@ impl BlkifRing {
     /// Waits (`limit` at most) for the next response; `None` if none came.
     pub fn response(&mut self, limit: Duration) -> io::Result<Option<Response>> {
         #[allow(clippy::disallowed_methods)] // a test-side wait
-        let give_up = Instant::now().checked_add(limit);
+        let give_up = xsio_core::deadline(Instant::now(), limit);
         loop {
             let prod = self.memory.load_u32(self.ring_ref, RSP_PROD);
             if prod != self.rsp_cons {
