@@ -190,7 +190,7 @@ fn without_a_domain_info_provider_the_removal_fails_typed() {
 #[test]
 fn a_removal_started_by_the_stop_condition_runs_at_once() {
     let daemon = Daemon::start();
-    let (wrapper, _) = script(daemon.dir.path(), "ok");
+    let (wrapper, _) = script(daemon.dir(), "ok");
     let first = Device::new("vbd", 1, 51712);
     let second = Device::new("vbd", 1, 51728);
     let mut xs = XsConn::connect(daemon.socket()).unwrap();
