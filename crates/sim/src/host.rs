@@ -315,9 +315,12 @@ impl SimHost {
                 let due = if chance(&mut self.rng, f.hang) {
                     None
                 } else if chance(&mut self.rng, f.slow) {
-                    now.checked_add(Duration::from_millis(f.slow_ms))
+                    xsio_core::deadline(now, Duration::from_millis(f.slow_ms))
                 } else {
-                    now.checked_add(Duration::from_millis(5 + index(&mut self.rng, 5) as u64))
+                    xsio_core::deadline(
+                        now,
+                        Duration::from_millis(5 + index(&mut self.rng, 5) as u64),
+                    )
                 };
                 self.running.push(Script {
                     owner,
