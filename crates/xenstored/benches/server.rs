@@ -99,3 +99,28 @@ fn one_million_nodes() -> usize {
     eprintln!("one_million_nodes: {nodes} nodes, {per_node:.0} bytes of resident memory per node");
     server.node_count()
 }
+
+/// One WRITE while `n` other connections each hold one watch on a path the write does not
+/// touch: the cost of fanning a change out must not grow with the watches it does not
+/// match (a host of thousands of guests holds thousands of such watches).
+#[divan::bench(args = [100, 10_000])]
+fn write_with_idle_watches(bencher: Bencher, n: usize) {
+    let now = epoch();
+    let mut server = Server::new(Config::default(), now);
+    for i in 0..n {
+        let idle = server.connect(now, Origin::Socket);
+        let watch = Request::Watch {
+            path: format!("/local/domain/{i}/device"),
+            token: format!("idle-{i}"),
+        };
+        server.handle_request(now, idle, request(watch));
+    }
+    while server.poll_output().is_some() {}
+    let conn = server.connect(now, Origin::Socket);
+    let mut wire = vec![11, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 16, 0, 0, 0];
+    wire.extend_from_slice(b"/bench/key\0value");
+    bencher.bench_local(|| {
+        server.handle_input(now, conn, &wire);
+        server.poll_output().unwrap()
+    });
+}

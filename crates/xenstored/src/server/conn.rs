@@ -164,6 +164,7 @@ impl Server {
     }
 
     fn remove_conn(&mut self, conn_id: ConnId) -> bool {
+        self.clear_watches(conn_id);
         let Some(conn) = self.conns.remove(&conn_id) else {
             return false;
         };

@@ -16,7 +16,8 @@ impl ConnId {
         ConnId((u64::from(generation) << 32) | u64::from(slot))
     }
 
-    fn slot(self) -> usize {
+    /// The slot: connections are visited in slot order.
+    pub(super) fn slot(self) -> usize {
         (self.0 & u64::from(u32::MAX)) as usize
     }
 
@@ -77,16 +78,6 @@ impl Conns {
             .enumerate()
             .filter_map(|(slot, (generation, conn))| {
                 Some((ConnId::new(slot as u32, *generation), conn.as_ref()?))
-            })
-    }
-
-    /// The open connections, in slot order, to change.
-    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = (ConnId, &mut Conn)> + '_ {
-        self.slots
-            .iter_mut()
-            .enumerate()
-            .filter_map(|(slot, (generation, conn))| {
-                Some((ConnId::new(slot as u32, *generation), conn.as_mut()?))
             })
     }
 

@@ -266,8 +266,8 @@ impl Server {
             Request::Watch { path, token } => self.watch(conn_id, path, token, after),
             Request::Unwatch { path, token } => self.unwatch(conn_id, path, token),
             Request::ResetWatches => {
+                self.clear_watches(conn_id);
                 let conn = self.conns.get_mut(&conn_id).expect("checked by the caller");
-                conn.watches.clear();
                 conn.txs.clear();
                 Ok(Reply::ResetWatches)
             }

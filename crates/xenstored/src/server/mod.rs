@@ -26,6 +26,7 @@ use conn::Conn;
 use conns::Conns;
 use flow::{SourceId, Sources};
 use quota::Usage;
+use watch::WatchIndex;
 
 /// The special watch path fired when a domain is introduced.
 pub const INTRODUCE_DOMAIN: &str = "@introduceDomain";
@@ -162,8 +163,12 @@ pub struct Server {
     last_now: Instant,
     /// Outputs other than transmits, in order.
     notices: VecDeque<Output>,
+    /// Every connection's watches by watched path.
+    watch_index: WatchIndex,
     /// Scratch of `fire` (connections it queued events on), kept to reuse its memory.
     fired: Vec<(ConnId, usize)>,
+    /// Scratch of `fire` (the watches a change matches), likewise.
+    matched: Vec<(ConnId, u64)>,
     /// Scratch of the changes a request makes outside a transaction, kept likewise.
     changes: Vec<crate::view::Change>,
 }
@@ -194,7 +199,9 @@ impl Server {
             usage: BTreeMap::new(),
             last_now: now,
             notices: VecDeque::new(),
+            watch_index: WatchIndex::default(),
             fired: Vec::new(),
+            matched: Vec::new(),
             changes: Vec::new(),
         }
     }
@@ -220,9 +227,11 @@ impl Server {
     }
 
     /// Checks the tree's structural invariants (every node's parent exists and lists it once,
-    /// every listed child exists, per-owner counts match). `Err` names the first broken one.
+    /// every listed child exists, per-owner counts match) and that the index of watches by
+    /// path lists exactly the connections' watches. `Err` names the first broken one.
     pub fn check_invariants(&self) -> Result<(), String> {
-        self.tree.check()
+        self.tree.check()?;
+        self.check_watch_index()
     }
 
     /// Handles bytes received from `conn`, in any split: every complete request is answered,
@@ -327,9 +336,15 @@ impl Server {
     /// INTRODUCE of a domain already known: Xen re-binds its event channel and resets its
     /// connection (its watches and transactions go, as after RESET_WATCHES).
     fn reset_domain(&mut self, domid: u32) {
-        for (_, conn) in self.conns.iter_mut() {
-            if conn.domid == domid && !conn.privileged {
-                conn.watches.clear();
+        let reset: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.domid == domid && !c.privileged)
+            .map(|(id, _)| id)
+            .collect();
+        for conn_id in reset {
+            self.clear_watches(conn_id);
+            if let Some(conn) = self.conns.get_mut(&conn_id) {
                 conn.txs.clear();
             }
         }

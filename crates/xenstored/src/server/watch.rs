@@ -1,5 +1,12 @@
-//! Watches: registration (WATCH, UNWATCH), matching a change against every connection's
-//! watches under the permission filter, and queueing the events.
+//! Watches: registration (WATCH, UNWATCH), matching a change against the watches set on its
+//! path and its ancestors under the permission filter, and queueing the events.
+//!
+//! Every watch is listed twice: in its connection (registration order, quotas) and in the
+//! server's [`WatchIndex`] under the path it watches, so that a change costs a lookup per
+//! ancestor of its path rather than a look at every watch of every connection (a host of
+//! thousands of guests holds tens of thousands of watches, nearly all on other paths).
+
+use std::collections::BTreeMap;
 
 use xsio_xs_wire::{ErrorKind, Reply, path};
 
@@ -16,6 +23,51 @@ pub(super) struct Watch {
     pub(super) token: String,
     /// Given relative: events report paths relative to the connection's home.
     pub(super) relative: bool,
+    /// When it was registered, server-wide: a connection's watches are in this order, and
+    /// events of one change reach a connection in it.
+    pub(super) seq: u64,
+}
+
+/// The watches of every connection by watched path (the resolved path or the special name).
+#[derive(Debug, Default)]
+pub(super) struct WatchIndex {
+    by_path: BTreeMap<String, Vec<(ConnId, u64)>>,
+    next_seq: u64,
+}
+
+impl WatchIndex {
+    fn next_seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
+    }
+
+    fn insert(&mut self, conn_id: ConnId, watch: &Watch) {
+        self.by_path
+            .entry(watch.path.clone())
+            .or_default()
+            .push((conn_id, watch.seq));
+    }
+
+    fn remove(&mut self, conn_id: ConnId, watch: &Watch) {
+        if let Some(watchers) = self.by_path.get_mut(&watch.path) {
+            watchers.retain(|w| *w != (conn_id, watch.seq));
+            if watchers.is_empty() {
+                self.by_path.remove(&watch.path);
+            }
+        }
+    }
+
+    /// Appends the watches set exactly on `path` to `into`.
+    fn collect(&self, path: &str, into: &mut Vec<(ConnId, u64)>) {
+        if let Some(watchers) = self.by_path.get(path) {
+            into.extend_from_slice(watchers);
+        }
+    }
+
+    /// How many watches are listed (for the consistency check).
+    fn len(&self) -> usize {
+        self.by_path.values().map(Vec::len).sum()
+    }
 }
 
 impl Server {
@@ -28,7 +80,7 @@ impl Server {
         token: String,
         after: &mut Vec<(String, String)>,
     ) -> Result<Reply, ErrorKind> {
-        let watch = self.resolve_watch(conn_id, &given, token)?;
+        let mut watch = self.resolve_watch(conn_id, &given, token)?;
         let conn = &self.conns[&conn_id];
         if conn
             .watches
@@ -40,6 +92,8 @@ impl Server {
         self.check_watch_quota(conn)?;
         let conn = self.conns.get_mut(&conn_id).expect("checked by the caller");
         after.push((given, watch.token.clone()));
+        watch.seq = self.watch_index.next_seq();
+        self.watch_index.insert(conn_id, &watch);
         conn.watches.push(watch);
         Ok(Reply::Watch)
     }
@@ -61,8 +115,63 @@ impl Server {
             .iter()
             .position(|w| w.path == watch.path && w.token == watch.token)
             .ok_or(ErrorKind::Enoent)?;
-        conn.watches.remove(idx);
+        let removed = conn.watches.remove(idx);
+        self.watch_index.remove(conn_id, &removed);
         Ok(Reply::Unwatch)
+    }
+
+    /// Forgets every watch of `conn_id` (RESET_WATCHES, a domain re-introduced, a connection
+    /// gone).
+    pub(super) fn clear_watches(&mut self, conn_id: ConnId) {
+        let Some(conn) = self.conns.get_mut(&conn_id) else {
+            return;
+        };
+        for watch in conn.watches.drain(..) {
+            self.watch_index.remove(conn_id, &watch);
+        }
+    }
+
+    /// Whether the index lists exactly the connections' watches.
+    pub(super) fn check_watch_index(&self) -> Result<(), String> {
+        let mut listed = 0;
+        for (conn_id, conn) in self.conns.iter() {
+            for watch in &conn.watches {
+                let found = self
+                    .watch_index
+                    .by_path
+                    .get(&watch.path)
+                    .is_some_and(|w| w.contains(&(conn_id, watch.seq)));
+                if !found {
+                    return Err(format!("watch on {} missing from the index", watch.path));
+                }
+                listed += 1;
+            }
+        }
+        if listed != self.watch_index.len() {
+            return Err(format!(
+                "the watch index lists {} watches, the connections hold {listed}",
+                self.watch_index.len()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The watches set on `path`, exactly or (unless `exact`) on one of its ancestors, in
+    /// the order the fan-out used to visit them: by connection slot, then by registration.
+    fn matching_watches(&mut self, path: &str, exact: bool) -> Vec<(ConnId, u64)> {
+        let mut matched = std::mem::take(&mut self.matched);
+        matched.clear();
+        if exact {
+            self.watch_index.collect(path, &mut matched);
+        } else {
+            let mut at = Some(path);
+            while let Some(dir) = at {
+                self.watch_index.collect(dir, &mut matched);
+                at = path::parent(dir);
+            }
+        }
+        matched.sort_unstable_by_key(|(conn_id, seq)| (conn_id.slot(), *seq));
+        matched
     }
 
     fn resolve_watch(
@@ -81,6 +190,7 @@ impl Server {
                 path: given.to_owned(),
                 token,
                 relative: false,
+                seq: 0,
             });
         }
         let resolved = path::resolve(given, &conn.home);
@@ -89,6 +199,7 @@ impl Server {
             path: resolved,
             token,
             relative: !given.starts_with('/'),
+            seq: 0,
         })
     }
 
@@ -103,6 +214,11 @@ impl Server {
     /// Each event is encoded straight into its connection's output (this runs for every
     /// change): nothing is copied on the way.
     pub(super) fn fire(&mut self, change: &Change, batch: &[Change]) {
+        let matched = self.matching_watches(&change.path, change.exact);
+        if matched.is_empty() {
+            self.matched = matched;
+            return;
+        }
         let parent_perms = path::parent(&change.path).and_then(|parent| {
             self.tree.get(parent).map(|n| n.perms()).or_else(|| {
                 batch
@@ -117,7 +233,11 @@ impl Server {
         let timeout = self.config.watch_event_timeout;
         let now = self.last_now;
         let mut touched = std::mem::take(&mut self.fired);
-        for (conn_id, conn) in self.conns.iter_mut() {
+        for group in matched.chunk_by(|a, b| a.0 == b.0) {
+            let conn_id = group[0].0;
+            let Some(conn) = self.conns.get_mut(&conn_id) else {
+                continue;
+            };
             // The access rule looks at a target only for unprivileged callers.
             let target = if conn.privileged {
                 None
@@ -143,15 +263,11 @@ impl Server {
                 .then(|| xsio_core::deadline(now, timeout))
                 .flatten();
             let mut queued = 0;
-            for watch in &conn.watches {
-                let matches = if change.exact {
-                    watch.path == change.path
-                } else {
-                    path::is_at_or_below(&change.path, &watch.path)
-                };
-                if !matches {
+            for (_, seq) in group {
+                let Ok(at) = conn.watches.binary_search_by_key(seq, |w| w.seq) else {
                     continue;
-                }
+                };
+                let watch = &conn.watches[at];
                 let reported = match change.path.strip_prefix(conn.home.as_str()) {
                     Some(rest) if watch.relative && rest.starts_with('/') => &rest[1..],
                     _ => change.path.as_str(),
@@ -181,23 +297,27 @@ impl Server {
             self.charge(conn_id);
         }
         self.fired = touched;
+        self.matched = matched;
     }
 
     /// Queues `@introduceDomain` or `@releaseDomain` for the watchers allowed to hear it.
     pub(super) fn fire_special(&mut self, name: &str) {
         let perms = self.special_perms.get(name).cloned();
+        let matched = self.matching_watches(name, true);
         let mut deliveries = Vec::new();
-        for (conn_id, conn) in self.conns.iter() {
+        for (conn_id, seq) in &matched {
+            let Some(conn) = self.conns.get(conn_id) else {
+                continue;
+            };
             let caller = self.caller(conn);
             if !perms.as_ref().is_some_and(|p| p.granted(caller).read) {
                 continue;
             }
-            for watch in &conn.watches {
-                if watch.path == name {
-                    deliveries.push((conn_id, watch.token.clone()));
-                }
+            if let Ok(at) = conn.watches.binary_search_by_key(seq, |w| w.seq) {
+                deliveries.push((*conn_id, conn.watches[at].token.clone()));
             }
         }
+        self.matched = matched;
         for (conn_id, token) in deliveries {
             self.queue_event(conn_id, name, &token);
         }
