@@ -1,6 +1,7 @@
 //! The one harness: machines on connections, their requests and answers in queues, and a
 //! virtual clock.
 
+use crate::timers::Timers;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -303,6 +304,8 @@ pub struct Harness<A: Actor> {
     next_caller_op: u64,
     log: Vec<Record<A::Event>>,
     keep_log: bool,
+    /// The machines' deadlines, sorted (derived from `actors`: not part of the world).
+    timers: Timers,
 }
 
 impl<A: Actor> Harness<A> {
@@ -324,6 +327,7 @@ impl<A: Actor> Harness<A> {
             next_caller_op: 0,
             log: Vec::new(),
             keep_log: true,
+            timers: Timers::default(),
         }
     }
 
@@ -373,6 +377,7 @@ impl<A: Actor> Harness<A> {
     /// [`drain`]: Harness::drain
     pub fn add(&mut self, conn: Conn, actor: A) -> ActorId {
         self.actors.push(Slot { actor, conn });
+        self.timers.mark_stale(self.actors.len() - 1);
         ActorId(self.actors.len() - 1)
     }
 
@@ -385,6 +390,7 @@ impl<A: Actor> Harness<A> {
     ///
     /// [`drain`]: Harness::drain
     pub fn actor_mut(&mut self, id: ActorId) -> &mut A {
+        self.timers.mark_stale(id.0);
         &mut self.actors[id.0].actor
     }
 
@@ -424,6 +430,7 @@ impl<A: Actor> Harness<A> {
             return;
         };
         let conn = slot.conn;
+        self.timers.set(id.0, slot.actor.poll_timeout());
         while let Some(output) = slot.actor.poll_output() {
             match output {
                 Output::Request(request) => {
@@ -632,6 +639,7 @@ impl<A: Actor> Harness<A> {
                     });
                 }
                 if let Owner::Actor(actor) = owner {
+                    self.timers.mark_stale(actor.0);
                     self.actors[actor.0]
                         .actor
                         .handle_input(now, Input::Reply { id, result })
@@ -650,6 +658,7 @@ impl<A: Actor> Harness<A> {
                 let Owner::Actor(actor) = owner else {
                     return Ok(true);
                 };
+                self.timers.mark_stale(actor.0);
                 self.actors[actor.0]
                     .actor
                     .handle_input(
@@ -674,6 +683,7 @@ impl<A: Actor> Harness<A> {
                     .map(ActorId)
                     .collect();
                 for actor in on_conn {
+                    self.timers.mark_stale(actor.0);
                     self.actors[actor.0]
                         .actor
                         .handle_input(now, Input::Peer(&event))
@@ -687,10 +697,24 @@ impl<A: Actor> Harness<A> {
 
     /// The earliest deadline of any machine.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.actors
+        if !self.timers.is_enabled() {
+            return self
+                .actors
+                .iter()
+                .filter_map(|slot| slot.actor.poll_timeout())
+                .min();
+        }
+        let fresh = self.timers.earliest_fresh();
+        let stale = self
+            .timers
+            .stale()
             .iter()
-            .filter_map(|slot| slot.actor.poll_timeout())
-            .min()
+            .filter_map(|&i| self.actors.get(i)?.actor.poll_timeout())
+            .min();
+        match (fresh, stale) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Fires machine `id`'s timer at the current time if it is due; true when it fired.
@@ -702,6 +726,7 @@ impl<A: Actor> Harness<A> {
         if slot.actor.poll_timeout().is_none_or(|at| at > now) {
             return false;
         }
+        self.timers.mark_stale(id.0);
         slot.actor.handle_timeout(now);
         if self.keep_log {
             self.log.push(Record::Timeout { actor: id });
@@ -712,11 +737,22 @@ impl<A: Actor> Harness<A> {
 
     /// Fires every timer that is due at the current time; true when any fired.
     pub fn fire_due_timers(&mut self) -> bool {
+        self.timers.enable(self.actors.len());
+        self.refresh_timers();
         let mut fired = false;
-        for i in 0..self.actors.len() {
+        for i in self.timers.due(self.now) {
             fired |= self.fire_timer(ActorId(i));
         }
         fired
+    }
+
+    /// Reads again the deadline of every machine that may have changed.
+    fn refresh_timers(&mut self) {
+        for i in self.timers.take_stale() {
+            if let Some(slot) = self.actors.get(i) {
+                self.timers.set(i, slot.actor.poll_timeout());
+            }
+        }
     }
 
     /// Runs the world against `store` until nothing moves: the store executes, answers are
@@ -891,6 +927,7 @@ where
             next_caller_op: self.next_caller_op,
             log: self.log.clone(),
             keep_log: self.keep_log,
+            timers: self.timers.clone(),
         }
     }
 }

@@ -62,6 +62,7 @@ mod harness;
 mod host;
 mod mem;
 mod store;
+mod timers;
 pub mod xs;
 
 pub use harness::{Actor, ActorId, Conn, Harness, HarnessError, Owner, Record, Store};

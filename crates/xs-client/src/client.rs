@@ -70,6 +70,9 @@ pub struct Client {
     tx_jobs: BTreeMap<OpId, TxJob>,
     /// Registered watches, by the id `watch` returned.
     watches: BTreeMap<OpId, Watch>,
+    /// The same watches by token (unique among them): an event finds its watch without a
+    /// look at every watch (a backend process holds thousands).
+    by_token: BTreeMap<String, OpId>,
     closed: bool,
 }
 
@@ -127,6 +130,7 @@ impl Client {
             ops: BTreeMap::new(),
             tx_jobs: BTreeMap::new(),
             watches: BTreeMap::new(),
+            by_token: BTreeMap::new(),
             closed: false,
         }
     }
@@ -269,7 +273,7 @@ impl Client {
             self.finish_err(op, invalid(path, source));
             return op;
         }
-        if self.watches.values().any(|w| w.token == token) {
+        if self.by_token.contains_key(token) {
             self.finish_err(op, Error::DuplicateToken(token.to_owned()));
             return op;
         }
@@ -278,6 +282,7 @@ impl Client {
             token: token.to_owned(),
         };
         if self.send_or_fail(op, 0, request, Role::Watch) {
+            self.by_token.insert(token.to_owned(), op);
             self.watches.insert(
                 op,
                 Watch {
@@ -463,10 +468,10 @@ impl Client {
 
     fn route_event(&mut self, path: String, token: String) {
         let watch = self
-            .watches
-            .iter()
-            .find(|(_, w)| w.token == token && !w.removing)
-            .map(|(id, _)| *id);
+            .by_token
+            .get(&token)
+            .copied()
+            .filter(|id| self.watches.get(id).is_some_and(|w| !w.removing));
         if let Some(watch) = watch {
             self.outputs
                 .push_back(Output::Event(WatchEvent { watch, path, token }));
@@ -491,13 +496,13 @@ impl Client {
             Role::Watch => match result {
                 Ok(_) => self.finish(op, Ok(Response::Unit)),
                 Err(kind) => {
-                    self.watches.remove(&op);
+                    self.forget_watch(op);
                     self.finish_err(op, Error::Xs(kind));
                 }
             },
             Role::Unwatch(watch) => match result {
                 Ok(_) => {
-                    self.watches.remove(&watch);
+                    self.forget_watch(watch);
                     self.finish(op, Ok(Response::Unit));
                 }
                 Err(kind) => {
@@ -510,6 +515,7 @@ impl Client {
             Role::ResetWatches => match result {
                 Ok(_) => {
                     self.watches.clear();
+                    self.by_token.clear();
                     self.finish(op, Ok(Response::Unit));
                 }
                 Err(kind) => self.finish_err(op, Error::Xs(kind)),
@@ -645,6 +651,12 @@ impl Client {
         }
     }
 
+    fn forget_watch(&mut self, watch: OpId) {
+        if let Some(w) = self.watches.remove(&watch) {
+            self.by_token.remove(&w.token);
+        }
+    }
+
     fn fail_pending(&mut self, pending: Pending, err: Error) {
         if let Some(op) = pending.op {
             self.finish_err(op, err);
@@ -674,7 +686,7 @@ impl Client {
             // A watch whose registration failed is not registered.
             if let Some(w) = self.watches.get(&op) {
                 if !w.removing {
-                    self.watches.remove(&op);
+                    self.forget_watch(op);
                 }
             }
         }
@@ -689,6 +701,7 @@ impl Client {
         self.out.clear();
         self.pending.clear();
         self.watches.clear();
+        self.by_token.clear();
         let ops: Vec<OpId> = self.ops.keys().copied().collect();
         for op in ops {
             self.finish_err(op, Error::ConnectionLost);
