@@ -2,7 +2,7 @@
 //! virtual clock.
 
 use crate::timers::Timers;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
@@ -172,7 +172,7 @@ pub enum HarnessError {
 /// (for [`Harness::deliver`]'s global order) and as a list (for a seeded pick).
 #[derive(Clone, Debug, Default)]
 struct Ready {
-    heads: std::collections::BTreeSet<(u64, usize)>,
+    heads: BTreeSet<(u64, usize)>,
     list: Vec<usize>,
     /// Connection → its index in `list`.
     pos: Vec<Option<usize>>,
@@ -292,6 +292,8 @@ pub struct Harness<A: Actor> {
     actors: Vec<Slot<A>>,
     /// Per connection: requests waiting to be executed.
     outbound: Vec<VecDeque<(Owner, Request)>>,
+    /// Which connections have requests waiting (derived from `outbound`).
+    requesting: BTreeSet<usize>,
     /// Per connection: (sequence, delivery) waiting to be handed over.
     inbound: Vec<VecDeque<(u64, Delivery)>>,
     /// Which connections have something to deliver (derived from `inbound`).
@@ -319,6 +321,7 @@ impl<A: Actor> Harness<A> {
             now: epoch,
             actors: Vec::new(),
             outbound: Vec::new(),
+            requesting: BTreeSet::new(),
             inbound: Vec::new(),
             ready: Ready::default(),
             next_seq: 0,
@@ -420,6 +423,7 @@ impl<A: Actor> Harness<A> {
         });
         if let Some(queue) = self.outbound.get_mut(conn.0) {
             queue.push_back((Owner::Caller, request));
+            self.requesting.insert(conn.0);
         }
         id
     }
@@ -442,6 +446,7 @@ impl<A: Actor> Harness<A> {
                         });
                     }
                     self.outbound[conn.0].push_back((Owner::Actor(id), request));
+                    self.requesting.insert(conn.0);
                 }
                 Output::Event(event) => {
                     if self.keep_log {
@@ -477,6 +482,12 @@ impl<A: Actor> Harness<A> {
 
     // ---- the store's side ------------------------------------------------------------
 
+    /// The connections on which requests wait, in order: a store visits these rather than
+    /// every connection (a host of ten thousand guests has as many, nearly all idle).
+    pub fn requesting_conns(&self) -> Vec<Conn> {
+        self.requesting.iter().map(|&c| Conn(c)).collect()
+    }
+
     /// Whether a request waits on `conn`.
     pub fn has_request(&self, conn: Conn) -> bool {
         self.outbound.get(conn.0).is_some_and(|q| !q.is_empty())
@@ -486,7 +497,11 @@ impl<A: Actor> Harness<A> {
     ///
     /// [`reply`]: Harness::reply
     pub fn take_request(&mut self, conn: Conn) -> Option<(Owner, Request)> {
-        let (owner, request) = self.outbound.get_mut(conn.0)?.pop_front()?;
+        let queue = self.outbound.get_mut(conn.0)?;
+        let (owner, request) = queue.pop_front()?;
+        if queue.is_empty() {
+            self.requesting.remove(&conn.0);
+        }
         self.in_flight
             .insert((owner, request.id), (conn, request.op.clone()));
         Some((owner, request))
@@ -502,6 +517,9 @@ impl<A: Actor> Harness<A> {
         let queue = self.outbound.get_mut(conn.0)?;
         let index = queue.iter().position(|(_, request)| wanted(&request.op))?;
         let (owner, request) = queue.remove(index)?;
+        if queue.is_empty() {
+            self.requesting.remove(&conn.0);
+        }
         self.in_flight
             .insert((owner, request.id), (conn, request.op.clone()));
         Some((owner, request))
@@ -919,6 +937,7 @@ where
             now: self.now,
             actors: self.actors.clone(),
             outbound: self.outbound.clone(),
+            requesting: self.requesting.clone(),
             inbound: self.inbound.clone(),
             ready: self.ready.clone(),
             next_seq: self.next_seq,

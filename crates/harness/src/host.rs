@@ -48,7 +48,7 @@ impl Default for FixedHost {
 impl<A: Actor> Store<A> for FixedHost {
     fn step(&mut self, harness: &mut Harness<A>) -> Result<bool, HarnessError> {
         let mut moved = false;
-        for conn in harness.conns() {
+        for conn in harness.requesting_conns() {
             while let Some((owner, request)) =
                 harness.take_request_where(conn, |op| matches!(op, Op::Host(_)))
             {

@@ -1,7 +1,7 @@
 //! The real xenstored core as a [`Store`]: every xenstore operation goes through an
 //! `xsio-xs-client` machine, as bytes, to the in-process `xsio-xenstored` server.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
@@ -39,6 +39,11 @@ pub struct XenstoredStore {
     server: Server,
     /// Indexed by [`Conn::index`].
     parties: Vec<Party>,
+    /// The party of each daemon connection.
+    by_server_conn: BTreeMap<ConnId, usize>,
+    /// Parties whose client was handed bytes or operations since its output was last
+    /// taken: only these can have output (the others are not asked, each step).
+    touched: BTreeSet<usize>,
 }
 
 impl XenstoredStore {
@@ -47,6 +52,8 @@ impl XenstoredStore {
         XenstoredStore {
             server: Server::new(xsio_xenstored::Config::default(), epoch),
             parties: Vec::new(),
+            by_server_conn: BTreeMap::new(),
+            touched: BTreeSet::new(),
         }
     }
 
@@ -65,8 +72,10 @@ impl XenstoredStore {
         let now = harness.now();
         let conn = harness.connect();
         debug_assert_eq!(conn.index(), self.parties.len(), "one store per harness");
+        let server_conn = self.server.connect(now, origin);
+        self.by_server_conn.insert(server_conn, self.parties.len());
         self.parties.push(Party {
-            conn: self.server.connect(now, origin),
+            conn: server_conn,
             client: Client::new(xsio_xs_client::Config::default(), now),
             pending: BTreeMap::new(),
             watches: Watches::default(),
@@ -89,6 +98,7 @@ impl XenstoredStore {
             .get_mut(conn.index())
             .ok_or(HarnessError::Unknown)?;
         let id = start(&mut party.client, now);
+        self.touched.insert(conn.index());
         for _ in 0..10_000 {
             let mut moved = false;
             let party = &mut self.parties[conn.index()];
@@ -109,8 +119,9 @@ impl XenstoredStore {
             while let Some(output) = self.server.poll_output() {
                 moved = true;
                 if let xsio_xenstored::Output::Transmit { conn, bytes } = output {
-                    if let Some(party) = self.parties.iter_mut().find(|p| p.conn == conn) {
-                        party
+                    if let Some(&index) = self.by_server_conn.get(&conn) {
+                        self.touched.insert(index);
+                        self.parties[index]
                             .client
                             .handle_input(now, Input::<OwnedFd>::Bytes(&bytes));
                     }
@@ -132,7 +143,11 @@ impl<A: Actor> Store<A> for XenstoredStore {
         let mut moved = false;
         let now = harness.now();
         // Requests the machines issued since the last step, in order per connection.
-        for (index, party) in self.parties.iter_mut().enumerate() {
+        for conn in harness.requesting_conns() {
+            let index = conn.index();
+            let Some(party) = self.parties.get_mut(index) else {
+                continue;
+            };
             // Backpressure: a connection takes no more than MAX_OPS_PER_CONN operations at
             // once; the rest wait in the harness (a transaction is many requests on the
             // wire, and the client refuses past its own in-flight limit).
@@ -152,6 +167,7 @@ impl<A: Actor> Store<A> for XenstoredStore {
                     )?;
                     continue;
                 };
+                self.touched.insert(index);
                 match xs::submit(&mut party.client, now, &op, &mut party.watches) {
                     Submitted::Started(client_op) => {
                         party.pending.insert(client_op, (owner, request.id, op));
@@ -163,7 +179,8 @@ impl<A: Actor> Store<A> for XenstoredStore {
         // The clients' bytes to the daemon; what the clients completed before this round.
         let mut done = Vec::new();
         let mut events = Vec::new();
-        for (index, party) in self.parties.iter_mut().enumerate() {
+        for index in std::mem::take(&mut self.touched) {
+            let party = &mut self.parties[index];
             while let Some(output) = party.client.poll_output() {
                 moved = true;
                 match output {
@@ -187,12 +204,12 @@ impl<A: Actor> Store<A> for XenstoredStore {
             match output {
                 xsio_xenstored::Output::Transmit { conn, bytes } => {
                     harness.advance(Duration::from_millis(1));
-                    let party = self
-                        .parties
-                        .iter_mut()
-                        .find(|p| p.conn == conn)
+                    let index = *self
+                        .by_server_conn
+                        .get(&conn)
                         .ok_or(HarnessError::Unknown)?;
-                    party
+                    self.touched.insert(index);
+                    self.parties[index]
                         .client
                         .handle_input(harness.now(), Input::<OwnedFd>::Bytes(&bytes));
                 }
