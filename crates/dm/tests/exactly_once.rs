@@ -4,11 +4,11 @@
 //! QEMU dying at any step (its exit before or after the connection's end), timeouts from a
 //! few milliseconds to `Duration::MAX`, and a clock near the end of `Instant`'s range.
 
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{FakeQemu, Fate, Seen, Timed};
+use xsio_harness::qemu::{Fate, Seen};
+use xsio_harness::{SimQemu, Timed};
 use proptest::prelude::*;
 use xsio_core::{deadline, last_instant};
 use xsio_dm::{
@@ -159,7 +159,7 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
             micro: 22,
         }
     };
-    let mut qemu = FakeQemu::new(conn, version, case.status).with_fates(case.fates.clone());
+    let mut qemu = SimQemu::new(conn, version, case.status).with_fates(case.fates.clone());
     qemu.exit_first = case.exit_first;
 
     let now = world.now();
@@ -268,7 +268,7 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
 }
 
 /// What each kind of success implies about what QEMU saw.
-fn check_result(case: &Case, operation: &Operation, qemu: &FakeQemu) -> Result<(), TestCaseError> {
+fn check_result(case: &Case, operation: &Operation, qemu: &SimQemu) -> Result<(), TestCaseError> {
     match operation {
         Operation::Start(m) => {
             if let Some(Ok(ready)) = m.machine.result() {

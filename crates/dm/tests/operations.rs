@@ -1,10 +1,10 @@
 //! Each operation's paths, one test each, against the QEMU in a box with virtual time.
 
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{FakeQemu, Fate, Seen, Timed};
+use xsio_harness::qemu::{Fate, FdSet, Seen};
+use xsio_harness::{SimQemu, Timed};
 use serde_json::json;
 use xsio_core::Machine;
 use xsio_dm::{
@@ -27,7 +27,7 @@ fn epoch() -> Instant {
 /// Runs `machine` against `qemu` until nothing moves; returns its completion, when it
 /// came (counted from the start), and the harness's log.
 fn run<M, T>(
-    qemu: &mut FakeQemu,
+    qemu: &mut SimQemu,
     make: impl FnOnce(Instant) -> M,
 ) -> (T, Duration, Vec<xsio_harness::Record<T>>)
 where
@@ -65,9 +65,9 @@ fn requests<T>(log: &[xsio_harness::Record<T>], wanted: impl Fn(&Op) -> bool) ->
 }
 
 /// A QEMU 7.2 in `status` on the first connection of the harness `run` makes.
-fn qemu(status: &str) -> FakeQemu {
+fn qemu(status: &str) -> SimQemu {
     let mut world: Harness<Timed<StartUp>> = Harness::new(epoch());
-    FakeQemu::qemu_7_2(world.connect(), status)
+    SimQemu::qemu_7_2(world.connect(), status)
 }
 
 fn version_7_2() -> QemuVersion {
@@ -275,7 +275,7 @@ fn qemu_older_than_2_11_gets_no_live_argument() {
         minor: 10,
         micro: 1,
     };
-    let mut qemu = FakeQemu::new(world.connect(), old, "running");
+    let mut qemu = SimQemu::new(world.connect(), old, "running");
     let (result, _, _) = run(&mut qemu, |now| {
         Save::new(SaveConfig::to("/srv/save.1"), now)
     });
@@ -431,9 +431,9 @@ fn resume_and_pause_send_cont_and_stop() {
 #[test]
 fn a_resume_removes_the_saved_state_fd_sets_and_no_other() {
     let mut qemu = qemu("paused");
-    qemu.fdsets.insert(3, "saved_state".into());
-    qemu.fdsets.insert(4, "cdrom".into());
-    qemu.fdsets.insert(7, "saved_state".into());
+    qemu.fdsets.insert(3, FdSet::with_fd("saved_state"));
+    qemu.fdsets.insert(4, FdSet::with_fd("cdrom"));
+    qemu.fdsets.insert(7, FdSet::with_fd("saved_state"));
     let (result, _, _) = run(&mut qemu, |now| {
         Control::new(ControlConfig::new(Action::Resume), now)
     });
@@ -454,7 +454,7 @@ fn a_resume_whose_cleanup_fails_says_the_guest_runs() {
         Fate::Refuse(Duration::ZERO),
     ];
     let mut qemu = qemu("paused").with_fates(fates);
-    qemu.fdsets.insert(0, "saved_state".into());
+    qemu.fdsets.insert(0, FdSet::with_fd("saved_state"));
     let (result, _, _) = run(&mut qemu, |now| {
         Control::new(ControlConfig::new(Action::Resume), now)
     });

@@ -2,12 +2,17 @@
 //! hypervisor or processes (the demo, the simulator): put it in front of a xenstore store,
 //! `(FixedHost, XenstoredStore)`.
 
+use std::collections::{BTreeMap, VecDeque};
+
+use xsio_core::OpId;
 use xsio_ops::{DomainState, HostOp, Op, OpError, OpErrorKind, ProcessExit, Reply};
 
-use crate::harness::{Actor, Harness, HarnessError, Store};
+use crate::harness::{Actor, Harness, HarnessError, Owner, Store};
 
-/// Answers every [`HostOp`] at once: the guest's state and the device model's liveness from
-/// its fields, a program as if it ran and exited 0 (`Kill`: done).
+/// Answers every [`HostOp`]: the guest's state and the device model's liveness from its
+/// fields, a program as if it ran and exited 0 (`Kill`: done), at once; the per-domain lock
+/// in process ([`HostOp::Lock`] is answered when the lock is free, waiters in the order they
+/// asked; [`HostOp::Unlock`] releases it or withdraws a waiter).
 ///
 /// ```
 /// use std::time::Instant;
@@ -33,6 +38,81 @@ pub struct FixedHost {
     pub guest: DomainState,
     /// Whether device models are alive; `None`: cannot tell (answered `Unsupported`).
     pub device_model_alive: Option<bool>,
+    /// The per-domain locks: who holds each, who waits.
+    locks: Locks,
+}
+
+/// The in-process per-domain locks.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+struct Locks {
+    /// Domain → the `Lock` request holding it.
+    held: BTreeMap<u32, (Owner, OpId)>,
+    /// `Lock` requests waiting, oldest first.
+    waiting: VecDeque<(u32, Owner, OpId)>,
+}
+
+impl FixedHost {
+    /// Who holds the lock of domain `domid` (the owner and the id of its `Lock` request).
+    pub fn lock_holder(&self, domid: u32) -> Option<(Owner, OpId)> {
+        self.locks.held.get(&domid).copied()
+    }
+
+    /// How many `Lock` requests wait.
+    pub fn lock_waiters(&self) -> usize {
+        self.locks.waiting.len()
+    }
+
+    /// Takes a lock request: answered now when free, else queued.
+    fn lock<A: Actor>(
+        &mut self,
+        harness: &mut Harness<A>,
+        domid: u32,
+        owner: Owner,
+        id: OpId,
+    ) -> Result<(), HarnessError> {
+        if self.locks.held.contains_key(&domid) {
+            self.locks.waiting.push_back((domid, owner, id));
+            return Ok(());
+        }
+        self.locks.held.insert(domid, (owner, id));
+        harness.reply(owner, id, Ok(Reply::Done))
+    }
+
+    /// Releases the lock `lock` of `owner` (or withdraws it from the queue), handing it to
+    /// the next waiter for that domain.
+    fn unlock<A: Actor>(
+        &mut self,
+        harness: &mut Harness<A>,
+        owner: Owner,
+        lock: OpId,
+    ) -> Result<(), HarnessError> {
+        if let Some(at) = self
+            .locks
+            .waiting
+            .iter()
+            .position(|&(_, o, id)| o == owner && id == lock)
+        {
+            self.locks.waiting.remove(at);
+            let cancelled = OpError::new(OpErrorKind::Cancelled, "unlocked while waiting");
+            return harness.reply(owner, lock, Err(cancelled));
+        }
+        let Some(domid) = self
+            .locks
+            .held
+            .iter()
+            .find(|(_, holder)| **holder == (owner, lock))
+            .map(|(domid, _)| *domid)
+        else {
+            return Ok(());
+        };
+        self.locks.held.remove(&domid);
+        if let Some(at) = self.locks.waiting.iter().position(|w| w.0 == domid) {
+            if let Some((domid, owner, id)) = self.locks.waiting.remove(at) {
+                self.lock(harness, domid, owner, id)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for FixedHost {
@@ -41,6 +121,7 @@ impl Default for FixedHost {
         FixedHost {
             guest: DomainState::Running,
             device_model_alive: Some(true),
+            locks: Locks::default(),
         }
     }
 }
@@ -57,6 +138,14 @@ impl<A: Actor> Store<A> for FixedHost {
                     continue;
                 };
                 let answer = match op {
+                    HostOp::Lock { domid } => {
+                        self.lock(harness, domid, owner, request.id)?;
+                        continue;
+                    }
+                    HostOp::Unlock { lock } => {
+                        self.unlock(harness, owner, lock)?;
+                        Ok(Reply::Done)
+                    }
                     HostOp::DomainInfo { .. } => Ok(Reply::Domain(self.guest)),
                     HostOp::DeviceModelAlive { .. } => match self.device_model_alive {
                         Some(alive) => Ok(Reply::DeviceModel { alive }),

@@ -14,6 +14,9 @@
 //! - [`xs`]: the one translation of xenstore operations onto the `xsio-xs-client` machine.
 //! - [`XenstoredStore`]: executes the xenstore operations on the real `xsio-xenstored` core
 //!   through one `xsio-xs-client` machine per connection, bytes and all, in process.
+//! - [`SimQemu`]: a QEMU in a box (QMP, fd sets, CD-ROM trays, faults on any request),
+//!   and [`Timed`], a machine with the times of its completions, for the QEMU machines'
+//!   tests.
 //! - [`MemStore`]: a tiny xenstore (nodes and watches, no permissions) that executes at
 //!   once: the store of the model checker, the benches and the property tests.
 //! - [`Harness::drive`]: runs a harness against a [`Store`] until nothing moves, jumping
@@ -61,6 +64,7 @@
 mod harness;
 mod host;
 mod mem;
+pub mod qemu;
 mod store;
 mod timers;
 pub mod xs;
@@ -68,6 +72,7 @@ pub mod xs;
 pub use harness::{Actor, ActorId, Conn, Harness, HarnessError, Owner, Record, Store};
 pub use host::FixedHost;
 pub use mem::{Executed, MemStore, MemWatch};
+pub use qemu::{SimQemu, Timed};
 pub use store::{MAX_OPS_PER_CONN, XenstoredStore};
 
 /// What [`actors!`] expands to names; not part of the API.

@@ -100,6 +100,8 @@ struct Link {
     handles: BTreeMap<FdHandle, OwnedFd>,
     /// The transcripts of this link's connections so far (when recording).
     transcript: String,
+    /// The connection is another store's too: take only the QEMU operations.
+    shared: bool,
 }
 
 #[derive(Debug)]
@@ -160,6 +162,15 @@ impl QemuLinks {
         self.add(harness, socket, None)
     }
 
+    /// Leads `conn`, a connection another store serves (`xsio_io_std::l2::XsLinks`' for a
+    /// machine that also speaks xenstore, such as a CD-ROM media change), also to the QEMU
+    /// listening on `socket`. On it this store takes only the QEMU operations (QMP, files,
+    /// the process) and leaves the rest to the other store; put it first in the pair,
+    /// `(QemuLinks, XsLinks)`.
+    pub fn attach_to(&mut self, conn: Conn, socket: &Path) {
+        self.links.push(Link::new(conn, socket, None, true));
+    }
+
     fn add<A: Actor>(
         &mut self,
         harness: &mut Harness<A>,
@@ -167,17 +178,7 @@ impl QemuLinks {
         process: Option<Process>,
     ) -> Conn {
         let conn = harness.connect();
-        self.links.push(Link {
-            conn,
-            socket: socket.to_owned(),
-            process,
-            exit_reported: false,
-            qmp: None,
-            connecting: Vec::new(),
-            commands: BTreeMap::new(),
-            handles: BTreeMap::new(),
-            transcript: String::new(),
-        });
+        self.links.push(Link::new(conn, socket, process, false));
         conn
     }
 
@@ -262,7 +263,7 @@ impl<A: Actor> Store<A> for QemuLinks {
             // The exit first: a machine whose command fails with the connection then
             // knows why.
             moved |= link.report_exit(harness);
-            while let Some((owner, request)) = harness.take_request(link.conn) {
+            while let Some((owner, request)) = link.take(harness) {
                 moved = true;
                 let answer = link.execute(
                     owner,
@@ -318,7 +319,36 @@ impl Pollable for QemuLinks {
     }
 }
 
+/// The operations a QEMU link executes.
+fn is_qemu_op(op: &Op) -> bool {
+    matches!(op, Op::Qmp(_) | Op::File(_) | Op::Process(_))
+}
+
 impl Link {
+    fn new(conn: Conn, socket: &Path, process: Option<Process>, shared: bool) -> Link {
+        Link {
+            conn,
+            socket: socket.to_owned(),
+            process,
+            exit_reported: false,
+            qmp: None,
+            connecting: Vec::new(),
+            commands: BTreeMap::new(),
+            handles: BTreeMap::new(),
+            transcript: String::new(),
+            shared,
+        }
+    }
+
+    /// The next request of this link's connection that it executes.
+    fn take<A: Actor>(&self, harness: &mut Harness<A>) -> Option<(Owner, xsio_ops::Request)> {
+        if self.shared {
+            harness.take_request_where(self.conn, is_qemu_op)
+        } else {
+            harness.take_request(self.conn)
+        }
+    }
+
     /// Executes one request; `None` when it is answered later.
     fn execute(
         &mut self,

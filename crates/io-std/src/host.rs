@@ -1,7 +1,9 @@
 //! The host operations of the toolstack machines ([`xsio_ops::HostOp`]) on a real host
 //! without a hypervisor library: programs are real child processes; the guest's state
 //! and the device model's liveness come from the caller (closures), who knows them from
-//! its hypervisor binding, its QMP connection, or a command-line flag.
+//! its hypervisor binding, its QMP connection, or a command-line flag; the per-domain lock
+//! on device changes is an exclusive `flock(2)` on a lock file per domain in the caller's
+//! lock directory ([`Host::lock_dir`]), so it serialises processes as well as machines.
 //!
 //! ```no_run
 //! use xsio_io_std::host::Host;
@@ -16,10 +18,13 @@
 //! ```
 
 use std::fmt;
+use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 
+use rustix::fs::{FlockOperation, flock};
 use rustix::process::{Pid, PidfdFlags, pidfd_open};
 use xsio_core::OpId;
 use xsio_harness::{Actor, Harness, HarnessError, Owner};
@@ -48,6 +53,30 @@ pub struct Host {
     domain_info: Option<DomainInfo>,
     device_model: Option<DeviceModel>,
     running: Vec<Running>,
+    lock_dir: Option<PathBuf>,
+    /// `Lock` requests: held (`held`) or still trying.
+    locks: Vec<FileLock>,
+    /// `Lock` requests withdrawn while waiting, to be answered `Cancelled`.
+    cancelled: Vec<(Owner, OpId)>,
+}
+
+/// A `Lock` request: its lock file, open; `held` once `flock` succeeded (closing the file
+/// releases it).
+struct FileLock {
+    owner: Owner,
+    id: OpId,
+    file: File,
+    held: bool,
+}
+
+/// The lock file of domain `domid` in `dir`.
+///
+/// ```
+/// let path = xsio_io_std::host::lock_file("/run/xen".as_ref(), 7);
+/// assert_eq!(path.to_str(), Some("/run/xen/xsio-device-changes-7.lock"));
+/// ```
+pub fn lock_file(dir: &Path, domid: u32) -> PathBuf {
+    dir.join(format!("xsio-device-changes-{domid}.lock"))
 }
 
 impl fmt::Debug for Host {
@@ -56,6 +85,8 @@ impl fmt::Debug for Host {
             .field("domain_info", &self.domain_info.is_some())
             .field("device_model", &self.device_model.is_some())
             .field("running", &self.running.len())
+            .field("lock_dir", &self.lock_dir)
+            .field("locks", &self.locks.len())
             .finish()
     }
 }
@@ -79,6 +110,18 @@ impl Host {
     pub fn device_model(mut self, alive: impl FnMut(u32) -> Option<bool> + 'static) -> Host {
         self.device_model = Some(Box::new(alive));
         self
+    }
+
+    /// Takes the per-domain locks ([`HostOp::Lock`]) on lock files in `dir` (created when
+    /// missing); without a lock directory they are answered [`OpErrorKind::Unsupported`].
+    pub fn lock_dir(mut self, dir: impl Into<PathBuf>) -> Host {
+        self.lock_dir = Some(dir.into());
+        self
+    }
+
+    /// How many locks are held for the machines.
+    pub fn locks_held(&self) -> usize {
+        self.locks.iter().filter(|l| l.held).count()
     }
 
     /// Programs started and not yet reaped.
@@ -128,6 +171,63 @@ impl Host {
                 }
                 Err(why) => Ok(Reply::Exited(ProcessExit::FailedToStart(why))),
             },
+            HostOp::Lock { domid } => {
+                let Some(dir) = &self.lock_dir else {
+                    return Some(unsupported("lock directory"));
+                };
+                let path = lock_file(dir, domid);
+                let opened = std::fs::create_dir_all(dir).and_then(|()| {
+                    std::fs::OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .create(true)
+                        .truncate(false)
+                        .open(&path)
+                });
+                match opened {
+                    Ok(file) => {
+                        let mut lock = FileLock {
+                            owner,
+                            id,
+                            file,
+                            held: false,
+                        };
+                        match lock.try_take() {
+                            Ok(true) => {
+                                self.locks.push(lock);
+                                Ok(Reply::Done)
+                            }
+                            Ok(false) => {
+                                self.locks.push(lock);
+                                return None;
+                            }
+                            Err(err) => Err(OpError::new(
+                                OpErrorKind::File,
+                                format!("{}: {err}", path.display()),
+                            )),
+                        }
+                    }
+                    Err(err) => Err(OpError::new(
+                        OpErrorKind::File,
+                        format!("{}: {err}", path.display()),
+                    )),
+                }
+            }
+            HostOp::Unlock { lock } => {
+                if let Some(at) = self
+                    .locks
+                    .iter()
+                    .position(|l| l.owner == owner && l.id == lock)
+                {
+                    let lock = self.locks.remove(at);
+                    if !lock.held {
+                        self.cancelled.push((lock.owner, lock.id));
+                    }
+                    // Closing the file releases the lock.
+                    drop(lock.file);
+                }
+                Ok(Reply::Done)
+            }
             HostOp::Kill { spawn } => {
                 if let Some(running) = self
                     .running
@@ -142,12 +242,40 @@ impl Host {
         })
     }
 
-    /// Answers the `Spawn` of every program that has ended. `Ok(true)` when any did.
+    /// Answers the `Spawn` of every program that has ended, and the `Lock` requests now
+    /// held or withdrawn. `Ok(true)` when any was.
     pub(crate) fn reap<A: Actor>(
         &mut self,
         harness: &mut Harness<A>,
     ) -> Result<bool, HarnessError> {
         let mut moved = false;
+        for (owner, id) in self.cancelled.drain(..) {
+            moved = true;
+            let cancelled = OpError::new(OpErrorKind::Cancelled, "unlocked while waiting");
+            harness.reply(owner, id, Err(cancelled))?;
+        }
+        let mut index = 0;
+        while index < self.locks.len() {
+            let lock = &mut self.locks[index];
+            if lock.held {
+                index += 1;
+                continue;
+            }
+            match lock.try_take() {
+                Ok(true) => {
+                    moved = true;
+                    harness.reply(lock.owner, lock.id, Ok(Reply::Done))?;
+                    index += 1;
+                }
+                Ok(false) => index += 1,
+                Err(err) => {
+                    moved = true;
+                    let lock = self.locks.remove(index);
+                    let failed = OpError::new(OpErrorKind::File, format!("flock: {err}"));
+                    harness.reply(lock.owner, lock.id, Err(failed))?;
+                }
+            }
+        }
         let mut index = 0;
         while index < self.running.len() {
             let status = match self.running[index].child.try_wait() {
@@ -172,9 +300,26 @@ impl Host {
         self.running.iter().filter_map(|r| r.pidfd.as_ref())
     }
 
-    /// Whether a child has no pidfd, so the driver must check on it by time.
+    /// Whether a child has no pidfd or a lock is awaited, so the driver must check on them
+    /// by time.
     pub(crate) fn needs_polling(&self) -> bool {
         self.running.iter().any(|r| r.pidfd.is_none())
+            || self.locks.iter().any(|l| !l.held)
+            || !self.cancelled.is_empty()
+    }
+}
+
+impl FileLock {
+    /// One non-blocking try: `Ok(true)` once held.
+    fn try_take(&mut self) -> std::io::Result<bool> {
+        match flock(&self.file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {
+                self.held = true;
+                Ok(true)
+            }
+            Err(rustix::io::Errno::WOULDBLOCK | rustix::io::Errno::INTR) => Ok(false),
+            Err(err) => Err(err.into()),
+        }
     }
 }
 

@@ -59,7 +59,7 @@ pub struct XsLinks {
     host: Option<Host>,
 }
 
-/// How often a child without a pidfd is checked on.
+/// How often a child without a pidfd, or a lock another holds, is checked on.
 const CHILD_CHECK: Duration = Duration::from_millis(10);
 
 /// Why [`run_until`] stopped without the condition holding.

@@ -9,6 +9,8 @@
 //! every L2 machine speaks this one vocabulary, one driver loop serves them all.
 //!
 //! - xenstore: [`XsOp`] (read, watch, unwatch, a guarded transaction);
+//! - the host: [`HostOp`] (a domain's state, the device model's liveness, programs, the
+//!   per-domain lock on device changes);
 //! - QEMU: [`QmpOp`] (open the QMP connection, run a command with descriptors),
 //!   [`FileOp`] (descriptors the driver holds as [`FdHandle`]s: a machine never holds an
 //!   fd), [`ProcessOp`] (kill the QEMU), and what QEMU reports on its own, [`PeerEvent`]
@@ -303,6 +305,24 @@ pub enum HostOp {
         /// The id of the `Spawn` request.
         spawn: OpId,
     },
+    /// Take the lock on device changes of domain `domid` (libxl's per-domain
+    /// `libxl-device-changes-lock`), so that two changes to one domain's devices never
+    /// interleave, whichever process makes them. The request stays in flight while another
+    /// holder has it: answer [`Reply::Done`] once this machine holds it. A driver serves
+    /// waiters in turn (in process: first come, first served; on a host: a lock file). The
+    /// machine keeps its own deadline and gives the lock back with [`HostOp::Unlock`]; a
+    /// driver that ends releases whatever its machines still hold.
+    Lock {
+        /// The domain whose device changes are serialised.
+        domid: u32,
+    },
+    /// Give back the lock taken by this machine's [`HostOp::Lock`] request `lock`, or stop
+    /// waiting for it: answer [`Reply::Done`]; a `Lock` still waiting is then answered with
+    /// an error of kind [`OpErrorKind::Cancelled`].
+    Unlock {
+        /// The id of the `Lock` request.
+        lock: OpId,
+    },
 }
 
 /// A domain's state, as the hypervisor reports it (libxl's dominfo flags).
@@ -469,6 +489,9 @@ pub enum OpErrorKind {
     /// The driver cannot execute this kind of operation (a host operation on a store that
     /// is only xenstore).
     Unsupported,
+    /// The machine withdrew the request before it could be done (a [`HostOp::Lock`] still
+    /// waiting when its [`HostOp::Unlock`] came).
+    Cancelled,
 }
 
 /// A failed operation, as a driver reports it.
