@@ -27,12 +27,38 @@ pub enum Format {
 
 impl Format {
     /// The prefix of a QEMU backend's `params` (libxl names raw `aio`).
-    fn params_prefix(self) -> &'static str {
+    ///
+    /// ```
+    /// use xsio_device::disk::Format;
+    ///
+    /// assert_eq!(Format::Raw.params_prefix(), "aio");
+    /// assert_eq!(Format::Vhd.params_prefix(), "vhd");
+    /// ```
+    pub fn params_prefix(self) -> &'static str {
         match self {
             Format::Raw => "aio",
             Format::Qcow => "qcow",
             Format::Qcow2 => "qcow2",
             Format::Vhd => "vhd",
+            Format::Qed => "qed",
+        }
+    }
+
+    /// QEMU's name of the format's block driver (`blockdev-change-medium`'s `format`):
+    /// QEMU calls VHD `vpc`.
+    ///
+    /// ```
+    /// use xsio_device::disk::Format;
+    ///
+    /// assert_eq!(Format::Vhd.qemu_driver(), "vpc");
+    /// assert_eq!(Format::Raw.qemu_driver(), "raw");
+    /// ```
+    pub fn qemu_driver(self) -> &'static str {
+        match self {
+            Format::Raw => "raw",
+            Format::Qcow => "qcow",
+            Format::Qcow2 => "qcow2",
+            Format::Vhd => "vpc",
             Format::Qed => "qed",
         }
     }

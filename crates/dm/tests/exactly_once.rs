@@ -4,18 +4,17 @@
 //! QEMU dying at any step (its exit before or after the connection's end), timeouts from a
 //! few milliseconds to `Duration::MAX`, and a clock near the end of `Instant`'s range.
 
-
 use std::time::{Duration, Instant};
 
-use xsio_harness::qemu::{Fate, Seen};
-use xsio_harness::{SimQemu, Timed};
 use proptest::prelude::*;
 use xsio_core::{deadline, last_instant};
 use xsio_dm::{
     Action, Control, ControlConfig, ControlError, Ready, Save, SaveConfig, SaveError, Saved,
     Shutdown, ShutdownConfig, ShutdownError, StartConfig, StartError, StartUp, Stopped,
 };
+use xsio_harness::qemu::{Fate, Seen};
 use xsio_harness::{ActorId, Harness};
+use xsio_harness::{SimQemu, Timed};
 use xsio_ops::{ProcessExit, QemuVersion};
 
 xsio_harness::actors! {

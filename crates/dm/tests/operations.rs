@@ -1,17 +1,16 @@
 //! Each operation's paths, one test each, against the QEMU in a box with virtual time.
 
-
 use std::time::{Duration, Instant};
 
-use xsio_harness::qemu::{Fate, FdSet, Seen};
-use xsio_harness::{SimQemu, Timed};
 use serde_json::json;
 use xsio_core::Machine;
 use xsio_dm::{
     Action, Control, ControlConfig, ControlError, Ready, Save, SaveConfig, SaveError, SaveStep,
     Saved, Shutdown, ShutdownConfig, ShutdownError, StartConfig, StartError, StartUp, Stopped,
 };
+use xsio_harness::qemu::{Fate, FdSet, Seen};
 use xsio_harness::{Actor, ActorId, Harness};
+use xsio_harness::{SimQemu, Timed};
 use xsio_ops::{
     FileAccess, FileOp, Input, InputError, Op, OpErrorKind, OpenFile, Output, PeerEvent,
     ProcessExit, QemuVersion, QmpOp, QmpSession, Reply,

@@ -224,6 +224,17 @@ pub trait Store<A: Actor> {
     }
 }
 
+/// A store lent to a pair for a while (a test's fault injector in front of it).
+impl<A: Actor, S: Store<A>> Store<A> for &mut S {
+    fn step(&mut self, harness: &mut Harness<A>) -> Result<bool, HarnessError> {
+        (**self).step(harness)
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        (**self).next_deadline()
+    }
+}
+
 /// Two stores as one: the first steps first, so it takes the requests it executes before
 /// the second sees them (a host simulator in front of a xenstore that answers host
 /// operations with [`OpErrorKind::Unsupported`](xsio_ops::OpErrorKind::Unsupported)).

@@ -146,6 +146,11 @@ impl<A: Actor> Store<A> for SimHost {
                         }
                         Ok(Reply::Done)
                     }
+                    // Device add and removal take no lock.
+                    HostOp::Lock { .. } | HostOp::Unlock { .. } => Err(OpError::new(
+                        OpErrorKind::Unsupported,
+                        "no locks in this host",
+                    )),
                 };
                 h.reply(owner, request.id, answer)?;
             }
