@@ -3,6 +3,7 @@
 //! Each subcommand lives in its own module and is a thin driver over a machine crate.
 #![forbid(unsafe_code)]
 
+mod cdrom;
 mod demo;
 mod device;
 mod dm;
@@ -38,6 +39,9 @@ enum Command {
     /// Add or remove a device (libxl's removal with the QEMU bodge, hotplug scripts),
     /// against XENSTORED_PATH; or remove every device of a domain.
     Device(device::Args),
+    /// Insert or eject a guest's CD-ROM medium: through its QEMU (--qmp, the image passed
+    /// as a descriptor) or by the xenstore rewrite, against XENSTORED_PATH.
+    Cdrom(cdrom::Args),
     /// Run QEMU as a device model on a QMP socket bound here first (no polling), and save
     /// its device state, resume, pause or quit it through that socket.
     Dm(dm::Args),
@@ -58,6 +62,7 @@ fn main() -> ExitCode {
         Command::Sim(args) => sim::run(&args),
         Command::Device(args) => device::run(&args),
         Command::Dm(args) => dm::run(&args),
+        Command::Cdrom(args) => cdrom::run(&args),
         Command::Vbd(args) => vbd::run(&args),
         Command::Xenstored(args) => xenstored::run(&args),
         Command::Qmp(args) => qmp::run(&args),
