@@ -234,6 +234,50 @@ fn insert_and_eject_through_qemu_with_the_image_as_an_fd() {
     );
 }
 
+fn a_refused_change_leaves_no_fd_set_and_xenstore_agreeing_with_query_block() {
+    let bed = Bed::new("qemu_xen");
+    let mut guest = Guest::start();
+    let out = bed.cdrom(&[
+        "insert",
+        "--domain",
+        "5",
+        "--vdev",
+        "hdc",
+        "--image",
+        bed.image(),
+        "--qmp",
+        guest.socket(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Zeros are no qcow2 image: QEMU refuses the change after the eject.
+    let out = bed.cdrom(&[
+        "insert",
+        "--domain",
+        "5",
+        "--vdev",
+        "hdc",
+        "--image",
+        bed.image(),
+        "--format",
+        "qcow2",
+        "--qmp",
+        guest.socket(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("blockdev-change-medium failed"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(guest.medium(), None, "ejected, nothing inserted");
+    assert_eq!(bed.params(), "", "xenstore agrees with query-block");
+    assert_eq!(
+        guest.query("query-fdsets"),
+        Value::Array(Vec::new()),
+        "no fd set left"
+    );
+}
+
 fn the_xenstore_path_is_read_back_by_xenstore_read() {
     let bed = Bed::new("qemu_xen_traditional");
     let out = bed.cdrom(&[
@@ -463,6 +507,11 @@ fn main() -> std::process::ExitCode {
             "insert_and_eject_through_qemu_with_the_image_as_an_fd",
             &[&utils, &qemu],
             insert_and_eject_through_qemu_with_the_image_as_an_fd,
+        )
+        .test(
+            "a_refused_change_leaves_no_fd_set_and_xenstore_agreeing_with_query_block",
+            &[&utils, &qemu],
+            a_refused_change_leaves_no_fd_set_and_xenstore_agreeing_with_query_block,
         )
         .test(
             "the_xenstore_path_is_read_back_by_xenstore_read",

@@ -87,8 +87,8 @@ enum Lock {
 ///
 /// See the [crate documentation](crate) for the steps. The machine holds no descriptor
 /// and no socket: the per-domain lock is [`HostOp::Lock`], the image is opened by the
-/// driver ([`FileOp::Open`], read-only) and passed along with `add-fd`. It completes
-/// exactly once with a [`Changed`] or a [`CdromError`]; a failure is reported after the
+/// driver ([`FileOp::Open`](xsio_ops::FileOp::Open), read-only) and passed along with
+/// `add-fd`. It completes exactly once with a [`Changed`] or a [`CdromError`]; a failure is reported after the
 /// cleanup (transaction aborted, descriptor closed, fd set removed, xenstore set to what
 /// QEMU holds, lock given back), a timeout at once (the cleanup then goes on).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
