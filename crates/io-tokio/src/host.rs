@@ -147,6 +147,9 @@ impl Host {
                 }
                 Ok(Reply::Done)
             }
+            // The per-domain lock files are io-std's `Host` for now (the CD-ROM change runs
+            // there); a machine that needs the lock fails here with a clear error.
+            HostOp::Lock { .. } | HostOp::Unlock { .. } => unsupported("per-domain lock"),
         })
     }
 
