@@ -345,6 +345,11 @@ impl SimHost {
                 }
                 Ok(Reply::Done)
             }
+            // No scenario changes a CD-ROM's medium yet, the one user of the lock.
+            HostOp::Lock { .. } | HostOp::Unlock { .. } => Err(OpError::new(
+                OpErrorKind::Unsupported,
+                "no per-domain lock in the simulator",
+            )),
         };
         harness.reply(owner, id, answer)
     }
