@@ -26,6 +26,22 @@ use xsio_testkit::peer::Tests;
 use xsio_testkit::qemu::{self, PAUSED_PC, Qemu};
 use xsio_testkit::xenstored::xenstore_utils;
 
+// The tests that change a medium in QEMU.
+const WITH_QEMU: &[(&str, fn())] = xsio_testkit::tests![
+    insert_and_eject_through_qemu_with_the_image_as_an_fd,
+    a_refused_change_leaves_no_fd_set_and_xenstore_agreeing_with_query_block,
+    qemu_killed_between_add_fd_and_the_change_fails_once_and_leaves_nothing
+];
+
+// The tests that stop before QEMU.
+const XENSTORE_ONLY: &[(&str, fn())] = xsio_testkit::tests![
+    the_xenstore_path_is_read_back_by_xenstore_read,
+    a_stub_domain_and_a_disk_are_refused_with_their_errors
+];
+
+// The test of the per-domain lock, held by flock(1).
+const WITH_FLOCK: &[(&str, fn())] = xsio_testkit::tests![a_change_waits_for_the_domain_s_lock];
+
 const BE: &str = "/local/domain/0/backend/qdisk/5/5632";
 const ENTRY: &str = "/libxl/5/device/vbd/5632";
 
@@ -73,6 +89,38 @@ impl Bed {
         self.image.to_str().unwrap()
     }
 
+    /// The arguments of `xsio cdrom insert` of the image into domain 5's `hdc`, then `extra`.
+    fn insert_args<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec![
+            "insert",
+            "--domain",
+            "5",
+            "--vdev",
+            "hdc",
+            "--image",
+            self.image(),
+        ];
+        args.extend_from_slice(extra);
+        args
+    }
+
+    /// The arguments of `xsio cdrom eject` of domain 5's `hdc`, then `extra`.
+    fn eject_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec!["eject", "--domain", "5", "--vdev", "hdc"];
+        args.extend_from_slice(extra);
+        args
+    }
+
+    /// `xsio cdrom insert` of the image into `hdc` with `extra` arguments (see [`Bed::cdrom`]).
+    fn insert(&self, extra: &[&str]) -> Output {
+        self.cdrom(&self.insert_args(extra))
+    }
+
+    /// `xsio cdrom eject` of `hdc` with `extra` arguments (see [`Bed::cdrom`]).
+    fn eject(&self, extra: &[&str]) -> Output {
+        self.cdrom(&Bed::eject_args(extra))
+    }
+
     /// `xsio cdrom ARGS --lock-dir ...` against the daemon (60 s at most).
     fn cdrom(&self, args: &[&str]) -> Output {
         let out = output_within(
@@ -118,6 +166,22 @@ impl Bed {
         );
         be
     }
+}
+
+/// Checks that the drive is empty (`after` says why it should be) as QEMU's `query-block`
+/// and xenstore both see it, with no fd set left in QEMU.
+fn assert_drive_empty(bed: &Bed, guest: &mut Guest, after: &str) {
+    assert_eq!(guest.medium(), None, "{after}: QEMU's drive is empty");
+    assert_eq!(
+        bed.params(),
+        "",
+        "{after}: xenstore agrees with query-block"
+    );
+    assert_eq!(
+        guest.query("query-fdsets"),
+        Value::Array(Vec::new()),
+        "{after}: no fd set left"
+    );
 }
 
 fn stderr(out: &Output) -> String {
@@ -183,17 +247,7 @@ impl Guest {
 fn insert_and_eject_through_qemu_with_the_image_as_an_fd() {
     let bed = Bed::new("qemu_xen");
     let mut guest = Guest::start();
-    let out = bed.cdrom(&[
-        "insert",
-        "--domain",
-        "5",
-        "--vdev",
-        "hdc",
-        "--image",
-        bed.image(),
-        "--qmp",
-        guest.socket(),
-    ]);
+    let out = bed.insert(&["--qmp", guest.socket()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let file = guest.medium().expect("a medium");
     assert!(
@@ -215,97 +269,37 @@ fn insert_and_eject_through_qemu_with_the_image_as_an_fd() {
         "{sets}"
     );
 
-    let out = bed.cdrom(&[
-        "eject",
-        "--domain",
-        "5",
-        "--vdev",
-        "hdc",
-        "--qmp",
-        guest.socket(),
-    ]);
+    let out = bed.eject(&["--qmp", guest.socket()]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(guest.medium(), None);
-    assert_eq!(bed.params(), "");
-    assert_eq!(
-        guest.query("query-fdsets"),
-        Value::Array(Vec::new()),
-        "no fd set left"
-    );
+    assert_drive_empty(&bed, &mut guest, "ejected");
 }
 
 fn a_refused_change_leaves_no_fd_set_and_xenstore_agreeing_with_query_block() {
     let bed = Bed::new("qemu_xen");
     let mut guest = Guest::start();
-    let out = bed.cdrom(&[
-        "insert",
-        "--domain",
-        "5",
-        "--vdev",
-        "hdc",
-        "--image",
-        bed.image(),
-        "--qmp",
-        guest.socket(),
-    ]);
+    let out = bed.insert(&["--qmp", guest.socket()]);
     assert!(out.status.success(), "{}", stderr(&out));
     // Zeros are no qcow2 image: QEMU refuses the change after the eject.
-    let out = bed.cdrom(&[
-        "insert",
-        "--domain",
-        "5",
-        "--vdev",
-        "hdc",
-        "--image",
-        bed.image(),
-        "--format",
-        "qcow2",
-        "--qmp",
-        guest.socket(),
-    ]);
+    let out = bed.insert(&["--format", "qcow2", "--qmp", guest.socket()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("blockdev-change-medium failed"),
         "{}",
         stderr(&out)
     );
-    assert_eq!(guest.medium(), None, "ejected, nothing inserted");
-    assert_eq!(bed.params(), "", "xenstore agrees with query-block");
-    assert_eq!(
-        guest.query("query-fdsets"),
-        Value::Array(Vec::new()),
-        "no fd set left"
-    );
+    assert_drive_empty(&bed, &mut guest, "ejected, nothing inserted");
 }
 
 fn the_xenstore_path_is_read_back_by_xenstore_read() {
     let bed = Bed::new("qemu_xen_traditional");
-    let out = bed.cdrom(&[
-        "insert",
-        "--domain",
-        "5",
-        "--vdev",
-        "hdc",
-        "--image",
-        bed.image(),
-    ]);
+    let out = bed.insert(&[]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(bed.params(), format!("aio:{}", bed.image()));
     assert_eq!(bed.read(&format!("{BE}/type")), "qdisk");
-    let out = bed.cdrom(&[
-        "insert",
-        "--domain",
-        "5",
-        "--vdev",
-        "hdc",
-        "--image",
-        bed.image(),
-        "--format",
-        "vhd",
-    ]);
+    let out = bed.insert(&["--format", "vhd"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(bed.params(), format!("vhd:{}", bed.image()));
-    let out = bed.cdrom(&["eject", "--domain", "5", "--vdev", "hdc"]);
+    let out = bed.eject(&[]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(bed.params(), "");
 }
@@ -316,7 +310,7 @@ fn a_stub_domain_and_a_disk_are_refused_with_their_errors() {
         "xenstore-write",
         &["/local/domain/5/image/device-model-domid", "6"],
     );
-    let out = bed.cdrom(&["eject", "--domain", "5", "--vdev", "hdc"]);
+    let out = bed.eject(&[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("stub domain 6"), "{}", stderr(&out));
     bed.daemon.ok(
@@ -325,7 +319,7 @@ fn a_stub_domain_and_a_disk_are_refused_with_their_errors() {
     );
     bed.daemon
         .ok("xenstore-write", &[&format!("{BE}/device-type"), "disk"]);
-    let out = bed.cdrom(&["eject", "--domain", "5", "--vdev", "hdc"]);
+    let out = bed.eject(&[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("not a cdrom"), "{}", stderr(&out));
     let out = bed.cdrom(&["eject", "--domain", "5", "--vdev", "hdd"]);
@@ -466,22 +460,8 @@ fn a_change_waits_for_the_domain_s_lock() {
     std::thread::sleep(Duration::from_millis(200));
     #[allow(clippy::disallowed_methods)] // a test timing a wait on a real lock
     let asked = Instant::now();
-    let first = bed
-        .command(&[
-            "insert",
-            "--domain",
-            "5",
-            "--vdev",
-            "hdc",
-            "--image",
-            bed.image(),
-        ])
-        .spawn()
-        .unwrap();
-    let second = bed
-        .command(&["eject", "--domain", "5", "--vdev", "hdc"])
-        .spawn()
-        .unwrap();
+    let first = bed.command(&bed.insert_args(&[])).spawn().unwrap();
+    let second = bed.command(&Bed::eject_args(&[])).spawn().unwrap();
     let first = first.wait_with_output().unwrap();
     let second = second.wait_with_output().unwrap();
     let waited = asked.elapsed();
@@ -503,35 +483,8 @@ fn main() -> std::process::ExitCode {
     let qemu = qemu::peer();
     let flock = xsio_testkit::peer::Peer::on_path("flock");
     Tests::new()
-        .test(
-            "insert_and_eject_through_qemu_with_the_image_as_an_fd",
-            &[&utils, &qemu],
-            insert_and_eject_through_qemu_with_the_image_as_an_fd,
-        )
-        .test(
-            "a_refused_change_leaves_no_fd_set_and_xenstore_agreeing_with_query_block",
-            &[&utils, &qemu],
-            a_refused_change_leaves_no_fd_set_and_xenstore_agreeing_with_query_block,
-        )
-        .test(
-            "the_xenstore_path_is_read_back_by_xenstore_read",
-            &[&utils],
-            the_xenstore_path_is_read_back_by_xenstore_read,
-        )
-        .test(
-            "a_stub_domain_and_a_disk_are_refused_with_their_errors",
-            &[&utils],
-            a_stub_domain_and_a_disk_are_refused_with_their_errors,
-        )
-        .test(
-            "qemu_killed_between_add_fd_and_the_change_fails_once_and_leaves_nothing",
-            &[&utils, &qemu],
-            qemu_killed_between_add_fd_and_the_change_fails_once_and_leaves_nothing,
-        )
-        .test(
-            "a_change_waits_for_the_domain_s_lock",
-            &[&utils, &flock],
-            a_change_waits_for_the_domain_s_lock,
-        )
+        .each(&[&utils, &qemu], WITH_QEMU)
+        .each(&[&utils], XENSTORE_ONLY)
+        .each(&[&utils, &flock], WITH_FLOCK)
         .run()
 }

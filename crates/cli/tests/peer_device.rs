@@ -17,6 +17,17 @@ use xsio_testkit::peer::Tests;
 use xsio_testkit::process::Group;
 use xsio_testkit::xenstored::xenstore_utils;
 
+// The tests `main` runs, each checked through xenstore-utils.
+const TESTS: &[(&str, fn())] = xsio_testkit::tests![
+    normal_removal,
+    paused_guest_with_a_qemu_backend_is_bodged,
+    paused_guest_with_a_live_qemu_is_not_closed_blind,
+    dead_frontend_escalates_then_times_out_typed_and_prunes,
+    vanished_backend_is_a_clean_end,
+    destroy_all_removes_every_device_of_the_domain,
+    a_missing_device_and_bad_arguments_fail_with_the_error
+];
+
 const DISK: &str = "vdev=xvda,format=raw,access=rw,devtype=disk,target=/srv/guest3.img";
 const BE: &str = "/local/domain/0/backend/vbd/3/51712";
 const QBE: &str = "/local/domain/0/backend/qdisk/3/51712";
@@ -332,37 +343,5 @@ fn a_missing_device_and_bad_arguments_fail_with_the_error() {
 
 fn main() -> std::process::ExitCode {
     let utils = xenstore_utils();
-    let tests: [(&str, fn()); 7] = [
-        ("normal_removal", normal_removal),
-        (
-            "paused_guest_with_a_qemu_backend_is_bodged",
-            paused_guest_with_a_qemu_backend_is_bodged,
-        ),
-        (
-            "paused_guest_with_a_live_qemu_is_not_closed_blind",
-            paused_guest_with_a_live_qemu_is_not_closed_blind,
-        ),
-        (
-            "dead_frontend_escalates_then_times_out_typed_and_prunes",
-            dead_frontend_escalates_then_times_out_typed_and_prunes,
-        ),
-        (
-            "vanished_backend_is_a_clean_end",
-            vanished_backend_is_a_clean_end,
-        ),
-        (
-            "destroy_all_removes_every_device_of_the_domain",
-            destroy_all_removes_every_device_of_the_domain,
-        ),
-        (
-            "a_missing_device_and_bad_arguments_fail_with_the_error",
-            a_missing_device_and_bad_arguments_fail_with_the_error,
-        ),
-    ];
-    tests
-        .into_iter()
-        .fold(Tests::new(), |all, (name, body)| {
-            all.test(name, &[&utils], body)
-        })
-        .run()
+    Tests::new().each(&[&utils], TESTS).run()
 }

@@ -11,6 +11,16 @@ use xsio_testkit::peer::Tests;
 use xsio_testkit::process::{output_within, wait_with_timeout};
 use xsio_testkit::qemu::{self, BARE_PAUSED_PC, QEMU};
 
+// The tests that run QEMU.
+const WITH_QEMU: &[(&str, fn())] = xsio_testkit::tests![
+    run_in_the_background_then_save_cont_stop_and_quit,
+    run_in_the_foreground_waits_for_qemu_and_exits_with_its_status,
+    a_qemu_that_cannot_start_is_reported_with_its_status_and_message
+];
+
+// The test that needs no QEMU.
+const NO_QEMU: &[(&str, fn())] = xsio_testkit::tests![commands_on_a_socket_nobody_listens_on_fail];
+
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn xsio(args: &[&str]) -> Output {
@@ -174,25 +184,7 @@ fn commands_on_a_socket_nobody_listens_on_fail() {
 fn main() -> std::process::ExitCode {
     let qemu = qemu::peer();
     Tests::new()
-        .test(
-            "run_in_the_background_then_save_cont_stop_and_quit",
-            &[&qemu],
-            run_in_the_background_then_save_cont_stop_and_quit,
-        )
-        .test(
-            "run_in_the_foreground_waits_for_qemu_and_exits_with_its_status",
-            &[&qemu],
-            run_in_the_foreground_waits_for_qemu_and_exits_with_its_status,
-        )
-        .test(
-            "a_qemu_that_cannot_start_is_reported_with_its_status_and_message",
-            &[&qemu],
-            a_qemu_that_cannot_start_is_reported_with_its_status_and_message,
-        )
-        .test(
-            "commands_on_a_socket_nobody_listens_on_fail",
-            &[],
-            commands_on_a_socket_nobody_listens_on_fail,
-        )
+        .each(&[&qemu], WITH_QEMU)
+        .each(&[], NO_QEMU)
         .run()
 }

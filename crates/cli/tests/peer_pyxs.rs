@@ -9,6 +9,13 @@ use std::time::Duration;
 use common::{Daemon, output_within};
 use xsio_testkit::peer::{Peer, Tests};
 
+// The tests `main` runs, each through pyxs.
+const TESTS: &[(&str, fn())] = xsio_testkit::tests![
+    reads_writes_and_permissions,
+    transactions_commit_abort_and_conflict,
+    watches_fire_for_other_clients_writes
+];
+
 const PYXS: &str = "/usr/lib/python3/dist-packages/pyxs/__init__.py";
 
 /// Runs `script` with `/usr/bin/python3`; `sys.argv[1]` is dom0's socket, `sys.argv[2]` the
@@ -113,21 +120,5 @@ fn watches_fire_for_other_clients_writes() {
 
 fn main() -> std::process::ExitCode {
     let pyxs = Peer::file(PYXS);
-    Tests::new()
-        .test(
-            "reads_writes_and_permissions",
-            &[&pyxs],
-            reads_writes_and_permissions,
-        )
-        .test(
-            "transactions_commit_abort_and_conflict",
-            &[&pyxs],
-            transactions_commit_abort_and_conflict,
-        )
-        .test(
-            "watches_fire_for_other_clients_writes",
-            &[&pyxs],
-            watches_fire_for_other_clients_writes,
-        )
-        .run()
+    Tests::new().each(&[&pyxs], TESTS).run()
 }

@@ -9,6 +9,12 @@ use serde_json::Value;
 use xsio_testkit::peer::Tests;
 use xsio_testkit::qemu::{self, PAUSED_PC, Qemu};
 
+// The tests `main` runs, each against QEMU.
+const TESTS: &[(&str, fn())] = xsio_testkit::tests![
+    a_command_prints_its_reply_and_an_error_its_class,
+    events_print_as_json_lines
+];
+
 /// A paused PC guest with two QMP monitors (one listens for events while the other acts);
 /// killed when dropped.
 fn paused_pc() -> Option<Qemu> {
@@ -78,16 +84,5 @@ fn events_print_as_json_lines() {
 
 fn main() -> std::process::ExitCode {
     let qemu = qemu::peer();
-    Tests::new()
-        .test(
-            "a_command_prints_its_reply_and_an_error_its_class",
-            &[&qemu],
-            a_command_prints_its_reply_and_an_error_its_class,
-        )
-        .test(
-            "events_print_as_json_lines",
-            &[&qemu],
-            events_print_as_json_lines,
-        )
-        .run()
+    Tests::new().each(&[&qemu], TESTS).run()
 }

@@ -12,6 +12,17 @@ use common::{Daemon, output_within, wait_with_timeout};
 use xsio_testkit::peer::{Peer, Tests};
 use xsio_testkit::xenstored::xenstore_utils;
 
+// The runs checked afterwards with xenstore-utils.
+const WITH_UTILS: &[(&str, fn())] = xsio_testkit::tests![
+    every_test_of_the_suite_passes,
+    a_random_run_passes,
+    the_suite_passes_as_an_unprivileged_guest,
+    four_concurrent_runs_pass
+];
+
+// The runs of each test alone.
+const SUITE_ONLY: &[(&str, fn())] = xsio_testkit::tests![each_test_alone_passes];
+
 const SUITE: &str = "/usr/lib/xen-4.17/bin/test-xenstore";
 
 fn suite(daemon: &Daemon, args: &[&str], limit: Duration) -> String {
@@ -180,26 +191,7 @@ fn main() -> std::process::ExitCode {
     // The checks after a run (nothing left behind, the guest's home) use xenstore-utils.
     let utils = xenstore_utils();
     Tests::new()
-        .test(
-            "every_test_of_the_suite_passes",
-            &[&suite, &utils],
-            every_test_of_the_suite_passes,
-        )
-        .test("each_test_alone_passes", &[&suite], each_test_alone_passes)
-        .test(
-            "a_random_run_passes",
-            &[&suite, &utils],
-            a_random_run_passes,
-        )
-        .test(
-            "the_suite_passes_as_an_unprivileged_guest",
-            &[&suite, &utils],
-            the_suite_passes_as_an_unprivileged_guest,
-        )
-        .test(
-            "four_concurrent_runs_pass",
-            &[&suite, &utils],
-            four_concurrent_runs_pass,
-        )
+        .each(&[&suite, &utils], WITH_UTILS)
+        .each(&[&suite], SUITE_ONLY)
         .run()
 }

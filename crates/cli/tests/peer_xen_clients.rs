@@ -11,6 +11,15 @@ use xsio_testkit::xen::{Flavour, World, XenStored};
 use xsio_xs_client::Config;
 use xsio_xs_wire::{Access, ErrorKind, Perm};
 
+// The tests `main` runs, each with Xen's C xenstored under the shim.
+const TESTS: &[(&str, fn())] = xsio_testkit::tests![
+    transactions_retry_on_real_eagain,
+    a_guest_transaction_retries_over_its_ring,
+    a_guest_watch_sees_dom0_writes,
+    a_large_directory_comes_in_chunks,
+    a_guest_is_refused_what_it_may_not_see
+];
+
 fn daemon() -> (World, XenStored) {
     let world = World::new().expect("cc is there: the harness checked");
     let daemon = XenStored::start(&world, Flavour::C, &[]).expect("xenstored is there");
@@ -133,31 +142,5 @@ fn main() -> std::process::ExitCode {
     let cc = Peer::runs("cc", "cc", &["--version"]);
     let xen = Peer::file(Flavour::C.program());
     let needs: &[&Peer] = &[&cc, &xen];
-    Tests::new()
-        .test(
-            "transactions_retry_on_real_eagain",
-            needs,
-            transactions_retry_on_real_eagain,
-        )
-        .test(
-            "a_guest_transaction_retries_over_its_ring",
-            needs,
-            a_guest_transaction_retries_over_its_ring,
-        )
-        .test(
-            "a_guest_watch_sees_dom0_writes",
-            needs,
-            a_guest_watch_sees_dom0_writes,
-        )
-        .test(
-            "a_large_directory_comes_in_chunks",
-            needs,
-            a_large_directory_comes_in_chunks,
-        )
-        .test(
-            "a_guest_is_refused_what_it_may_not_see",
-            needs,
-            a_guest_is_refused_what_it_may_not_see,
-        )
-        .run()
+    Tests::new().each(needs, TESTS).run()
 }

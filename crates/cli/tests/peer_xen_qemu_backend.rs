@@ -29,6 +29,14 @@ use xsio_vbd::Vbd;
 use xsio_xenbus::block::{BlockDevice, BlockKind, BlockTransport, Mode, Protocol};
 use xsio_xenbus::{Frontend, FrontendEvent, XenbusState};
 
+// The tests `main` runs, each with QEMU's Xen backend under the shim.
+const TESTS: &[(&str, fn())] = xsio_testkit::tests![
+    frontend_connects_reads_writes_and_closes_with_qemu,
+    toolstack_unplug_ends_the_frontend,
+    clean_exit_with_the_device_connected,
+    killed_qemu_cleans_nothing
+];
+
 xsio_harness::actors! {
     /// The one machine of the test.
     enum Machine / Event {
@@ -422,25 +430,5 @@ fn killed_qemu_cleans_nothing() {
 fn main() -> std::process::ExitCode {
     let cc = Peer::runs("cc", "cc", &["--version"]);
     let qemu = Peer::file(XEN_QEMU);
-    let tests: [(&str, fn()); 4] = [
-        (
-            "frontend_connects_reads_writes_and_closes_with_qemu",
-            frontend_connects_reads_writes_and_closes_with_qemu,
-        ),
-        (
-            "toolstack_unplug_ends_the_frontend",
-            toolstack_unplug_ends_the_frontend,
-        ),
-        (
-            "clean_exit_with_the_device_connected",
-            clean_exit_with_the_device_connected,
-        ),
-        ("killed_qemu_cleans_nothing", killed_qemu_cleans_nothing),
-    ];
-    tests
-        .into_iter()
-        .fold(Tests::new(), |all, (name, body)| {
-            all.test(name, &[&cc, &qemu], body)
-        })
-        .run()
+    Tests::new().each(&[&cc, &qemu], TESTS).run()
 }

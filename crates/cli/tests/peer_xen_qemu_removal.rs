@@ -38,6 +38,23 @@ use xsio_xenbus::block::{BlockDevice, BlockKind, BlockTransport, Mode, Protocol}
 use xsio_xenbus::{Frontend, FrontendEvent, XenbusState};
 use xsio_xs_wire::{Access, Perm};
 
+// The removals on our xenstored.
+const ON_OURS: &[(&str, fn())] = xsio_testkit::tests![
+    normal_unplug_on_our_xenstored,
+    clean_exit_in_the_middle_of_a_removal_on_our_xenstored,
+    killed_qemu_with_a_paused_guest_is_bodged_on_our_xenstored,
+    live_qemu_with_a_paused_guest_is_not_closed_blind_on_our_xenstored,
+    live_qemu_with_a_guest_paused_throughout_escalates
+];
+
+// The same removals on Xen's C xenstored.
+const ON_XEN: &[(&str, fn())] = xsio_testkit::tests![
+    normal_unplug_on_xen_c_xenstored,
+    clean_exit_in_the_middle_of_a_removal_on_xen_c_xenstored,
+    killed_qemu_with_a_paused_guest_is_bodged_on_xen_c_xenstored,
+    live_qemu_with_a_paused_guest_is_not_closed_blind_on_xen_c_xenstored
+];
+
 xsio_harness::actors! {
     /// The guest's frontend and the toolstack's operations, side by side.
     enum Machine / Event {
@@ -802,50 +819,7 @@ fn main() -> std::process::ExitCode {
     let ours: &[&Peer] = &[&cc, &qemu];
     let with_xen: &[&Peer] = &[&cc, &qemu, &xen];
     Tests::new()
-        .test(
-            "normal_unplug_on_our_xenstored",
-            ours,
-            normal_unplug_on_our_xenstored,
-        )
-        .test(
-            "normal_unplug_on_xen_c_xenstored",
-            with_xen,
-            normal_unplug_on_xen_c_xenstored,
-        )
-        .test(
-            "clean_exit_in_the_middle_of_a_removal_on_our_xenstored",
-            ours,
-            clean_exit_in_the_middle_of_a_removal_on_our_xenstored,
-        )
-        .test(
-            "clean_exit_in_the_middle_of_a_removal_on_xen_c_xenstored",
-            with_xen,
-            clean_exit_in_the_middle_of_a_removal_on_xen_c_xenstored,
-        )
-        .test(
-            "killed_qemu_with_a_paused_guest_is_bodged_on_our_xenstored",
-            ours,
-            killed_qemu_with_a_paused_guest_is_bodged_on_our_xenstored,
-        )
-        .test(
-            "killed_qemu_with_a_paused_guest_is_bodged_on_xen_c_xenstored",
-            with_xen,
-            killed_qemu_with_a_paused_guest_is_bodged_on_xen_c_xenstored,
-        )
-        .test(
-            "live_qemu_with_a_paused_guest_is_not_closed_blind_on_our_xenstored",
-            ours,
-            live_qemu_with_a_paused_guest_is_not_closed_blind_on_our_xenstored,
-        )
-        .test(
-            "live_qemu_with_a_paused_guest_is_not_closed_blind_on_xen_c_xenstored",
-            with_xen,
-            live_qemu_with_a_paused_guest_is_not_closed_blind_on_xen_c_xenstored,
-        )
-        .test(
-            "live_qemu_with_a_guest_paused_throughout_escalates",
-            ours,
-            live_qemu_with_a_guest_paused_throughout_escalates,
-        )
+        .each(ours, ON_OURS)
+        .each(with_xen, ON_XEN)
         .run()
 }

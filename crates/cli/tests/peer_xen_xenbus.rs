@@ -200,14 +200,12 @@ fn handshake_and_removal_with_a_guest_over_its_ring() {
     );
 }
 
+// The test, with Xen's C xenstored under the shim.
+const TESTS: &[(&str, fn())] =
+    xsio_testkit::tests![handshake_and_removal_with_a_guest_over_its_ring];
+
 fn main() -> std::process::ExitCode {
     let cc = Peer::runs("cc", "cc", &["--version"]);
     let xen = Peer::file(Flavour::C.program());
-    Tests::new()
-        .test(
-            "handshake_and_removal_with_a_guest_over_its_ring",
-            &[&cc, &xen],
-            handshake_and_removal_with_a_guest_over_its_ring,
-        )
-        .run()
+    Tests::new().each(&[&cc, &xen], TESTS).run()
 }

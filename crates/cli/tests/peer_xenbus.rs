@@ -20,6 +20,9 @@ use xsio_vbd::Vbd;
 use xsio_xenbus::block::{BlockDevice, BlockKind, BlockTransport, Mode, Protocol};
 use xsio_xenbus::{Backend, BackendEvent, Frontend, FrontendEvent, XenbusState};
 
+// The check through xenstore-ls.
+const WITH_UTILS: &[(&str, fn())] = xsio_testkit::tests![xenstore_ls_shows_the_device_directories];
+
 xsio_harness::actors! {
     /// The machines of the test: backends, frontends, the toolstack's removals.
     enum Machine / Event {
@@ -247,18 +250,14 @@ fn handshake_listed_by(ls: Lister) {
     }
 }
 
+// The in-process run, which needs no peer.
+const IN_PROCESS: &[(&str, fn())] =
+    xsio_testkit::tests![disk_and_cdrom_connect_and_close_through_our_xenstored];
+
 fn main() -> std::process::ExitCode {
     let utils = xsio_testkit::xenstored::xenstore_utils();
     xsio_testkit::peer::Tests::new()
-        .test(
-            "disk_and_cdrom_connect_and_close_through_our_xenstored",
-            &[],
-            disk_and_cdrom_connect_and_close_through_our_xenstored,
-        )
-        .test(
-            "xenstore_ls_shows_the_device_directories",
-            &[&utils],
-            xenstore_ls_shows_the_device_directories,
-        )
+        .each(&[], IN_PROCESS)
+        .each(&[&utils], WITH_UTILS)
         .run()
 }

@@ -8,6 +8,9 @@ use golden::{Replay, run, transcript};
 use xsio_testkit::peer::{Peer, Tests};
 use xsio_testkit::xenstored::xenstore_utils;
 
+// The test, against xenstore-utils and pyxs.
+const TESTS: &[(&str, fn())] = xsio_testkit::tests![xenstore_utils_send_the_recorded_bytes];
+
 const TRANSCRIPTS: &[&str] = &[
     "write-single",
     "write-multi",
@@ -41,11 +44,5 @@ fn xenstore_utils_send_the_recorded_bytes() {
 fn main() -> std::process::ExitCode {
     let utils = xenstore_utils();
     let pyxs = Peer::runs("python3-pyxs", "/usr/bin/python3", &["-c", "import pyxs"]);
-    Tests::new()
-        .test(
-            "xenstore_utils_send_the_recorded_bytes",
-            &[&utils, &pyxs],
-            xenstore_utils_send_the_recorded_bytes,
-        )
-        .run()
+    Tests::new().each(&[&utils, &pyxs], TESTS).run()
 }

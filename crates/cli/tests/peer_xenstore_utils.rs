@@ -6,6 +6,15 @@ use common::Daemon;
 use xsio_testkit::peer::Tests;
 use xsio_testkit::xenstored::xenstore_utils;
 
+// The tests `main` runs, each through xenstore-utils.
+const TESTS: &[(&str, fn())] = xsio_testkit::tests![
+    write_read_list_exists_rm,
+    chmod_sets_permissions_that_ls_shows,
+    a_watch_sees_another_clients_write,
+    the_tree_survives_a_clean_restart,
+    large_directories_list_through_directory_part
+];
+
 fn write_read_list_exists_rm() {
     let d = Daemon::start(&[], &[]);
     d.ok("xenstore-write", &["/vm/name", "demo", "/vm/uuid", "1234"]);
@@ -104,31 +113,5 @@ fn large_directories_list_through_directory_part() {
 
 fn main() -> std::process::ExitCode {
     let utils = xenstore_utils();
-    Tests::new()
-        .test(
-            "write_read_list_exists_rm",
-            &[&utils],
-            write_read_list_exists_rm,
-        )
-        .test(
-            "chmod_sets_permissions_that_ls_shows",
-            &[&utils],
-            chmod_sets_permissions_that_ls_shows,
-        )
-        .test(
-            "a_watch_sees_another_clients_write",
-            &[&utils],
-            a_watch_sees_another_clients_write,
-        )
-        .test(
-            "the_tree_survives_a_clean_restart",
-            &[&utils],
-            the_tree_survives_a_clean_restart,
-        )
-        .test(
-            "large_directories_list_through_directory_part",
-            &[&utils],
-            large_directories_list_through_directory_part,
-        )
-        .run()
+    Tests::new().each(&[&utils], TESTS).run()
 }

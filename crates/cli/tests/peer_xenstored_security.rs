@@ -11,6 +11,15 @@ use common::{Daemon, output_within};
 use xsio_testkit::peer::{Peer, Tests};
 use xsio_testkit::xenstored::xenstore_utils;
 
+// The tests through xenstore-utils.
+const WITH_UTILS: &[(&str, fn())] = xsio_testkit::tests![
+    a_guest_cannot_touch_what_it_may_not,
+    a_guest_watch_does_not_leak_unreadable_nodes
+];
+
+// The quota test, which floods through pyxs.
+const WITH_PYXS: &[(&str, fn())] = xsio_testkit::tests![quotas_stop_a_flooding_guest_only];
+
 const PYXS: &str = "/usr/lib/python3/dist-packages/pyxs/__init__.py";
 
 /// dom0 prepares a secret, a node guest 3 may read, and the guest's home.
@@ -128,20 +137,7 @@ fn main() -> std::process::ExitCode {
     let utils = xenstore_utils();
     let pyxs = Peer::file(PYXS);
     Tests::new()
-        .test(
-            "a_guest_cannot_touch_what_it_may_not",
-            &[&utils],
-            a_guest_cannot_touch_what_it_may_not,
-        )
-        .test(
-            "a_guest_watch_does_not_leak_unreadable_nodes",
-            &[&utils],
-            a_guest_watch_does_not_leak_unreadable_nodes,
-        )
-        .test(
-            "quotas_stop_a_flooding_guest_only",
-            &[&utils, &pyxs],
-            quotas_stop_a_flooding_guest_only,
-        )
+        .each(&[&utils], WITH_UTILS)
+        .each(&[&utils, &pyxs], WITH_PYXS)
         .run()
 }

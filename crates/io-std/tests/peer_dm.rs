@@ -21,6 +21,17 @@ use xsio_ops::{FileOp, Op, ProcessExit, QmpCommand, QmpOp, Reply};
 use xsio_testkit::peer::Tests;
 use xsio_testkit::qemu::{self, QEMU, Qemu};
 
+// The tests `main` runs, each against QEMU.
+const TESTS: &[(&str, fn())] = xsio_testkit::tests![
+    start_up_on_a_pre_opened_socket_gives_prelaunch,
+    a_save_writes_qemus_device_state_and_removes_the_fd_set,
+    qemu_killed_during_the_save_fails_once_and_closes_the_fd,
+    qemu_exiting_at_start_up_is_a_typed_error_with_its_status,
+    quit_ends_with_the_connection_closed_and_exit_status_0,
+    a_qemu_that_ignores_quit_is_killed,
+    an_attached_qemu_shuts_down_and_is_seen_to_exit
+];
+
 xsio_harness::actors! {
     #[derive(Debug)]
     enum Dm / DmEvent {
@@ -374,41 +385,5 @@ fn an_attached_qemu_shuts_down_and_is_seen_to_exit() {
 
 fn main() -> std::process::ExitCode {
     let qemu = qemu::peer();
-    Tests::new()
-        .test(
-            "start_up_on_a_pre_opened_socket_gives_prelaunch",
-            &[&qemu],
-            start_up_on_a_pre_opened_socket_gives_prelaunch,
-        )
-        .test(
-            "a_save_writes_qemus_device_state_and_removes_the_fd_set",
-            &[&qemu],
-            a_save_writes_qemus_device_state_and_removes_the_fd_set,
-        )
-        .test(
-            "qemu_killed_during_the_save_fails_once_and_closes_the_fd",
-            &[&qemu],
-            qemu_killed_during_the_save_fails_once_and_closes_the_fd,
-        )
-        .test(
-            "qemu_exiting_at_start_up_is_a_typed_error_with_its_status",
-            &[&qemu],
-            qemu_exiting_at_start_up_is_a_typed_error_with_its_status,
-        )
-        .test(
-            "quit_ends_with_the_connection_closed_and_exit_status_0",
-            &[&qemu],
-            quit_ends_with_the_connection_closed_and_exit_status_0,
-        )
-        .test(
-            "a_qemu_that_ignores_quit_is_killed",
-            &[&qemu],
-            a_qemu_that_ignores_quit_is_killed,
-        )
-        .test(
-            "an_attached_qemu_shuts_down_and_is_seen_to_exit",
-            &[&qemu],
-            an_attached_qemu_shuts_down_and_is_seen_to_exit,
-        )
-        .run()
+    Tests::new().each(&[&qemu], TESTS).run()
 }

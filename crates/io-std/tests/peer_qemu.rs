@@ -18,6 +18,21 @@ use xsio_qmp::{Command, CommandError, Config, ErrorClass};
 use xsio_testkit::peer::Tests;
 use xsio_testkit::qemu::{self, QEMU, Qemu};
 
+// The tests `main` runs, each against QEMU.
+const TESTS: &[(&str, fn())] = xsio_testkit::tests![
+    negotiation_reads_the_greeting_and_enables_oob_only_when_asked,
+    pipelined_commands_all_complete_in_order,
+    unknown_command_and_unknown_device_get_their_classes,
+    events_arrive_as_they_happen,
+    cdrom_media_change_through_an_fd_passed_with_add_fd,
+    qemu_killed_with_commands_in_flight_fails_each_once_and_closes_every_fd,
+    device_state_is_saved_into_an_fd_passed_with_add_fd,
+    getfd_stores_a_named_fd_and_closefd_releases_it,
+    device_add_and_del_of_a_pci_nic,
+    a_pretty_printing_monitor_works_because_framing_is_by_json_value,
+    a_second_client_gets_no_greeting_and_negotiation_times_out
+];
+
 /// What these tests do with a [`Qemu`] beyond starting it.
 trait QmpPeer {
     /// Connects (retrying while QEMU starts) and negotiates, recording the exchange.
@@ -382,61 +397,5 @@ fn a_second_client_gets_no_greeting_and_negotiation_times_out() {
 
 fn main() -> std::process::ExitCode {
     let qemu = qemu::peer();
-    Tests::new()
-        .test(
-            "negotiation_reads_the_greeting_and_enables_oob_only_when_asked",
-            &[&qemu],
-            negotiation_reads_the_greeting_and_enables_oob_only_when_asked,
-        )
-        .test(
-            "pipelined_commands_all_complete_in_order",
-            &[&qemu],
-            pipelined_commands_all_complete_in_order,
-        )
-        .test(
-            "unknown_command_and_unknown_device_get_their_classes",
-            &[&qemu],
-            unknown_command_and_unknown_device_get_their_classes,
-        )
-        .test(
-            "events_arrive_as_they_happen",
-            &[&qemu],
-            events_arrive_as_they_happen,
-        )
-        .test(
-            "cdrom_media_change_through_an_fd_passed_with_add_fd",
-            &[&qemu],
-            cdrom_media_change_through_an_fd_passed_with_add_fd,
-        )
-        .test(
-            "qemu_killed_with_commands_in_flight_fails_each_once_and_closes_every_fd",
-            &[&qemu],
-            qemu_killed_with_commands_in_flight_fails_each_once_and_closes_every_fd,
-        )
-        .test(
-            "device_state_is_saved_into_an_fd_passed_with_add_fd",
-            &[&qemu],
-            device_state_is_saved_into_an_fd_passed_with_add_fd,
-        )
-        .test(
-            "getfd_stores_a_named_fd_and_closefd_releases_it",
-            &[&qemu],
-            getfd_stores_a_named_fd_and_closefd_releases_it,
-        )
-        .test(
-            "device_add_and_del_of_a_pci_nic",
-            &[&qemu],
-            device_add_and_del_of_a_pci_nic,
-        )
-        .test(
-            "a_pretty_printing_monitor_works_because_framing_is_by_json_value",
-            &[&qemu],
-            a_pretty_printing_monitor_works_because_framing_is_by_json_value,
-        )
-        .test(
-            "a_second_client_gets_no_greeting_and_negotiation_times_out",
-            &[&qemu],
-            a_second_client_gets_no_greeting_and_negotiation_times_out,
-        )
-        .run()
+    Tests::new().each(&[&qemu], TESTS).run()
 }

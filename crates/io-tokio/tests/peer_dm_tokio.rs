@@ -20,6 +20,15 @@ use xsio_qmp::{Config, typed};
 use xsio_testkit::peer::Tests;
 use xsio_testkit::qemu::{self as testkit_qemu, QEMU};
 
+// The tests `main` runs, each against QEMU.
+const TESTS: &[(&str, fn())] = xsio_testkit::tests![
+    start_up_on_a_pre_opened_socket_gives_prelaunch,
+    a_save_writes_qevm_and_a_resume_leaves_no_fd_set,
+    qemu_killed_during_the_save_fails_once_and_closes_the_fd,
+    qemu_exiting_at_start_up_is_a_typed_error_with_its_status,
+    quit_ends_with_exit_status_0
+];
+
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn now() -> Instant {
@@ -211,31 +220,5 @@ fn quit_ends_with_exit_status_0() {
 
 fn main() -> std::process::ExitCode {
     let qemu = testkit_qemu::peer();
-    Tests::new()
-        .test(
-            "start_up_on_a_pre_opened_socket_gives_prelaunch",
-            &[&qemu],
-            start_up_on_a_pre_opened_socket_gives_prelaunch,
-        )
-        .test(
-            "a_save_writes_qevm_and_a_resume_leaves_no_fd_set",
-            &[&qemu],
-            a_save_writes_qevm_and_a_resume_leaves_no_fd_set,
-        )
-        .test(
-            "qemu_killed_during_the_save_fails_once_and_closes_the_fd",
-            &[&qemu],
-            qemu_killed_during_the_save_fails_once_and_closes_the_fd,
-        )
-        .test(
-            "qemu_exiting_at_start_up_is_a_typed_error_with_its_status",
-            &[&qemu],
-            qemu_exiting_at_start_up_is_a_typed_error_with_its_status,
-        )
-        .test(
-            "quit_ends_with_exit_status_0",
-            &[&qemu],
-            quit_ends_with_exit_status_0,
-        )
-        .run()
+    Tests::new().each(&[&qemu], TESTS).run()
 }

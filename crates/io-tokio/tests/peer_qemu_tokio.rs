@@ -14,6 +14,13 @@ use xsio_qmp::{Command, CommandError, Config, ErrorClass};
 use xsio_testkit::peer::Tests;
 use xsio_testkit::qemu::{self, Qemu};
 
+// The tests `main` runs, each against QEMU on its own runtime.
+const TESTS: &[(&str, fn())] = xsio_testkit::tests![block_on =>
+    many_tasks_pipeline_commands_on_one_connection,
+    events_and_a_cdrom_change_through_a_passed_fd,
+    qemu_killed_with_commands_in_flight_fails_each_once_and_closes_every_fd,
+];
+
 /// What these tests do with a [`Qemu`] beyond starting it.
 trait QmpPeer {
     /// Connects and negotiates (30 s at most).
@@ -190,21 +197,5 @@ fn block_on(test: impl Future<Output = ()>) {
 
 fn main() -> std::process::ExitCode {
     let qemu = qemu::peer();
-    Tests::new()
-        .test(
-            "many_tasks_pipeline_commands_on_one_connection",
-            &[&qemu],
-            || block_on(many_tasks_pipeline_commands_on_one_connection()),
-        )
-        .test(
-            "events_and_a_cdrom_change_through_a_passed_fd",
-            &[&qemu],
-            || block_on(events_and_a_cdrom_change_through_a_passed_fd()),
-        )
-        .test(
-            "qemu_killed_with_commands_in_flight_fails_each_once_and_closes_every_fd",
-            &[&qemu],
-            || block_on(qemu_killed_with_commands_in_flight_fails_each_once_and_closes_every_fd()),
-        )
-        .run()
+    Tests::new().each(&[&qemu], TESTS).run()
 }

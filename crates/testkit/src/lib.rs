@@ -10,8 +10,9 @@
 //! `xtask/src/tidy.rs`), and it is only ever a `[dev-dependencies]` entry: no machine crate
 //! links it into a library.
 //!
-//! - [`peer`]: [`peer::Tests`], the `main` of every `peer_*` test binary, and [`peer::Peer`],
-//!   what each test needs; [`peer::require`] for a check inside a test;
+//! - [`peer`]: [`peer::Tests`], the `main` of every `peer_*` test binary (its tests listed by
+//!   [`tests!`]), and [`peer::Peer`], what each test needs; [`peer::require`] for a check
+//!   inside a test;
 //! - [`process`]: [`process::wait_with_timeout`], [`process::output_within`];
 //! - [`qemu`]: [`qemu::Qemu`] and its [`qemu::QemuBuilder`], [`qemu::peer`];
 //! - [`xenstored`]: [`xenstored::Daemon`] (`xsio xenstored` on temp sockets), Xen's

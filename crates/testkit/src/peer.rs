@@ -17,12 +17,17 @@
 //! use xsio_testkit::peer::{Peer, Tests};
 //!
 //! fn reads_through_xenstore_read() { /* ... */ }
+//! fn lists_through_xenstore_read() { /* ... */ }
 //! fn needs_nothing_but_our_daemon() { /* ... */ }
 //!
 //! fn main() -> std::process::ExitCode {
 //!     let read = Peer::on_path("xenstore-read");
 //!     Tests::new()
-//!         .test("reads_through_xenstore_read", &[&read], reads_through_xenstore_read)
+//!         // Tests named after their functions, all needing the same peers.
+//!         .each(
+//!             &[&read],
+//!             xsio_testkit::tests![reads_through_xenstore_read, lists_through_xenstore_read],
+//!         )
 //!         .test("needs_nothing_but_our_daemon", &[], needs_nothing_but_our_daemon)
 //!         .run()
 //! }
@@ -181,11 +186,58 @@ impl Tests {
         self
     }
 
+    /// Adds each of `tests` (a name and its body, as [`tests!`](crate::tests) lists them)
+    /// with [`Tests::test`], every one needing the same `needs`.
+    ///
+    /// ```
+    /// use xsio_testkit::peer::{Peer, Tests};
+    ///
+    /// fn writes() {}
+    /// fn reads() {}
+    ///
+    /// let utils = Peer::new("xenstore-utils", true);
+    /// let _ = Tests::new().each(&[&utils], xsio_testkit::tests![writes, reads]);
+    /// ```
+    pub fn each(self, needs: &[&Peer], tests: &[(&'static str, fn())]) -> Tests {
+        tests
+            .iter()
+            .fold(self, |all, &(name, body)| all.test(name, needs, body))
+    }
+
     /// Runs (or lists) the tests as the command-line arguments of the binary say, in the
     /// libtest interface that `cargo test` and nextest speak.
     pub fn run(self) -> ExitCode {
         libtest_mimic::run(&Arguments::from_args(), self.trials).exit_code()
     }
+}
+
+/// The test functions named, each as `(its name, its body)` for [`Tests::each`]: a test is
+/// listed under its function's name, which is therefore written once. It is a constant
+/// expression, so a binary can keep its list in a `const` next to the tests.
+///
+/// `tests![a, b]` lists functions `fn a()` and `fn b()`; `tests![block_on => a, b]` lists
+/// async functions, each run as `block_on(a())` (`block_on` builds the test's runtime).
+///
+/// ```
+/// fn plain() {}
+/// async fn later() {}
+/// fn block_on(test: impl std::future::Future<Output = ()>) {
+///     drop(test); // a real one runs it to completion on a runtime
+/// }
+///
+/// const TESTS: &[(&str, fn())] = xsio_testkit::tests![plain];
+/// assert_eq!(TESTS[0].0, "plain");
+/// let [(name, _)] = xsio_testkit::tests![block_on => later];
+/// assert_eq!(*name, "later");
+/// ```
+#[macro_export]
+macro_rules! tests {
+    ($($test:ident),+ $(,)?) => {
+        &[$((stringify!($test), $test as fn())),+]
+    };
+    ($runner:path => $($test:ident),+ $(,)?) => {
+        &[$((stringify!($test), (|| $runner($test())) as fn())),+]
+    };
 }
 
 /// Applies the missing-peer rule inside a test, for a peer that only some runs need:
@@ -293,6 +345,28 @@ mod tests {
         let done = run_all(tests, true);
         assert_eq!((done.num_passed, done.num_failed), (3, 0));
         assert_eq!(ran.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn each_lists_every_named_function_under_its_name_with_the_same_needs() {
+        fn first() {}
+        fn second() {}
+        let gone = Peer::new("gone", false);
+        let tests = Tests {
+            trials: Vec::new(),
+            ci: false,
+        }
+        .each(&[&gone], crate::tests![first, second])
+        .each(&[], crate::tests![first]);
+        let listed: Vec<(&str, bool)> = tests
+            .trials
+            .iter()
+            .map(|t| (t.name(), t.has_ignored_flag()))
+            .collect();
+        assert_eq!(
+            listed,
+            [("first", true), ("second", true), ("first", false)]
+        );
     }
 
     #[test]

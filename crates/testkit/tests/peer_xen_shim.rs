@@ -8,6 +8,18 @@ use std::time::Duration;
 use xsio_testkit::peer::{Peer, Tests};
 use xsio_testkit::xen::{Flavour, World, XenStored};
 
+// The tests with Xen's C xenstored.
+const ON_C: &[(&str, fn())] = xsio_testkit::tests![
+    c_xenstored_guests_talk_over_rings,
+    c_xenstored_releases_a_dying_domain
+];
+
+// The same tests with oxenstored.
+const ON_OCAML: &[(&str, fn())] = xsio_testkit::tests![
+    oxenstored_guests_talk_over_rings,
+    oxenstored_releases_a_dying_domain
+];
+
 const WRITE: u32 = 11;
 const READ: u32 = 2;
 const WATCH: u32 = 4;
@@ -138,25 +150,7 @@ fn main() -> std::process::ExitCode {
     let c = Peer::file(Flavour::C.program());
     let ocaml = Peer::file(Flavour::OCaml.program());
     Tests::new()
-        .test(
-            "c_xenstored_guests_talk_over_rings",
-            &[&cc, &c],
-            c_xenstored_guests_talk_over_rings,
-        )
-        .test(
-            "oxenstored_guests_talk_over_rings",
-            &[&cc, &ocaml],
-            oxenstored_guests_talk_over_rings,
-        )
-        .test(
-            "c_xenstored_releases_a_dying_domain",
-            &[&cc, &c],
-            c_xenstored_releases_a_dying_domain,
-        )
-        .test(
-            "oxenstored_releases_a_dying_domain",
-            &[&cc, &ocaml],
-            oxenstored_releases_a_dying_domain,
-        )
+        .each(&[&cc, &c], ON_C)
+        .each(&[&cc, &ocaml], ON_OCAML)
         .run()
 }
