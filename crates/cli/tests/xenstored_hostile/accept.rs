@@ -4,7 +4,7 @@
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use xsio_xs_wire::{Reply, Request};
+use xsio_xs_wire::Reply;
 
 use crate::support::{Client, Launch, Xenstored};
 
@@ -36,13 +36,5 @@ fn fd_exhaustion_backs_off_quietly_and_recovers() {
         .stream
         .set_read_timeout(Some(deadline - Instant::now()))
         .unwrap();
-    assert_eq!(
-        fresh.call(
-            0,
-            Request::Read {
-                path: "/tool".into()
-            }
-        ),
-        Reply::Read("".into())
-    );
+    assert_eq!(fresh.read("/tool"), Reply::Read("".into()));
 }

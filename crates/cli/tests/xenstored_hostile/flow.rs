@@ -5,14 +5,12 @@ use std::time::Duration;
 
 use xsio_xs_wire::{Reply, Request};
 
-use crate::support::{Client, Launch, Xenstored, guest_home, quota_value};
+use crate::support::{Client, Launch, Xenstored, quota_value};
 
 #[test]
 fn a_guest_transaction_burst_never_cuts_off_a_reading_dom0() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Xenstored::start(dir.path(), Launch::new().domain(3));
-    let mut dom0 = Client::connect(&d.socket);
-    guest_home(&mut dom0, 3);
+    let (d, _dom0) = Xenstored::start_with_guests(dir.path(), Launch::new(), &[3]);
     let mut guest = Client::connect(&d.domain_socket(3));
     let nodes = 900;
     // Nine directories of a hundred: a guest node may list only 2048 bytes of children.
@@ -30,28 +28,14 @@ fn a_guest_transaction_burst_never_cuts_off_a_reading_dom0() {
         Reply::TransactionStart(tx) => tx,
         other => panic!("{other:?}"),
     };
-    for i in 0..nodes {
-        let write = Request::Write {
-            path: node(i),
-            value: "2".to_owned().into(),
-        };
-        guest.send(tx, write);
-    }
-    for _ in 0..nodes {
-        assert_eq!(guest.reply().unwrap().body, Reply::Write);
-    }
+    guest.pipelined_writes(tx, (0..nodes).map(node), "2");
     assert_eq!(
         guest.call(tx, Request::TransactionEnd { commit: true }),
         Reply::TransactionEnd
     );
     watcher.wait_events(2 + 2 * nodes);
     assert_eq!(
-        watcher.call(
-            0,
-            Request::Read {
-                path: "/local/domain/3/d0/k0".into()
-            }
-        ),
+        watcher.read("/local/domain/3/d0/k0"),
         Reply::Read("2".into()),
         "the watcher is still connected"
     );
@@ -60,9 +44,7 @@ fn a_guest_transaction_burst_never_cuts_off_a_reading_dom0() {
 #[test]
 fn a_guest_watching_with_many_watches_is_not_cut_by_its_own_pipelined_writes() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Xenstored::start(dir.path(), Launch::new().domain(3));
-    let mut dom0 = Client::connect(&d.socket);
-    guest_home(&mut dom0, 3);
+    let (d, _dom0) = Xenstored::start_with_guests(dir.path(), Launch::new(), &[3]);
     let mut watcher = Client::connect(&d.domain_socket(3));
     for i in 0..128 {
         watcher.watch("data", &format!("t{i}"));
@@ -70,55 +52,22 @@ fn a_guest_watching_with_many_watches_is_not_cut_by_its_own_pipelined_writes() {
     watcher.wait_events(128);
     let mut writer = Client::connect(&d.domain_socket(3));
     let writes = 16;
-    for i in 0..writes {
-        let write = Request::Write {
-            path: format!("data/k{i}"),
-            value: "v".to_owned().into(),
-        };
-        writer.send(0, write);
-    }
-    for _ in 0..writes {
-        assert_eq!(writer.reply().unwrap().body, Reply::Write);
-    }
+    writer.pipelined_writes(0, (0..writes).map(|i| format!("data/k{i}")), "v");
     watcher.wait_events(128 + 128 * writes);
-    assert_eq!(
-        watcher.call(
-            0,
-            Request::Read {
-                path: "data/k0".into()
-            }
-        ),
-        Reply::Read("v".into())
-    );
+    assert_eq!(watcher.read("data/k0"), Reply::Read("v".into()));
 }
 
 #[test]
 fn unread_guest_events_are_dropped_after_the_timeout_and_counted() {
     let dir = tempfile::tempdir().unwrap();
-    let launch = Launch::new()
-        .domain(3)
-        .arg("--watch-event-timeout")
-        .arg("1");
-    let d = Xenstored::start(dir.path(), launch);
-    let mut dom0 = Client::connect(&d.socket);
-    guest_home(&mut dom0, 3);
+    let launch = Launch::new().arg("--watch-event-timeout").arg("1");
+    let (d, mut dom0) = Xenstored::start_with_guests(dir.path(), launch, &[3]);
     let mut guest = Client::connect(&d.domain_socket(3));
     guest.watch("x", "tok");
     guest.wait_events(1);
     // dom0 writes far more than the guest's socket holds; the guest reads nothing.
     let writes = 20_000;
-    for batch in 0..writes / 500 {
-        for i in 0..500 {
-            let write = Request::Write {
-                path: format!("/local/domain/3/x/n{}", batch * 500 + i),
-                value: "v".to_owned().into(),
-            };
-            dom0.send(0, write);
-        }
-        for _ in 0..500 {
-            assert_eq!(dom0.reply().unwrap().body, Reply::Write);
-        }
-    }
+    dom0.flood("/local/domain/3/x", writes);
     std::thread::sleep(Duration::from_millis(2500));
     let quota = dom0.control(&["quota", "3"]);
     let dropped = quota_value(&quota, "dropped events") as usize;

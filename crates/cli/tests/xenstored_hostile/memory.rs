@@ -11,9 +11,7 @@ use crate::support::{Client, Launch, Xenstored, guest_home, quota_value};
 #[test]
 fn non_reading_connections_of_one_guest_stay_within_its_memory_quota() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Xenstored::start(dir.path(), Launch::new().domain(3).domain(4));
-    let mut dom0 = Client::connect(&d.socket);
-    guest_home(&mut dom0, 3);
+    let (d, mut dom0) = Xenstored::start_with_guests(dir.path(), Launch::new().domain(4), &[3]);
     dom0.write("/local/domain/3/big", &"x".repeat(2000));
     let before = d.rss_kib();
     let read = Packet::new(1, 0, Request::Read { path: "big".into() })
@@ -54,15 +52,7 @@ fn non_reading_connections_of_one_guest_stay_within_its_memory_quota() {
         "domain 3 holds {memory} bytes: {quota}"
     );
     // dom0 and another guest are served as before.
-    assert_eq!(
-        dom0.call(
-            0,
-            Request::Read {
-                path: "/tool".into()
-            }
-        ),
-        Reply::Read("".into())
-    );
+    assert_eq!(dom0.read("/tool"), Reply::Read("".into()));
     guest_home(&mut dom0, 4);
     let mut other = Client::connect(&d.domain_socket(4));
     other.write("fine", "1");
@@ -72,15 +62,8 @@ fn non_reading_connections_of_one_guest_stay_within_its_memory_quota() {
 #[test]
 fn a_guest_past_its_memory_quota_is_not_read_until_it_drops_below() {
     let dir = tempfile::tempdir().unwrap();
-    let launch = Launch::new()
-        .domain(3)
-        .domain(4)
-        .arg("--quota-memory")
-        .arg("100000");
-    let d = Xenstored::start(dir.path(), launch);
-    let mut dom0 = Client::connect(&d.socket);
-    guest_home(&mut dom0, 3);
-    guest_home(&mut dom0, 4);
+    let launch = Launch::new().arg("--quota-memory").arg("100000");
+    let (d, mut dom0) = Xenstored::start_with_guests(dir.path(), launch, &[3, 4]);
     // Nodes dom0 owns and the guest may read: their events, not the nodes, are the guest's.
     dom0.write("/public", "");
     dom0.chmod("/public", "n0 r3");
@@ -90,18 +73,7 @@ fn a_guest_past_its_memory_quota_is_not_read_until_it_drops_below() {
     // dom0's writes queue events for the guest, which reads nothing: far more than its
     // socket holds, so its memory passes the quota.
     let writes = 20_000;
-    for batch in 0..writes / 500 {
-        for i in 0..500 {
-            let write = Request::Write {
-                path: format!("/public/n{}", batch * 500 + i),
-                value: "v".to_owned().into(),
-            };
-            dom0.send(0, write);
-        }
-        for _ in 0..500 {
-            assert_eq!(dom0.reply().unwrap().body, Reply::Write);
-        }
-    }
+    dom0.flood("/public", writes);
     let memory = quota_value(&dom0.control(&["quota", "3"]), "memory");
     assert!(memory > 100_000, "domain 3 holds only {memory} bytes");
     assert!(d.log().contains("soft memory quota"), "{}", d.log());

@@ -4,7 +4,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 
-use xsio_xs_wire::{Reply, Request};
+use xsio_xs_wire::Reply;
 
 use crate::support::{Client, Launch, Xenstored, spawn, wait_exit};
 
@@ -34,15 +34,7 @@ fn a_second_daemon_refuses_a_live_socket() {
     );
     // The first daemon still owns its socket: a new client reaches it.
     let mut again = Client::connect(&first.socket);
-    assert_eq!(
-        again.call(
-            0,
-            Request::Read {
-                path: "/mine".into()
-            }
-        ),
-        Reply::Read("first".into())
-    );
+    assert_eq!(again.read("/mine"), Reply::Read("first".into()));
 }
 
 #[test]

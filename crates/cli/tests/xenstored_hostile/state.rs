@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use xsio_xs_wire::{Reply, Request};
+use xsio_xs_wire::Reply;
 
 use crate::support::{Client, Launch, Xenstored, spawn, wait_exit};
 
@@ -39,48 +39,54 @@ fn refused(dir: &Path, state: &Path) -> String {
     log
 }
 
-#[test]
-fn a_state_file_missing_its_last_lines_is_refused() {
+/// The daemon's refusal (its stderr, see [`refused`]) of a [`saved_state`] whose file
+/// `damage` rewrote (from the file's text to the new bytes).
+fn refused_after(damage: impl FnOnce(&str) -> Vec<u8>) -> String {
     let dir = tempfile::tempdir().unwrap();
     let state = saved_state(dir.path());
     let text = std::fs::read_to_string(&state).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    let kept = lines[..lines.len() - 10].join("\n") + "\n";
-    std::fs::write(&state, kept).unwrap();
-    let log = refused(dir.path(), &state);
+    std::fs::write(&state, damage(&text)).unwrap();
+    refused(dir.path(), &state)
+}
+
+/// Where the line of `key` (the node's path and a space) ends in a state file's `text`.
+fn end_of_line(text: &str, key: &str) -> usize {
+    let at = text.find(key).unwrap();
+    at + text[at..].find('\n').unwrap()
+}
+
+#[test]
+fn a_state_file_missing_its_last_lines_is_refused() {
+    let log = refused_after(|text| {
+        let lines: Vec<&str> = text.lines().collect();
+        (lines[..lines.len() - 10].join("\n") + "\n").into_bytes()
+    });
     assert!(log.contains("truncated"), "{log}");
 }
 
 #[test]
 fn a_value_cut_inside_its_hex_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = saved_state(dir.path());
-    let text = std::fs::read_to_string(&state).unwrap();
-    let at = text.find("/data/node-099 ").unwrap();
-    let line_end = at + text[at..].find('\n').unwrap();
-    // Two hex digits (one byte) short, the rest of the file as it was.
-    let cut = format!("{}{}", &text[..line_end - 2], &text[line_end..]);
-    std::fs::write(&state, cut).unwrap();
-    let log = refused(dir.path(), &state);
+    let log = refused_after(|text| {
+        let line_end = end_of_line(text, "/data/node-099 ");
+        // Two hex digits (one byte) short, the rest of the file as it was.
+        format!("{}{}", &text[..line_end - 2], &text[line_end..]).into_bytes()
+    });
     assert!(log.contains("checksum"), "{log}");
 }
 
 #[test]
 fn a_corrupted_byte_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = saved_state(dir.path());
-    let mut bytes = std::fs::read(&state).unwrap();
-    let text = String::from_utf8(bytes.clone()).unwrap();
-    let at = text.find("/data/node-050 ").unwrap();
-    let line_end = at + text[at..].find('\n').unwrap();
-    // The last hex digit of that value: still valid hex, another byte.
-    bytes[line_end - 1] = if bytes[line_end - 1] == b'0' {
-        b'1'
-    } else {
-        b'0'
-    };
-    std::fs::write(&state, bytes).unwrap();
-    let log = refused(dir.path(), &state);
+    let log = refused_after(|text| {
+        let line_end = end_of_line(text, "/data/node-050 ");
+        let mut bytes = text.as_bytes().to_vec();
+        // The last hex digit of that value: still valid hex, another byte.
+        bytes[line_end - 1] = if bytes[line_end - 1] == b'0' {
+            b'1'
+        } else {
+            b'0'
+        };
+        bytes
+    });
     assert!(log.contains("corrupted"), "{log}");
 }
 
@@ -114,12 +120,7 @@ fn a_crash_in_the_middle_of_a_save_keeps_the_previous_state() {
     let d = Xenstored::start(dir.path(), Launch::new().arg("--state").arg(&state));
     let mut client = Client::connect(&d.socket);
     assert_eq!(
-        client.call(
-            0,
-            Request::Read {
-                path: "/data/node-099".into()
-            }
-        ),
+        client.read("/data/node-099"),
         Reply::Read("value 99".into())
     );
 }
@@ -140,13 +141,5 @@ fn a_crash_loses_at_most_the_save_interval() {
     d.crash();
     let d = Xenstored::start(dir.path(), launch);
     let mut client = Client::connect(&d.socket);
-    assert_eq!(
-        client.call(
-            0,
-            Request::Read {
-                path: "/kept".into()
-            }
-        ),
-        Reply::Read("yes".into())
-    );
+    assert_eq!(client.read("/kept"), Reply::Read("yes".into()));
 }

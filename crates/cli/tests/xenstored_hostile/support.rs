@@ -106,6 +106,22 @@ impl Xenstored {
         daemon
     }
 
+    /// [`Xenstored::start`] with a domain socket for each of `guests` too, each guest given
+    /// its home by dom0 ([`guest_home`]); the daemon and dom0's connection.
+    pub(crate) fn start_with_guests(
+        dir: &Path,
+        launch: Launch,
+        guests: &[u32],
+    ) -> (Xenstored, Client) {
+        let launch = guests.iter().fold(launch, |l, &domid| l.domain(domid));
+        let d = Xenstored::start(dir, launch);
+        let mut dom0 = Client::connect(&d.socket);
+        for &domid in guests {
+            guest_home(&mut dom0, domid);
+        }
+        (d, dom0)
+    }
+
     pub(crate) fn domain_socket(&self, domid: u32) -> PathBuf {
         self.dir.join(format!("dom{domid}"))
     }
@@ -242,6 +258,39 @@ impl Client {
         let reply = self.reply().expect("connection closed");
         assert_eq!(reply.req_id, req_id);
         reply.body
+    }
+
+    /// READ of `path` outside a transaction; the reply.
+    pub(crate) fn read(&mut self, path: &str) -> Reply {
+        self.call(0, Request::Read { path: path.into() })
+    }
+
+    /// Sends a WRITE of `value` to each of `paths` in transaction `tx` without waiting, then
+    /// checks that every one was answered with success.
+    pub(crate) fn pipelined_writes(
+        &mut self,
+        tx: u32,
+        paths: impl IntoIterator<Item = String>,
+        value: &str,
+    ) {
+        let mut sent = 0;
+        for path in paths {
+            let value = value.to_owned().into();
+            self.send(tx, Request::Write { path, value });
+            sent += 1;
+        }
+        for _ in 0..sent {
+            assert_eq!(self.reply().unwrap().body, Reply::Write);
+        }
+    }
+
+    /// Writes `count` nodes `DIR/n0`, `DIR/n1`, ... (value `v`), pipelined 500 at a time:
+    /// a flood of events for whoever watches `dir`.
+    pub(crate) fn flood(&mut self, dir: &str, count: usize) {
+        for batch in (0..count).step_by(500) {
+            let paths = (batch..count.min(batch + 500)).map(|i| format!("{dir}/n{i}"));
+            self.pipelined_writes(0, paths, "v");
+        }
     }
 
     pub(crate) fn write(&mut self, path: &str, value: &str) {
