@@ -13,10 +13,9 @@ use xsio_io_std::unix::UnixConn;
 use xsio_io_std::xenbus;
 use xsio_io_std::xenstore::{XsConn, XsError};
 use xsio_ops::{OpError, Reply, XsOp};
+use xsio_testkit::block;
 use xsio_testkit::peer::{Peer, Tests};
 use xsio_testkit::xen::{Flavour, World, XenStored};
-use xsio_vbd::Vbd;
-use xsio_xenbus::block::{BlockDevice, BlockKind, BlockTransport, Mode, Protocol};
 use xsio_xenbus::{Backend, BackendEvent, Frontend, FrontendEvent, XenbusState};
 use xsio_xs_wire::{Access, ErrorKind, Perm};
 
@@ -90,38 +89,15 @@ fn handshake_and_removal_with_a_guest_over_its_ring() {
     let front = links.add(&mut world_, guest);
     let w = &mut world_;
 
-    let mut disk = BlockDevice::new(
-        BlockKind::Disk,
-        Vbd::parse("xvda").unwrap(),
-        "/img/disk",
-        Mode::ReadWrite,
-    );
-    disk.sectors = 2048;
-    let areas = disk.areas(0, 1);
-    let create = areas.create(
-        &disk.toolstack_backend_keys(),
-        &disk.toolstack_frontend_keys(),
-    );
+    let disk = block::disk();
+    let (areas, create) = block::create(&disk);
     assert_eq!(
         toolstack(&mut links, tool, XsOp::Transaction(create)),
         Ok(Reply::Committed)
     );
-    let transport = BlockTransport {
-        ring_ref: 8,
-        event_channel: 3,
-        protocol: Some(Protocol::X86_64),
-    };
-    let b = w.add(
-        back,
-        Machine::Backend(Backend::new(disk.backend_config(areas.clone()), start)),
-    );
-    let f = w.add(
-        front,
-        Machine::Frontend(Frontend::new(
-            disk.frontend_config(areas, &transport),
-            start,
-        )),
-    );
+    let (backend, frontend) = block::ends(&disk, &areas, 0, start);
+    let b = w.add(back, Machine::Backend(backend));
+    let f = w.add(front, Machine::Frontend(frontend));
     w.drain(b);
     w.drain(f);
     drive(w, &mut links, |w| {

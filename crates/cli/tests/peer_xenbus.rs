@@ -16,8 +16,7 @@ use xsio_io_std::unix::now;
 use xsio_io_std::xenbus;
 use xsio_io_std::xenstore::XsConn;
 use xsio_ops::{OpError, Reply, XsOp};
-use xsio_vbd::Vbd;
-use xsio_xenbus::block::{BlockDevice, BlockKind, BlockTransport, Mode, Protocol};
+use xsio_testkit::block;
 use xsio_xenbus::{Backend, BackendEvent, Frontend, FrontendEvent, XenbusState};
 
 // The check through xenstore-ls.
@@ -123,38 +122,17 @@ fn handshake_listed_by(ls: Lister) {
     let back = links.add(&mut world, connect(&d.socket));
     let front = links.add(&mut world, connect(&d.domain_socket(1)));
 
-    let mut disk = BlockDevice::new(
-        BlockKind::Disk,
-        Vbd::parse("xvda").unwrap(),
-        "/img/disk",
-        Mode::ReadWrite,
-    );
-    disk.sectors = 2048;
-    let cdrom = BlockDevice::new(
-        BlockKind::Cdrom,
-        Vbd::parse("hdc").unwrap(),
-        "/img/cd.iso",
-        Mode::ReadOnly,
-    );
+    let disk = block::disk();
+    let cdrom = block::cdrom();
     let mut ends = Vec::new();
     let mut frontends = Vec::new();
     for (i, dev) in [&disk, &cdrom].into_iter().enumerate() {
-        let areas = dev.areas(0, 1);
-        let create = areas.create(
-            &dev.toolstack_backend_keys(),
-            &dev.toolstack_frontend_keys(),
-        );
+        let (areas, create) = block::create(dev);
         assert_eq!(
             toolstack(&mut links, tool, XsOp::Transaction(create)),
             Ok(Reply::Committed)
         );
-        let transport = BlockTransport {
-            ring_ref: 8 + i as u32,
-            event_channel: 3 + i as u32,
-            protocol: Some(Protocol::X86_64),
-        };
-        let backend = Backend::new(dev.backend_config(areas.clone()), start);
-        let frontend = Frontend::new(dev.frontend_config(areas, &transport), start);
+        let (backend, frontend) = block::ends(dev, &areas, i as u32, start);
         let b = world.add(back, Machine::Backend(backend));
         let f = world.add(front, Machine::Frontend(frontend));
         world.drain(b);

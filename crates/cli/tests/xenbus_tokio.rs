@@ -27,8 +27,7 @@ use xsio_io_tokio::host::Host;
 use xsio_io_tokio::l2::{Arrivals, XsLinks, now, run_until, run_until_with};
 use xsio_io_tokio::xenstore::{self, Config, Transport};
 use xsio_ops::{DomainState, HostOp, Op, OpError, ProcessExit, Reply, Txn, XsOp};
-use xsio_vbd::Vbd;
-use xsio_xenbus::block::{BlockDevice, BlockKind, BlockTransport, Mode, Protocol};
+use xsio_testkit::block;
 use xsio_xenbus::{Backend, BackendEvent, Frontend, FrontendEvent, XenbusState};
 
 xsio_harness::actors! {
@@ -111,29 +110,13 @@ fn disk_connects_and_is_removed_on_tokio() {
         let guest = xenstore::from_fd(guest, Transport::Device, Config::default()).unwrap();
         let front = links.1.add(&mut world, guest);
 
-        let mut disk = BlockDevice::new(
-            BlockKind::Disk,
-            Vbd::parse("xvda").unwrap(),
-            "/img/disk",
-            Mode::ReadWrite,
-        );
-        disk.sectors = 2048;
-        let areas = disk.areas(0, 1);
-        let create = areas.create(
-            &disk.toolstack_backend_keys(),
-            &disk.toolstack_frontend_keys(),
-        );
+        let disk = block::disk();
+        let (areas, create) = block::create(&disk);
         assert_eq!(
             toolstack(&mut world, &mut links, tool, create).await,
             Ok(Reply::Committed)
         );
-        let transport = BlockTransport {
-            ring_ref: 8,
-            event_channel: 3,
-            protocol: Some(Protocol::X86_64),
-        };
-        let backend = Backend::new(disk.backend_config(areas.clone()), start);
-        let frontend = Frontend::new(disk.frontend_config(areas.clone(), &transport), start);
+        let (backend, frontend) = block::ends(&disk, &areas, 0, start);
         let b = world.add(back, Machine::Backend(backend));
         let f = world.add(front, Machine::Frontend(frontend));
         world.drain(b);
@@ -278,18 +261,7 @@ fn a_disk_is_added_and_removed_with_its_hotplug_script_on_tokio() {
             Machine::Device(DeviceOp::add(slow.clone(), add, start)),
         );
         world.drain(op);
-        let mut disk = BlockDevice::new(
-            BlockKind::Disk,
-            Vbd::parse("xvda").unwrap(),
-            "/img/disk",
-            Mode::ReadWrite,
-        );
-        disk.sectors = 2048;
-        let transport = BlockTransport {
-            ring_ref: 8,
-            event_channel: 3,
-            protocol: Some(Protocol::X86_64),
-        };
+        let disk = block::disk();
         // The ends start once the add has written their directories (each writes its
         // state guarded by the existence of its `state` node).
         let mut ends: Option<(ActorId, ActorId)> = None;
@@ -304,9 +276,7 @@ fn a_disk_is_added_and_removed_with_its_hotplug_script_on_tokio() {
                 );
                 if created {
                     let now = w.now();
-                    let backend = Backend::new(disk.backend_config(device.areas()), now);
-                    let frontend =
-                        Frontend::new(disk.frontend_config(device.areas(), &transport), now);
+                    let (backend, frontend) = block::ends(&disk, &device.areas(), 0, now);
                     let b = w.add(back, Machine::Backend(backend));
                     let f = w.add(front, Machine::Frontend(frontend));
                     w.drain(b);

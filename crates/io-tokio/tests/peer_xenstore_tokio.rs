@@ -18,10 +18,9 @@ use xsio_io_tokio::host::Host;
 use xsio_io_tokio::l2::{XsLinks, now, run_until};
 use xsio_io_tokio::xenstore::{self, ClientError, Config, Error, Transport, WatchItem};
 use xsio_ops::{DomainState, Op, OpError, Reply, XsOp};
+use xsio_testkit::block;
 use xsio_testkit::peer::{Peer, Tests};
 use xsio_testkit::xen::{Flavour, World, XenStored};
-use xsio_vbd::Vbd;
-use xsio_xenbus::block::{BlockDevice, BlockKind, BlockTransport, Mode, Protocol};
 use xsio_xenbus::{Backend, BackendEvent, Frontend, FrontendEvent, XenbusState};
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -214,27 +213,11 @@ fn xenbus_handshake_with_a_guest_on_a_ring(flavour: Flavour) {
         let guest = xenstore::from_fd(OwnedFd::from(guest), Transport::Socket, Config::default());
         let front = links.1.add(&mut world, guest.unwrap());
 
-        let mut disk = BlockDevice::new(
-            BlockKind::Disk,
-            Vbd::parse("xvda").unwrap(),
-            "/img/disk",
-            Mode::ReadWrite,
-        );
-        disk.sectors = 2048;
-        let areas = disk.areas(0, 1);
-        let create = areas.create(
-            &disk.toolstack_backend_keys(),
-            &disk.toolstack_frontend_keys(),
-        );
+        let disk = block::disk();
+        let (areas, create) = block::create(&disk);
         let created = toolstack(&mut world, &mut links, tool, XsOp::Transaction(create)).await;
         assert_eq!(created, Some(Ok(Reply::Committed)));
-        let transport = BlockTransport {
-            ring_ref: 8,
-            event_channel: 3,
-            protocol: Some(Protocol::X86_64),
-        };
-        let backend = Backend::new(disk.backend_config(areas.clone()), begin);
-        let frontend = Frontend::new(disk.frontend_config(areas.clone(), &transport), begin);
+        let (backend, frontend) = block::ends(&disk, &areas, 0, begin);
         let b = world.add(back, End::Backend(backend));
         let f = world.add(front, End::Frontend(frontend));
         world.drain(b);

@@ -13,6 +13,7 @@
 //! - [`peer`]: [`peer::Tests`], the `main` of every `peer_*` test binary (its tests listed by
 //!   [`tests!`]), and [`peer::Peer`], what each test needs; [`peer::require`] for a check
 //!   inside a test;
+//! - [`block`]: guest 1's disk and CD-ROM, created by the toolstack, and their two ends;
 //! - [`process`]: [`process::wait_with_timeout`], [`process::output_within`];
 //! - [`qemu`]: [`qemu::Qemu`] and its [`qemu::QemuBuilder`], [`qemu::peer`];
 //! - [`xenstored`]: [`xenstored::Daemon`] (`xsio xenstored` on temp sockets), Xen's
@@ -29,6 +30,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod block;
 pub mod peer;
 pub mod process;
 pub mod qemu;
