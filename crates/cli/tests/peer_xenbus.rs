@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Daemon, output_within};
+use common::{Daemon, stdout_within};
 use xsio_device::{BackendEnd, Completion, Config, Device, DeviceEvent, DeviceOp, Force};
 use xsio_harness::{ActorId, Conn, Harness};
 use xsio_io_std::l2::{XsLinks, run_until};
@@ -78,19 +78,14 @@ type Lister = fn(&Daemon, &str) -> Vec<String>;
 
 /// `xsio xs ls -p DIR`: our own client, no peer needed.
 fn xsio_ls(d: &Daemon, dir: &str) -> Vec<String> {
-    let out = output_within(
+    let out = stdout_within(
         std::process::Command::new(env!("CARGO_BIN_EXE_xsio"))
             .args(["xs", "ls", "-p", dir])
             .env("XENSTORED_PATH", &d.socket),
         Duration::from_secs(20),
-        "xsio xs ls",
+        "xsio xs ls -p",
     );
-    assert!(
-        out.status.success(),
-        "xsio xs ls -p {dir}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    collapsed(&String::from_utf8(out.stdout).unwrap())
+    collapsed(&out)
 }
 
 /// `xenstore-ls -p DIR`: Xen's own client.

@@ -14,7 +14,8 @@
 //!   [`tests!`]), and [`peer::Peer`], what each test needs; [`peer::require`] for a check
 //!   inside a test;
 //! - [`block`]: guest 1's disk and CD-ROM, created by the toolstack, and their two ends;
-//! - [`process`]: [`process::wait_with_timeout`], [`process::output_within`];
+//! - [`process`]: [`process::wait_with_timeout`], [`process::output_within`],
+//!   [`process::stdout_within`];
 //! - [`qemu`]: [`qemu::Qemu`] and its [`qemu::QemuBuilder`], [`qemu::peer`];
 //! - [`xenstored`]: [`xenstored::Daemon`] (`xsio xenstored` on temp sockets), Xen's
 //!   xenstore-utils run against it, [`xenstored::Watcher`];

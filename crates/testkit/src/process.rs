@@ -47,6 +47,28 @@ pub fn output_within(command: &mut Command, limit: Duration, what: &str) -> Outp
     child.wait_with_output().unwrap()
 }
 
+/// [`output_within`] for a command that must succeed: its stdout (UTF-8), or a panic with
+/// its exit status and stderr.
+///
+/// ```
+/// use std::process::Command;
+/// use std::time::Duration;
+///
+/// let mut echo = Command::new("echo");
+/// echo.arg("hi");
+/// assert_eq!(xsio_testkit::process::stdout_within(&mut echo, Duration::from_secs(20), "echo"), "hi\n");
+/// ```
+pub fn stdout_within(command: &mut Command, limit: Duration, what: &str) -> String {
+    let out = output_within(command, limit, what);
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap_or_else(|e| panic!("{what} printed no UTF-8: {e}"))
+}
+
 /// A child in a process group of its own (a shell script and the tools it starts), killed
 /// as a group, and reaped, on drop.
 #[derive(Debug)]
