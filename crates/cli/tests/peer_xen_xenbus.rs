@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use xsio_device::{BackendEnd, Completion, Config, Device, DeviceEvent, DeviceOp, Force};
-use xsio_harness::{ActorId, Conn, Harness};
+use xsio_device::{BackendEnd, Completion, Config, Device, DeviceOp, Force};
+use xsio_harness::{Conn, Harness};
 use xsio_io_std::l2::{XsLinks, run_until};
 use xsio_io_std::unix::UnixConn;
 use xsio_io_std::xenbus;
@@ -16,28 +16,12 @@ use xsio_ops::{OpError, Reply, XsOp};
 use xsio_testkit::block;
 use xsio_testkit::peer::{Peer, Tests};
 use xsio_testkit::xen::{Flavour, World, XenStored};
-use xsio_xenbus::{Backend, BackendEvent, Frontend, FrontendEvent, XenbusState};
+use xsio_testkit::xenbus::{Machine, assert_nothing_failed, completion_of, state_of};
+use xsio_xenbus::XenbusState;
 use xsio_xs_wire::{Access, ErrorKind, Perm};
-
-xsio_harness::actors! {
-    /// The machines of the test.
-    enum Machine / Event {
-        Backend(Backend, BackendEvent),
-        Frontend(Frontend, FrontendEvent),
-        Removal(DeviceOp, DeviceEvent),
-    }
-}
 
 const BACKEND: &str = "/local/domain/0/backend/qdisk/1/51712";
 const FRONTEND: &str = "/local/domain/1/device/vbd/51712";
-
-fn state_of(world: &Harness<Machine>, id: ActorId) -> XenbusState {
-    match world.actor(id) {
-        Machine::Backend(m) => m.state(),
-        Machine::Frontend(m) => m.state(),
-        Machine::Removal(_) => XenbusState::Unknown,
-    }
-}
 
 /// Runs the world until `done` (20 s at most), failing on any machine's failure event.
 fn drive(
@@ -46,10 +30,7 @@ fn drive(
     done: impl Fn(&Harness<Machine>) -> bool,
 ) {
     run_until(world, links, Duration::from_secs(20), done).expect("the machines get there");
-    for record in world.take_log() {
-        let text = format!("{record:?}");
-        assert!(!text.contains("Failed"), "{text}");
-    }
+    assert_nothing_failed(world);
 }
 
 /// A transaction of the toolstack's own, executed directly on its connection.
@@ -141,14 +122,10 @@ fn handshake_and_removal_with_a_guest_over_its_ring() {
     // The removal: xsio-device's, the guest running and its backend alive.
     let device = Device::new("vbd", 1, disk.devid()).with_backend(0, "qdisk");
     let op = DeviceOp::remove(Config::default(), device, Force::Auto, w.now());
-    let removal = w.add(tool, Machine::Removal(op));
+    let removal = w.add(tool, Machine::Device(op));
     w.drain(removal);
-    let completion = |w: &Harness<Machine>| match w.actor(removal) {
-        Machine::Removal(op) => op.completion().cloned(),
-        _ => None,
-    };
-    drive(w, &mut links, |w| completion(w).is_some());
-    let Some(Completion::Removed(removed)) = completion(w) else {
+    drive(w, &mut links, |w| completion_of(w, removal).is_some());
+    let Some(Completion::Removed(removed)) = completion_of(w, removal) else {
         panic!("not a removal");
     };
     assert!(removed.pruned);
@@ -158,7 +135,7 @@ fn handshake_and_removal_with_a_guest_over_its_ring() {
         [b, f].iter().all(|&id| match w.actor(id) {
             Machine::Backend(m) => m.is_stopped(),
             Machine::Frontend(m) => m.is_stopped(),
-            Machine::Removal(_) => true,
+            Machine::Device(_) => true,
         })
     });
     for gone in [

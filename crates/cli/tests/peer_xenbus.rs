@@ -9,35 +9,19 @@ mod common;
 use std::time::Duration;
 
 use common::{Daemon, stdout_within};
-use xsio_device::{BackendEnd, Completion, Config, Device, DeviceEvent, DeviceOp, Force};
-use xsio_harness::{ActorId, Conn, Harness};
+use xsio_device::{BackendEnd, Completion, Config, Device, DeviceOp, Force};
+use xsio_harness::{Conn, Harness};
 use xsio_io_std::l2::{XsLinks, run_until};
 use xsio_io_std::unix::now;
 use xsio_io_std::xenbus;
 use xsio_io_std::xenstore::XsConn;
 use xsio_ops::{OpError, Reply, XsOp};
 use xsio_testkit::block;
-use xsio_xenbus::{Backend, BackendEvent, Frontend, FrontendEvent, XenbusState};
+use xsio_testkit::xenbus::{Machine, assert_nothing_failed, completion_of, state_of};
+use xsio_xenbus::XenbusState;
 
 // The check through xenstore-ls.
 const WITH_UTILS: &[(&str, fn())] = xsio_testkit::tests![xenstore_ls_shows_the_device_directories];
-
-xsio_harness::actors! {
-    /// The machines of the test: backends, frontends, the toolstack's removals.
-    enum Machine / Event {
-        Backend(Backend, BackendEvent),
-        Frontend(Frontend, FrontendEvent),
-        Removal(DeviceOp, DeviceEvent),
-    }
-}
-
-fn state_of(world: &Harness<Machine>, id: ActorId) -> XenbusState {
-    match world.actor(id) {
-        Machine::Backend(m) => m.state(),
-        Machine::Frontend(m) => m.state(),
-        Machine::Removal(_) => XenbusState::Unknown,
-    }
-}
 
 /// Runs the world until `done` (10 s at most), failing on any machine's failure event.
 fn drive(
@@ -46,10 +30,7 @@ fn drive(
     done: impl Fn(&Harness<Machine>) -> bool,
 ) {
     run_until(world, links, Duration::from_secs(10), done).expect("the machines get there");
-    for record in world.take_log() {
-        let text = format!("{record:?}");
-        assert!(!text.contains("Failed"), "{text}");
-    }
+    assert_nothing_failed(world);
 }
 
 /// A transaction of the toolstack's own, executed directly on its connection.
@@ -189,19 +170,15 @@ fn handshake_listed_by(ls: Lister) {
     for dev in [&disk, &cdrom] {
         let device = Device::new("vbd", 1, dev.devid()).with_backend(0, "qdisk");
         let op = DeviceOp::remove(Config::default(), device, Force::Auto, world.now());
-        let id = world.add(tool, Machine::Removal(op));
+        let id = world.add(tool, Machine::Device(op));
         world.drain(id);
         removals.push(id);
     }
-    let completion = |w: &Harness<Machine>, id: ActorId| match w.actor(id) {
-        Machine::Removal(op) => op.completion().cloned(),
-        _ => None,
-    };
     drive(&mut world, &mut links, |w| {
-        removals.iter().all(|&id| completion(w, id).is_some())
+        removals.iter().all(|&id| completion_of(w, id).is_some())
     });
     for &id in &removals {
-        let Some(Completion::Removed(removal)) = completion(&world, id) else {
+        let Some(Completion::Removed(removal)) = completion_of(&world, id) else {
             panic!("not a removal");
         };
         assert!(removal.pruned);

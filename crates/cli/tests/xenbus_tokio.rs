@@ -28,27 +28,11 @@ use xsio_io_tokio::l2::{Arrivals, XsLinks, now, run_until, run_until_with};
 use xsio_io_tokio::xenstore::{self, Config, Transport};
 use xsio_ops::{DomainState, HostOp, Op, OpError, ProcessExit, Reply, Txn, XsOp};
 use xsio_testkit::block;
-use xsio_xenbus::{Backend, BackendEvent, Frontend, FrontendEvent, XenbusState};
-
-xsio_harness::actors! {
-    /// The machines of the test.
-    enum Machine / Event {
-        Backend(Backend, BackendEvent),
-        Frontend(Frontend, FrontendEvent),
-        Device(DeviceOp, DeviceEvent),
-    }
-}
+use xsio_testkit::xenbus::{Event, Machine, assert_nothing_failed, completion_of, state_of};
+use xsio_xenbus::XenbusState;
 
 /// The store of the test: a fixed host in front of the xenstore connections.
 type Stores = (FixedHost, XsLinks);
-
-fn state_of(world: &Harness<Machine>, id: ActorId) -> XenbusState {
-    match world.actor(id) {
-        Machine::Backend(m) => m.state(),
-        Machine::Frontend(m) => m.state(),
-        Machine::Device(_) => XenbusState::Unknown,
-    }
-}
 
 /// Runs the world until `done` (10 s at most), failing on any machine's failure event.
 async fn drive(
@@ -59,10 +43,7 @@ async fn drive(
     run_until(world, links, Duration::from_secs(10), done)
         .await
         .expect("the machines get there");
-    for record in world.take_log() {
-        let text = format!("{record:?}");
-        assert!(!text.contains("Failed"), "{text}");
-    }
+    assert_nothing_failed(world);
 }
 
 /// A transaction of the toolstack's own on its connection, through the same driver.
@@ -145,13 +126,9 @@ fn disk_connects_and_is_removed_on_tokio() {
         );
         let r = world.add(tool, Machine::Device(op));
         world.drain(r);
-        let completion = |w: &Harness<Machine>| match w.actor(r) {
-            Machine::Device(op) => op.completion().cloned(),
-            _ => None,
-        };
-        drive(&mut world, &mut links, |w| completion(w).is_some()).await;
-        let Some(Completion::Removed(removal)) = completion(&world) else {
-            panic!("not a removal: {:?}", completion(&world));
+        drive(&mut world, &mut links, |w| completion_of(w, r).is_some()).await;
+        let Some(Completion::Removed(removal)) = completion_of(&world, r) else {
+            panic!("not a removal: {:?}", completion_of(&world, r));
         };
         assert_eq!(removal.result.map(|r| r.backend), Ok(BackendEnd::Closed));
         assert!(removal.pruned);
@@ -213,13 +190,6 @@ fn host() -> Host {
             other => Err(format!("no domain {other}")),
         })
         .device_model(|_| Some(true))
-}
-
-fn completion_of(world: &Harness<Machine>, id: ActorId) -> Option<Completion> {
-    match world.actor(id) {
-        Machine::Device(op) => op.completion().cloned(),
-        _ => None,
-    }
 }
 
 /// xsio-device's add and removal of a kernel-backed disk (backend kind `vbd`) on tokio,

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use xsio_device::{BackendEnd, Completion, Device, DeviceEvent, DeviceOp, Force, Removed};
-use xsio_harness::{ActorId, Conn, FixedHost, Harness, Owner, Record};
+use xsio_device::{BackendEnd, Completion, Device, DeviceOp, Force, Removed};
+use xsio_harness::{Conn, FixedHost, Harness, Owner, Record};
 use xsio_io_tokio::host::Host;
 use xsio_io_tokio::l2::{XsLinks, now, run_until};
 use xsio_io_tokio::xenstore::{self, ClientError, Config, Error, Transport, WatchItem};
@@ -21,7 +21,8 @@ use xsio_ops::{DomainState, Op, OpError, Reply, XsOp};
 use xsio_testkit::block;
 use xsio_testkit::peer::{Peer, Tests};
 use xsio_testkit::xen::{Flavour, World, XenStored};
-use xsio_xenbus::{Backend, BackendEvent, Frontend, FrontendEvent, XenbusState};
+use xsio_testkit::xenbus::{Machine as End, completion_of, state_of};
+use xsio_xenbus::XenbusState;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -151,26 +152,9 @@ fn watches_stream_and_overflow_explicitly(flavour: Flavour) {
     });
 }
 
-xsio_harness::actors! {
-    /// The two ends of a device, and the toolstack's removal of it.
-    enum End / EndEvent {
-        Backend(Backend, BackendEvent),
-        Frontend(Frontend, FrontendEvent),
-        Removal(DeviceOp, DeviceEvent),
-    }
-}
-
 /// The store of the handshake: a fixed host (a running guest, a live device model) in
 /// front of the xenstore connections.
 type Stores = (FixedHost, XsLinks);
-
-fn state_of(world: &Harness<End>, id: ActorId) -> XenbusState {
-    match world.actor(id) {
-        End::Backend(m) => m.state(),
-        End::Frontend(m) => m.state(),
-        End::Removal(_) => XenbusState::Unknown,
-    }
-}
 
 /// The answer to an operation of the toolstack's own on `conn`, run by the same driver.
 async fn toolstack(
@@ -242,19 +226,15 @@ fn xenbus_handshake_with_a_guest_on_a_ring(flavour: Flavour) {
             Force::Auto,
             world.now(),
         );
-        let r = world.add(tool, End::Removal(op));
+        let r = world.add(tool, End::Device(op));
         world.drain(r);
-        let completion = |w: &Harness<End>| match w.actor(r) {
-            End::Removal(op) => op.completion().cloned(),
-            _ => None,
-        };
         run_until(&mut world, &mut links, Duration::from_secs(10), |w| {
-            completion(w).is_some()
+            completion_of(w, r).is_some()
         })
         .await
         .expect("the removal completes");
-        let Some(Completion::Removed(removal)) = completion(&world) else {
-            panic!("not a removal: {:?}", completion(&world));
+        let Some(Completion::Removed(removal)) = completion_of(&world, r) else {
+            panic!("not a removal: {:?}", completion_of(&world, r));
         };
         assert_eq!(removal.result.map(|r| r.backend), Ok(BackendEnd::Closed));
         assert!(removal.pruned);
@@ -327,19 +307,15 @@ fn removal_runs_a_real_hotplug_script(flavour: Flavour) {
             Force::Auto,
             begin,
         );
-        let r = world.add(tool, End::Removal(op));
+        let r = world.add(tool, End::Device(op));
         world.drain(r);
-        let completion = |w: &Harness<End>| match w.actor(r) {
-            End::Removal(op) => op.completion().cloned(),
-            _ => None,
-        };
         run_until(&mut world, &mut links, Duration::from_secs(10), |w| {
-            completion(w).is_some()
+            completion_of(w, r).is_some()
         })
         .await
         .expect("the removal completes");
-        let Some(Completion::Removed(removal)) = completion(&world) else {
-            panic!("not a removal: {:?}", completion(&world));
+        let Some(Completion::Removed(removal)) = completion_of(&world, r) else {
+            panic!("not a removal: {:?}", completion_of(&world, r));
         };
         assert_eq!(
             removal.result,

@@ -14,6 +14,8 @@
 //!   [`tests!`]), and [`peer::Peer`], what each test needs; [`peer::require`] for a check
 //!   inside a test;
 //! - [`block`]: guest 1's disk and CD-ROM, created by the toolstack, and their two ends;
+//! - [`xenbus`]: the xenbus tests' machines on one harness ([`xenbus::Machine`]) and what
+//!   the tests ask of them;
 //! - [`process`]: [`process::wait_with_timeout`], [`process::output_within`],
 //!   [`process::stdout_within`];
 //! - [`qemu`]: [`qemu::Qemu`] and its [`qemu::QemuBuilder`], [`qemu::peer`];
@@ -36,4 +38,5 @@ pub mod peer;
 pub mod process;
 pub mod qemu;
 pub mod xen;
+pub mod xenbus;
 pub mod xenstored;
