@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use xsio_device::{BackendEnd, Completion, Config, Device, DeviceOp, Force};
+use xsio_device::BackendEnd;
 use xsio_harness::{Conn, Harness};
 use xsio_io_std::l2::{XsLinks, run_until};
 use xsio_io_std::unix::UnixConn;
@@ -16,7 +16,9 @@ use xsio_ops::{OpError, Reply, XsOp};
 use xsio_testkit::block;
 use xsio_testkit::peer::{Peer, Tests};
 use xsio_testkit::xen::{Flavour, World, XenStored};
-use xsio_testkit::xenbus::{Machine, assert_nothing_failed, completion_of, state_of};
+use xsio_testkit::xenbus::{
+    Machine, add_ends, assert_nothing_failed, both_in, completion_of, removal_of, start_removal,
+};
 use xsio_xenbus::XenbusState;
 use xsio_xs_wire::{Access, ErrorKind, Perm};
 
@@ -76,13 +78,9 @@ fn handshake_and_removal_with_a_guest_over_its_ring() {
         toolstack(&mut links, tool, XsOp::Transaction(create)),
         Ok(Reply::Committed)
     );
-    let (backend, frontend) = block::ends(&disk, &areas, 0, start);
-    let b = w.add(back, Machine::Backend(backend));
-    let f = w.add(front, Machine::Frontend(frontend));
-    w.drain(b);
-    w.drain(f);
+    let (b, f) = add_ends(w, back, front, block::ends(&disk, &areas, 0, start));
     drive(w, &mut links, |w| {
-        state_of(w, b) == XenbusState::Connected && state_of(w, f) == XenbusState::Connected
+        both_in(w, (b, f), XenbusState::Connected)
     });
 
     // What dom0 reads: the backend's keys, and the frontend's, written by the guest.
@@ -120,14 +118,9 @@ fn handshake_and_removal_with_a_guest_over_its_ring() {
     );
 
     // The removal: xsio-device's, the guest running and its backend alive.
-    let device = Device::new("vbd", 1, disk.devid()).with_backend(0, "qdisk");
-    let op = DeviceOp::remove(Config::default(), device, Force::Auto, w.now());
-    let removal = w.add(tool, Machine::Device(op));
-    w.drain(removal);
+    let removal = start_removal(w, tool, disk.devid());
     drive(w, &mut links, |w| completion_of(w, removal).is_some());
-    let Some(Completion::Removed(removed)) = completion_of(w, removal) else {
-        panic!("not a removal");
-    };
+    let removed = removal_of(w, removal);
     assert!(removed.pruned);
     assert_eq!(removed.result.map(|r| r.backend), Ok(BackendEnd::Closed));
     // Both machines see their directories go and stop; nothing of the device is left.

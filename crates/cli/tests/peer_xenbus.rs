@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Daemon, stdout_within};
-use xsio_device::{BackendEnd, Completion, Config, Device, DeviceOp, Force};
+use xsio_device::BackendEnd;
 use xsio_harness::{Conn, Harness};
 use xsio_io_std::l2::{XsLinks, run_until};
 use xsio_io_std::unix::now;
@@ -17,7 +17,9 @@ use xsio_io_std::xenbus;
 use xsio_io_std::xenstore::XsConn;
 use xsio_ops::{OpError, Reply, XsOp};
 use xsio_testkit::block;
-use xsio_testkit::xenbus::{Machine, assert_nothing_failed, completion_of, state_of};
+use xsio_testkit::xenbus::{
+    Machine, add_ends, assert_nothing_failed, completion_of, removal_of, start_removal, state_of,
+};
 use xsio_xenbus::XenbusState;
 
 // The check through xenstore-ls.
@@ -108,11 +110,8 @@ fn handshake_listed_by(ls: Lister) {
             toolstack(&mut links, tool, XsOp::Transaction(create)),
             Ok(Reply::Committed)
         );
-        let (backend, frontend) = block::ends(dev, &areas, i as u32, start);
-        let b = world.add(back, Machine::Backend(backend));
-        let f = world.add(front, Machine::Frontend(frontend));
-        world.drain(b);
-        world.drain(f);
+        let ends_of_dev = block::ends(dev, &areas, i as u32, start);
+        let (b, f) = add_ends(&mut world, back, front, ends_of_dev);
         ends.extend([b, f]);
         frontends.push(f);
     }
@@ -166,21 +165,15 @@ fn handshake_listed_by(ls: Lister) {
 
     // Removal: xsio-device's (online=0 + Closing, the waits, the prune), the guest
     // running and its QEMU alive as the host says.
-    let mut removals = Vec::new();
-    for dev in [&disk, &cdrom] {
-        let device = Device::new("vbd", 1, dev.devid()).with_backend(0, "qdisk");
-        let op = DeviceOp::remove(Config::default(), device, Force::Auto, world.now());
-        let id = world.add(tool, Machine::Device(op));
-        world.drain(id);
-        removals.push(id);
-    }
+    let removals: Vec<_> = [&disk, &cdrom]
+        .into_iter()
+        .map(|dev| start_removal(&mut world, tool, dev.devid()))
+        .collect();
     drive(&mut world, &mut links, |w| {
         removals.iter().all(|&id| completion_of(w, id).is_some())
     });
     for &id in &removals {
-        let Some(Completion::Removed(removal)) = completion_of(&world, id) else {
-            panic!("not a removal");
-        };
+        let removal = removal_of(&world, id);
         assert!(removal.pruned);
         assert_eq!(removal.result.map(|r| r.backend), Ok(BackendEnd::Closed));
     }

@@ -11,7 +11,6 @@
 mod common;
 
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -20,7 +19,7 @@ use common::Daemon;
 use xsio_device::disk::{DiskBackend, DiskSpec};
 use xsio_device::{
     Added, BackendEnd, Completion, Config as DeviceConfig, Device, DeviceEvent, DeviceOp, Force,
-    RemoveError, Removed,
+    RemoveError,
 };
 use xsio_harness::{ActorId, Conn, FixedHost, Harness, Owner, Record, Store};
 use xsio_io_tokio::host::Host;
@@ -28,7 +27,11 @@ use xsio_io_tokio::l2::{Arrivals, XsLinks, now, run_until, run_until_with};
 use xsio_io_tokio::xenstore::{self, Config, Transport};
 use xsio_ops::{DomainState, HostOp, Op, OpError, ProcessExit, Reply, Txn, XsOp};
 use xsio_testkit::block;
-use xsio_testkit::xenbus::{Event, Machine, assert_nothing_failed, completion_of, state_of};
+use xsio_testkit::hotplug::Hotplug;
+use xsio_testkit::xenbus::{
+    Event, Machine, add_ends, assert_nothing_failed, assert_removed_cleanly, both_in,
+    completion_of, removal_of, start_removal, state_of,
+};
 use xsio_xenbus::XenbusState;
 
 /// The store of the test: a fixed host in front of the xenstore connections.
@@ -97,13 +100,16 @@ fn disk_connects_and_is_removed_on_tokio() {
             toolstack(&mut world, &mut links, tool, create).await,
             Ok(Reply::Committed)
         );
-        let (backend, frontend) = block::ends(&disk, &areas, 0, start);
-        let b = world.add(back, Machine::Backend(backend));
-        let f = world.add(front, Machine::Frontend(frontend));
-        world.drain(b);
-        world.drain(f);
-        let both = |w: &Harness<Machine>, want| state_of(w, b) == want && state_of(w, f) == want;
-        drive(&mut world, &mut links, |w| both(w, XenbusState::Connected)).await;
+        let (b, f) = add_ends(
+            &mut world,
+            back,
+            front,
+            block::ends(&disk, &areas, 0, start),
+        );
+        drive(&mut world, &mut links, |w| {
+            both_in(w, (b, f), XenbusState::Connected)
+        })
+        .await;
 
         // What the daemon holds, read by a client of the test's own.
         let xs = links.1.handle(tool).unwrap().clone();
@@ -117,19 +123,9 @@ fn disk_connects_and_is_removed_on_tokio() {
         // Removal: xsio-device's (online=0 and Closing in one transaction, the waits for
         // the backend's and the live frontend's Closed, the prune of the areas and of the
         // parents they alone kept).
-        let device = Device::new("vbd", 1, disk.devid()).with_backend(0, "qdisk");
-        let op = DeviceOp::remove(
-            xsio_device::Config::default(),
-            device,
-            Force::Auto,
-            world.now(),
-        );
-        let r = world.add(tool, Machine::Device(op));
-        world.drain(r);
+        let r = start_removal(&mut world, tool, disk.devid());
         drive(&mut world, &mut links, |w| completion_of(w, r).is_some()).await;
-        let Some(Completion::Removed(removal)) = completion_of(&world, r) else {
-            panic!("not a removal: {:?}", completion_of(&world, r));
-        };
+        let removal = removal_of(&world, r);
         assert_eq!(removal.result.map(|r| r.backend), Ok(BackendEnd::Closed));
         assert!(removal.pruned);
         assert_eq!(state_of(&world, b), XenbusState::Closed);
@@ -147,39 +143,6 @@ fn disk_connects_and_is_removed_on_tokio() {
         assert!(!xs.exists("/local/domain/0/backend").await.unwrap());
         assert!(!xs.exists("/local/domain/1/device").await.unwrap());
     });
-}
-
-/// A wrapper around the test hotplug script (`testdata/hotplug/record.sh`) that fixes its
-/// record file and mode and leaves its process id in `<dir>/pid-<mode>` (the test
-/// process's own environment is left alone). Returns the wrapper, the record file, the
-/// script it runs.
-fn hotplug(dir: &Path, mode: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/hotplug/record.sh");
-    let record = dir.join(format!("record-{mode}"));
-    let wrapper = dir.join(format!("hotplug-{mode}"));
-    let pid = dir.join(format!("pid-{mode}"));
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\necho $$ > '{}'\nXSIO_HOTPLUG_RECORD='{}' XSIO_HOTPLUG_MODE={mode} exec '{}' \"$@\"\n",
-            pid.display(),
-            record.display(),
-            testdata.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    (wrapper, record, testdata)
-}
-
-/// What the test script records for one run of `wrapper` with `verb` on guest 1's disk
-/// 51712 (libxl's argv and environment for a `vbd` backend).
-fn record_of(wrapper: &Path, script: &Path, verb: &str) -> String {
-    format!(
-        "argv: {} {verb}\nscript={}\nXENBUS_TYPE=vbd\nXENBUS_PATH=backend/vbd/1/51712\nXENBUS_BASE_PATH=backend\n--\n",
-        script.display(),
-        wrapper.display()
-    )
 }
 
 /// Guest 1 running, its device model alive; any other domain is unknown to the host.
@@ -203,7 +166,8 @@ fn host() -> Host {
 #[test]
 fn a_disk_is_added_and_removed_with_its_hotplug_script_on_tokio() {
     let d = Daemon::start(&[1], &[]);
-    let (wrapper, record, script) = hotplug(d.dir.path(), "ok");
+    let hotplug = Hotplug::new(d.dir.path(), "ok");
+    let (wrapper, record) = (&hotplug.wrapper, &hotplug.record);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -246,17 +210,12 @@ fn a_disk_is_added_and_removed_with_its_hotplug_script_on_tokio() {
                 );
                 if created {
                     let now = w.now();
-                    let (backend, frontend) = block::ends(&disk, &device.areas(), 0, now);
-                    let b = w.add(back, Machine::Backend(backend));
-                    let f = w.add(front, Machine::Frontend(frontend));
-                    w.drain(b);
-                    w.drain(f);
-                    ends = Some((b, f));
+                    let device_ends = block::ends(&disk, &device.areas(), 0, now);
+                    ends = Some(add_ends(w, back, front, device_ends));
                 }
             }
-            ends.is_some_and(|(b, f)| {
-                state_of(w, b) == XenbusState::Connected && state_of(w, f) == XenbusState::Connected
-            }) && completion_of(w, op).is_some()
+            ends.is_some_and(|ends| both_in(w, ends, XenbusState::Connected))
+                && completion_of(w, op).is_some()
         })
         .await
         .unwrap_or_else(|e| {
@@ -273,8 +232,8 @@ fn a_disk_is_added_and_removed_with_its_hotplug_script_on_tokio() {
             Some(Completion::Added(Ok(Added { scripts: 1 })))
         );
         assert_eq!(
-            std::fs::read_to_string(&record).unwrap(),
-            record_of(&wrapper, &script, "add")
+            std::fs::read_to_string(record).unwrap(),
+            hotplug.record_of("add")
         );
         let be = device.backend_path();
         assert_eq!(
@@ -296,23 +255,13 @@ fn a_disk_is_added_and_removed_with_its_hotplug_script_on_tokio() {
                 && matches!(w.actor(f), Machine::Frontend(m) if m.is_stopped())
         })
         .await;
-        let Some(Completion::Removed(removal)) = completion_of(&world, r) else {
-            panic!("not a removal: {:?}", completion_of(&world, r));
-        };
-        assert_eq!(
-            removal.result,
-            Ok(Removed {
-                backend: BackendEnd::Closed,
-                escalated: false,
-                scripts: 1
-            })
-        );
-        assert!(removal.pruned);
+        let removal = removal_of(&world, r);
+        assert_removed_cleanly(&removal, 1);
         assert_eq!(state_of(&world, b), XenbusState::Closed);
         assert_eq!(links.host().unwrap().running(), 0);
         assert_eq!(
-            std::fs::read_to_string(&record).unwrap(),
-            record_of(&wrapper, &script, "add") + &record_of(&wrapper, &script, "remove")
+            std::fs::read_to_string(record).unwrap(),
+            hotplug.record_of("add") + &hotplug.record_of("remove")
         );
         for gone in [
             be.as_str(),
@@ -344,7 +293,7 @@ async fn seed(xs: &xenstore::XsHandle, device: &Device, script: &Path) {
 #[test]
 fn a_hanging_hotplug_script_is_killed_and_reported_on_tokio() {
     let d = Daemon::start(&[1], &[]);
-    let (wrapper, _, _) = hotplug(d.dir.path(), "hang");
+    let wrapper = Hotplug::new(d.dir.path(), "hang").wrapper;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -373,9 +322,7 @@ fn a_hanging_hotplug_script_is_killed_and_reported_on_tokio() {
         })
         .await
         .expect("the removal completes");
-        let Some(Completion::Removed(removal)) = completion_of(&world, r) else {
-            panic!("not a removal: {:?}", completion_of(&world, r));
-        };
+        let removal = removal_of(&world, r);
         let Err(RemoveError::Scripts(failures)) = &removal.result else {
             panic!("{removal:?}");
         };
@@ -399,8 +346,11 @@ fn a_hanging_hotplug_script_is_killed_and_reported_on_tokio() {
 #[test]
 fn dropping_the_links_kills_and_reaps_a_running_script() {
     let d = Daemon::start(&[], &[]);
-    let (wrapper, _, _) = hotplug(d.dir.path(), "hang");
-    let pidfile = d.dir.path().join("pid-hang");
+    let Hotplug {
+        wrapper,
+        pid: pidfile,
+        ..
+    } = Hotplug::new(d.dir.path(), "hang");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

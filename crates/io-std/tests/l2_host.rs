@@ -4,42 +4,19 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use xsio_device::{
-    BackendEnd, Completion, Config, Device, DeviceOp, Force, Removal, RemoveError, Removed,
-};
+use xsio_device::{Completion, Config, Device, DeviceOp, Force, Removal, RemoveError};
 use xsio_harness::Harness;
 use xsio_io_std::host::Host;
 use xsio_io_std::l2::{XsLinks, run_until, run_until_with};
 use xsio_io_std::xenstore::XsConn;
 use xsio_ops::{DomainState, ProcessExit};
+use xsio_testkit::hotplug::Hotplug;
+use xsio_testkit::xenbus::assert_removed_cleanly;
 
 use common::Daemon;
-
-/// A wrapper around the test script that fixes its record file and mode (the test
-/// process's own environment is left alone).
-fn script(dir: &Path, mode: &str) -> (PathBuf, PathBuf) {
-    let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/hotplug/record.sh");
-    let record = dir.join(format!("record-{mode}"));
-    let wrapper = dir.join(format!("hotplug-{mode}"));
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nXSIO_HOTPLUG_RECORD='{}' XSIO_HOTPLUG_MODE={mode} exec '{}' \"$@\"\n",
-            record.display(),
-            testdata.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    (wrapper, record)
-}
 
 /// A closed blkback disk of guest 1 with `script` as its hotplug script.
 fn seed(xs: &mut XsConn, device: &Device, script: &Path) {
@@ -82,34 +59,22 @@ fn running_guest() -> Host {
 #[test]
 fn the_script_runs_as_a_child_with_libxl_s_argv_and_env() {
     let daemon = Daemon::start();
-    let (wrapper, record) = script(daemon.dir(), "ok");
+    let hotplug = Hotplug::new(daemon.dir(), "ok");
+    let wrapper = &hotplug.wrapper;
     let device = Device::new("vbd", 1, 51712);
     seed(
         &mut XsConn::connect(daemon.socket()).unwrap(),
         &device,
-        &wrapper,
+        wrapper,
     );
 
     let (removal, links) = remove(&daemon, running_guest(), Config::default(), &device);
-    assert_eq!(
-        removal.result,
-        Ok(Removed {
-            backend: BackendEnd::Closed,
-            escalated: false,
-            scripts: 1
-        })
-    );
-    assert!(removal.pruned);
+    assert_removed_cleanly(&removal, 1);
     assert_eq!(links.host().unwrap().running(), 0);
-    let record = std::fs::read_to_string(record).unwrap();
-    let expected = format!(
-        "argv: {} remove\nscript={}\nXENBUS_TYPE=vbd\nXENBUS_PATH=backend/vbd/1/51712\nXENBUS_BASE_PATH=backend\n--\n",
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../testdata/hotplug/record.sh")
-            .display(),
-        wrapper.display()
+    assert_eq!(
+        std::fs::read_to_string(&hotplug.record).unwrap(),
+        hotplug.record_of("remove")
     );
-    assert_eq!(record, expected);
     let mut xs = XsConn::connect(daemon.socket()).unwrap();
     assert!(!xs.exists(&device.backend_path()).unwrap());
     assert!(!xs.exists("/libxl/1").unwrap());
@@ -118,7 +83,7 @@ fn the_script_runs_as_a_child_with_libxl_s_argv_and_env() {
 #[test]
 fn a_hanging_script_is_killed_and_reported() {
     let daemon = Daemon::start();
-    let (wrapper, _) = script(daemon.dir(), "hang");
+    let wrapper = Hotplug::new(daemon.dir(), "hang").wrapper;
     let device = Device::new("vbd", 1, 51712);
     seed(
         &mut XsConn::connect(daemon.socket()).unwrap(),
@@ -139,7 +104,7 @@ fn a_hanging_script_is_killed_and_reported() {
 #[test]
 fn a_failing_script_and_a_missing_one_are_reported() {
     let daemon = Daemon::start();
-    let (wrapper, _) = script(daemon.dir(), "fail");
+    let wrapper = Hotplug::new(daemon.dir(), "fail").wrapper;
     let device = Device::new("vbd", 1, 51712);
     seed(
         &mut XsConn::connect(daemon.socket()).unwrap(),
@@ -174,7 +139,7 @@ fn a_failing_script_and_a_missing_one_are_reported() {
 fn without_a_domain_info_provider_the_removal_fails_typed() {
     let daemon = Daemon::start();
     let device = Device::new("vbd", 1, 51712);
-    let (wrapper, _) = script(daemon.dir(), "ok");
+    let wrapper = Hotplug::new(daemon.dir(), "ok").wrapper;
     seed(
         &mut XsConn::connect(daemon.socket()).unwrap(),
         &device,
@@ -190,7 +155,7 @@ fn without_a_domain_info_provider_the_removal_fails_typed() {
 #[test]
 fn a_removal_started_by_the_stop_condition_runs_at_once() {
     let daemon = Daemon::start();
-    let (wrapper, _) = script(daemon.dir(), "ok");
+    let wrapper = Hotplug::new(daemon.dir(), "ok").wrapper;
     let first = Device::new("vbd", 1, 51712);
     let second = Device::new("vbd", 1, 51728);
     let mut xs = XsConn::connect(daemon.socket()).unwrap();

@@ -6,22 +6,24 @@
 //! through `xsio_io_tokio::host::Host`.
 
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use xsio_device::{BackendEnd, Completion, Device, DeviceOp, Force, Removed};
+use xsio_device::{BackendEnd, Device, DeviceOp, Force};
 use xsio_harness::{Conn, FixedHost, Harness, Owner, Record};
 use xsio_io_tokio::host::Host;
 use xsio_io_tokio::l2::{XsLinks, now, run_until};
 use xsio_io_tokio::xenstore::{self, ClientError, Config, Error, Transport, WatchItem};
 use xsio_ops::{DomainState, Op, OpError, Reply, XsOp};
 use xsio_testkit::block;
+use xsio_testkit::hotplug::Hotplug;
 use xsio_testkit::peer::{Peer, Tests};
 use xsio_testkit::xen::{Flavour, World, XenStored};
-use xsio_testkit::xenbus::{Machine as End, completion_of, state_of};
+use xsio_testkit::xenbus::{
+    Machine as End, add_ends, assert_removed_cleanly, both_in, completion_of, removal_of,
+    start_removal,
+};
 use xsio_xenbus::XenbusState;
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -201,14 +203,14 @@ fn xenbus_handshake_with_a_guest_on_a_ring(flavour: Flavour) {
         let (areas, create) = block::create(&disk);
         let created = toolstack(&mut world, &mut links, tool, XsOp::Transaction(create)).await;
         assert_eq!(created, Some(Ok(Reply::Committed)));
-        let (backend, frontend) = block::ends(&disk, &areas, 0, begin);
-        let b = world.add(back, End::Backend(backend));
-        let f = world.add(front, End::Frontend(frontend));
-        world.drain(b);
-        world.drain(f);
-        let both = |w: &Harness<End>, want| state_of(w, b) == want && state_of(w, f) == want;
+        let (b, f) = add_ends(
+            &mut world,
+            back,
+            front,
+            block::ends(&disk, &areas, 0, begin),
+        );
         run_until(&mut world, &mut links, Duration::from_secs(10), |w| {
-            both(w, XenbusState::Connected)
+            both_in(w, (b, f), XenbusState::Connected)
         })
         .await
         .expect("both ends Connected");
@@ -219,26 +221,16 @@ fn xenbus_handshake_with_a_guest_on_a_ring(flavour: Flavour) {
         let owner = xs.get_perms(&format!("{fe}/ring-ref")).await.unwrap()[0];
         assert_eq!(owner.domid, 1);
 
-        let device = Device::new("vbd", 1, disk.devid()).with_backend(0, "qdisk");
-        let op = DeviceOp::remove(
-            xsio_device::Config::default(),
-            device,
-            Force::Auto,
-            world.now(),
-        );
-        let r = world.add(tool, End::Device(op));
-        world.drain(r);
+        let r = start_removal(&mut world, tool, disk.devid());
         run_until(&mut world, &mut links, Duration::from_secs(10), |w| {
             completion_of(w, r).is_some()
         })
         .await
         .expect("the removal completes");
-        let Some(Completion::Removed(removal)) = completion_of(&world, r) else {
-            panic!("not a removal: {:?}", completion_of(&world, r));
-        };
+        let removal = removal_of(&world, r);
         assert_eq!(removal.result.map(|r| r.backend), Ok(BackendEnd::Closed));
         assert!(removal.pruned);
-        assert!(both(&world, XenbusState::Closed));
+        assert!(both_in(&world, (b, f), XenbusState::Closed));
         assert!(!xs.exists(&areas.backend_path()).await.unwrap());
         assert!(!xs.exists(&fe).await.unwrap());
         assert!(!xs.exists("/local/domain/0/backend").await.unwrap());
@@ -249,32 +241,14 @@ fn xenbus_handshake_with_a_guest_on_a_ring(flavour: Flavour) {
     });
 }
 
-/// `testdata/hotplug/record.sh` behind a wrapper that fixes its record file (the test
-/// process's own environment is left alone): the wrapper, the record, the script.
-fn hotplug(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/hotplug/record.sh");
-    let record = dir.join("hotplug-record");
-    let wrapper = dir.join("hotplug");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nXSIO_HOTPLUG_RECORD='{}' exec '{}' \"$@\"\n",
-            record.display(),
-            script.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    (wrapper, record, script)
-}
-
 /// `xsio-device`'s removal of a closed kernel-backed disk of guest 1 on tokio, its hotplug
 /// script a real child process (`xsio_io_tokio::host::Host`), against Xen's daemon: the
 /// script runs once with libxl's argv and environment, the areas and the parents they
 /// alone kept are pruned.
 fn removal_runs_a_real_hotplug_script(flavour: Flavour) {
     let Some(daemon) = start(flavour) else { return };
-    let (wrapper, record, script) = hotplug(daemon.world().dir());
+    let hotplug = Hotplug::new(daemon.world().dir(), "ok");
+    let (wrapper, record) = (&hotplug.wrapper, &hotplug.record);
     runtime().block_on(async {
         let begin = now();
         let mut world: Harness<End> = Harness::new(begin);
@@ -314,25 +288,13 @@ fn removal_runs_a_real_hotplug_script(flavour: Flavour) {
         })
         .await
         .expect("the removal completes");
-        let Some(Completion::Removed(removal)) = completion_of(&world, r) else {
-            panic!("not a removal: {:?}", completion_of(&world, r));
-        };
-        assert_eq!(
-            removal.result,
-            Ok(Removed {
-                backend: BackendEnd::Closed,
-                escalated: false,
-                scripts: 1
-            })
-        );
-        assert!(removal.pruned);
+        let removal = removal_of(&world, r);
+        assert_removed_cleanly(&removal, 1);
         assert_eq!(links.host().unwrap().running(), 0);
-        let expected = format!(
-            "argv: {} remove\nscript={}\nXENBUS_TYPE=vbd\nXENBUS_PATH=backend/vbd/1/51712\nXENBUS_BASE_PATH=backend\n--\n",
-            script.display(),
-            wrapper.display()
+        assert_eq!(
+            std::fs::read_to_string(record).unwrap(),
+            hotplug.record_of("remove")
         );
-        assert_eq!(std::fs::read_to_string(&record).unwrap(), expected);
         for gone in [
             be.as_str(),
             &device.frontend_path(),

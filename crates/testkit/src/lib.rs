@@ -14,6 +14,7 @@
 //!   [`tests!`]), and [`peer::Peer`], what each test needs; [`peer::require`] for a check
 //!   inside a test;
 //! - [`block`]: guest 1's disk and CD-ROM, created by the toolstack, and their two ends;
+//! - [`hotplug`]: the recording hotplug script behind a wrapper ([`hotplug::Hotplug`]);
 //! - [`xenbus`]: the xenbus tests' machines on one harness ([`xenbus::Machine`]) and what
 //!   the tests ask of them;
 //! - [`process`]: [`process::wait_with_timeout`], [`process::output_within`],
@@ -34,6 +35,7 @@
 #![deny(missing_docs)]
 
 pub mod block;
+pub mod hotplug;
 pub mod peer;
 pub mod process;
 pub mod qemu;

@@ -1,7 +1,7 @@
 //! The machines of the xenbus tests on one harness: our backends and frontends and the
 //! toolstack's device operations (`xsio-device`'s add and removal), with the few
 //! questions every such test asks of the world (a machine's xenbus state, an operation's
-//! completion, whether anything failed).
+//! completion or removal, whether anything failed).
 //!
 //! ```
 //! use std::time::Instant;
@@ -21,8 +21,10 @@
 //! assert_eq!(state_of(&world, b), xsio_xenbus::XenbusState::InitWait);
 //! ```
 
-use xsio_device::{Completion, DeviceEvent, DeviceOp};
-use xsio_harness::{ActorId, Harness};
+use xsio_device::{
+    BackendEnd, Completion, Config, Device, DeviceEvent, DeviceOp, Force, Removal, Removed,
+};
+use xsio_harness::{ActorId, Conn, Harness};
 use xsio_xenbus::{Backend, BackendEvent, Frontend, FrontendEvent, XenbusState};
 
 xsio_harness::actors! {
@@ -44,12 +46,66 @@ pub fn state_of(world: &Harness<Machine>, id: ActorId) -> XenbusState {
     }
 }
 
+/// Adds the two `ends` of a device (as [`crate::block::ends`] makes them), the backend on
+/// connection `back` and the frontend on `front`, and lets each take its first steps;
+/// their ids.
+pub fn add_ends(
+    world: &mut Harness<Machine>,
+    back: Conn,
+    front: Conn,
+    ends: (Backend, Frontend),
+) -> (ActorId, ActorId) {
+    let b = world.add(back, Machine::Backend(ends.0));
+    let f = world.add(front, Machine::Frontend(ends.1));
+    world.drain(b);
+    world.drain(f);
+    (b, f)
+}
+
+/// Whether both `ends` are in `state`.
+pub fn both_in(world: &Harness<Machine>, ends: (ActorId, ActorId), state: XenbusState) -> bool {
+    state_of(world, ends.0) == state && state_of(world, ends.1) == state
+}
+
+/// Starts `xsio-device`'s removal (force AUTO, default timings) of guest 1's block device
+/// `devid`, its backend dom0's `qdisk`, by the toolstack on connection `tool`; its id.
+pub fn start_removal(world: &mut Harness<Machine>, tool: Conn, devid: u32) -> ActorId {
+    let device = Device::new("vbd", 1, devid).with_backend(0, "qdisk");
+    let op = DeviceOp::remove(Config::default(), device, Force::Auto, world.now());
+    let id = world.add(tool, Machine::Device(op));
+    world.drain(id);
+    id
+}
+
 /// The completion of device operation `id` (`None` while it runs, and for an end).
 pub fn completion_of(world: &Harness<Machine>, id: ActorId) -> Option<Completion> {
     match world.actor(id) {
         Machine::Device(op) => op.completion().cloned(),
         _ => None,
     }
+}
+
+/// The removal device operation `id` completed; panics (with what there is) when it has
+/// not completed, or completed something else.
+pub fn removal_of(world: &Harness<Machine>, id: ActorId) -> Removal {
+    match completion_of(world, id) {
+        Some(Completion::Removed(removal)) => removal,
+        other => panic!("not a removal: {other:?}"),
+    }
+}
+
+/// Checks that `removal` is a device's clean end: its backend Closed with no escalation,
+/// `scripts` hotplug scripts run (each exiting 0), and its areas pruned.
+pub fn assert_removed_cleanly(removal: &Removal, scripts: u32) {
+    assert_eq!(
+        removal.result,
+        Ok(Removed {
+            backend: BackendEnd::Closed,
+            escalated: false,
+            scripts
+        })
+    );
+    assert!(removal.pruned, "the areas are pruned: {removal:?}");
 }
 
 /// Takes the world's log and fails on any record of a failure (a machine's `Failed`
