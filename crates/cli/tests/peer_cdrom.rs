@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, output_within};
+use common::{Daemon, assert_fails_with, logged_output_within};
 use serde_json::Value;
 use xsio_cdrom::{CdromError, Config, DeviceModel, Format, MediaChange, Medium};
 use xsio_harness::Harness;
@@ -123,18 +123,8 @@ impl Bed {
 
     /// `xsio cdrom ARGS --lock-dir ...` against the daemon (60 s at most).
     fn cdrom(&self, args: &[&str]) -> Output {
-        let out = output_within(
-            &mut self.command(args),
-            Duration::from_secs(60),
-            "xsio cdrom",
-        );
-        eprintln!(
-            "xsio cdrom {args:?}: {}\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        let what = format!("xsio cdrom {args:?}");
+        logged_output_within(&mut self.command(args), Duration::from_secs(60), &what)
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -281,12 +271,7 @@ fn a_refused_change_leaves_no_fd_set_and_xenstore_agreeing_with_query_block() {
     assert!(out.status.success(), "{}", stderr(&out));
     // Zeros are no qcow2 image: QEMU refuses the change after the eject.
     let out = bed.insert(&["--format", "qcow2", "--qmp", guest.socket()]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("blockdev-change-medium failed"),
-        "{}",
-        stderr(&out)
-    );
+    assert_fails_with(&out, "blockdev-change-medium failed");
     assert_drive_empty(&bed, &mut guest, "ejected, nothing inserted");
 }
 
@@ -311,8 +296,7 @@ fn a_stub_domain_and_a_disk_are_refused_with_their_errors() {
         &["/local/domain/5/image/device-model-domid", "6"],
     );
     let out = bed.eject(&[]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("stub domain 6"), "{}", stderr(&out));
+    assert_fails_with(&out, "stub domain 6");
     bed.daemon.ok(
         "xenstore-write",
         &["/local/domain/5/image/device-model-domid", "0"],
@@ -320,15 +304,9 @@ fn a_stub_domain_and_a_disk_are_refused_with_their_errors() {
     bed.daemon
         .ok("xenstore-write", &[&format!("{BE}/device-type"), "disk"]);
     let out = bed.eject(&[]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("not a cdrom"), "{}", stderr(&out));
+    assert_fails_with(&out, "not a cdrom");
     let out = bed.cdrom(&["eject", "--domain", "5", "--vdev", "hdd"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("no virtual device hdd"),
-        "{}",
-        stderr(&out)
-    );
+    assert_fails_with(&out, "no virtual device hdd");
 }
 
 /// The change, holding back `blockdev-change-medium` until the test lets it go.

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{Daemon, output_within};
+use common::{Daemon, assert_fails_with, logged_output_within};
 use xsio_testkit::peer::Tests;
 use xsio_testkit::process::Group;
 use xsio_testkit::xenstored::xenstore_utils;
@@ -61,22 +61,15 @@ impl Bed {
 
     /// `xsio device ARGS` against the daemon (60 s at most).
     fn device(&self, args: &[&str]) -> Output {
-        let out = output_within(
+        logged_output_within(
             Command::new(env!("CARGO_BIN_EXE_xsio"))
                 .arg("device")
                 .args(args)
                 .env("XENSTORED_PATH", &self.daemon.socket)
                 .env("XSIO_HOTPLUG_RECORD", &self.record),
             Duration::from_secs(60),
-            "xsio device",
-        );
-        eprintln!(
-            "xsio device {args:?}: {}\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+            &format!("xsio device {args:?}"),
+        )
     }
 
     /// The backend (and frontend) of a device, played by `backend.sh MODE`.
@@ -312,15 +305,9 @@ fn destroy_all_removes_every_device_of_the_domain() {
 fn a_missing_device_and_bad_arguments_fail_with_the_error() {
     let bed = Bed::new();
     let out = bed.device(&["remove", "--domain", "3"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("--kind is needed"),
-        "{}",
-        stderr(&out)
-    );
+    assert_fails_with(&out, "--kind is needed");
     let out = bed.device(&["add", "--domain", "3", "--disk", "vdev=xvda"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("missing target="), "{}", stderr(&out));
+    assert_fails_with(&out, "missing target=");
     // Adding the same device twice: the toolstack entry exists.
     let disk = [
         "add",
@@ -333,12 +320,7 @@ fn a_missing_device_and_bad_arguments_fail_with_the_error() {
     ];
     assert!(bed.device(&disk).status.success());
     let again = bed.device(&disk);
-    assert_eq!(again.status.code(), Some(1));
-    assert!(
-        stderr(&again).contains("the device already exists"),
-        "{}",
-        stderr(&again)
-    );
+    assert_fails_with(&again, "the device already exists");
 }
 
 fn main() -> std::process::ExitCode {

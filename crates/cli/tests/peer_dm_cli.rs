@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use xsio_testkit::peer::Tests;
-use xsio_testkit::process::{output_within, wait_with_timeout};
+use xsio_testkit::process::{assert_fails_with, output_within, wait_with_timeout};
 use xsio_testkit::qemu::{self, BARE_PAUSED_PC, QEMU};
 
 // The tests that run QEMU.
@@ -157,12 +157,7 @@ fn a_qemu_that_cannot_start_is_reported_with_its_status_and_message() {
         "pc",
         "-no-such-option",
     ]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = stderr(&out);
-    assert!(
-        err.contains("QEMU exited during start-up: exit status 1"),
-        "{err}"
-    );
+    let err = assert_fails_with(&out, "QEMU exited during start-up: exit status 1");
     assert!(
         err.contains("-no-such-option"),
         "QEMU's own message is shown: {err}"
@@ -173,12 +168,7 @@ fn a_qemu_that_cannot_start_is_reported_with_its_status_and_message() {
 fn commands_on_a_socket_nobody_listens_on_fail() {
     let dir = tempfile::tempdir().unwrap();
     let out = dm("cont", &dir.path().join("nothing.sock"), &[]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("connecting failed"),
-        "{}",
-        stderr(&out)
-    );
+    assert_fails_with(&out, "connecting failed");
 }
 
 fn main() -> std::process::ExitCode {

@@ -4,43 +4,24 @@
 //! real unprivileged guest (domain 1) over its xenstore ring. Xen's permission code, not
 //! ours, decides what the guest may read and write.
 
-use std::time::Duration;
+mod xenbus_std;
 
+use xenbus_std::{drive, toolstack};
 use xsio_device::BackendEnd;
-use xsio_harness::{Conn, Harness};
-use xsio_io_std::l2::{XsLinks, run_until};
+use xsio_harness::Harness;
+use xsio_io_std::l2::XsLinks;
 use xsio_io_std::unix::UnixConn;
-use xsio_io_std::xenbus;
 use xsio_io_std::xenstore::{XsConn, XsError};
-use xsio_ops::{OpError, Reply, XsOp};
+use xsio_ops::{Reply, XsOp};
 use xsio_testkit::block;
 use xsio_testkit::peer::{Peer, Tests};
 use xsio_testkit::xen::{Flavour, World, XenStored};
-use xsio_testkit::xenbus::{
-    Machine, add_ends, assert_nothing_failed, both_in, completion_of, removal_of, start_removal,
-};
+use xsio_testkit::xenbus::{Machine, add_ends, both_in, completion_of, removal_of, start_removal};
 use xsio_xenbus::XenbusState;
 use xsio_xs_wire::{Access, ErrorKind, Perm};
 
 const BACKEND: &str = "/local/domain/0/backend/qdisk/1/51712";
 const FRONTEND: &str = "/local/domain/1/device/vbd/51712";
-
-/// Runs the world until `done` (20 s at most), failing on any machine's failure event.
-fn drive(
-    world: &mut Harness<Machine>,
-    links: &mut XsLinks,
-    done: impl Fn(&Harness<Machine>) -> bool,
-) {
-    run_until(world, links, Duration::from_secs(20), done).expect("the machines get there");
-    assert_nothing_failed(world);
-}
-
-/// A transaction of the toolstack's own, executed directly on its connection.
-fn toolstack(links: &mut XsLinks, conn: Conn, op: XsOp) -> Result<Reply, OpError> {
-    let mut watches = xsio_harness::xs::Watches::default();
-    let conn = links.conn_mut(conn).expect("the toolstack's connection");
-    xenbus::execute(conn, &op, &mut watches)
-}
 
 /// The toolstack creates a disk, our backend (dom0) and frontend (guest 1 over its ring)
 /// run the handshake to Connected; what each side wrote is read back, and the guest is

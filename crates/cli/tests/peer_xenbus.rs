@@ -5,42 +5,24 @@
 //! `xenstore-ls` in a second run of the same handshake that needs xenstore-utils.
 
 mod common;
+mod xenbus_std;
 
 use std::time::Duration;
 
 use common::{Daemon, stdout_within};
+use xenbus_std::{drive, toolstack};
 use xsio_device::BackendEnd;
-use xsio_harness::{Conn, Harness};
-use xsio_io_std::l2::{XsLinks, run_until};
+use xsio_harness::Harness;
+use xsio_io_std::l2::XsLinks;
 use xsio_io_std::unix::now;
-use xsio_io_std::xenbus;
 use xsio_io_std::xenstore::XsConn;
-use xsio_ops::{OpError, Reply, XsOp};
+use xsio_ops::{Reply, XsOp};
 use xsio_testkit::block;
-use xsio_testkit::xenbus::{
-    Machine, add_ends, assert_nothing_failed, completion_of, removal_of, start_removal, state_of,
-};
+use xsio_testkit::xenbus::{Machine, add_ends, completion_of, removal_of, start_removal, state_of};
 use xsio_xenbus::XenbusState;
 
 // The check through xenstore-ls.
 const WITH_UTILS: &[(&str, fn())] = xsio_testkit::tests![xenstore_ls_shows_the_device_directories];
-
-/// Runs the world until `done` (10 s at most), failing on any machine's failure event.
-fn drive(
-    world: &mut Harness<Machine>,
-    links: &mut XsLinks,
-    done: impl Fn(&Harness<Machine>) -> bool,
-) {
-    run_until(world, links, Duration::from_secs(10), done).expect("the machines get there");
-    assert_nothing_failed(world);
-}
-
-/// A transaction of the toolstack's own, executed directly on its connection.
-fn toolstack(links: &mut XsLinks, conn: Conn, op: XsOp) -> Result<Reply, OpError> {
-    let mut watches = xsio_harness::xs::Watches::default();
-    let conn = links.conn_mut(conn).expect("the toolstack's connection");
-    xenbus::execute(conn, &op, &mut watches)
-}
 
 /// One `name = "value" (perms)` per line of a `ls -p` output, with the tool's padding
 /// (spaces and ` . . .` leaders before the permissions) collapsed.

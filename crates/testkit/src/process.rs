@@ -69,6 +69,39 @@ pub fn stdout_within(command: &mut Command, limit: Duration, what: &str) -> Stri
     String::from_utf8(out.stdout).unwrap_or_else(|e| panic!("{what} printed no UTF-8: {e}"))
 }
 
+/// Checks that `out` is a failure with exit status 1 whose stderr contains `message`;
+/// returns its stderr.
+///
+/// ```
+/// use std::process::Command;
+/// use std::time::Duration;
+///
+/// let mut ls = Command::new("sh");
+/// ls.args(["-c", "echo 'no such thing' >&2; exit 1"]);
+/// let out = xsio_testkit::process::output_within(&mut ls, Duration::from_secs(20), "sh");
+/// xsio_testkit::process::assert_fails_with(&out, "no such thing");
+/// ```
+pub fn assert_fails_with(out: &Output, message: &str) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(message), "not saying {message:?}: {stderr}");
+    stderr
+}
+
+/// [`output_within`], with the command's exit status, stdout and stderr printed to this
+/// process's stderr (shown when the test fails): for a command whose output a test
+/// checks piece by piece.
+pub fn logged_output_within(command: &mut Command, limit: Duration, what: &str) -> Output {
+    let out = output_within(command, limit, what);
+    eprintln!(
+        "{what}: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// A child in a process group of its own (a shell script and the tools it starts), killed
 /// as a group, and reaped, on drop.
 #[derive(Debug)]

@@ -7,7 +7,9 @@ use std::ops::Deref;
 use std::path::Path;
 use std::process::{ExitStatus, Output};
 
-pub use xsio_testkit::process::{output_within, stdout_within, wait_with_timeout};
+pub use xsio_testkit::process::{
+    assert_fails_with, logged_output_within, output_within, stdout_within, wait_with_timeout,
+};
 use xsio_testkit::xenstored;
 pub use xsio_testkit::xenstored::Watcher;
 
