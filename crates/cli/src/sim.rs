@@ -29,6 +29,11 @@ pub(crate) struct Args {
     /// Draw the (first) run as a sequence diagram.
     #[arg(long, value_name = "FILE.svg")]
     svg: Option<PathBuf>,
+    /// Print only the totals and the invariants' verdict: no trace, no per-device table
+    /// (a host of thousands of domains). Without `--trace` or `--svg` the run keeps no
+    /// trace at all, only its line count.
+    #[arg(long)]
+    summary_only: bool,
 }
 
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
@@ -41,8 +46,13 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         None => (DEFAULT_SCENARIO.to_owned(), "(built-in)".to_owned()),
     };
     let scenario = Scenario::parse(&text).with_context(|| format!("scenario {name}"))?;
-    let first = xsio_sim::run(&scenario, args.seed)
-        .with_context(|| format!("seed {} did not run to its end", args.seed))?;
+    let keep_trace = !args.summary_only || args.trace.is_some() || args.svg.is_some();
+    let first = if keep_trace {
+        xsio_sim::run(&scenario, args.seed)
+    } else {
+        xsio_sim::run_without_trace(&scenario, args.seed)
+    }
+    .with_context(|| format!("seed {} did not run to its end", args.seed))?;
     if let Some(path) = &args.trace {
         std::fs::write(path, first.trace.to_jsonl())
             .with_context(|| format!("writing {}", path.display()))?;
@@ -53,7 +63,11 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     if args.runs <= 1 {
-        print_one(&scenario, &first);
+        if args.summary_only {
+            print_totals(&scenario, &first);
+        } else {
+            print_one(&scenario, &first);
+        }
         return Ok(verdict(&first, &args.scenario));
     }
     many(&scenario, args)
@@ -69,10 +83,25 @@ fn print_one(scenario: &Scenario, report: &Report) {
     println!(
         "\n== summary: {} ms of virtual time, {} trace lines, {} world steps\n",
         report.end_ms,
-        report.trace.lines().len(),
+        report.trace.len(),
         report.steps
     );
     print!("{}", report.summary());
+}
+
+fn print_totals(scenario: &Scenario, report: &Report) {
+    println!("== xsio sim: {} (seed {})", scenario.name, report.seed);
+    if !scenario.description.is_empty() {
+        println!("   {}", scenario.description);
+    }
+    println!(
+        "== summary: {} ms of virtual time, {} trace lines, {} world steps, at most {} xenstore nodes",
+        report.end_ms,
+        report.trace.len(),
+        report.steps,
+        report.peak_nodes
+    );
+    println!("   {}", report.totals());
 }
 
 fn verdict(report: &Report, scenario: &Option<PathBuf>) -> ExitCode {
@@ -80,9 +109,12 @@ fn verdict(report: &Report, scenario: &Option<PathBuf>) -> ExitCode {
         println!("\nall invariants hold");
         return ExitCode::SUCCESS;
     }
-    println!("\nbroken invariants:");
-    for v in &report.violations {
+    println!("\nbroken invariants ({}):", report.violations.len());
+    for v in report.violations.iter().take(50) {
         println!("  - {v}");
+    }
+    if report.violations.len() > 50 {
+        println!("  ... and {} more", report.violations.len() - 50);
     }
     println!("reproduce with: {}", reproduce(report.seed, scenario));
     ExitCode::FAILURE

@@ -274,6 +274,11 @@ struct FileStep {
     action: Action,
     domain: Option<u32>,
     device: Option<String>,
+    /// With no `domain`: the k-th domain (in domid order, from 0) acts at
+    /// `at_ms + k * stagger_ms` instead of all at once (a host's guests are not all created
+    /// or destroyed in the same millisecond).
+    #[serde(default)]
+    stagger_ms: u64,
 }
 
 impl Scenario {
@@ -359,6 +364,28 @@ impl Scenario {
                     Some(vdev)
                 }
             };
+            if s.stagger_ms > 0 && s.domain.is_none() {
+                let mut ids: Vec<u32> = domains.iter().map(|d| d.domid).collect();
+                ids.sort_unstable();
+                for (k, domid) in ids.into_iter().enumerate() {
+                    let at_ms = (k as u64)
+                        .checked_mul(s.stagger_ms)
+                        .and_then(|delay| delay.checked_add(s.at_ms))
+                        .ok_or_else(|| {
+                            ScenarioError::Invalid(format!(
+                                "a step at {} ms staggered by {} ms ends past the end of time",
+                                s.at_ms, s.stagger_ms
+                            ))
+                        })?;
+                    steps.push(Step {
+                        at_ms,
+                        action: s.action,
+                        domain: Some(domid),
+                        device,
+                    });
+                }
+                continue;
+            }
             steps.push(Step {
                 at_ms: s.at_ms,
                 action: s.action,
@@ -479,6 +506,49 @@ mod tests {
             .collect();
         assert_eq!(bridges, ["xenbr0", "xenbr1"]);
         assert!(s.domains[0].devices.is_empty());
+    }
+
+    #[test]
+    fn a_staggered_step_becomes_one_step_per_domain_in_domid_order() {
+        let text = r#"
+            name = "staggered"
+            [[domain]]
+            domid = 20
+            devices = [{ vdev = "xvda", kind = "disk", params = "/d" }]
+            [[domain]]
+            domid = 10
+            count = 2
+            devices = [{ vdev = "xvda", kind = "disk", params = "/d" }]
+            [[step]]
+            at_ms = 100
+            action = "remove"
+            stagger_ms = 7
+            [[step]]
+            at_ms = 0
+            action = "create"
+        "#;
+        let s = Scenario::parse(text).unwrap();
+        let steps: Vec<(u64, Action, Option<u32>)> = s
+            .steps
+            .iter()
+            .map(|s| (s.at_ms, s.action, s.domain))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                (0, Action::Create, None),
+                (100, Action::Remove, Some(10)),
+                (107, Action::Remove, Some(11)),
+                (114, Action::Remove, Some(20)),
+            ]
+        );
+        let overflow = text.replace("stagger_ms = 7", &format!("stagger_ms = {}", u64::MAX));
+        assert!(
+            Scenario::parse(&overflow)
+                .unwrap_err()
+                .to_string()
+                .contains("end of time")
+        );
     }
 
     #[test]

@@ -55,13 +55,45 @@ pub struct Line {
 }
 
 /// A run's lines, in order.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Trace {
     lines: Vec<Line>,
+    /// Lines pushed, kept or not.
+    count: usize,
+    /// Whether lines are kept (a run of thousands of domains counts them only: its
+    /// trace would take gigabytes).
+    keep: bool,
+}
+
+impl Default for Trace {
+    fn default() -> Self {
+        Trace {
+            lines: Vec::new(),
+            count: 0,
+            keep: true,
+        }
+    }
 }
 
 impl Trace {
+    /// A trace that counts its lines and keeps none.
+    pub(crate) fn counting_only() -> Trace {
+        Trace {
+            keep: false,
+            ..Trace::default()
+        }
+    }
+
+    /// Whether lines are kept (see [`run_without_trace`](crate::run_without_trace)).
+    pub(crate) fn keeps_lines(&self) -> bool {
+        self.keep
+    }
+
     pub(crate) fn push(&mut self, t_ms: u64, lane: Lane, who: String, what: String) {
+        self.count += 1;
+        if !self.keep {
+            return;
+        }
         self.lines.push(Line {
             t_ms,
             lane,
@@ -70,9 +102,19 @@ impl Trace {
         });
     }
 
-    /// The lines.
+    /// The lines (none for a run without trace).
     pub fn lines(&self) -> &[Line] {
         &self.lines
+    }
+
+    /// How many lines the run produced, kept or not.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether the run produced no line.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
     }
 
     /// The trace as text, one line each: `   17 ms  backend d1 xvda     state ...`.

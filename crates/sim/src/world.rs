@@ -49,6 +49,9 @@ xsio_harness::actors! {
 
 /// The most world steps one run may take before it counts as stuck.
 const MAX_STEPS: usize = 1_000_000;
+/// The steps a run may take per device, when that is more (scale-10000.toml takes about
+/// 60).
+const STEPS_PER_DEVICE: usize = 400;
 
 /// Where a device is in its life, as the toolstack sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -223,6 +226,8 @@ pub(crate) struct Sim {
     by_domain: BTreeMap<u32, Vec<usize>>,
     pub(crate) trace: Trace,
     pub(crate) steps_taken: usize,
+    /// The most nodes xenstored held at the end of a step.
+    pub(crate) peak_nodes: usize,
 }
 
 impl Sim {
@@ -353,6 +358,7 @@ impl Sim {
             by_domain,
             trace: Trace::default(),
             steps_taken: 0,
+            peak_nodes: 0,
         }
     }
 
@@ -365,14 +371,18 @@ impl Sim {
         loop {
             self.apply_due_steps()?;
             self.steps_taken += 1;
-            if self.steps_taken > MAX_STEPS {
-                return Err(HarnessError::NoProgress(MAX_STEPS));
+            // A host of thousands of devices takes hundreds of steps for each.
+            let max_steps = MAX_STEPS.max(self.devices.len().saturating_mul(STEPS_PER_DEVICE));
+            if self.steps_taken > max_steps {
+                return Err(HarnessError::NoProgress(max_steps));
             }
             let mut moved = self.store.step(&mut self.harness)?;
             moved |= self.host_news()?;
             moved |= self.deliver_all()?;
             moved |= self.harness.fire_due_timers();
             self.report()?;
+            let nodes = self.store.1.server().node_count();
+            self.peak_nodes = self.peak_nodes.max(nodes);
             if moved {
                 let jitter = self.scenario.faults.max_jitter_ms;
                 if jitter > 0 {
@@ -481,6 +491,10 @@ impl Sim {
     }
 
     fn say(&mut self, lane: Lane, who: String, what: String) {
+        if !self.trace.keeps_lines() {
+            self.trace.push(0, lane, String::new(), String::new());
+            return;
+        }
         let ms = self.elapsed_ms();
         self.trace.push(ms, lane, who, what);
     }

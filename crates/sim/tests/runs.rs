@@ -245,3 +245,35 @@ fn qemus_late_closed_write_leaves_nothing_behind() {
         );
     }
 }
+
+/// The 10 000-guest scenario at 100 guests (its full size runs with `xsio sim`, and from
+/// 100 to 10 000 in `cargo bench -p xsio-sim --bench growth`): every device of every
+/// guest is created, connects (or is ignored by its guest, a seeded fault) and is removed,
+/// with no trace kept.
+#[test]
+fn the_scale_scenario_at_100_guests_removes_every_device() {
+    let text = include_str!("../../../testdata/scenarios/scale-10000.toml")
+        .replace("count = 10000", "count = 100");
+    let scenario = Scenario::parse(&text).unwrap();
+    let report = xsio_sim::run_without_trace(&scenario, 1).unwrap();
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    assert_eq!(report.devices.len(), 400);
+    assert!(report.devices.iter().all(|d| d.phase == Phase::Removed));
+    assert!(report.trace.lines().is_empty(), "no trace kept");
+    assert!(
+        report.trace.len() > 40_000,
+        "{} lines counted",
+        report.trace.len()
+    );
+    // All 100 guests were live at once: their 400 devices' nodes were in the store together.
+    assert!(
+        report.peak_nodes > 400 * 20,
+        "{} nodes at most",
+        report.peak_nodes
+    );
+    assert!(
+        report.totals().starts_with("400 devices: 400 Removed;"),
+        "{}",
+        report.totals()
+    );
+}
