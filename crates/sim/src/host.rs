@@ -9,7 +9,7 @@
 //! QEMU holds (fd sets, a saved state's duplicate, a medium). Whatever QEMU holds goes when
 //! it dies; at the end of a run nothing may be open.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use rand_chacha::ChaCha8Rng;
@@ -81,6 +81,12 @@ pub(crate) struct SimHost {
     pub(crate) scripts: ScriptFaults,
     pub(crate) domains: BTreeMap<u32, DomainState>,
     qemus: Vec<QemuProc>,
+    /// Each QEMU's index in `qemus`, by its connection's index.
+    qemu_of_conn: BTreeMap<usize, usize>,
+    /// The QEMUs a step must visit even without requests on their connection: spawned or
+    /// exited since, or with a command, a connection or a client deadline pending. The
+    /// others have nothing to move: a host of ten thousand guests visits a few, not all.
+    awake: BTreeSet<usize>,
     pub(crate) ledger: FdLedger,
     handles: BTreeMap<FdHandle, TrackedFd>,
     next_handle: u64,
@@ -99,6 +105,8 @@ impl SimHost {
             scripts,
             domains: BTreeMap::new(),
             qemus: Vec::new(),
+            qemu_of_conn: BTreeMap::new(),
+            awake: BTreeSet::new(),
             ledger: FdLedger::default(),
             handles: BTreeMap::new(),
             next_handle: 0,
@@ -127,10 +135,19 @@ impl SimHost {
             commands: BTreeMap::new(),
             quitting: false,
         };
-        match self.qemus.iter_mut().find(|q| q.domid == domid) {
-            Some(old) => *old = proc,
-            None => self.qemus.push(proc),
-        }
+        let at = match self.qemus.iter().position(|q| q.domid == domid) {
+            Some(at) => {
+                let old = std::mem::replace(&mut self.qemus[at], proc);
+                self.qemu_of_conn.remove(&old.conn.index());
+                at
+            }
+            None => {
+                self.qemus.push(proc);
+                self.qemus.len() - 1
+            }
+        };
+        self.qemu_of_conn.insert(conn.index(), at);
+        self.awake.insert(at);
     }
 
     /// Whether guest `domid`'s QEMU runs.
@@ -167,9 +184,11 @@ impl SimHost {
         domid: u32,
         exit: ProcessExit,
     ) -> Result<(), HarnessError> {
-        let Some(q) = self.qemus.iter_mut().find(|q| q.domid == domid) else {
+        let Some(at) = self.qemus.iter().position(|q| q.domid == domid) else {
             return Ok(());
         };
+        self.awake.insert(at);
+        let q = &mut self.qemus[at];
         if q.process.take().is_none() {
             return Ok(());
         }
@@ -384,24 +403,38 @@ impl<A: Actor> Store<A> for SimHost {
                 }
             }
         }
-        // Everything on a QEMU's connection.
-        for at in 0..self.qemus.len() {
+        // Everything on a QEMU's connection: the QEMUs with requests waiting or awake.
+        let mut visit = std::mem::take(&mut self.awake);
+        for conn in harness.requesting_conns() {
+            if let Some(&at) = self.qemu_of_conn.get(&conn.index()) {
+                visit.insert(at);
+            }
+        }
+        for at in visit {
             let conn = self.qemus[at].conn;
             while let Some((owner, request)) = harness.take_request(conn) {
                 moved = true;
                 self.execute(harness, at, owner, request.id, request.op)?;
             }
             moved |= self.move_bytes(harness, at)?;
+            let q = &self.qemus[at];
+            let pending = !q.commands.is_empty()
+                || !q.connecting.is_empty()
+                || q.client.as_ref().and_then(Client::poll_timeout).is_some();
+            if pending {
+                self.awake.insert(at);
+            }
         }
         Ok(moved)
     }
 
     fn next_deadline(&self) -> Option<Instant> {
         let scripts = self.running.iter().filter_map(|s| s.due);
+        // Only an awake QEMU's client has a deadline (see `awake`).
         let clients = self
-            .qemus
+            .awake
             .iter()
-            .filter_map(|q| q.client.as_ref().and_then(Client::poll_timeout));
+            .filter_map(|&at| self.qemus[at].client.as_ref()?.poll_timeout());
         scripts.chain(clients).min()
     }
 }
