@@ -370,7 +370,7 @@ impl Scenario {
                 for (k, domid) in ids.into_iter().enumerate() {
                     let at_ms = (k as u64)
                         .checked_mul(s.stagger_ms)
-                        .and_then(|delay| delay.checked_add(s.at_ms))
+                        .and_then(|offset| offset.checked_add(s.at_ms))
                         .ok_or_else(|| {
                             ScenarioError::Invalid(format!(
                                 "a step at {} ms staggered by {} ms ends past the end of time",
