@@ -21,7 +21,7 @@ use xsio_device::{
     Added, BackendEnd, Completion, Config as DeviceConfig, Device, DeviceEvent, DeviceOp, Force,
     RemoveError,
 };
-use xsio_harness::{ActorId, Conn, FixedHost, Harness, Owner, Record, Store};
+use xsio_harness::{ActorId, Conn, FixedHost, Harness, Record, Store};
 use xsio_io_tokio::host::Host;
 use xsio_io_tokio::l2::{Arrivals, XsLinks, now, run_until, run_until_with};
 use xsio_io_tokio::xenstore::{self, Config, Transport};
@@ -30,7 +30,7 @@ use xsio_testkit::block;
 use xsio_testkit::hotplug::Hotplug;
 use xsio_testkit::xenbus::{
     Event, Machine, add_ends, assert_nothing_failed, assert_removed_cleanly, both_in,
-    completion_of, removal_of, start_removal, state_of,
+    closed_device_keys, completion_of, removal_of, start_removal, state_of, take_answer,
 };
 use xsio_xenbus::XenbusState;
 
@@ -57,32 +57,16 @@ async fn toolstack(
     txn: Txn,
 ) -> Result<Reply, OpError> {
     let id = world.submit(conn, Op::Xs(XsOp::Transaction(txn)));
-    let mut answer = None;
     run_until(world, links, Duration::from_secs(10), |_| true)
         .await
         .expect("answered");
-    for record in world.take_log() {
-        match record {
-            Record::Reply {
-                owner: Owner::Caller,
-                id: done,
-                result,
-                ..
-            } if done == id => answer = Some(result),
-            other => assert!(!format!("{other:?}").contains("Failed"), "{other:?}"),
-        }
-    }
-    answer.expect("the toolstack's transaction was answered")
+    take_answer(world, id).expect("the toolstack's transaction was answered")
 }
 
 #[test]
 fn disk_connects_and_is_removed_on_tokio() {
     let d = Daemon::start(&[1], &[]);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    runtime().block_on(async {
         let start = now();
         let mut world: Harness<Machine> = Harness::new(start);
         let mut links: Stores = (FixedHost::default(), XsLinks::default());
@@ -145,6 +129,14 @@ fn disk_connects_and_is_removed_on_tokio() {
     });
 }
 
+/// A runtime for one test, as `#[tokio::test]` would make it.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Guest 1 running, its device model alive; any other domain is unknown to the host.
 fn host() -> Host {
     Host::new()
@@ -168,11 +160,7 @@ fn a_disk_is_added_and_removed_with_its_hotplug_script_on_tokio() {
     let d = Daemon::start(&[1], &[]);
     let hotplug = Hotplug::new(d.dir.path(), "ok");
     let (wrapper, record) = (&hotplug.wrapper, &hotplug.record);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    runtime().block_on(async {
         let start = now();
         let mut world: Harness<Machine> = Harness::new(start);
         let mut links = XsLinks::default().with_host(host());
@@ -275,30 +263,13 @@ fn a_disk_is_added_and_removed_with_its_hotplug_script_on_tokio() {
     });
 }
 
-/// A closed `vbd` disk of guest 1 whose hotplug script is `script`.
-async fn seed(xs: &xenstore::XsHandle, device: &Device, script: &Path) {
-    let be = device.backend_path();
-    xs.write(&format!("{be}/state"), "6").await.unwrap();
-    xs.write(&format!("{be}/script"), script.display().to_string())
-        .await
-        .unwrap();
-    xs.write(&device.frontend_key("state"), "6").await.unwrap();
-    xs.write(&format!("{}/backend", device.toolstack_path()), be.clone())
-        .await
-        .unwrap();
-}
-
 /// A removal whose hotplug script hangs: past the hotplug timeout (0.4 s here) the driver
 /// kills it (SIGKILL) and reaps it, and the removal reports the killed script.
 #[test]
 fn a_hanging_hotplug_script_is_killed_and_reported_on_tokio() {
     let d = Daemon::start(&[1], &[]);
     let wrapper = Hotplug::new(d.dir.path(), "hang").wrapper;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    runtime().block_on(async {
         let start = now();
         let mut world: Harness<Machine> = Harness::new(start);
         let mut links = XsLinks::default().with_host(host());
@@ -310,7 +281,9 @@ fn a_hanging_hotplug_script_is_killed_and_reported_on_tokio() {
         );
         let xs = links.handle(tool).unwrap().clone();
         let device = Device::new("vbd", 1, 51712);
-        seed(&xs, &device, &wrapper).await;
+        for (path, value) in closed_device_keys(&device, &wrapper) {
+            xs.write(&path, value).await.unwrap();
+        }
         let fast = DeviceConfig::default().scaled(0.01).unwrap();
         let r = world.add(
             tool,
@@ -351,11 +324,7 @@ fn dropping_the_links_kills_and_reaps_a_running_script() {
         pid: pidfile,
         ..
     } = Hotplug::new(d.dir.path(), "hang");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    runtime().block_on(async {
         let mut world: Harness<Machine> = Harness::new(now());
         let mut links = XsLinks::default().with_host(Host::new());
         let tool = links.add(

@@ -14,19 +14,15 @@ use xsio_io_std::l2::{XsLinks, run_until, run_until_with};
 use xsio_io_std::xenstore::XsConn;
 use xsio_ops::{DomainState, ProcessExit};
 use xsio_testkit::hotplug::Hotplug;
-use xsio_testkit::xenbus::assert_removed_cleanly;
+use xsio_testkit::xenbus::{assert_removed_cleanly, closed_device_keys};
 
 use common::Daemon;
 
 /// A closed blkback disk of guest 1 with `script` as its hotplug script.
 fn seed(xs: &mut XsConn, device: &Device, script: &Path) {
-    let be = device.backend_path();
-    xs.write(&format!("{be}/state"), "6").unwrap();
-    xs.write(&format!("{be}/script"), script.display().to_string())
-        .unwrap();
-    xs.write(&device.frontend_key("state"), "6").unwrap();
-    xs.write(&format!("{}/backend", device.toolstack_path()), be.clone())
-        .unwrap();
+    for (path, value) in closed_device_keys(device, script) {
+        xs.write(&path, value).unwrap();
+    }
 }
 
 fn remove(daemon: &Daemon, host: Host, config: Config, device: &Device) -> (Removal, XsLinks) {

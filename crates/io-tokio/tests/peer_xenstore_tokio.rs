@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use xsio_device::{BackendEnd, Device, DeviceOp, Force};
-use xsio_harness::{Conn, FixedHost, Harness, Owner, Record};
+use xsio_harness::{Conn, FixedHost, Harness};
 use xsio_io_tokio::host::Host;
 use xsio_io_tokio::l2::{XsLinks, now, run_until};
 use xsio_io_tokio::xenstore::{self, ClientError, Config, Error, Transport, WatchItem};
@@ -21,8 +21,8 @@ use xsio_testkit::hotplug::Hotplug;
 use xsio_testkit::peer::{Peer, Tests};
 use xsio_testkit::xen::{Flavour, World, XenStored};
 use xsio_testkit::xenbus::{
-    Machine as End, add_ends, assert_removed_cleanly, both_in, completion_of, removal_of,
-    start_removal,
+    Machine as End, add_ends, assert_removed_cleanly, both_in, closed_device_keys, completion_of,
+    removal_of, start_removal, take_answer,
 };
 use xsio_xenbus::XenbusState;
 
@@ -169,18 +169,7 @@ async fn toolstack(
     run_until(world, links, Duration::from_secs(10), |_| true)
         .await
         .unwrap();
-    world
-        .take_log()
-        .into_iter()
-        .find_map(|record| match record {
-            Record::Reply {
-                owner: Owner::Caller,
-                id: done,
-                result,
-                ..
-            } if done == id => Some(result),
-            _ => None,
-        })
+    take_answer(world, id)
 }
 
 /// The disk handshake on tokio: the toolstack and the backend as dom0 on the daemon's
@@ -266,14 +255,9 @@ fn removal_runs_a_real_hotplug_script(flavour: Flavour) {
         let xs = links.handle(tool).unwrap().clone();
         let device = Device::new("vbd", 1, 51712);
         let be = device.backend_path();
-        xs.write(&format!("{be}/state"), "6").await.unwrap();
-        xs.write(&format!("{be}/script"), wrapper.display().to_string())
-            .await
-            .unwrap();
-        xs.write(&device.frontend_key("state"), "6").await.unwrap();
-        xs.write(&format!("{}/backend", device.toolstack_path()), be.clone())
-            .await
-            .unwrap();
+        for (path, value) in closed_device_keys(&device, wrapper) {
+            xs.write(&path, value).await.unwrap();
+        }
 
         let op = DeviceOp::remove(
             xsio_device::Config::default(),

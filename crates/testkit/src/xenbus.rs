@@ -21,10 +21,14 @@
 //! assert_eq!(state_of(&world, b), xsio_xenbus::XenbusState::InitWait);
 //! ```
 
+use std::path::Path;
+
+use xsio_core::OpId;
 use xsio_device::{
     BackendEnd, Completion, Config, Device, DeviceEvent, DeviceOp, Force, Removal, Removed,
 };
-use xsio_harness::{ActorId, Conn, Harness};
+use xsio_harness::{ActorId, Conn, Harness, Owner, Record};
+use xsio_ops::{OpError, Reply};
 use xsio_xenbus::{Backend, BackendEvent, Frontend, FrontendEvent, XenbusState};
 
 xsio_harness::actors! {
@@ -106,6 +110,33 @@ pub fn assert_removed_cleanly(removal: &Removal, scripts: u32) {
         })
     );
     assert!(removal.pruned, "the areas are pruned: {removal:?}");
+}
+
+/// The keys of a device that a removal finds closed: both ends in state 6 (Closed), the
+/// backend's hotplug `script`, and the toolstack's entry pointing at the backend; as
+/// `(path, value)` writes for any client.
+pub fn closed_device_keys(device: &Device, script: &Path) -> Vec<(String, String)> {
+    let be = device.backend_path();
+    vec![
+        (format!("{be}/state"), "6".to_owned()),
+        (format!("{be}/script"), script.display().to_string()),
+        (device.frontend_key("state"), "6".to_owned()),
+        (format!("{}/backend", device.toolstack_path()), be),
+    ]
+}
+
+/// Takes the world's log and returns the caller's answer to operation `id` (`None` when
+/// it is not answered yet), failing on any other record of a failure.
+pub fn take_answer(world: &mut Harness<Machine>, id: OpId) -> Option<Result<Reply, OpError>> {
+    let is_answer = |record: &Record<Event>| matches!(record, Record::Reply { owner: Owner::Caller, id: done, .. } if *done == id);
+    let (answers, others): (Vec<_>, Vec<_>) = world.take_log().into_iter().partition(is_answer);
+    for other in others {
+        assert!(!format!("{other:?}").contains("Failed"), "{other:?}");
+    }
+    answers.into_iter().find_map(|answer| match answer {
+        Record::Reply { result, .. } => Some(result),
+        _ => None,
+    })
 }
 
 /// Takes the world's log and fails on any record of a failure (a machine's `Failed`
