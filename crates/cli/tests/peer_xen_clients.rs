@@ -42,6 +42,27 @@ fn guest(daemon: &XenStored, domid: u32) -> XsConn {
     XsConn::from_conn(UnixConn::from_stream(ring), Config::default())
 }
 
+/// Runs a transaction on `conn` that reads number `path` and writes `next` of it back,
+/// `meddle` (someone else's write) running in its first attempt only; the attempts taken.
+fn meddled_transaction(
+    conn: &mut XsConn,
+    path: &str,
+    next: impl Fn(u32) -> u32,
+    mut meddle: impl FnMut(),
+) -> u32 {
+    let mut attempts = 0;
+    conn.transaction(|tx| {
+        attempts += 1;
+        let value: u32 = tx.get(path)?;
+        if attempts == 1 {
+            meddle();
+        }
+        tx.set(path, &next(value))
+    })
+    .unwrap();
+    attempts
+}
+
 /// A transaction whose read an outside write invalidates gets Xen's real EAGAIN at commit;
 /// `XsConn::transaction` runs the body again and the second commit succeeds.
 fn transactions_retry_on_real_eagain() {
@@ -49,16 +70,9 @@ fn transactions_retry_on_real_eagain() {
     let mut a = dom0(&d);
     let mut b = dom0(&d);
     a.write("/counter", "1").unwrap();
-    let mut attempts = 0;
-    a.transaction(|tx| {
-        attempts += 1;
-        let value: u32 = tx.get("/counter")?;
-        if attempts == 1 {
-            b.write("/counter", "10").unwrap(); // under the transaction's feet
-        }
-        tx.set("/counter", &(value + 1))
-    })
-    .unwrap();
+    // The write under the transaction's feet.
+    let meddle = || b.write("/counter", "10").unwrap();
+    let attempts = meddled_transaction(&mut a, "/counter", |value| value + 1, meddle);
     assert_eq!(attempts, 2);
     assert_eq!(a.get::<u32>("/counter").unwrap(), 11);
 }
@@ -69,16 +83,8 @@ fn a_guest_transaction_retries_over_its_ring() {
     let mut g = guest(&d, 1);
     let mut toolstack = dom0(&d);
     g.write("data/n", "5").unwrap();
-    let mut attempts = 0;
-    g.transaction(|tx| {
-        attempts += 1;
-        let value: u32 = tx.get("data/n")?;
-        if attempts == 1 {
-            toolstack.write("/local/domain/1/data/n", "7").unwrap();
-        }
-        tx.set("data/n", &(value * 2))
-    })
-    .unwrap();
+    let meddle = || toolstack.write("/local/domain/1/data/n", "7").unwrap();
+    let attempts = meddled_transaction(&mut g, "data/n", |value| value * 2, meddle);
     assert_eq!(attempts, 2);
     assert_eq!(toolstack.get::<u32>("/local/domain/1/data/n").unwrap(), 14);
 }

@@ -139,6 +139,19 @@ pub struct Run {
     pub stderr: String,
 }
 
+impl Run {
+    /// Checks that the run exited 0 having printed exactly `stdout` (its stderr in the
+    /// message otherwise).
+    pub fn assert_printed(&self, stdout: &str) {
+        assert_eq!(
+            (self.status, self.stdout.as_str()),
+            (0, stdout),
+            "{}",
+            self.stderr
+        );
+    }
+}
+
 /// Runs `program args` from the repository root with XENSTORED_PATH set to `socket`.
 pub fn run(program: &str, args: &[String], socket: &std::path::Path) -> Run {
     let root = format!("{}/../..", env!("CARGO_MANIFEST_DIR"));

@@ -187,12 +187,7 @@ impl History {
             return false;
         }
         let domid = super::generate::DOMIDS[op.client];
-        let path = op
-            .payload
-            .split(|&b| b == 0)
-            .next()
-            .unwrap_or_default()
-            .to_vec();
+        let path = super::generate::first_arg(&op.payload).to_vec();
         let forward = self
             .generations
             .entry((domid, path.clone(), xen_gen.clone()))

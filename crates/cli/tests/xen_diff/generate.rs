@@ -39,6 +39,11 @@ pub struct Op {
     pub payload: Vec<u8>,
 }
 
+/// The first argument of a payload: the bytes before its first NUL (all of it without one).
+pub fn first_arg(payload: &[u8]) -> &[u8] {
+    payload.split(|&b| b == 0).next().unwrap_or_default()
+}
+
 impl std::fmt::Display for Op {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let name = MsgType::from_u32(self.kind)
@@ -169,12 +174,7 @@ impl Generator {
             // Xen's daemon answers a malformed one-string request with a stale errno, or
             // not at all, and then aborts on the connection's next request (an assertion):
             // not an answer to compare (row "malformed-arguments"). They are not sent.
-            let first = payload
-                .split(|&b| b == 0)
-                .next()
-                .unwrap_or_default()
-                .to_vec();
-            payload = first;
+            payload = first_arg(&payload).to_vec();
             payload.push(0);
         }
         let tx = self.tx_for(client, kind);
@@ -182,12 +182,7 @@ impl Generator {
             // A non-numeric offset is refused before the node is read here, while Xen
             // reads it (row "non-numeric-argument"): inside a transaction that would
             // change which commits conflict, so offsets there are numbers.
-            let path = payload
-                .split(|&b| b == 0)
-                .next()
-                .unwrap_or_default()
-                .to_vec();
-            payload = path;
+            payload = first_arg(&payload).to_vec();
             payload.extend(b"\x000\0");
         }
         let id = self.next_id;
