@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{Daemon, assert_fails_with, logged_output_within};
+use common::{Daemon, assert_fails_with, assert_succeeded, logged_output_within};
 use xsio_testkit::peer::Tests;
 use xsio_testkit::process::Group;
 use xsio_testkit::xenstored::xenstore_utils;
@@ -157,8 +157,7 @@ fn normal_removal() {
     let remove = bed.device(&[
         "remove", "--domain", "3", "--kind", "vbd", "--devid", "51712",
     ]);
-    assert!(remove.status.success());
-    let out = stdout(&remove);
+    let out = assert_succeeded(&remove);
     assert!(
         out.contains("removal requested (backend was InitWait: online=0 state=5"),
         "{out}"
@@ -197,8 +196,7 @@ fn paused_guest_with_a_qemu_backend_is_bodged() {
             args.extend(["--dm-alive", alive]);
         }
         let remove = bed.disk("remove", &args);
-        assert!(remove.status.success());
-        let out = stdout(&remove);
+        let out = assert_succeeded(&remove);
         assert_eq!(out.contains("closing it myself in 200ms"), blind, "{out}");
         assert!(out.contains("wrote backend state=6 (bodge)"), "{out}");
         assert!(
@@ -225,8 +223,7 @@ fn paused_guest_with_a_live_qemu_is_not_closed_blind() {
             "yes",
         ],
     );
-    assert!(remove.status.success());
-    let out = stdout(&remove);
+    let out = assert_succeeded(&remove);
     assert!(!out.contains("bodge"), "{out}");
     assert!(out.contains("removed (backend Closed"), "{out}");
     bed.assert_pruned(QBE);
@@ -263,8 +260,7 @@ fn vanished_backend_is_a_clean_end() {
     let add = bed.disk("add", &["--backend-kind", "qdisk"]);
     assert!(add.status.success());
     let remove = bed.disk("remove", &["--backend-kind", "qdisk"]);
-    assert!(remove.status.success());
-    let out = stdout(&remove);
+    let out = assert_succeeded(&remove);
     assert!(out.contains("backend state node gone"), "{out}");
     assert!(out.contains("removed (backend Gone"), "{out}");
     bed.assert_pruned(QBE);
@@ -294,8 +290,7 @@ fn destroy_all_removes_every_device_of_the_domain() {
         "--dm-alive",
         "no",
     ]);
-    assert!(destroy.status.success());
-    let out = stdout(&destroy);
+    let out = assert_succeeded(&destroy);
     assert!(out.contains("found 2 device(s)"), "{out}");
     assert!(out.contains("all removed"), "{out}");
     assert_eq!(bed.ls("/libxl"), "");

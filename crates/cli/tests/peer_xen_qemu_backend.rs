@@ -9,11 +9,16 @@
 //! `testdata/xen-qemu/` (the simulator's QEMU is checked against them).
 
 mod common;
+mod xen_qemu;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use common::Daemon;
+use xen_qemu::{
+    BACKEND, FRONTEND, PORT, RING_REF, backend_state, frontend_config, qemu_requests_after,
+    wait_backend_init_wait,
+};
 use xsio_harness::Harness;
 use xsio_io_std::l2::{XsLinks, run_until};
 use xsio_io_std::unix::now;
@@ -23,10 +28,8 @@ use xsio_testkit::xen::blkif::{
     BLKIF_OP_READ, BLKIF_OP_WRITE, BLKIF_RSP_OKAY, BlkifRing, PageRequest, SECTOR,
 };
 use xsio_testkit::xen::{
-    Direction, EventChannel, GuestMemory, PAGE_SIZE, Record, Recorder, World, XEN_QEMU, XenQemu,
+    EventChannel, GuestMemory, PAGE_SIZE, Record, Recorder, World, XEN_QEMU, XenQemu,
 };
-use xsio_vbd::Vbd;
-use xsio_xenbus::block::{BlockDevice, BlockKind, BlockTransport, Mode, Protocol};
 use xsio_xenbus::{Frontend, FrontendEvent, XenbusState};
 
 // The tests `main` runs, each with QEMU's Xen backend under the shim.
@@ -44,23 +47,11 @@ xsio_harness::actors! {
     }
 }
 
-const RING_REF: u32 = 8;
-const PORT: u32 = 5;
-const BACKEND: &str = "/local/domain/0/backend/qdisk/1/51712";
-const FRONTEND: &str = "/local/domain/1/device/vbd/51712";
 const DISK_BYTES: usize = 1 << 20;
 
 fn frontend_state(world: &Harness<Machine>, id: xsio_harness::ActorId) -> XenbusState {
     let Machine::Frontend(f) = world.actor(id);
     f.state()
-}
-
-/// The backend's state as dom0 reads it (Unknown when gone).
-fn backend_state(dom0: &mut XsConn) -> XenbusState {
-    dom0.read(&format!("{BACKEND}/state"))
-        .ok()
-        .and_then(|v| XenbusState::parse(std::str::from_utf8(&v).ok()?).ok())
-        .unwrap_or(XenbusState::Unknown)
 }
 
 /// A guest's disk served by QEMU on our daemon, its frontend ours, Connected on both ends.
@@ -94,31 +85,12 @@ fn connected() -> Setup {
         .start()
         .expect("qemu-system-xen is there: the harness checked");
     let mut dom0 = XsConn::connect(&d.socket).unwrap();
-    let waited = now() + Duration::from_secs(20);
-    while backend_state(&mut dom0) != XenbusState::InitWait {
-        assert!(
-            now() < waited,
-            "QEMU's backend never reached InitWait: {}",
-            qemu.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let disk = BlockDevice::new(
-        BlockKind::Disk,
-        Vbd::parse("xvda").unwrap(),
-        image.to_str().unwrap(),
-        Mode::ReadWrite,
-    );
-    let transport = BlockTransport {
-        ring_ref: RING_REF,
-        event_channel: PORT,
-        protocol: Some(Protocol::X86_64),
-    };
+    wait_backend_init_wait(&mut dom0, &qemu);
     let start = now();
     let mut harness: Harness<Machine> = Harness::new(start);
     let mut links = XsLinks::default();
     let front = links.add(&mut harness, XsConn::connect(d.domain_socket(1)).unwrap());
-    let frontend = Frontend::new(disk.frontend_config(disk.areas(0, 1), &transport), start);
+    let frontend = Frontend::new(frontend_config(&image), start);
     recorder.note("frontend: ring-ref, event-channel, protocol, state=3 (our Frontend)");
     let id = harness.add(front, Machine::Frontend(frontend));
     harness.drain(id);
@@ -189,33 +161,13 @@ impl Setup {
     }
 }
 
-/// QEMU's requests (client to daemon) in `records`, from the note `after` on.
-fn requests_after<'a>(records: &'a [Record], after: &str) -> Vec<&'a Record> {
-    let start = records
-        .iter()
-        .position(|r| matches!(r, Record::Note { text, .. } if text == after))
-        .unwrap_or_else(|| panic!("no note {after:?}"));
-    records[start..]
-        .iter()
-        .filter(|r| {
-            matches!(
-                r,
-                Record::Message {
-                    direction: Direction::ToDaemon,
-                    ..
-                }
-            )
-        })
-        .collect()
-}
-
 /// The index of the first of `records` that is request `kind` on `path` (with `value`).
-fn find(records: &[&Record], kind: &str, path: &str, value: Option<&str>) -> Option<usize> {
+fn find(records: &[Record], kind: &str, path: &str, value: Option<&str>) -> Option<usize> {
     records.iter().position(|r| r.is_request(kind, path, value))
 }
 
 /// Whether QEMU wrote anything under `dir` among `records`.
-fn wrote_under(records: &[&Record], dir: &str) -> bool {
+fn wrote_under(records: &[Record], dir: &str) -> bool {
     records.iter().any(|r| {
         matches!(r, Record::Message { kind, fields, .. }
             if kind == "WRITE" && fields.first().is_some_and(|p| p.starts_with(dir)))
@@ -301,7 +253,7 @@ fn frontend_connects_reads_writes_and_closes_with_qemu() {
     }
     s.recorder.note("frontend and backend Closed");
     let records = s.recorder.records();
-    let all = requests_after(&records, "QEMU starts (-device xen-disk,vdev=xvda)");
+    let all = qemu_requests_after(&records, "QEMU starts (-device xen-disk,vdev=xvda)");
     let state = format!("{BACKEND}/state");
     let init_wait = find(&all, "WRITE", &state, Some("2")).expect("QEMU wrote InitWait");
     let connected = find(&all, "WRITE", &state, Some("4")).expect("QEMU wrote Connected");
@@ -309,7 +261,7 @@ fn frontend_connects_reads_writes_and_closes_with_qemu() {
     let closed = find(&all, "WRITE", &state, Some("6")).expect("QEMU wrote Closed");
     assert!(init_wait < connected && connected < closing && closing < closed);
     // Connected only once the frontend had published its ring.
-    let after_front = requests_after(
+    let after_front = qemu_requests_after(
         &records,
         "frontend: ring-ref, event-channel, protocol, state=3 (our Frontend)",
     );
@@ -339,7 +291,7 @@ fn toolstack_unplug_ends_the_frontend() {
     s.wait_both_directories_gone();
     s.recorder.note("both directories gone, frontend stopped");
     let records = s.recorder.records();
-    let after = requests_after(
+    let after = qemu_requests_after(
         &records,
         "toolstack: one transaction: backend online=0, state=5",
     );
@@ -373,7 +325,7 @@ fn clean_exit_with_the_device_connected() {
     s.wait_both_directories_gone();
     s.wait_frontend_stopped();
     let records = s.recorder.records();
-    let after = requests_after(&records, "SIGTERM to QEMU");
+    let after = qemu_requests_after(&records, "SIGTERM to QEMU");
     assert!(
         find(&after, "RM", FRONTEND, None).is_some(),
         "QEMU removed the frontend"
@@ -412,7 +364,7 @@ fn killed_qemu_cleans_nothing() {
     let records = s.recorder.records();
     // A read QEMU had in flight may still pass the proxy; nothing that changes the store
     // does.
-    let after = requests_after(&records, "SIGKILL to QEMU");
+    let after = qemu_requests_after(&records, "SIGKILL to QEMU");
     assert!(
         !after
             .iter()

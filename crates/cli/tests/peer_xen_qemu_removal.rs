@@ -14,6 +14,7 @@
 //! connections go through the testkit's recording proxy, so the tests check who wrote what.
 
 mod common;
+mod xen_qemu;
 
 use std::cell::Cell;
 use std::path::PathBuf;
@@ -21,6 +22,10 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use common::Daemon;
+use xen_qemu::{
+    BACKEND, FRONTEND, PORT, RING_REF, backend_state, frontend_config, qemu_requests_after,
+    wait_backend_init_wait,
+};
 use xsio_device::disk::{DiskBackend, DiskSpec};
 use xsio_device::{BackendEnd, Completion, Config, DeviceEvent, DeviceOp, Force, Removed};
 use xsio_harness::{ActorId, Conn, Harness, Record as HarnessRecord};
@@ -31,10 +36,8 @@ use xsio_io_std::xenstore::XsConn;
 use xsio_ops::DomainState;
 use xsio_testkit::peer::{Peer, Tests};
 use xsio_testkit::xen::{
-    Direction, EventChannel, Flavour, GuestMemory, Record, Recorder, World, XEN_QEMU, XenQemu,
-    XenStored,
+    EventChannel, Flavour, GuestMemory, Record, Recorder, World, XEN_QEMU, XenQemu, XenStored,
 };
-use xsio_xenbus::block::{BlockDevice, BlockKind, BlockTransport, Mode, Protocol};
 use xsio_xenbus::{Frontend, FrontendEvent, XenbusState};
 use xsio_xs_wire::{Access, Perm};
 
@@ -63,10 +66,6 @@ xsio_harness::actors! {
     }
 }
 
-const RING_REF: u32 = 8;
-const PORT: u32 = 5;
-const BACKEND: &str = "/local/domain/0/backend/qdisk/1/51712";
-const FRONTEND: &str = "/local/domain/1/device/vbd/51712";
 const TOOLSTACK: &str = "/libxl/1/device/vbd/51712";
 const QEMU_STARTS: &str = "QEMU starts (no -device: it finds the toolstack's qdisk)";
 
@@ -120,14 +119,6 @@ fn disk_spec(image: &std::path::Path) -> DiskSpec {
         image.display()
     ))
     .unwrap()
-}
-
-/// The backend's state as dom0 reads it (Unknown when gone).
-fn backend_state(dom0: &mut XsConn) -> XenbusState {
-    dom0.read(&format!("{BACKEND}/state"))
-        .ok()
-        .and_then(|v| XenbusState::parse(std::str::from_utf8(&v).ok()?).ok())
-        .unwrap_or(XenbusState::Unknown)
 }
 
 impl Bed {
@@ -218,15 +209,7 @@ impl Bed {
             .expect("qemu-system-xen is there: the harness checked");
         pid.set(Some(qemu.pid()));
         let mut dom0 = XsConn::connect(&dom0_socket).unwrap();
-        let waited = now() + Duration::from_secs(20);
-        while backend_state(&mut dom0) != XenbusState::InitWait {
-            assert!(
-                now() < waited,
-                "QEMU's backend never reached InitWait: {}",
-                qemu.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_backend_init_wait(&mut dom0, &qemu);
         let mut bed = Bed {
             _daemon: daemon,
             _world: world,
@@ -257,19 +240,7 @@ impl Bed {
 
     /// Our `Frontend` machine on the guest's connection, run to Connected.
     fn connect_frontend_machine(&mut self, image: &std::path::Path) {
-        let disk = BlockDevice::new(
-            BlockKind::Disk,
-            xsio_vbd::Vbd::parse("xvda").unwrap(),
-            image.to_str().unwrap(),
-            Mode::ReadWrite,
-        );
-        let transport = BlockTransport {
-            ring_ref: RING_REF,
-            event_channel: PORT,
-            protocol: Some(Protocol::X86_64),
-        };
-        let config = disk.frontend_config(disk.areas(0, 1), &transport);
-        let frontend = Frontend::new(config, self.harness.now());
+        let frontend = Frontend::new(frontend_config(image), self.harness.now());
         self.recorder
             .note("frontend: our Frontend machine connects");
         let conn = self
@@ -467,27 +438,7 @@ fn op_of(w: &Harness<Machine>, id: ActorId) -> &DeviceOp {
     }
 }
 
-/// QEMU's requests in the recording from the note `after` on.
-fn qemu_requests_after(records: &[Record], after: &str) -> Vec<Record> {
-    let start = records
-        .iter()
-        .position(|r| matches!(r, Record::Note { text, .. } if text.starts_with(after)))
-        .unwrap_or_else(|| panic!("no note {after:?}"));
-    records[start..]
-        .iter()
-        .filter(|r| {
-            matches!(
-                r,
-                Record::Message {
-                    direction: Direction::ToDaemon,
-                    ..
-                }
-            )
-        })
-        .cloned()
-        .collect()
-}
-
+/// Whether QEMU wrote `value` to `path` among `records`.
 fn qemu_wrote(records: &[Record], path: &str, value: &str) -> bool {
     records
         .iter()

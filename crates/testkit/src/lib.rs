@@ -19,7 +19,7 @@
 //!   the tests ask of them;
 //! - [`process`]: [`process::wait_with_timeout`], [`process::output_within`],
 //!   [`process::stdout_within`], [`process::logged_output_within`],
-//!   [`process::assert_fails_with`];
+//!   [`process::assert_succeeded`], [`process::assert_fails_with`];
 //! - [`qemu`]: [`qemu::Qemu`] and its [`qemu::QemuBuilder`], [`qemu::peer`];
 //! - [`xenstored`]: [`xenstored::Daemon`] (`xsio xenstored` on temp sockets), Xen's
 //!   xenstore-utils run against it, [`xenstored::Watcher`];

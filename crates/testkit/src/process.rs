@@ -69,6 +69,28 @@ pub fn stdout_within(command: &mut Command, limit: Duration, what: &str) -> Stri
     String::from_utf8(out.stdout).unwrap_or_else(|e| panic!("{what} printed no UTF-8: {e}"))
 }
 
+/// Checks that `out` is a success (its stderr in the message otherwise); returns its
+/// stdout.
+///
+/// ```
+/// use std::process::Command;
+/// use std::time::Duration;
+///
+/// let mut echo = Command::new("echo");
+/// echo.arg("done");
+/// let out = xsio_testkit::process::output_within(&mut echo, Duration::from_secs(20), "echo");
+/// assert_eq!(xsio_testkit::process::assert_succeeded(&out), "done\n");
+/// ```
+pub fn assert_succeeded(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Checks that `out` is a failure with exit status 1 whose stderr contains `message`;
 /// returns its stderr.
 ///

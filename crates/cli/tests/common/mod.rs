@@ -8,7 +8,8 @@ use std::path::Path;
 use std::process::{ExitStatus, Output};
 
 pub use xsio_testkit::process::{
-    assert_fails_with, logged_output_within, output_within, stdout_within, wait_with_timeout,
+    assert_fails_with, assert_succeeded, logged_output_within, output_within, stdout_within,
+    wait_with_timeout,
 };
 use xsio_testkit::xenstored;
 pub use xsio_testkit::xenstored::Watcher;
