@@ -115,6 +115,20 @@ fn connected() -> Setup {
 }
 
 impl Setup {
+    /// Submits `request` on the blkif ring and checks that QEMU answers it with success
+    /// (10 s at most; QEMU's log in the message otherwise).
+    fn blkif_ok(&mut self, request: PageRequest) {
+        let (id, operation) = (request.id, request.operation);
+        self.ring.submit(request).unwrap();
+        let response = self.ring.response(Duration::from_secs(10)).unwrap();
+        assert_eq!(
+            response.map(|r| (r.id, r.operation, r.status)),
+            Some((id, operation, BLKIF_RSP_OKAY)),
+            "{}",
+            self.qemu.log()
+        );
+    }
+
     /// Writes the recording to `testdata/xen-qemu/<name>.txt` when recording.
     fn save(&self, name: &str, test: &str, what: &str) {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -185,21 +199,12 @@ fn frontend_connects_reads_writes_and_closes_with_qemu() {
     s.ring.memory().write(10, 0, &written);
     s.recorder
         .note("frontend: blkif WRITE of grant 10 to sector 8");
-    s.ring
-        .submit(PageRequest {
-            operation: BLKIF_OP_WRITE,
-            id: 41,
-            sector: 8,
-            gref: 10,
-        })
-        .unwrap();
-    let response = s.ring.response(Duration::from_secs(10)).unwrap();
-    assert_eq!(
-        response.map(|r| (r.id, r.operation, r.status)),
-        Some((41, BLKIF_OP_WRITE, BLKIF_RSP_OKAY)),
-        "{}",
-        s.qemu.log()
-    );
+    s.blkif_ok(PageRequest {
+        operation: BLKIF_OP_WRITE,
+        id: 41,
+        sector: 8,
+        gref: 10,
+    });
     let image = std::fs::read(&s.image).unwrap();
     let at = (8 * SECTOR) as usize;
     assert_eq!(&image[at..at + PAGE_SIZE], &written[..]);
@@ -217,19 +222,12 @@ fn frontend_connects_reads_writes_and_closes_with_qemu() {
     std::fs::write(&s.image, &image).unwrap();
     s.recorder
         .note("frontend: blkif READ of sector 16 into grant 11");
-    s.ring
-        .submit(PageRequest {
-            operation: BLKIF_OP_READ,
-            id: 42,
-            sector: 16,
-            gref: 11,
-        })
-        .unwrap();
-    let response = s.ring.response(Duration::from_secs(10)).unwrap();
-    assert_eq!(
-        response.map(|r| (r.id, r.operation, r.status)),
-        Some((42, BLKIF_OP_READ, BLKIF_RSP_OKAY))
-    );
+    s.blkif_ok(PageRequest {
+        operation: BLKIF_OP_READ,
+        id: 42,
+        sector: 16,
+        gref: 11,
+    });
     assert_eq!(s.ring.memory().read(11, 0, PAGE_SIZE), stored);
 
     s.recorder.note("frontend: state=5 (our Frontend closes)");

@@ -122,6 +122,19 @@ fn disk_spec(image: &std::path::Path) -> DiskSpec {
 }
 
 impl Bed {
+    /// Checks that QEMU, from the note starting with `after` on, wrote Closed (6) to its
+    /// backend's state and deleted each of the directories `gone`.
+    fn assert_qemu_closed_and_removed(&self, after: &str, gone: &[&str]) {
+        let qemu = qemu_requests_after(&self.recorder.records(), after);
+        assert!(
+            qemu_wrote(&qemu, &format!("{BACKEND}/state"), "6"),
+            "QEMU closed: {qemu:?}"
+        );
+        for dir in gone {
+            assert!(qemu_removed(&qemu, dir), "QEMU deleted {dir}: {qemu:?}");
+        }
+    }
+
     /// The store, the toolstack's add, QEMU, and the frontend Connected: our `Frontend`
     /// machine when `running_frontend`, else keys the test writes (a guest paused after
     /// it connected).
@@ -496,12 +509,7 @@ fn normal_unplug(store: Store, test: &str) {
     )
     .expect("the frontend stops");
     bed.settle_and_assert_pruned();
-    let qemu = qemu_requests_after(&bed.recorder.records(), "toolstack: removal");
-    assert!(
-        qemu_wrote(&qemu, &format!("{BACKEND}/state"), "6"),
-        "{qemu:?}"
-    );
-    assert!(qemu_removed(&qemu, FRONTEND) && qemu_removed(&qemu, BACKEND));
+    bed.assert_qemu_closed_and_removed("toolstack: removal", &[FRONTEND, BACKEND]);
     bed.save(
         &format!("removal-unplug-{}", store_name(store)),
         test,
@@ -696,13 +704,7 @@ fn live_qemu_with_a_paused_guest_is_not_closed_blind(store: Store, test: &str) {
     assert!(!removed.escalated && !bodged(events), "{events:?}");
     assert!(events.contains(&DeviceEvent::DeviceModel { alive: Some(true) }));
     bed.settle_and_assert_pruned();
-    let records = bed.recorder.records();
-    let qemu = qemu_requests_after(&records, "frontend (by hand): state=6");
-    assert!(
-        qemu_wrote(&qemu, &format!("{BACKEND}/state"), "6"),
-        "QEMU closed: {qemu:?}"
-    );
-    assert!(qemu_removed(&qemu, FRONTEND) && qemu_removed(&qemu, BACKEND));
+    bed.assert_qemu_closed_and_removed("frontend (by hand): state=6", &[FRONTEND, BACKEND]);
     bed.save(
         &format!("removal-live-paused-{}", store_name(store)),
         test,
@@ -748,13 +750,7 @@ fn live_qemu_with_a_guest_paused_throughout_escalates() {
         force: Force::On
     }));
     bed.settle_and_assert_pruned();
-    let records = bed.recorder.records();
-    let qemu = qemu_requests_after(&records, "toolstack: timed out with force auto");
-    assert!(
-        qemu_wrote(&qemu, &format!("{BACKEND}/state"), "6"),
-        "QEMU closed: {qemu:?}"
-    );
-    assert!(qemu_removed(&qemu, BACKEND));
+    bed.assert_qemu_closed_and_removed("toolstack: timed out with force auto", &[BACKEND]);
     bed.save(
         "removal-live-paused-escalated-xsio",
         "live_qemu_with_a_guest_paused_throughout_escalates",
