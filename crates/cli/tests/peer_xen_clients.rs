@@ -63,6 +63,13 @@ fn meddled_transaction(
     attempts
 }
 
+/// Guest 1 over its ring and a dom0 toolstack, on a fresh daemon (kept with its world).
+fn guest_1_and_dom0() -> (World, XenStored, XsConn, XsConn) {
+    let (world, d) = daemon();
+    let (guest, toolstack) = (guest(&d, 1), dom0(&d));
+    (world, d, guest, toolstack)
+}
+
 /// A transaction whose read an outside write invalidates gets Xen's real EAGAIN at commit;
 /// `XsConn::transaction` runs the body again and the second commit succeeds.
 fn transactions_retry_on_real_eagain() {
@@ -79,9 +86,7 @@ fn transactions_retry_on_real_eagain() {
 
 /// The same, from a guest over its ring.
 fn a_guest_transaction_retries_over_its_ring() {
-    let (_world, d) = daemon();
-    let mut g = guest(&d, 1);
-    let mut toolstack = dom0(&d);
+    let (_world, _d, mut g, mut toolstack) = guest_1_and_dom0();
     g.write("data/n", "5").unwrap();
     let meddle = || toolstack.write("/local/domain/1/data/n", "7").unwrap();
     let attempts = meddled_transaction(&mut g, "data/n", |value| value * 2, meddle);
@@ -92,9 +97,7 @@ fn a_guest_transaction_retries_over_its_ring() {
 /// A guest's watch (relative path) fires at once, then for a change dom0 makes, with the
 /// path relative to its home; after the unwatch nothing more comes.
 fn a_guest_watch_sees_dom0_writes() {
-    let (_world, d) = daemon();
-    let mut g = guest(&d, 1);
-    let mut toolstack = dom0(&d);
+    let (_world, _d, mut g, mut toolstack) = guest_1_and_dom0();
     let deadline = || now().checked_add(Duration::from_secs(5));
     let watch = g.watch("device", "dev").unwrap();
     let first = g

@@ -480,6 +480,18 @@ fn removed(completion: &Completion) -> &Removed {
     }
 }
 
+/// Checks that `completion` is a removal that QEMU, seen alive, answered: its backend
+/// Closed (or already gone), with no escalation and no bodge in `events`.
+fn assert_closed_by_qemu(completion: &Completion, events: &[DeviceEvent]) {
+    let removed = removed(completion);
+    assert!(
+        matches!(removed.backend, BackendEnd::Closed | BackendEnd::Gone),
+        "{removed:?}: {events:?}"
+    );
+    assert!(!removed.escalated && !bodged(events), "{events:?}");
+    assert!(events.contains(&DeviceEvent::DeviceModel { alive: Some(true) }));
+}
+
 fn bodged(events: &[DeviceEvent]) -> bool {
     events
         .iter()
@@ -492,14 +504,7 @@ fn bodged(events: &[DeviceEvent]) -> bool {
 fn normal_unplug(store: Store, test: &str) {
     let mut bed = Bed::new(store, Liveness::Process, true);
     let completion = bed.remove(Config::default(), DomainState::Running, |_, _, _| {});
-    let events = &bed.events;
-    let removed = removed(&completion);
-    assert!(
-        matches!(removed.backend, BackendEnd::Closed | BackendEnd::Gone),
-        "{removed:?}"
-    );
-    assert!(!removed.escalated && !bodged(events), "{events:?}");
-    assert!(events.contains(&DeviceEvent::DeviceModel { alive: Some(true) }));
+    assert_closed_by_qemu(&completion, &bed.events);
     let frontend = bed.frontend.unwrap();
     run_until(
         &mut bed.harness,
@@ -695,14 +700,7 @@ fn live_qemu_with_a_paused_guest_is_not_closed_blind(store: Store, test: &str) {
     let completion = bed
         .run_removal(Duration::from_secs(20), |_, _, _| {})
         .unwrap_or_else(|| panic!("not done after the unpause: {:?}", bed.events));
-    let events = &bed.events;
-    let removed = removed(&completion);
-    assert!(
-        matches!(removed.backend, BackendEnd::Closed | BackendEnd::Gone),
-        "{events:?}"
-    );
-    assert!(!removed.escalated && !bodged(events), "{events:?}");
-    assert!(events.contains(&DeviceEvent::DeviceModel { alive: Some(true) }));
+    assert_closed_by_qemu(&completion, &bed.events);
     bed.settle_and_assert_pruned();
     bed.assert_qemu_closed_and_removed("frontend (by hand): state=6", &[FRONTEND, BACKEND]);
     bed.save(

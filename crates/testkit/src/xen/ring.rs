@@ -127,26 +127,31 @@ impl Ring {
         self.channel.drain().map(drop)
     }
 
+    /// The consumer and producer indexes of the `which` ring (at `cons_at` and `prod_at` of
+    /// the shared page); a producer more than a ring ahead of its consumer is a corrupt
+    /// ring, an error.
+    fn indexes(&self, cons_at: usize, prod_at: usize, which: &str) -> io::Result<(u32, u32)> {
+        let cons = self.memory.load_u32(RING_REF, cons_at);
+        let prod = self.memory.load_u32(RING_REF, prod_at);
+        if prod.wrapping_sub(cons) > RingLayout::SIZE {
+            return Err(io::Error::other(format!(
+                "{which} ring corrupt: prod {prod} cons {cons}"
+            )));
+        }
+        Ok((cons, prod))
+    }
+
     /// Moves every response the daemon produced into `to_socket`; kicks it if it freed
     /// space (the daemon may be waiting for room to answer).
     fn take_responses(&mut self) -> io::Result<bool> {
-        let prod = self.memory.load_u32(RING_REF, RingLayout::RSP_PROD);
-        let cons = self.memory.load_u32(RING_REF, RingLayout::RSP_CONS);
+        let (cons, prod) = self.indexes(RingLayout::RSP_CONS, RingLayout::RSP_PROD, "response")?;
         let avail = prod.wrapping_sub(cons);
         if avail == 0 {
             return Ok(false);
         }
-        if avail > RingLayout::SIZE {
-            return Err(io::Error::other(format!(
-                "response ring corrupt: prod {prod} cons {cons}"
-            )));
-        }
         self.to_socket
             .extend(copy_out(&self.memory, RingLayout::RSP, cons, avail));
-        self.memory
-            .store_u32(RING_REF, RingLayout::RSP_CONS, cons.wrapping_add(avail));
-        self.channel.kick()?;
-        Ok(true)
+        self.advance(RingLayout::RSP_CONS, cons, avail)
     }
 
     /// Moves as much of `to_ring` as fits into the request ring, then kicks.
@@ -154,22 +159,21 @@ impl Ring {
         if self.to_ring.is_empty() {
             return Ok(false);
         }
-        let cons = self.memory.load_u32(RING_REF, RingLayout::REQ_CONS);
-        let prod = self.memory.load_u32(RING_REF, RingLayout::REQ_PROD);
+        let (cons, prod) = self.indexes(RingLayout::REQ_CONS, RingLayout::REQ_PROD, "request")?;
         let used = prod.wrapping_sub(cons);
-        if used > RingLayout::SIZE {
-            return Err(io::Error::other(format!(
-                "request ring corrupt: prod {prod} cons {cons}"
-            )));
-        }
         let room = (RingLayout::SIZE - used).min(self.to_ring.len() as u32);
         if room == 0 {
             return Ok(false);
         }
         let chunk: Vec<u8> = self.to_ring.drain(..room as usize).collect();
         copy_in(&self.memory, RingLayout::REQ, prod, &chunk);
-        self.memory
-            .store_u32(RING_REF, RingLayout::REQ_PROD, prod.wrapping_add(room));
+        self.advance(RingLayout::REQ_PROD, prod, room)
+    }
+
+    /// Moves our index at `at` of the shared page from `from` on by `by` (what we took or
+    /// gave), and kicks the daemon; `Ok(true)`: something moved.
+    fn advance(&self, at: usize, from: u32, by: u32) -> io::Result<bool> {
+        self.memory.store_u32(RING_REF, at, from.wrapping_add(by));
         self.channel.kick()?;
         Ok(true)
     }

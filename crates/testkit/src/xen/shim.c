@@ -112,36 +112,37 @@ static int domain_dying(uint32_t domid)
 	return access(path, F_OK) == 0;
 }
 
-/* xc_dominfo_t of Xen 4.17 on x86-64: 112 bytes; domid at 0, the flag bits
- * (dying:1, crashed:1, shutdown:1, ...) in the word at offset 8. Every domain
- * below the reserved ids exists; a dying one has its dying bit set. */
-int xc_domain_getinfo(void *xch, uint32_t first, unsigned max, void *info)
+/* One domain's 112-byte info record, as Xen 4.17's two layouts on x86-64 (little
+ * endian) put it: zeroed, the domid's low `domid_len` bytes at 0, and a flag word whose
+ * bit 0 is `dying` at `flags_at`. Every domain below the reserved ids exists; a dying one
+ * has its dying bit set. Returns the records written (0 or 1). */
+static int domain_info(uint32_t first, unsigned max, void *info, size_t domid_len,
+		       size_t flags_at)
 {
-	(void)xch;
 	if (max == 0 || first >= FIRST_RESERVED_DOMID)
 		return 0;
 	unsigned char *out = info;
 	memset(out, 0, 112);
-	memcpy(out, &first, 4);
+	memcpy(out, &first, domid_len);
 	uint32_t bits = domain_dying(first) ? 1u : 0u;
-	memcpy(out + 8, &bits, 4);
+	memcpy(out + flags_at, &bits, 4);
 	return 1;
 }
 
-/* xc_domaininfo_t (the domctl's getdomaininfo) of Xen 4.17: 112 bytes; domain
- * (u16) at 0, flags (u32) at 4, bit 0 dying. */
+/* xc_dominfo_t: domid (u32) at 0, the flag bits (dying:1, crashed:1, shutdown:1, ...) in
+ * the word at offset 8. */
+int xc_domain_getinfo(void *xch, uint32_t first, unsigned max, void *info)
+{
+	(void)xch;
+	return domain_info(first, max, info, 4, 8);
+}
+
+/* xc_domaininfo_t (the domctl's getdomaininfo): domain (u16) at 0, flags (u32) at 4,
+ * bit 0 dying. */
 int xc_domain_getinfolist(void *xch, uint32_t first, unsigned max, void *info)
 {
 	(void)xch;
-	if (max == 0 || first >= FIRST_RESERVED_DOMID)
-		return 0;
-	unsigned char *out = info;
-	memset(out, 0, 112);
-	uint16_t domain = (uint16_t)first;
-	memcpy(out, &domain, 2);
-	uint32_t flags = domain_dying(first) ? 1u : 0u;
-	memcpy(out + 4, &flags, 4);
-	return 1;
+	return domain_info(first, max, info, 2, 4);
 }
 
 /* ---------------------------------------------------------------- memory */
@@ -529,16 +530,21 @@ typedef int (*setrlimit_fn)(__rlimit_resource_t, const struct rlimit *);
 	static type real_##name; \
 	if (!real_##name) real_##name = (type)dlsym(RTLD_NEXT, #name)
 
+/* The optional mode argument of an open(2) (0 unless the flags create a file), read in
+ * the variadic function itself, as va_start requires. */
+#define OPEN_MODE(mode, flags) \
+	mode_t mode = 0; \
+	if ((flags) & (O_CREAT | O_TMPFILE)) { \
+		va_list ap; \
+		va_start(ap, flags); \
+		mode = (mode_t)va_arg(ap, int); \
+		va_end(ap); \
+	}
+
 int open(const char *path, int flags, ...)
 {
 	REAL(open, open_fn);
-	mode_t mode = 0;
-	if (flags & (O_CREAT | O_TMPFILE)) {
-		va_list ap;
-		va_start(ap, flags);
-		mode = (mode_t)va_arg(ap, int);
-		va_end(ap);
-	}
+	OPEN_MODE(mode, flags);
 	char buf[4096];
 	return real_open(redirect(path, buf, sizeof(buf)), flags, mode);
 }
@@ -546,13 +552,7 @@ int open(const char *path, int flags, ...)
 int open64(const char *path, int flags, ...)
 {
 	REAL(open64, open_fn);
-	mode_t mode = 0;
-	if (flags & (O_CREAT | O_TMPFILE)) {
-		va_list ap;
-		va_start(ap, flags);
-		mode = (mode_t)va_arg(ap, int);
-		va_end(ap);
-	}
+	OPEN_MODE(mode, flags);
 	char buf[4096];
 	return real_open64(redirect(path, buf, sizeof(buf)), flags, mode);
 }
