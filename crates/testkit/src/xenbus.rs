@@ -125,6 +125,19 @@ pub fn closed_device_keys(device: &Device, script: &Path) -> Vec<(String, String
     ]
 }
 
+/// What a clean removal of guest 1's `device` prunes: its backend and frontend
+/// directories, the toolstack's entries of the domain, and the parents the device alone
+/// kept (dom0's `backend`, the guest's `device`).
+pub fn pruned_paths(device: &Device) -> Vec<String> {
+    vec![
+        device.backend_path(),
+        device.frontend_path(),
+        "/libxl/1".to_owned(),
+        "/local/domain/0/backend".to_owned(),
+        "/local/domain/1/device".to_owned(),
+    ]
+}
+
 /// Takes the world's log and returns the caller's answer to operation `id` (`None` when
 /// it is not answered yet), failing on any other record of a failure.
 pub fn take_answer(world: &mut Harness<Machine>, id: OpId) -> Option<Result<Reply, OpError>> {
