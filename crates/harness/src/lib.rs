@@ -11,7 +11,10 @@
 //!   delivered; a virtual clock. It knows nothing of how operations are executed, so a
 //!   model checker can choose which queue moves next, and checks that every request is
 //!   answered exactly once.
-//! - [`xs`]: the one translation of xenstore operations onto the `xsio-xs-client` machine.
+//! - [`xs`]: the one translation of xenstore operations onto the `xsio-xs-client` machine;
+//!   [`qmp`]: that of QEMU's operations and answers, for the drivers on real QEMU.
+//! - [`HostAnswers`]: the caller's answers to the host queries (a guest's state, its device
+//!   model's liveness), the same in every driver on a real host.
 //! - [`XenstoredStore`]: executes the xenstore operations on the real `xsio-xenstored` core
 //!   through one `xsio-xs-client` machine per connection, bytes and all, in process.
 //! - [`SimQemu`]: a QEMU in a box (QMP, fd sets, CD-ROM trays, faults on any request),
@@ -63,14 +66,17 @@
 
 mod harness;
 mod host;
+pub mod host_answers;
 mod mem;
 pub mod qemu;
+pub mod qmp;
 mod store;
 mod timers;
 pub mod xs;
 
 pub use harness::{Actor, ActorId, Conn, Harness, HarnessError, Owner, Record, Store};
 pub use host::FixedHost;
+pub use host_answers::HostAnswers;
 pub use mem::{Executed, MemStore, MemWatch};
 pub use qemu::{SimQemu, Timed};
 pub use store::{MAX_OPS_PER_CONN, XenstoredStore};

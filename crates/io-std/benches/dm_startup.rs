@@ -160,22 +160,19 @@ mod ready {
 
     #[divan::bench]
     fn pre_opened(bencher: Bencher<'_, '_>) {
-        bencher
-            .with_inputs(|| tempfile::tempdir().unwrap())
-            .bench_local_values(|dir| {
-                let links = ready_pre_opened(dir.path());
-                // Killed outside the timed part, with the directory.
-                (links, dir)
-            });
+        bench_ready(bencher, ready_pre_opened);
     }
 
     #[divan::bench]
     fn connect_polling_100ms(bencher: Bencher<'_, '_>) {
+        bench_ready(bencher, ready_polling);
+    }
+
+    /// `ready(dir)` in a fresh temp dir per iteration; what it returns (QEMU) is killed
+    /// outside the timed part, with the directory.
+    fn bench_ready<T>(bencher: Bencher<'_, '_>, ready: fn(&Path) -> T) {
         bencher
             .with_inputs(|| tempfile::tempdir().unwrap())
-            .bench_local_values(|dir| {
-                let child = ready_polling(dir.path());
-                (child, dir)
-            });
+            .bench_local_values(|dir| (ready(dir.path()), dir));
     }
 }

@@ -103,6 +103,28 @@ impl Raw {
         self.line.clear();
         self.reader.read_line(&mut self.line).unwrap()
     }
+
+    /// `n` `query-status` commands with ids, one line each.
+    fn batch(n: usize) -> Vec<u8> {
+        (0..n)
+            .flat_map(|i| format!("{{\"execute\":\"query-status\",\"id\":{i}}}\n").into_bytes())
+            .collect()
+    }
+
+    /// Writes `batch` (`n` commands) a line per `write` from a second thread while this
+    /// one reads the `n` replies.
+    fn pipeline(&mut self, batch: Vec<u8>, n: usize) {
+        let mut writer = self.writer.try_clone().unwrap();
+        let sender = std::thread::spawn(move || {
+            for line in batch.split_inclusive(|&b| b == b'\n') {
+                writer.write_all(line).unwrap();
+            }
+        });
+        for _ in 0..n {
+            self.read_line();
+        }
+        sender.join().unwrap();
+    }
 }
 
 #[divan::bench_group(sample_count = 30)]
@@ -182,22 +204,10 @@ mod pipelined {
     fn raw_socket(bencher: Bencher<'_, '_>) {
         let Some(socket) = socket() else { return };
         let mut raw = Raw::connect(socket);
-        let batch: Vec<u8> = (0..PIPELINED)
-            .flat_map(|i| format!("{{\"execute\":\"query-status\",\"id\":{i}}}\n").into_bytes())
-            .collect();
-        bencher.counter(ItemsCount::new(PIPELINED)).bench_local(|| {
-            let mut writer = raw.writer.try_clone().unwrap();
-            let batch = batch.clone();
-            let sender = std::thread::spawn(move || {
-                for line in batch.split_inclusive(|&b| b == b'\n') {
-                    writer.write_all(line).unwrap();
-                }
-            });
-            for _ in 0..PIPELINED {
-                raw.read_line();
-            }
-            sender.join().unwrap();
-        });
+        let batch = Raw::batch(PIPELINED);
+        bencher
+            .counter(ItemsCount::new(PIPELINED))
+            .bench_local(|| raw.pipeline(batch.clone(), PIPELINED));
     }
 }
 
@@ -294,20 +304,9 @@ mod side_by_side {
 
     fn raw_pipelined(socket: &PathBuf) -> f64 {
         let mut raw = Raw::connect(socket);
-        let batch: Vec<u8> = (0..N)
-            .flat_map(|i| format!("{{\"execute\":\"query-status\",\"id\":{i}}}\n").into_bytes())
-            .collect();
-        let mut writer = raw.writer.try_clone().unwrap();
+        let batch = Raw::batch(N);
         let start = now();
-        let sender = std::thread::spawn(move || {
-            for line in batch.split_inclusive(|&b| b == b'\n') {
-                writer.write_all(line).unwrap();
-            }
-        });
-        for _ in 0..N {
-            raw.read_line();
-        }
-        sender.join().unwrap();
+        raw.pipeline(batch, N);
         rate(start)
     }
 

@@ -88,25 +88,23 @@ fn floor_echo_round_trip(bencher: Bencher) {
 /// READ of a 5-byte value, reply read whole.
 #[divan::bench(sample_count = 1000, sample_size = 10)]
 fn xenstored_read_round_trip(bencher: Bencher) {
-    let daemon = Daemon::start();
-    let mut client = connect(&daemon.socket);
-    let request = read_request();
-    let (mut head, mut body) = ([0u8; 16], Vec::new());
-    bencher.bench_local(|| {
-        let len = round_trip(&mut client, &request, &mut head, &mut body);
-        assert_eq!(len, 5);
-    });
+    bench_round_trips(bencher, &read_request(), 5);
 }
 
 /// WRITE of a 5-byte value (which also fires watch matching), reply read whole.
 #[divan::bench(sample_count = 1000, sample_size = 10)]
 fn xenstored_write_round_trip(bencher: Bencher) {
+    bench_round_trips(bencher, &write_request(), 3);
+}
+
+/// `request` sent to a fresh daemon and its reply (of `reply_len` payload bytes) read
+/// whole, once per iteration.
+fn bench_round_trips(bencher: Bencher, request: &[u8], reply_len: usize) {
     let daemon = Daemon::start();
     let mut client = connect(&daemon.socket);
-    let request = write_request();
     let (mut head, mut body) = ([0u8; 16], Vec::new());
     bencher.bench_local(|| {
-        let len = round_trip(&mut client, &request, &mut head, &mut body);
-        assert_eq!(len, 3);
+        let len = round_trip(&mut client, request, &mut head, &mut body);
+        assert_eq!(len, reply_len);
     });
 }

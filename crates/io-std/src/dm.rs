@@ -21,11 +21,11 @@
 //! (answered once QEMU's greeting and `qmp_capabilities` are through; at once when already
 //! connected); [`QmpOp::Command`] runs the command on that connection, with the
 //! descriptors of its handles attached to its first byte; [`FileOp::Open`] opens a file
-//! (mode 0600 when created) and keeps the descriptor under a fresh [`FdHandle`];
-//! [`FileOp::Close`] closes one; [`ProcessOp::Kill`] sends `SIGKILL`. QEMU's events, the
-//! connection's end and the process's exit (reaped, with its status, when it is our child)
-//! reach every machine on the connection as [`PeerEvent`]s, the exit first when both are
-//! seen at once.
+//! (mode 0600 when created) and keeps the descriptor under a fresh
+//! [`FdHandle`](xsio_ops::FdHandle); [`FileOp::Close`] closes one; [`ProcessOp::Kill`]
+//! sends `SIGKILL`. QEMU's events, the connection's end and the process's exit (reaped,
+//! with its status, when it is our child) reach every machine on the connection as
+//! [`PeerEvent`]s, the exit first when both are seen at once.
 //!
 //! ```no_run
 //! use std::process::Command;
@@ -60,12 +60,13 @@ use std::process::{Child, Command, Stdio};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
 use xsio_core::OpId;
+use xsio_harness::qmp::{self, Handles, connection_error, is_qemu_op, not_a_qemu_op, session_of};
 use xsio_harness::{Actor, Conn, Harness, HarnessError, Owner, Store};
 use xsio_ops::{
-    FdHandle, FileAccess, FileOp, Op, OpError, OpErrorKind, OpenFile, PeerEvent, ProcessOp,
-    QemuVersion, QmpCommand, QmpErrorClass, QmpEvent, QmpOp, QmpSession, Reply,
+    FileAccess, FileOp, Op, OpError, OpErrorKind, OpenFile, PeerEvent, ProcessOp, QmpCommand,
+    QmpEvent, QmpOp, Reply,
 };
-use xsio_qmp::{CommandError, Config, Session};
+use xsio_qmp::Config;
 
 use crate::host::exit_of;
 use crate::l2::Pollable;
@@ -81,7 +82,6 @@ pub struct QemuLinks {
     links: Vec<Link>,
     config: Config,
     record: bool,
-    next_handle: u64,
 }
 
 /// One QEMU: its socket, its process (when known), the QMP connection (when open).
@@ -97,7 +97,7 @@ struct Link {
     /// QMP client op → the harness request it executes.
     commands: BTreeMap<OpId, (Owner, OpId)>,
     /// Descriptors held for the machines.
-    handles: BTreeMap<FdHandle, OwnedFd>,
+    handles: Handles<OwnedFd>,
     /// The transcripts of this link's connections so far (when recording).
     transcript: String,
     /// The connection is another store's too: take only the QEMU operations.
@@ -122,7 +122,6 @@ impl QemuLinks {
             links: Vec::new(),
             config,
             record: false,
-            next_handle: 0,
         }
     }
 
@@ -265,14 +264,7 @@ impl<A: Actor> Store<A> for QemuLinks {
             moved |= link.report_exit(harness);
             while let Some((owner, request)) = link.take(harness) {
                 moved = true;
-                let answer = link.execute(
-                    owner,
-                    request.id,
-                    request.op,
-                    &self.config,
-                    self.record,
-                    &mut self.next_handle,
-                );
+                let answer = link.execute(owner, request.id, request.op, &self.config, self.record);
                 if let Some(result) = answer {
                     harness.reply(owner, request.id, result)?;
                 }
@@ -319,11 +311,6 @@ impl Pollable for QemuLinks {
     }
 }
 
-/// The operations a QEMU link executes.
-fn is_qemu_op(op: &Op) -> bool {
-    matches!(op, Op::Qmp(_) | Op::File(_) | Op::Process(_))
-}
-
 impl Link {
     fn new(conn: Conn, socket: &Path, process: Option<Process>, shared: bool) -> Link {
         Link {
@@ -334,7 +321,7 @@ impl Link {
             qmp: None,
             connecting: Vec::new(),
             commands: BTreeMap::new(),
-            handles: BTreeMap::new(),
+            handles: Handles::default(),
             transcript: String::new(),
             shared,
         }
@@ -357,27 +344,14 @@ impl Link {
         op: Op,
         config: &Config,
         record: bool,
-        next_handle: &mut u64,
     ) -> Option<Result<Reply, OpError>> {
         match op {
             Op::Qmp(QmpOp::Connect) => self.connect(owner, id, config, record),
             Op::Qmp(QmpOp::Command(command)) => self.command(owner, id, command),
-            Op::File(FileOp::Open(open)) => Some(self.open(&open, next_handle)),
-            Op::File(FileOp::Close(fd)) => Some(match self.handles.remove(&fd) {
-                Some(fd) => {
-                    drop(fd);
-                    Ok(Reply::Done)
-                }
-                None => Err(OpError::new(
-                    OpErrorKind::Invalid,
-                    format!("{fd} is not held"),
-                )),
-            }),
+            Op::File(FileOp::Open(open)) => Some(self.open(&open)),
+            Op::File(FileOp::Close(fd)) => Some(self.handles.close(fd)),
             Op::Process(ProcessOp::Kill) => Some(self.kill()),
-            _ => Some(Err(OpError::new(
-                OpErrorKind::Unsupported,
-                "not an operation of the QEMU driver",
-            ))),
+            _ => Some(Err(not_a_qemu_op())),
         }
     }
 
@@ -424,37 +398,19 @@ impl Link {
         command: QmpCommand,
     ) -> Option<Result<Reply, OpError>> {
         // The descriptors go with the command, or are closed here if it cannot go.
-        let mut fds = Vec::with_capacity(command.fds.len());
-        for handle in &command.fds {
-            match self.handles.remove(handle) {
-                Some(fd) => fds.push(fd),
-                None => {
-                    return Some(Err(OpError::new(
-                        OpErrorKind::Invalid,
-                        format!("{handle} is not held"),
-                    )));
-                }
-            }
-        }
-        let Some(qmp) = self.qmp.as_mut().filter(|q| q.closed().is_none()) else {
-            return Some(Err(OpError::new(
-                OpErrorKind::Connection,
-                "no QMP connection",
-            )));
+        let qemu_command = match self.handles.command(command) {
+            Ok(qemu_command) => qemu_command,
+            Err(err) => return Some(Err(err)),
         };
-        let mut qemu_command = xsio_qmp::Command::new(command.command);
-        if let Some(arguments) = command.arguments {
-            qemu_command = qemu_command.arguments(arguments);
-        }
-        for fd in fds {
-            qemu_command = qemu_command.fd(fd);
-        }
+        let Some(qmp) = self.qmp.as_mut().filter(|q| q.closed().is_none()) else {
+            return Some(Err(connection_error("no QMP connection")));
+        };
         let op = qmp.submit(qemu_command);
         self.commands.insert(op, (owner, id));
         None
     }
 
-    fn open(&mut self, open: &OpenFile, next_handle: &mut u64) -> Result<Reply, OpError> {
+    fn open(&mut self, open: &OpenFile) -> Result<Reply, OpError> {
         let mut options = OpenOptions::new();
         match open.access {
             FileAccess::ReadOnly => options.read(true),
@@ -468,10 +424,7 @@ impl Link {
         let file = options
             .open(&open.path)
             .map_err(|err| OpError::new(OpErrorKind::File, format!("{}: {err}", open.path)))?;
-        let handle = FdHandle::from_raw(*next_handle);
-        *next_handle = next_handle.wrapping_add(1);
-        self.handles.insert(handle, file.into());
-        Ok(Reply::Fd(handle))
+        Ok(Reply::Fd(self.handles.hold(file.into())))
     }
 
     fn kill(&mut self) -> Result<Reply, OpError> {
@@ -610,44 +563,23 @@ fn readable_now(fd: BorrowedFd<'_>) -> bool {
     matches!(poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
 }
 
-fn session_of(session: &Session) -> QmpSession {
-    let qemu = &session.greeting.version.qemu;
-    QmpSession {
-        version: QemuVersion {
-            major: qemu.major,
-            minor: qemu.minor,
-            micro: qemu.micro,
-        },
-        package: session.greeting.version.package.clone(),
-    }
-}
-
 /// A QMP command's result in the vocabulary of the machines.
 fn reply_of(result: Result<xsio_qmp::Return, QmpIoError>) -> Result<Reply, OpError> {
     match result {
-        Ok(value) => value
-            .to_value()
-            .map(Reply::Qmp)
-            .map_err(|err| OpError::new(OpErrorKind::Other, err.to_string())),
-        Err(QmpIoError::Command(CommandError::Qmp(err))) => Err(OpError::new(
-            OpErrorKind::Qmp(QmpErrorClass::from_name(err.class.as_str())),
-            err.desc,
-        )),
-        Err(QmpIoError::Command(CommandError::Timeout)) => Err(OpError::new(
-            OpErrorKind::Timeout,
-            "no reply before the command's deadline",
-        )),
-        Err(
-            err @ (QmpIoError::Command(CommandError::Disconnected | CommandError::Protocol(_))
-            | QmpIoError::Io(_)
-            | QmpIoError::Closed(_)),
-        ) => Err(OpError::new(OpErrorKind::Connection, err.to_string())),
-        Err(err) => Err(OpError::new(OpErrorKind::Other, err.to_string())),
+        Ok(value) => qmp::reply_of(Ok(value)),
+        Err(QmpIoError::Command(err)) => qmp::reply_of(Err(err)),
+        Err(err @ (QmpIoError::Io(_) | QmpIoError::Closed(_))) => Err(connection_error(err)),
+        Err(err @ QmpIoError::UnknownOp(_)) => {
+            Err(OpError::new(OpErrorKind::Other, err.to_string()))
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use xsio_ops::QmpErrorClass;
+    use xsio_qmp::CommandError;
+
     use super::*;
 
     #[test]

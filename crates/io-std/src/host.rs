@@ -27,11 +27,15 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use rustix::fs::{FlockOperation, flock};
 use rustix::process::{Pid, PidfdFlags, pidfd_open};
 use xsio_core::OpId;
-use xsio_harness::{Actor, Harness, HarnessError, Owner};
+use xsio_harness::host_answers::no_provider;
+use xsio_harness::{Actor, Harness, HarnessError, HostAnswers, Owner};
 use xsio_ops::{DomainState, HostOp, OpError, OpErrorKind, ProcessExit, Reply};
 
-type DomainInfo = Box<dyn FnMut(u32) -> Result<DomainState, String>>;
-type DeviceModel = Box<dyn FnMut(u32) -> Option<bool>>;
+/// The caller's answers to `DomainInfo` and `DeviceModelAlive`.
+type Answers = HostAnswers<
+    Box<dyn FnMut(u32) -> Result<DomainState, String>>,
+    Box<dyn FnMut(u32) -> Option<bool>>,
+>;
 
 /// A program started for a machine's `Spawn`, answered when it ends.
 struct Running {
@@ -50,8 +54,7 @@ struct Running {
 /// reaped.
 #[derive(Default)]
 pub struct Host {
-    domain_info: Option<DomainInfo>,
-    device_model: Option<DeviceModel>,
+    answers: Answers,
     running: Vec<Running>,
     lock_dir: Option<PathBuf>,
     /// `Lock` requests: held (`held`) or still trying.
@@ -82,8 +85,7 @@ pub fn lock_file(dir: &Path, domid: u32) -> PathBuf {
 impl fmt::Debug for Host {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Host")
-            .field("domain_info", &self.domain_info.is_some())
-            .field("device_model", &self.device_model.is_some())
+            .field("answers", &self.answers)
             .field("running", &self.running.len())
             .field("lock_dir", &self.lock_dir)
             .field("locks", &self.locks.len())
@@ -102,13 +104,13 @@ impl Host {
         mut self,
         info: impl FnMut(u32) -> Result<DomainState, String> + 'static,
     ) -> Host {
-        self.domain_info = Some(Box::new(info));
+        self.answers.domain_info = Some(Box::new(info));
         self
     }
 
     /// Answers `DeviceModelAlive` with `alive(domid)`; `None` means the host cannot tell.
     pub fn device_model(mut self, alive: impl FnMut(u32) -> Option<bool> + 'static) -> Host {
-        self.device_model = Some(Box::new(alive));
+        self.answers.device_model = Some(Box::new(alive));
         self
     }
 
@@ -137,26 +139,9 @@ impl Host {
         id: OpId,
         op: HostOp,
     ) -> Option<Result<Reply, OpError>> {
-        let unsupported = |what: &str| {
-            Err(OpError::new(
-                OpErrorKind::Unsupported,
-                format!("no {what} provider"),
-            ))
-        };
         Some(match op {
-            HostOp::DomainInfo { domid } => match &mut self.domain_info {
-                Some(info) => info(domid)
-                    .map(Reply::Domain)
-                    .map_err(|e| OpError::new(OpErrorKind::Other, e)),
-                None => unsupported("domain info"),
-            },
-            HostOp::DeviceModelAlive { domid } => match &mut self.device_model {
-                Some(alive) => match alive(domid) {
-                    Some(alive) => Ok(Reply::DeviceModel { alive }),
-                    None => unsupported("device-model liveness"),
-                },
-                None => unsupported("device-model liveness"),
-            },
+            HostOp::DomainInfo { domid } => self.answers.answer_domain_info(domid),
+            HostOp::DeviceModelAlive { domid } => self.answers.answer_device_model(domid),
             HostOp::Spawn { argv, env } => match spawn(&argv, &env) {
                 Ok(child) => {
                     let pidfd = pidfd_open(Pid::from_child(&child), PidfdFlags::empty()).ok();
@@ -173,7 +158,7 @@ impl Host {
             },
             HostOp::Lock { domid } => {
                 let Some(dir) = &self.lock_dir else {
-                    return Some(unsupported("lock directory"));
+                    return Some(Err(no_provider("lock directory")));
                 };
                 let path = lock_file(dir, domid);
                 let opened = std::fs::create_dir_all(dir).and_then(|()| {
@@ -349,9 +334,5 @@ fn spawn(argv: &[String], env: &[(String, String)]) -> Result<Child, String> {
 
 /// How a reaped child ended.
 pub(crate) fn exit_of(status: ExitStatus) -> ProcessExit {
-    match (status.code(), status.signal()) {
-        (Some(code), _) => ProcessExit::Exited(code),
-        (None, Some(signal)) => ProcessExit::Signalled(signal),
-        (None, None) => ProcessExit::FailedToStart(format!("unknown end: {status}")),
-    }
+    xsio_harness::host_answers::program_exit(status.code(), status.signal(), status)
 }

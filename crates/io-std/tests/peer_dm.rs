@@ -4,7 +4,7 @@
 //! is ignored. With `XSIO_RECORD_TRANSCRIPTS=1` the exchanges are written to
 //! `testdata/qmp/dm-*.txt` (replayed by `crates/dm/tests/transcripts.rs`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -20,6 +20,7 @@ use xsio_io_std::l2::run_until;
 use xsio_ops::{FileOp, Op, ProcessExit, QmpCommand, QmpOp, Reply};
 use xsio_testkit::peer::Tests;
 use xsio_testkit::qemu::{self, QEMU, Qemu};
+use xsio_testkit::qmp_peer::{self, fds_on, open_fds};
 
 // The tests `main` runs, each against QEMU.
 const TESTS: &[(&str, fn())] = xsio_testkit::tests![
@@ -62,13 +63,11 @@ struct World {
 }
 
 impl World {
-    /// Spawns QEMU with `args` after the binary on a pre-opened socket.
-    fn spawn(args: &[&str]) -> World {
+    /// Spawns QEMU (`command`) on a pre-opened socket.
+    fn spawn(command: Command) -> World {
         let dir = tempfile::tempdir().unwrap();
         let mut world = Harness::new(xsio_io_std::now());
         let mut links = QemuLinks::default().recording();
-        let mut command = Command::new(QEMU);
-        command.args(args);
         let qemu = links
             .spawn(&mut world, command, &dir.path().join("qmp.sock"))
             .unwrap();
@@ -81,7 +80,7 @@ impl World {
     }
 
     fn paused_pc() -> World {
-        World::spawn(qemu::BARE_PAUSED_PC)
+        World::spawn(qmp_peer::bare_paused_pc())
     }
 
     /// Adds `operation` and runs until it has settled (60 s at most).
@@ -155,29 +154,28 @@ impl World {
     }
 
     fn keep_transcript(&self, name: &str) {
-        if std::env::var_os("XSIO_RECORD_TRANSCRIPTS").is_none() {
-            return;
-        }
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/qmp");
         let header = format!(
-            "# Recorded from {QEMU} 7.2 by crates/io-std/tests/peer_dm.rs ({name}): the dm operations through xsio_io_std::dm.\n"
+            "Recorded from {QEMU} 7.2 by crates/io-std/tests/peer_dm.rs ({name}): the dm operations through xsio_io_std::dm."
         );
-        let text = header + &self.links.transcript(self.qemu).unwrap();
-        std::fs::write(dir.join(format!("{name}.txt")), text).unwrap();
+        let transcript = self.links.transcript(self.qemu).unwrap();
+        qmp_peer::keep_transcript(name, &header, &transcript);
     }
-}
 
-/// Our descriptors open on `path`, counted from /proc/self/fd.
-fn fds_on(path: &Path) -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
-        .filter(|target| target == path)
-        .count()
-}
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
+    /// Runs a shutdown with `config` to its end and checks how QEMU ended: `exit`, after a
+    /// kill or not.
+    fn shutdown_ends(&mut self, config: ShutdownConfig, exit: ProcessExit, killed: bool) {
+        let now = self.world.now();
+        match self.run(Dm::Shutdown(Shutdown::new(config, now))) {
+            DmEvent::Shutdown(result) => assert_eq!(
+                result.unwrap(),
+                Stopped {
+                    exit: Some(exit),
+                    killed
+                }
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
 }
 
 fn start_up_on_a_pre_opened_socket_gives_prelaunch() {
@@ -308,7 +306,9 @@ fn qemu_killed_during_the_save_fails_once_and_closes_the_fd() {
 }
 
 fn qemu_exiting_at_start_up_is_a_typed_error_with_its_status() {
-    let mut dm = World::spawn(&["-machine", "pc", "-no-such-option"]);
+    let mut qemu = Command::new(QEMU);
+    qemu.args(["-machine", "pc", "-no-such-option"]);
+    let mut dm = World::spawn(qemu);
     let now = dm.world.now();
     match dm.run(Dm::Start(StartUp::new(StartConfig::fresh(), now))) {
         DmEvent::Start(Err(StartError::Exited(Some(ProcessExit::Exited(1))))) => {}
@@ -319,17 +319,7 @@ fn qemu_exiting_at_start_up_is_a_typed_error_with_its_status() {
 fn quit_ends_with_the_connection_closed_and_exit_status_0() {
     let mut dm = World::paused_pc();
     dm.start();
-    let now = dm.world.now();
-    match dm.run(Dm::Shutdown(Shutdown::new(ShutdownConfig::default(), now))) {
-        DmEvent::Shutdown(result) => assert_eq!(
-            result.unwrap(),
-            Stopped {
-                exit: Some(ProcessExit::Exited(0)),
-                killed: false
-            }
-        ),
-        other => panic!("{other:?}"),
-    }
+    dm.shutdown_ends(ShutdownConfig::default(), ProcessExit::Exited(0), false);
     dm.keep_transcript("dm-quit");
 }
 
@@ -337,21 +327,11 @@ fn a_qemu_that_ignores_quit_is_killed() {
     let mut dm = World::paused_pc();
     dm.start();
     dm.signal(Signal::STOP);
-    let now = dm.world.now();
     let config = ShutdownConfig {
         timeout: Duration::from_millis(500),
         kill_timeout: Duration::from_secs(5),
     };
-    match dm.run(Dm::Shutdown(Shutdown::new(config, now))) {
-        DmEvent::Shutdown(result) => assert_eq!(
-            result.unwrap(),
-            Stopped {
-                exit: Some(ProcessExit::Signalled(9)),
-                killed: true
-            }
-        ),
-        other => panic!("{other:?}"),
-    }
+    dm.shutdown_ends(config, ProcessExit::Signalled(9), true);
 }
 
 fn an_attached_qemu_shuts_down_and_is_seen_to_exit() {

@@ -5,18 +5,17 @@
 //! `crates/qmp/tests/transcripts.rs`).
 
 use std::fs::File;
-use std::io::Write;
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rustix::process::Signal;
 use xsio_io_std::qmp::{QmpConn, QmpIoError};
 use xsio_io_std::{UnixConn, now};
-use xsio_qmp::typed::{self, ChangeMedium, ReadOnlyMode};
+use xsio_qmp::typed;
 use xsio_qmp::{Command, CommandError, Config, ErrorClass};
 use xsio_testkit::peer::Tests;
 use xsio_testkit::qemu::{self, QEMU, Qemu};
+use xsio_testkit::qmp_peer::{self, open_fds};
 
 // The tests `main` runs, each against QEMU.
 const TESTS: &[(&str, fn())] = xsio_testkit::tests![
@@ -33,57 +32,19 @@ const TESTS: &[(&str, fn())] = xsio_testkit::tests![
     a_second_client_gets_no_greeting_and_negotiation_times_out
 ];
 
-/// What these tests do with a [`Qemu`] beyond starting it.
-trait QmpPeer {
-    /// Connects (retrying while QEMU starts) and negotiates, recording the exchange.
-    fn connect(&self, config: Config) -> QmpConn;
-    /// A CD image of `size` bytes (a repeating pattern) in QEMU's temp dir.
-    fn image(&self, size: usize) -> PathBuf;
-}
-
-impl QmpPeer for Qemu {
-    fn connect(&self, config: Config) -> QmpConn {
-        let deadline = now() + Duration::from_secs(30);
-        loop {
-            match UnixConn::connect(self.socket()) {
-                Ok(conn) => return QmpConn::with_conn_recorded(conn, config).unwrap(),
-                Err(e) if now() < deadline => {
-                    let _ = e;
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) => panic!("QEMU never listened on {}: {e}", self.socket().display()),
-            }
-        }
-    }
-
-    fn image(&self, size: usize) -> PathBuf {
-        let path = self.dir().join("cd.iso");
-        let mut file = File::create(&path).unwrap();
-        let block: Vec<u8> = (0..2048u32).map(|i| (i % 251) as u8).collect();
-        for _ in 0..size / 2048 {
-            file.write_all(&block).unwrap();
-        }
-        path
-    }
+/// Connects (retrying while QEMU starts) and negotiates, recording the exchange.
+fn connect(qemu: &Qemu, config: Config) -> QmpConn {
+    let stream = qmp_peer::connect(qemu.socket());
+    QmpConn::with_conn_recorded(UnixConn::from_stream(stream), config).unwrap()
 }
 
 /// Saves the transcript under testdata/qmp/ when asked to.
 fn keep_transcript(name: &str, qmp: &QmpConn) {
-    if std::env::var_os("XSIO_RECORD_TRANSCRIPTS").is_none() {
-        return;
-    }
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/qmp");
-    std::fs::create_dir_all(&dir).unwrap();
     let header = format!(
-        "# Recorded from {QEMU} {} by crates/io-std/tests/peer_qemu.rs ({name}).\n",
+        "Recorded from {QEMU} {} by crates/io-std/tests/peer_qemu.rs ({name}).",
         qmp.session().greeting.version.package
     );
-    let text = header + qmp.transcript().unwrap();
-    std::fs::write(dir.join(format!("{name}.txt")), text).unwrap();
-}
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
+    qmp_peer::keep_transcript(name, &header, qmp.transcript().unwrap());
 }
 
 fn qmp_class(result: Result<xsio_qmp::Return, QmpIoError>) -> ErrorClass {
@@ -95,7 +56,7 @@ fn qmp_class(result: Result<xsio_qmp::Return, QmpIoError>) -> ErrorClass {
 
 fn negotiation_reads_the_greeting_and_enables_oob_only_when_asked() {
     let Some(qemu) = Qemu::bare() else { return };
-    let mut qmp = qemu.connect(Config::default());
+    let mut qmp = connect(&qemu, Config::default());
     let session = qmp.session().clone();
     assert!(session.greeting.version.qemu.major >= 7, "{session:?}");
     assert!(session.greeting.offers("oob"));
@@ -106,16 +67,19 @@ fn negotiation_reads_the_greeting_and_enables_oob_only_when_asked() {
     drop(qmp);
 
     // QEMU keeps listening after a client leaves: a second connection asks for oob.
-    let qmp = qemu.connect(Config {
-        enable_oob: true,
-        ..Config::default()
-    });
+    let qmp = connect(
+        &qemu,
+        Config {
+            enable_oob: true,
+            ..Config::default()
+        },
+    );
     assert!(qmp.session().oob);
 }
 
 fn pipelined_commands_all_complete_in_order() {
     let Some(qemu) = Qemu::bare() else { return };
-    let mut qmp = qemu.connect(Config::default());
+    let mut qmp = connect(&qemu, Config::default());
     let ops: Vec<_> = (0..200)
         .map(|_| qmp.submit(typed::query_status()))
         .collect();
@@ -133,7 +97,7 @@ fn unknown_command_and_unknown_device_get_their_classes() {
     let Some(qemu) = Qemu::paused_pc() else {
         return;
     };
-    let mut qmp = qemu.connect(Config::default());
+    let mut qmp = connect(&qemu, Config::default());
     assert_eq!(
         qmp_class(qmp.execute(Command::new("no-such-command"))),
         ErrorClass::CommandNotFound
@@ -154,7 +118,7 @@ fn events_arrive_as_they_happen() {
     let Some(qemu) = Qemu::paused_pc() else {
         return;
     };
-    let mut qmp = qemu.connect(Config::default());
+    let mut qmp = connect(&qemu, Config::default());
     let status: typed::StatusInfo = qmp.execute(typed::query_status()).unwrap().parse().unwrap();
     assert_eq!(
         (status.status.as_str(), status.running),
@@ -175,8 +139,8 @@ fn cdrom_media_change_through_an_fd_passed_with_add_fd() {
     let Some(qemu) = Qemu::paused_pc() else {
         return;
     };
-    let image = qemu.image(64 << 10);
-    let mut qmp = qemu.connect(Config::default());
+    let image = qmp_peer::cd_image(qemu.dir(), 64 << 10);
+    let mut qmp = connect(&qemu, Config::default());
     let before = open_fds();
 
     // The image is opened here and passed to QEMU, which has no access to the path itself.
@@ -193,13 +157,7 @@ fn cdrom_media_change_through_an_fd_passed_with_add_fd() {
     );
     let path = typed::fdset_path(added.fdset_id);
 
-    qmp.execute(typed::blockdev_change_medium(&ChangeMedium {
-        id: "cd0".into(),
-        filename: path.clone(),
-        format: Some("raw".into()),
-        read_only_mode: Some(ReadOnlyMode::ReadOnly),
-    }))
-    .unwrap();
+    qmp.execute(qmp_peer::cd0_medium(added.fdset_id)).unwrap();
     let mut trays = Vec::new();
     while let Some(event) = qmp.next_event(Some(now())).unwrap() {
         if event.name == typed::DEVICE_TRAY_MOVED {
@@ -249,8 +207,8 @@ fn qemu_killed_with_commands_in_flight_fails_each_once_and_closes_every_fd() {
     let Some(qemu) = Qemu::paused_pc() else {
         return;
     };
-    let image = qemu.image(4096);
-    let mut qmp = qemu.connect(Config::default());
+    let image = qmp_peer::cd_image(qemu.dir(), 4096);
+    let mut qmp = connect(&qemu, Config::default());
     let before = open_fds();
 
     // Frozen, QEMU reads nothing more: what we send stays unanswered.
@@ -279,7 +237,7 @@ fn device_state_is_saved_into_an_fd_passed_with_add_fd() {
     let Some(qemu) = Qemu::paused_pc() else {
         return;
     };
-    let mut qmp = qemu.connect(Config::default());
+    let mut qmp = connect(&qemu, Config::default());
     let path = qemu.dir().join("saved-state");
     // Write-only: QEMU picks an fd from the set whose access mode matches its open (O_WRONLY).
     let file = File::options()
@@ -316,8 +274,8 @@ fn device_state_is_saved_into_an_fd_passed_with_add_fd() {
 
 fn getfd_stores_a_named_fd_and_closefd_releases_it() {
     let Some(qemu) = Qemu::bare() else { return };
-    let mut qmp = qemu.connect(Config::default());
-    let image = qemu.image(4096);
+    let mut qmp = connect(&qemu, Config::default());
+    let image = qmp_peer::cd_image(qemu.dir(), 4096);
     let fd: OwnedFd = File::open(&image).unwrap().into();
     qmp.execute(typed::getfd(fd, "image")).unwrap();
     qmp.execute(typed::closefd("image")).unwrap();
@@ -332,7 +290,7 @@ fn device_add_and_del_of_a_pci_nic() {
     let Some(qemu) = Qemu::paused_pc() else {
         return;
     };
-    let mut qmp = qemu.connect(Config::default());
+    let mut qmp = connect(&qemu, Config::default());
     let mut props = serde_json::Map::new();
     props.insert("bus".into(), "pci.0".into());
     qmp.execute(typed::device_add("virtio-net-pci", "nic1", props))
@@ -359,7 +317,7 @@ fn a_pretty_printing_monitor_works_because_framing_is_by_json_value() {
     let Some(qemu) = Qemu::builder(&["-machine", "none"]).pretty().start() else {
         return;
     };
-    let mut qmp = qemu.connect(Config::default());
+    let mut qmp = connect(&qemu, Config::default());
     let ops: Vec<_> = (0..20).map(|_| qmp.submit(typed::query_status())).collect();
     for op in ops {
         let status: typed::StatusInfo = qmp.wait(op).unwrap().parse().unwrap();
@@ -376,7 +334,7 @@ fn a_pretty_printing_monitor_works_because_framing_is_by_json_value() {
 
 fn a_second_client_gets_no_greeting_and_negotiation_times_out() {
     let Some(qemu) = Qemu::bare() else { return };
-    let first = qemu.connect(Config::default());
+    let first = connect(&qemu, Config::default());
     // QEMU serves one client per monitor: the kernel queues the second connection, but no
     // greeting comes until the first leaves (kata-containers #12236 hung here forever).
     let conn = UnixConn::connect(qemu.socket()).unwrap();

@@ -9,10 +9,10 @@
 //! leads to a QEMU someone else started (found by the connection's peer credentials and
 //! watched through a pidfd). [`Qemu::run`] drives one machine until it has completed and
 //! every request it made has been answered: QMP commands go through this crate's
-//! [`qmp`](crate::qmp::connect) connection with their descriptors attached, files are opened and
-//! held under [`FdHandle`]s, the process is killed on request; QEMU's events, the
-//! connection's end and the process's exit reach the machine as [`PeerEvent`]s, and its
-//! deadlines are tokio timers.
+//! [`qmp`](crate::qmp::connect) connection with their descriptors attached, files are opened
+//! and held under [`FdHandle`](xsio_ops::FdHandle)s, the process is killed on request;
+//! QEMU's events, the connection's end and the process's exit reach the machine as
+//! [`PeerEvent`]s, and its deadlines are tokio timers.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -28,7 +28,7 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fs::OpenOptions;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -45,12 +45,14 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use xsio_core::{Machine, OpId};
-use xsio_ops::{
-    FdHandle, FileAccess, FileOp, Input, InputError, Op, OpError, OpErrorKind, OpenFile, Output,
-    PeerEvent, ProcessExit, ProcessOp, QemuVersion, QmpCommand, QmpErrorClass, QmpEvent, QmpOp,
-    QmpSession, Reply, Request,
+use xsio_harness::qmp::{
+    self as harness_qmp, Handles, connection_error, not_a_qemu_op, session_of,
 };
-use xsio_qmp::{CommandError, Config, Event, Session};
+use xsio_ops::{
+    FileAccess, FileOp, Input, InputError, Op, OpError, OpErrorKind, OpenFile, Output, PeerEvent,
+    ProcessExit, ProcessOp, QmpCommand, QmpEvent, QmpOp, QmpSession, Reply, Request,
+};
+use xsio_qmp::{Config, Event};
 
 use crate::qmp::{self, QmpHandle};
 
@@ -78,8 +80,7 @@ pub struct Qemu {
     process: Option<Process>,
     exit_reported: bool,
     qmp: Option<Connection>,
-    handles: HashMap<FdHandle, OwnedFd>,
-    next_handle: u64,
+    handles: Handles<OwnedFd>,
 }
 
 #[derive(Debug)]
@@ -142,8 +143,7 @@ impl Qemu {
             process,
             exit_reported: false,
             qmp: None,
-            handles: HashMap::new(),
-            next_handle: 0,
+            handles: Handles::default(),
         }
     }
 
@@ -301,18 +301,9 @@ impl Qemu {
                 Err(err) => Err(err),
             },
             Op::File(FileOp::Open(open)) => self.open(&open),
-            Op::File(FileOp::Close(fd)) => match self.handles.remove(&fd) {
-                Some(_) => Ok(Reply::Done),
-                None => Err(OpError::new(
-                    OpErrorKind::Invalid,
-                    format!("{fd} is not held"),
-                )),
-            },
+            Op::File(FileOp::Close(fd)) => self.handles.close(fd),
             Op::Process(ProcessOp::Kill) => self.kill(),
-            _ => Err(OpError::new(
-                OpErrorKind::Unsupported,
-                "not an operation of the QEMU driver",
-            )),
+            _ => Err(not_a_qemu_op()),
         };
         answers.push_back((id, answer));
     }
@@ -320,23 +311,10 @@ impl Qemu {
     /// The connection and the command with its descriptors attached; the descriptors are
     /// closed here when it cannot go.
     fn command(&mut self, command: QmpCommand) -> Result<(QmpHandle, xsio_qmp::Command), OpError> {
-        let mut fds = Vec::with_capacity(command.fds.len());
-        for handle in &command.fds {
-            let fd = self.handles.remove(handle).ok_or_else(|| {
-                OpError::new(OpErrorKind::Invalid, format!("{handle} is not held"))
-            })?;
-            fds.push(fd);
-        }
+        let qemu_command = self.handles.command(command)?;
         let Some(connection) = &self.qmp else {
-            return Err(OpError::new(OpErrorKind::Connection, "no QMP connection"));
+            return Err(connection_error("no QMP connection"));
         };
-        let mut qemu_command = xsio_qmp::Command::new(command.command);
-        if let Some(arguments) = command.arguments {
-            qemu_command = qemu_command.arguments(arguments);
-        }
-        for fd in fds {
-            qemu_command = qemu_command.fd(fd);
-        }
         Ok((connection.handle.clone(), qemu_command))
     }
 
@@ -354,10 +332,7 @@ impl Qemu {
         let file = options
             .open(&open.path)
             .map_err(|err| OpError::new(OpErrorKind::File, format!("{}: {err}", open.path)))?;
-        let handle = FdHandle::from_raw(self.next_handle);
-        self.next_handle = self.next_handle.wrapping_add(1);
-        self.handles.insert(handle, file.into());
-        Ok(Reply::Fd(handle))
+        Ok(Reply::Fd(self.handles.hold(file.into())))
     }
 
     fn kill(&mut self) -> Result<Reply, OpError> {
@@ -393,12 +368,8 @@ async fn connect(
     config: Config,
     find_process: bool,
 ) -> Result<(Connection, Option<Process>), OpError> {
-    let connection_error = |err: &dyn std::fmt::Display| {
-        OpError::new(
-            OpErrorKind::Connection,
-            format!("{}: {err}", socket.display()),
-        )
-    };
+    let connection_error =
+        |err: &dyn std::fmt::Display| connection_error(format!("{}: {err}", socket.display()));
     let stream = UnixStream::connect(socket)
         .await
         .map_err(|e| connection_error(&e))?;
@@ -487,11 +458,7 @@ fn now() -> std::time::Instant {
 
 /// How a reaped child ended (the device model, a hotplug script).
 pub(crate) fn exit_of(status: ExitStatus) -> ProcessExit {
-    match (status.code(), status.signal()) {
-        (Some(code), _) => ProcessExit::Exited(code),
-        (None, Some(signal)) => ProcessExit::Signalled(signal),
-        (None, None) => ProcessExit::FailedToStart(format!("unknown end: {status}")),
-    }
+    xsio_harness::host_answers::program_exit(status.code(), status.signal(), status)
 }
 
 /// Binds and listens on `socket`, replacing a stale socket file, never a live one.
@@ -511,38 +478,11 @@ fn listen(socket: &Path) -> io::Result<UnixListener> {
     }
 }
 
-fn session_of(session: &Session) -> QmpSession {
-    let qemu = &session.greeting.version.qemu;
-    QmpSession {
-        version: QemuVersion {
-            major: qemu.major,
-            minor: qemu.minor,
-            micro: qemu.micro,
-        },
-        package: session.greeting.version.package.clone(),
-    }
-}
-
 /// A QMP command's result in the vocabulary of the machines.
 fn reply_of(result: Result<xsio_qmp::Return, qmp::Error>) -> Result<Reply, OpError> {
     match result {
-        Ok(value) => value
-            .to_value()
-            .map(Reply::Qmp)
-            .map_err(|err| OpError::new(OpErrorKind::Other, err.to_string())),
-        Err(qmp::Error::Command(CommandError::Qmp(err))) => Err(OpError::new(
-            OpErrorKind::Qmp(QmpErrorClass::from_name(err.class.as_str())),
-            err.desc,
-        )),
-        Err(qmp::Error::Command(CommandError::Timeout)) => Err(OpError::new(
-            OpErrorKind::Timeout,
-            "no reply before the command's deadline",
-        )),
-        Err(
-            err @ (qmp::Error::Command(CommandError::Disconnected | CommandError::Protocol(_))
-            | qmp::Error::Io(_)
-            | qmp::Error::Closed(_)),
-        ) => Err(OpError::new(OpErrorKind::Connection, err.to_string())),
-        Err(err) => Err(OpError::new(OpErrorKind::Other, err.to_string())),
+        Ok(value) => harness_qmp::reply_of(Ok(value)),
+        Err(qmp::Error::Command(err)) => harness_qmp::reply_of(Err(err)),
+        Err(err @ (qmp::Error::Io(_) | qmp::Error::Closed(_))) => Err(connection_error(err)),
     }
 }

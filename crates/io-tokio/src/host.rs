@@ -27,13 +27,18 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 use xsio_core::OpId;
-use xsio_harness::{Actor, Harness, HarnessError, Owner};
-use xsio_ops::{DomainState, HostOp, OpError, OpErrorKind, ProcessExit, Reply};
+use xsio_harness::host_answers::no_provider;
+use xsio_harness::{Actor, Harness, HarnessError, HostAnswers, Owner};
+use xsio_ops::{DomainState, HostOp, OpError, ProcessExit, Reply};
 
 use crate::dm::exit_of;
 
-type DomainInfo = Box<dyn FnMut(u32) -> Result<DomainState, String> + Send>;
-type DeviceModel = Box<dyn FnMut(u32) -> Option<bool> + Send>;
+/// The caller's answers to `DomainInfo` and `DeviceModelAlive` (`Send`: the host lives in
+/// the driver's future).
+type Answers = HostAnswers<
+    Box<dyn FnMut(u32) -> Result<DomainState, String> + Send>,
+    Box<dyn FnMut(u32) -> Option<bool> + Send>,
+>;
 
 /// How many times, a millisecond apart, dropping a [`Host`] looks whether its killed
 /// children can be reaped; one still there after that is left to tokio's reaper of
@@ -54,16 +59,14 @@ struct Running {
 /// are killed and reaped. Spawning needs a tokio runtime with I/O enabled (the driver's).
 #[derive(Default)]
 pub struct Host {
-    domain_info: Option<DomainInfo>,
-    device_model: Option<DeviceModel>,
+    answers: Answers,
     running: Vec<Running>,
 }
 
 impl fmt::Debug for Host {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Host")
-            .field("domain_info", &self.domain_info.is_some())
-            .field("device_model", &self.device_model.is_some())
+            .field("answers", &self.answers)
             .field("running", &self.running.len())
             .finish()
     }
@@ -80,13 +83,13 @@ impl Host {
         mut self,
         info: impl FnMut(u32) -> Result<DomainState, String> + Send + 'static,
     ) -> Host {
-        self.domain_info = Some(Box::new(info));
+        self.answers.domain_info = Some(Box::new(info));
         self
     }
 
     /// Answers `DeviceModelAlive` with `alive(domid)`; `None` means the host cannot tell.
     pub fn device_model(mut self, alive: impl FnMut(u32) -> Option<bool> + Send + 'static) -> Host {
-        self.device_model = Some(Box::new(alive));
+        self.answers.device_model = Some(Box::new(alive));
         self
     }
 
@@ -108,26 +111,9 @@ impl Host {
         id: OpId,
         op: HostOp,
     ) -> Option<Result<Reply, OpError>> {
-        let unsupported = |what: &str| {
-            Err(OpError::new(
-                OpErrorKind::Unsupported,
-                format!("no {what} provider"),
-            ))
-        };
         Some(match op {
-            HostOp::DomainInfo { domid } => match &mut self.domain_info {
-                Some(info) => info(domid)
-                    .map(Reply::Domain)
-                    .map_err(|e| OpError::new(OpErrorKind::Other, e)),
-                None => unsupported("domain info"),
-            },
-            HostOp::DeviceModelAlive { domid } => match &mut self.device_model {
-                Some(alive) => match alive(domid) {
-                    Some(alive) => Ok(Reply::DeviceModel { alive }),
-                    None => unsupported("device-model liveness"),
-                },
-                None => unsupported("device-model liveness"),
-            },
+            HostOp::DomainInfo { domid } => self.answers.answer_domain_info(domid),
+            HostOp::DeviceModelAlive { domid } => self.answers.answer_device_model(domid),
             HostOp::Spawn { argv, env } => match spawn(&argv, &env) {
                 Ok(child) => {
                     self.running.push(Running { owner, id, child });
@@ -149,7 +135,7 @@ impl Host {
             }
             // The per-domain lock files are io-std's `Host` for now (the CD-ROM change runs
             // there); a machine that needs the lock fails here with a clear error.
-            HostOp::Lock { .. } | HostOp::Unlock { .. } => unsupported("per-domain lock"),
+            HostOp::Lock { .. } | HostOp::Unlock { .. } => Err(no_provider("per-domain lock")),
         })
     }
 

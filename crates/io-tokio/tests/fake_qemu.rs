@@ -26,17 +26,23 @@ async fn read_lines(peer: &mut UnixStream, n: usize) -> String {
     String::from_utf8(text).unwrap()
 }
 
+/// Reads the next command the driver sends and checks it is `expected` (its line).
+async fn expect_command(peer: &mut UnixStream, expected: &str) {
+    assert_eq!(read_lines(peer, 1).await, format!("{expected}\n"));
+}
+
+/// Answers command `id` with an empty return, as QEMU 7.2 writes it.
+async fn return_empty(peer: &mut UnixStream, id: u64) {
+    let reply = format!("{{\"return\": {{}}, \"id\": {id}}}\r\n");
+    peer.write_all(reply.as_bytes()).await.unwrap();
+}
+
 async fn negotiated(config: Config) -> (qmp::QmpHandle, UnixStream) {
     let (ours, mut peer) = UnixStream::pair().unwrap();
     peer.write_all(GREETING).await.unwrap();
     let connecting = tokio::spawn(qmp::with_stream(ours, config));
-    assert_eq!(
-        read_lines(&mut peer, 1).await,
-        "{\"execute\":\"qmp_capabilities\",\"id\":0}\n"
-    );
-    peer.write_all(b"{\"return\": {}, \"id\": 0}\r\n")
-        .await
-        .unwrap();
+    expect_command(&mut peer, r#"{"execute":"qmp_capabilities","id":0}"#).await;
+    return_empty(&mut peer, 0).await;
     let (handle, _events) = connecting.await.unwrap().unwrap();
     (handle, peer)
 }
@@ -51,10 +57,7 @@ async fn a_command_without_reply_times_out_on_the_paused_clock() {
                 .await
         }
     });
-    assert_eq!(
-        read_lines(&mut peer, 1).await,
-        "{\"execute\":\"slow\",\"id\":1}\n"
-    );
+    expect_command(&mut peer, r#"{"execute":"slow","id":1}"#).await;
     let start = tokio::time::Instant::now();
     match slow.await.unwrap() {
         Err(Error::Command(CommandError::Timeout)) => {}
@@ -62,17 +65,10 @@ async fn a_command_without_reply_times_out_on_the_paused_clock() {
     }
     assert!(tokio::time::Instant::now() - start >= Duration::from_secs(5));
     // The connection still works: a late reply is ignored, the next command is answered.
-    peer.write_all(b"{\"return\": {}, \"id\": 1}\r\n")
-        .await
-        .unwrap();
+    return_empty(&mut peer, 1).await;
     let next = tokio::spawn(async move { qmp.execute(typed::stop()).await });
-    assert_eq!(
-        read_lines(&mut peer, 1).await,
-        "{\"execute\":\"stop\",\"id\":2}\n"
-    );
-    peer.write_all(b"{\"return\": {}, \"id\": 2}\r\n")
-        .await
-        .unwrap();
+    expect_command(&mut peer, r#"{"execute":"stop","id":2}"#).await;
+    return_empty(&mut peer, 2).await;
     assert_eq!(next.await.unwrap().unwrap().as_str(), "{}");
 }
 

@@ -13,12 +13,13 @@ use xsio_dm::{
     Action, Control, ControlConfig, Save, SaveConfig, SaveError, Shutdown, ShutdownConfig,
     StartConfig, StartError, StartUp, Stopped,
 };
-use xsio_io_tokio::dm::Qemu;
+use xsio_io_tokio::dm::{Qemu, RunError};
 use xsio_io_tokio::qmp;
 use xsio_ops::{Input, InputError, Op, Output, ProcessExit, QmpOp};
 use xsio_qmp::{Config, typed};
 use xsio_testkit::peer::Tests;
 use xsio_testkit::qemu::{self as testkit_qemu, QEMU};
+use xsio_testkit::qmp_peer::{self, fds_on};
 
 // The tests `main` runs, each against QEMU.
 const TESTS: &[(&str, fn())] = xsio_testkit::tests![
@@ -44,30 +45,27 @@ fn block_on<F: Future>(future: F) -> F::Output {
 }
 
 fn paused_pc(dir: &Path) -> Qemu {
-    let mut command = tokio::process::Command::new(QEMU);
-    command.args(testkit_qemu::BARE_PAUSED_PC);
+    let command = tokio::process::Command::from(qmp_peer::bare_paused_pc());
     Qemu::spawn(command, &dir.join("qmp.sock")).unwrap()
 }
 
-async fn start(qemu: &mut Qemu) {
-    let ready = timeout(
-        LIMIT,
-        qemu.run(&mut StartUp::new(StartConfig::fresh(), now())),
-    )
-    .await
-    .unwrap()
-    .unwrap()
-    .unwrap();
-    assert_eq!(ready.status, "prelaunch");
+/// The completion of a machine's `run`, which must end within [`LIMIT`] without a driver
+/// error.
+async fn completed<E>(run: impl Future<Output = Result<E, RunError>>) -> E {
+    timeout(LIMIT, run)
+        .await
+        .expect("within the limit")
+        .expect("the driver ran the machine")
 }
 
-/// Our descriptors open on `path`, counted from /proc/self/fd.
-fn fds_on(path: &Path) -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
-        .filter(|target| target == path)
-        .count()
+/// A paused PC guest's QEMU on a socket in `dir`, started up (prelaunch).
+async fn started(dir: &Path) -> Qemu {
+    let mut qemu = paused_pc(dir);
+    let ready = completed(qemu.run(&mut StartUp::new(StartConfig::fresh(), now())))
+        .await
+        .unwrap();
+    assert_eq!(ready.status, "prelaunch");
+    qemu
 }
 
 fn start_up_on_a_pre_opened_socket_gives_prelaunch() {
@@ -88,25 +86,16 @@ fn start_up_on_a_pre_opened_socket_gives_prelaunch() {
 fn a_save_writes_qevm_and_a_resume_leaves_no_fd_set() {
     block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let mut qemu = paused_pc(dir.path());
-        start(&mut qemu).await;
+        let mut qemu = started(dir.path()).await;
         let path = dir.path().join("saved-state");
         let save = Save::new(SaveConfig::to(path.to_str().unwrap()), now());
-        let saved = timeout(LIMIT, qemu.run(&mut { save }))
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        let saved = completed(qemu.run(&mut { save })).await.unwrap();
         assert_eq!(saved.live, Some(false));
         assert_eq!(&std::fs::read(&path).unwrap()[..4], b"QEVM");
         assert_eq!(fds_on(&path), 0);
         assert_eq!(qemu.open_handles(), 0);
         let resume = Control::new(ControlConfig::new(Action::Resume), now());
-        timeout(LIMIT, qemu.run(&mut { resume }))
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        completed(qemu.run(&mut { resume })).await.unwrap();
         // A second client sees what is left: no fd set.
         qemu.disconnect().await;
         let (other, _events) = qmp::connect(dir.path().join("qmp.sock"), Config::default())
@@ -151,14 +140,13 @@ impl Machine for KillAtAddFd {
 fn qemu_killed_during_the_save_fails_once_and_closes_the_fd() {
     block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let mut qemu = paused_pc(dir.path());
-        start(&mut qemu).await;
+        let mut qemu = started(dir.path()).await;
         let path = dir.path().join("saved-state");
         let mut save = KillAtAddFd {
             save: Save::new(SaveConfig::to(path.to_str().unwrap()), now()),
             pid: qemu.pid().unwrap(),
         };
-        let result = timeout(LIMIT, qemu.run(&mut save)).await.unwrap().unwrap();
+        let result = completed(qemu.run(&mut save)).await;
         match result {
             Err(SaveError::Exited(Some(ProcessExit::Signalled(9))))
             | Err(SaveError::Failed { .. }) => {}
@@ -181,13 +169,7 @@ fn qemu_exiting_at_start_up_is_a_typed_error_with_its_status() {
         command.args(["-machine", "pc", "-no-such-option"]);
         command.stderr(std::process::Stdio::null());
         let mut qemu = Qemu::spawn(command, &dir.path().join("qmp.sock")).unwrap();
-        let result = timeout(
-            LIMIT,
-            qemu.run(&mut StartUp::new(StartConfig::fresh(), now())),
-        )
-        .await
-        .unwrap()
-        .unwrap();
+        let result = completed(qemu.run(&mut StartUp::new(StartConfig::fresh(), now()))).await;
         assert_eq!(
             result,
             Err(StartError::Exited(Some(ProcessExit::Exited(1))))
@@ -198,16 +180,9 @@ fn qemu_exiting_at_start_up_is_a_typed_error_with_its_status() {
 fn quit_ends_with_exit_status_0() {
     block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let mut qemu = paused_pc(dir.path());
-        start(&mut qemu).await;
-        let stopped = timeout(
-            LIMIT,
-            qemu.run(&mut Shutdown::new(ShutdownConfig::default(), now())),
-        )
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+        let mut qemu = started(dir.path()).await;
+        let shutdown = Shutdown::new(ShutdownConfig::default(), now());
+        let stopped = completed(qemu.run(&mut { shutdown })).await.unwrap();
         assert_eq!(
             stopped,
             Stopped {

@@ -1,18 +1,18 @@
 //! The async QMP driver against a real QEMU (Debian's qemu-system-x86_64).
 
 use std::fs::File;
-use std::io::Write;
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use rustix::process::Signal;
+use tokio::net::UnixStream;
 use tokio::time::timeout;
 use xsio_io_tokio::qmp::{self, Error, QmpHandle};
-use xsio_qmp::typed::{self, ChangeMedium, ReadOnlyMode};
+use xsio_qmp::typed;
 use xsio_qmp::{Command, CommandError, Config, ErrorClass};
 use xsio_testkit::peer::Tests;
 use xsio_testkit::qemu::{self, Qemu};
+use xsio_testkit::qmp_peer::{self, open_fds};
 
 // The tests `main` runs, each against QEMU on its own runtime.
 const TESTS: &[(&str, fn())] = xsio_testkit::tests![block_on =>
@@ -21,37 +21,18 @@ const TESTS: &[(&str, fn())] = xsio_testkit::tests![block_on =>
     qemu_killed_with_commands_in_flight_fails_each_once_and_closes_every_fd,
 ];
 
-/// What these tests do with a [`Qemu`] beyond starting it.
-trait QmpPeer {
-    /// Connects and negotiates (30 s at most).
-    async fn connect(&self) -> (QmpHandle, tokio::sync::mpsc::Receiver<xsio_qmp::Event>);
-    /// A 32 KiB CD image in QEMU's temp dir.
-    fn image(&self) -> PathBuf;
-}
-
-impl QmpPeer for Qemu {
-    async fn connect(&self) -> (QmpHandle, tokio::sync::mpsc::Receiver<xsio_qmp::Event>) {
-        timeout(
-            Duration::from_secs(30),
-            qmp::connect(self.socket(), Config::default()),
-        )
-        .await
-        .expect("negotiated in time")
-        .unwrap()
-    }
-
-    fn image(&self) -> PathBuf {
-        let path = self.dir().join("cd.iso");
-        File::create(&path)
-            .unwrap()
-            .write_all(&vec![7u8; 32 << 10])
-            .unwrap();
-        path
-    }
-}
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
+/// Connects (retrying while QEMU starts) and negotiates (30 s at most).
+async fn connect(qemu: &Qemu) -> (QmpHandle, tokio::sync::mpsc::Receiver<xsio_qmp::Event>) {
+    let stream = qmp_peer::connect(qemu.socket());
+    stream.set_nonblocking(true).unwrap();
+    let stream = UnixStream::from_std(stream).unwrap();
+    timeout(
+        Duration::from_secs(30),
+        qmp::with_stream(stream, Config::default()),
+    )
+    .await
+    .expect("negotiated in time")
+    .unwrap()
 }
 
 const LONG: Duration = Duration::from_secs(30);
@@ -60,7 +41,7 @@ async fn many_tasks_pipeline_commands_on_one_connection() {
     let Some(qemu) = Qemu::start(&["-machine", "none"]) else {
         return;
     };
-    let (qmp, _events) = qemu.connect().await;
+    let (qmp, _events) = connect(&qemu).await;
     assert!(qmp.session().greeting.offers("oob"));
     let mut tasks = Vec::new();
     for _ in 0..4 {
@@ -88,7 +69,7 @@ async fn many_tasks_pipeline_commands_on_one_connection() {
     }
     // Dropping every handle closes the connection, so QEMU takes a new client.
     drop(qmp);
-    let (again, _events) = qemu.connect().await;
+    let (again, _events) = connect(&qemu).await;
     again.execute(typed::query_status()).await.unwrap();
 }
 
@@ -96,8 +77,8 @@ async fn events_and_a_cdrom_change_through_a_passed_fd() {
     let Some(qemu) = Qemu::paused_pc() else {
         return;
     };
-    let image = qemu.image();
-    let (qmp, mut events) = qemu.connect().await;
+    let image = qmp_peer::cd_image(qemu.dir(), 32 << 10);
+    let (qmp, mut events) = connect(&qemu).await;
     let fd: OwnedFd = File::open(&image).unwrap().into();
     let added: typed::AddFdInfo = qmp
         .execute(typed::add_fd(fd, None, Some("cdrom")))
@@ -106,14 +87,9 @@ async fn events_and_a_cdrom_change_through_a_passed_fd() {
         .parse()
         .unwrap();
     let path = typed::fdset_path(added.fdset_id);
-    qmp.execute(typed::blockdev_change_medium(&ChangeMedium {
-        id: "cd0".into(),
-        filename: path.clone(),
-        format: Some("raw".into()),
-        read_only_mode: Some(ReadOnlyMode::ReadOnly),
-    }))
-    .await
-    .unwrap();
+    qmp.execute(qmp_peer::cd0_medium(added.fdset_id))
+        .await
+        .unwrap();
     for expected in [true, false] {
         let event = timeout(LONG, events.recv()).await.unwrap().unwrap();
         let moved: typed::DeviceTrayMoved = event.parse_data().unwrap();
@@ -148,8 +124,8 @@ async fn qemu_killed_with_commands_in_flight_fails_each_once_and_closes_every_fd
     let Some(qemu) = Qemu::paused_pc() else {
         return;
     };
-    let image = qemu.image();
-    let (qmp, _events) = qemu.connect().await;
+    let image = qmp_peer::cd_image(qemu.dir(), 32 << 10);
+    let (qmp, _events) = connect(&qemu).await;
     let before = open_fds();
     qemu.signal(Signal::STOP);
     let mut tasks = Vec::new();

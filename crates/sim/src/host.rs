@@ -18,9 +18,9 @@ use xsio_core::{FdLedger, OpId, TrackedFd};
 use xsio_harness::{Actor, Conn, Harness, HarnessError, Owner, Store};
 use xsio_ops::{
     DomainState, FdHandle, FileOp, HostOp, Op, OpError, OpErrorKind, PeerEvent, ProcessExit,
-    ProcessOp, QemuVersion, QmpCommand, QmpErrorClass, QmpEvent, QmpOp, QmpSession, Reply,
+    ProcessOp, QemuVersion, QmpCommand, QmpEvent, QmpOp, QmpSession, Reply,
 };
-use xsio_qmp::{Client, CommandError, Output as QmpOutput};
+use xsio_qmp::{Client, Output as QmpOutput};
 
 use crate::qemu::{Effect, SimQemu, Tray};
 use crate::world::{chance, index};
@@ -524,7 +524,7 @@ fn pump_client<A: Actor>(
             }
             QmpOutput::Done { id, result } => {
                 if let Some((owner, request)) = q.commands.remove(&id) {
-                    harness.reply(owner, request, reply_of(result))?;
+                    harness.reply(owner, request, xsio_harness::qmp::reply_of(result))?;
                 }
             }
             QmpOutput::Event(event) => harness.peer_event(
@@ -576,28 +576,5 @@ fn session_now() -> QmpSession {
             micro,
         },
         package: crate::qemu::PACKAGE.to_owned(),
-    }
-}
-
-/// A QMP command's result in the vocabulary of the machines (as `xsio-io-std`'s driver
-/// words it).
-fn reply_of(result: Result<xsio_qmp::Return, CommandError>) -> Result<Reply, OpError> {
-    match result {
-        Ok(value) => value
-            .to_value()
-            .map(Reply::Qmp)
-            .map_err(|err| OpError::new(OpErrorKind::Other, err.to_string())),
-        Err(CommandError::Qmp(err)) => Err(OpError::new(
-            OpErrorKind::Qmp(QmpErrorClass::from_name(err.class.as_str())),
-            err.desc,
-        )),
-        Err(CommandError::Timeout) => Err(OpError::new(
-            OpErrorKind::Timeout,
-            "no reply before the command's deadline",
-        )),
-        Err(err @ (CommandError::Disconnected | CommandError::Protocol(_))) => {
-            Err(OpError::new(OpErrorKind::Connection, err.to_string()))
-        }
-        Err(err) => Err(OpError::new(OpErrorKind::Other, err.to_string())),
     }
 }

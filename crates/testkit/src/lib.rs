@@ -21,6 +21,8 @@
 //!   [`process::stdout_within`], [`process::logged_output_within`],
 //!   [`process::assert_succeeded`], [`process::assert_fails_with`];
 //! - [`qemu`]: [`qemu::Qemu`] and its [`qemu::QemuBuilder`], [`qemu::peer`];
+//! - [`qmp_peer`]: around a QEMU in the QMP and device-model tests: [`qmp_peer::connect`],
+//!   a CD image, transcripts, this process's descriptors counted;
 //! - [`xenstored`]: [`xenstored::Daemon`] (`xsio xenstored` on temp sockets), Xen's
 //!   xenstore-utils run against it, [`xenstored::Watcher`];
 //! - [`xen`]: Xen's own peers without a hypervisor, under an `LD_PRELOAD` shim of ours
@@ -40,6 +42,7 @@ pub mod hotplug;
 pub mod peer;
 pub mod process;
 pub mod qemu;
+pub mod qmp_peer;
 pub mod xen;
 pub mod xenbus;
 pub mod xenstored;
