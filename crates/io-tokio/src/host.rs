@@ -53,9 +53,9 @@ struct Running {
 }
 
 /// Executes host operations: `DomainInfo` and `DeviceModelAlive` through the caller's
-/// closures (without one: [`OpErrorKind::Unsupported`]), `Spawn` and `Kill` with tokio
-/// child processes (stdin `/dev/null`, stdout to this process's stderr, as libxl runs
-/// hotplug scripts; `Kill` is SIGKILL). Children still running when the host is dropped
+/// closures (without one: [`xsio_ops::OpErrorKind::Unsupported`]), `Spawn` and `Kill`
+/// with tokio child processes (stdin `/dev/null`, stdout to this process's stderr, as libxl
+/// runs hotplug scripts; `Kill` is SIGKILL). Children still running when the host is dropped
 /// are killed and reaped. Spawning needs a tokio runtime with I/O enabled (the driver's).
 #[derive(Default)]
 pub struct Host {
