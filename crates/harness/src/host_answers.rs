@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use xsio_ops::{DomainState, OpError, OpErrorKind, ProcessExit, Reply};
+use xsio_ops::{DomainState, OpError, OpErrorKind, Reply};
 
 /// The caller's answers to the host queries: `domain_info(domid)` for a guest's state (an
 /// `Err` text fails the operation), `device_model(domid)` for its device model's liveness
@@ -98,27 +98,4 @@ where
 /// ```
 pub fn no_provider(what: &str) -> OpError {
     OpError::new(OpErrorKind::Unsupported, format!("no {what} provider"))
-}
-
-/// How a program ended, from its exit code or the signal that killed it (`status`, the
-/// system's wording, when it shows neither): the answer to its `Spawn`.
-///
-/// ```
-/// use xsio_harness::host_answers::program_exit;
-/// use xsio_ops::ProcessExit;
-///
-/// assert_eq!(program_exit(Some(1), None, "exit status: 1"), ProcessExit::Exited(1));
-/// assert_eq!(program_exit(None, Some(9), "signal: 9"), ProcessExit::Signalled(9));
-/// assert!(matches!(program_exit(None, None, "odd"), ProcessExit::FailedToStart(why) if why.contains("odd")));
-/// ```
-pub fn program_exit(
-    code: Option<i32>,
-    signal: Option<i32>,
-    status: impl fmt::Display,
-) -> ProcessExit {
-    match (code, signal) {
-        (Some(code), _) => ProcessExit::Exited(code),
-        (None, Some(signal)) => ProcessExit::Signalled(signal),
-        (None, None) => ProcessExit::FailedToStart(format!("unknown end: {status}")),
-    }
 }

@@ -49,26 +49,23 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
-use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
+use rustix::process::{Pid, PidfdFlags, pidfd_open};
 use xsio_core::OpId;
 use xsio_harness::qmp::{self, Handles, connection_error, is_qemu_op, not_a_qemu_op, session_of};
 use xsio_harness::{Actor, Conn, Harness, HarnessError, Owner, Store};
+use xsio_io_unix::{exit_of, kill_answer, kill_pidfd, listen, open_file};
 use xsio_ops::{
-    FileAccess, FileOp, Op, OpError, OpErrorKind, OpenFile, PeerEvent, ProcessOp, QmpCommand,
-    QmpEvent, QmpOp, Reply,
+    FileOp, Op, OpError, OpErrorKind, PeerEvent, ProcessOp, QmpCommand, QmpEvent, QmpOp, Reply,
 };
 use xsio_qmp::Config;
 
-use crate::host::exit_of;
 use crate::l2::Pollable;
 use crate::qmp::{QmpConn, QmpIoError};
 use crate::unix::UnixConn;
@@ -348,7 +345,9 @@ impl Link {
         match op {
             Op::Qmp(QmpOp::Connect) => self.connect(owner, id, config, record),
             Op::Qmp(QmpOp::Command(command)) => self.command(owner, id, command),
-            Op::File(FileOp::Open(open)) => Some(self.open(&open)),
+            Op::File(FileOp::Open(open)) => {
+                Some(open_file(&open).map(|fd| Reply::Fd(self.handles.hold(fd))))
+            }
             Op::File(FileOp::Close(fd)) => Some(self.handles.close(fd)),
             Op::Process(ProcessOp::Kill) => Some(self.kill()),
             _ => Some(Err(not_a_qemu_op())),
@@ -410,44 +409,12 @@ impl Link {
         None
     }
 
-    fn open(&mut self, open: &OpenFile) -> Result<Reply, OpError> {
-        let mut options = OpenOptions::new();
-        match open.access {
-            FileAccess::ReadOnly => options.read(true),
-            FileAccess::WriteOnly => options.write(true),
-            FileAccess::ReadWrite => options.read(true).write(true),
-        };
-        options
-            .create(open.create)
-            .truncate(open.truncate)
-            .mode(0o600);
-        let file = options
-            .open(&open.path)
-            .map_err(|err| OpError::new(OpErrorKind::File, format!("{}: {err}", open.path)))?;
-        Ok(Reply::Fd(self.handles.hold(file.into())))
-    }
-
     fn kill(&mut self) -> Result<Reply, OpError> {
-        let sent = match &mut self.process {
-            Some(Process::Child { child, .. }) => child.kill(),
-            Some(Process::Other { pidfd, .. }) => {
-                pidfd_send_signal(pidfd.as_fd(), Signal::KILL).map_err(io::Error::from)
-            }
-            None => {
-                return Err(OpError::new(
-                    OpErrorKind::Unsupported,
-                    "no QEMU process is known for this connection",
-                ));
-            }
-        };
-        match sent {
-            Ok(()) => Ok(Reply::Done),
-            // Already gone (and reaped, or not ours): what a kill wants.
-            Err(err) if err.raw_os_error() == Some(rustix::io::Errno::SRCH.raw_os_error()) => {
-                Ok(Reply::Done)
-            }
-            Err(err) => Err(OpError::new(OpErrorKind::Other, format!("kill: {err}"))),
-        }
+        kill_answer(match &mut self.process {
+            Some(Process::Child { child, .. }) => Some(child.kill()),
+            Some(Process::Other { pidfd, .. }) => Some(kill_pidfd(pidfd.as_fd())),
+            None => None,
+        })
     }
 
     /// Reports the process's exit once, when it has happened. True when it did now.
@@ -527,24 +494,6 @@ impl Link {
     }
 }
 
-/// Binds and listens on `socket`, replacing a stale socket file (nothing listening), never
-/// a live one.
-fn listen(socket: &Path) -> io::Result<UnixListener> {
-    match UnixListener::bind(socket) {
-        Err(err) if err.kind() == io::ErrorKind::AddrInUse => {
-            if UnixStream::connect(socket).is_ok() {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!("{}: something is listening there", socket.display()),
-                ));
-            }
-            std::fs::remove_file(socket)?;
-            UnixListener::bind(socket)
-        }
-        other => other,
-    }
-}
-
 /// The process at the other end of `stream`, from its credentials, with a pidfd to watch
 /// it.
 fn peer_process(stream: &UnixStream) -> Option<Process> {
@@ -581,19 +530,6 @@ mod tests {
     use xsio_qmp::CommandError;
 
     use super::*;
-
-    #[test]
-    fn a_stale_socket_file_is_replaced_and_a_live_one_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("qmp.sock");
-        let first = listen(&path).unwrap();
-        let err = listen(&path).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
-        drop(first);
-        // The file stays behind; nothing listens on it any more.
-        assert!(path.exists());
-        let _second = listen(&path).unwrap();
-    }
 
     #[test]
     fn qmp_errors_keep_their_class_and_description() {

@@ -19,16 +19,16 @@
 
 use std::fmt;
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::process::ExitStatusExt;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Child;
 
 use rustix::fs::{FlockOperation, flock};
 use rustix::process::{Pid, PidfdFlags, pidfd_open};
 use xsio_core::OpId;
 use xsio_harness::host_answers::no_provider;
 use xsio_harness::{Actor, Harness, HarnessError, HostAnswers, Owner};
+use xsio_io_unix::{exit_of, script_command, start_failure};
 use xsio_ops::{DomainState, HostOp, OpError, OpErrorKind, ProcessExit, Reply};
 
 /// The caller's answers to `DomainInfo` and `DeviceModelAlive`.
@@ -317,22 +317,8 @@ impl Drop for Host {
     }
 }
 
+/// Starts a `Spawn`'s program.
 fn spawn(argv: &[String], env: &[(String, String)]) -> Result<Child, String> {
-    let (program, args) = argv.split_first().ok_or("empty argv")?;
-    let stdout = std::io::stderr()
-        .as_fd()
-        .try_clone_to_owned()
-        .map_err(|e| format!("stdout: {e}"))?;
-    Command::new(program)
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(stdout))
-        .spawn()
-        .map_err(|e| format!("{program}: {e}"))
-}
-
-/// How a reaped child ended.
-pub(crate) fn exit_of(status: ExitStatus) -> ProcessExit {
-    xsio_harness::host_answers::program_exit(status.code(), status.signal(), status)
+    let mut command = script_command(argv, env)?;
+    command.spawn().map_err(|e| start_failure(&command, &e))
 }

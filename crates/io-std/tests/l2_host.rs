@@ -25,6 +25,19 @@ fn seed(xs: &mut XsConn, device: &Device, script: &Path) {
     }
 }
 
+/// The daemon, and guest 1's closed disk 51712 seeded with the script in `mode`.
+fn seeded(mode: &str) -> (Daemon, Hotplug, Device) {
+    let daemon = Daemon::start();
+    let hotplug = Hotplug::new(daemon.dir(), mode);
+    let device = Device::new("vbd", 1, 51712);
+    seed(
+        &mut XsConn::connect(daemon.socket()).unwrap(),
+        &device,
+        &hotplug.wrapper,
+    );
+    (daemon, hotplug, device)
+}
+
 fn remove(daemon: &Daemon, host: Host, config: Config, device: &Device) -> (Removal, XsLinks) {
     let now = xsio_io_std::now();
     let mut world: Harness<DeviceOp> = Harness::new(now);
@@ -54,16 +67,7 @@ fn running_guest() -> Host {
 
 #[test]
 fn the_script_runs_as_a_child_with_libxl_s_argv_and_env() {
-    let daemon = Daemon::start();
-    let hotplug = Hotplug::new(daemon.dir(), "ok");
-    let wrapper = &hotplug.wrapper;
-    let device = Device::new("vbd", 1, 51712);
-    seed(
-        &mut XsConn::connect(daemon.socket()).unwrap(),
-        &device,
-        wrapper,
-    );
-
+    let (daemon, hotplug, device) = seeded("ok");
     let (removal, links) = remove(&daemon, running_guest(), Config::default(), &device);
     assert_removed_cleanly(&removal, 1);
     assert_eq!(links.host().unwrap().running(), 0);
@@ -78,14 +82,7 @@ fn the_script_runs_as_a_child_with_libxl_s_argv_and_env() {
 
 #[test]
 fn a_hanging_script_is_killed_and_reported() {
-    let daemon = Daemon::start();
-    let wrapper = Hotplug::new(daemon.dir(), "hang").wrapper;
-    let device = Device::new("vbd", 1, 51712);
-    seed(
-        &mut XsConn::connect(daemon.socket()).unwrap(),
-        &device,
-        &wrapper,
-    );
+    let (daemon, _, device) = seeded("hang");
     let fast = Config::default().scaled(0.01).unwrap(); // 0.4 s hotplug timeout
 
     let (removal, links) = remove(&daemon, running_guest(), fast, &device);
@@ -99,14 +96,7 @@ fn a_hanging_script_is_killed_and_reported() {
 
 #[test]
 fn a_failing_script_and_a_missing_one_are_reported() {
-    let daemon = Daemon::start();
-    let wrapper = Hotplug::new(daemon.dir(), "fail").wrapper;
-    let device = Device::new("vbd", 1, 51712);
-    seed(
-        &mut XsConn::connect(daemon.socket()).unwrap(),
-        &device,
-        &wrapper,
-    );
+    let (daemon, _, device) = seeded("fail");
     let (removal, _) = remove(&daemon, running_guest(), Config::default(), &device);
     assert!(
         matches!(&removal.result, Err(RemoveError::Scripts(f)) if f[0].exit == ProcessExit::Exited(1)),
@@ -133,14 +123,7 @@ fn a_failing_script_and_a_missing_one_are_reported() {
 
 #[test]
 fn without_a_domain_info_provider_the_removal_fails_typed() {
-    let daemon = Daemon::start();
-    let device = Device::new("vbd", 1, 51712);
-    let wrapper = Hotplug::new(daemon.dir(), "ok").wrapper;
-    seed(
-        &mut XsConn::connect(daemon.socket()).unwrap(),
-        &device,
-        &wrapper,
-    );
+    let (daemon, _, device) = seeded("ok");
     let (removal, _) = remove(&daemon, Host::new(), Config::default(), &device);
     assert!(
         matches!(&removal.result, Err(RemoveError::DomainInfo(e)) if e.kind == xsio_ops::OpErrorKind::Unsupported),
@@ -150,13 +133,10 @@ fn without_a_domain_info_provider_the_removal_fails_typed() {
 
 #[test]
 fn a_removal_started_by_the_stop_condition_runs_at_once() {
-    let daemon = Daemon::start();
-    let wrapper = Hotplug::new(daemon.dir(), "ok").wrapper;
-    let first = Device::new("vbd", 1, 51712);
+    let (daemon, hotplug, first) = seeded("ok");
     let second = Device::new("vbd", 1, 51728);
     let mut xs = XsConn::connect(daemon.socket()).unwrap();
-    seed(&mut xs, &first, &wrapper);
-    seed(&mut xs, &second, &wrapper);
+    seed(&mut xs, &second, &hotplug.wrapper);
 
     let now = xsio_io_std::now();
     let mut world: Harness<DeviceOp> = Harness::new(now);

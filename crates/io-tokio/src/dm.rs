@@ -29,16 +29,12 @@
 //! ```
 
 use std::collections::VecDeque;
-use std::fs::OpenOptions;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::net::UnixListener;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 
-use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
+use rustix::process::{Pid, PidfdFlags, pidfd_open};
 use tokio::io::unix::AsyncFd;
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
@@ -48,9 +44,10 @@ use xsio_core::{Machine, OpId};
 use xsio_harness::qmp::{
     self as harness_qmp, Handles, connection_error, not_a_qemu_op, session_of,
 };
+use xsio_io_unix::{exit_of, kill_answer, kill_pidfd, listen, open_file};
 use xsio_ops::{
-    FileAccess, FileOp, Input, InputError, Op, OpError, OpErrorKind, OpenFile, Output, PeerEvent,
-    ProcessExit, ProcessOp, QmpCommand, QmpEvent, QmpOp, QmpSession, Reply, Request,
+    FileOp, Input, InputError, Op, OpError, Output, PeerEvent, ProcessExit, ProcessOp, QmpCommand,
+    QmpEvent, QmpOp, QmpSession, Reply, Request,
 };
 use xsio_qmp::{Config, Event};
 
@@ -300,7 +297,9 @@ impl Qemu {
                 }
                 Err(err) => Err(err),
             },
-            Op::File(FileOp::Open(open)) => self.open(&open),
+            Op::File(FileOp::Open(open)) => {
+                open_file(&open).map(|fd| Reply::Fd(self.handles.hold(fd)))
+            }
             Op::File(FileOp::Close(fd)) => self.handles.close(fd),
             Op::Process(ProcessOp::Kill) => self.kill(),
             _ => Err(not_a_qemu_op()),
@@ -318,47 +317,12 @@ impl Qemu {
         Ok((connection.handle.clone(), qemu_command))
     }
 
-    fn open(&mut self, open: &OpenFile) -> Result<Reply, OpError> {
-        let mut options = OpenOptions::new();
-        match open.access {
-            FileAccess::ReadOnly => options.read(true),
-            FileAccess::WriteOnly => options.write(true),
-            FileAccess::ReadWrite => options.read(true).write(true),
-        };
-        options
-            .create(open.create)
-            .truncate(open.truncate)
-            .mode(0o600);
-        let file = options
-            .open(&open.path)
-            .map_err(|err| OpError::new(OpErrorKind::File, format!("{}: {err}", open.path)))?;
-        Ok(Reply::Fd(self.handles.hold(file.into())))
-    }
-
     fn kill(&mut self) -> Result<Reply, OpError> {
-        let sent = match &mut self.process {
-            Some(Process::Child(child)) => child.start_kill(),
-            Some(Process::Other { pidfd, .. }) => {
-                pidfd_send_signal(pidfd.get_ref().as_fd(), Signal::KILL).map_err(io::Error::from)
-            }
-            None => {
-                return Err(OpError::new(
-                    OpErrorKind::Unsupported,
-                    "no QEMU process is known for this connection",
-                ));
-            }
-        };
-        match sent {
-            Ok(()) => Ok(Reply::Done),
-            // Already gone: what a kill wants.
-            Err(err)
-                if err.kind() == io::ErrorKind::InvalidInput
-                    || err.raw_os_error() == Some(rustix::io::Errno::SRCH.raw_os_error()) =>
-            {
-                Ok(Reply::Done)
-            }
-            Err(err) => Err(OpError::new(OpErrorKind::Other, format!("kill: {err}"))),
-        }
+        kill_answer(match &mut self.process {
+            Some(Process::Child(child)) => Some(child.start_kill()),
+            Some(Process::Other { pidfd, .. }) => Some(kill_pidfd(pidfd.get_ref().as_fd())),
+            None => None,
+        })
     }
 }
 
@@ -454,28 +418,6 @@ async fn sleep_until(deadline: Option<std::time::Instant>) {
 fn now() -> std::time::Instant {
     // tokio's clock, so that tests with a paused clock drive the deadlines too.
     tokio::time::Instant::now().into_std()
-}
-
-/// How a reaped child ended (the device model, a hotplug script).
-pub(crate) fn exit_of(status: ExitStatus) -> ProcessExit {
-    xsio_harness::host_answers::program_exit(status.code(), status.signal(), status)
-}
-
-/// Binds and listens on `socket`, replacing a stale socket file, never a live one.
-fn listen(socket: &Path) -> io::Result<UnixListener> {
-    match UnixListener::bind(socket) {
-        Err(err) if err.kind() == io::ErrorKind::AddrInUse => {
-            if std::os::unix::net::UnixStream::connect(socket).is_ok() {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!("{}: something is listening there", socket.display()),
-                ));
-            }
-            std::fs::remove_file(socket)?;
-            UnixListener::bind(socket)
-        }
-        other => other,
-    }
 }
 
 /// A QMP command's result in the vocabulary of the machines.

@@ -19,9 +19,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::os::fd::AsFd;
 use std::pin::pin;
-use std::process::Stdio;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -31,7 +29,7 @@ use xsio_harness::host_answers::no_provider;
 use xsio_harness::{Actor, Harness, HarnessError, HostAnswers, Owner};
 use xsio_ops::{DomainState, HostOp, OpError, ProcessExit, Reply};
 
-use crate::dm::exit_of;
+use xsio_io_unix::{exit_of, script_command, start_failure};
 
 /// The caller's answers to `DomainInfo` and `DeviceModelAlive` (`Send`: the host lives in
 /// the driver's future).
@@ -196,18 +194,11 @@ impl Drop for Host {
     }
 }
 
+/// Starts a `Spawn`'s program (killed if the host drops it).
 fn spawn(argv: &[String], env: &[(String, String)]) -> Result<Child, String> {
-    let (program, args) = argv.split_first().ok_or("empty argv")?;
-    let stdout = std::io::stderr()
-        .as_fd()
-        .try_clone_to_owned()
-        .map_err(|e| format!("stdout: {e}"))?;
-    Command::new(program)
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(stdout))
+    let mut command = Command::from(script_command(argv, env)?);
+    command
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("{program}: {e}"))
+        .map_err(|e| start_failure(command.as_std(), &e))
 }

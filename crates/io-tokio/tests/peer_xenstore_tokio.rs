@@ -42,7 +42,7 @@ fn start(flavour: Flavour) -> Option<XenStored> {
 /// A read, then someone else's write of what was read: the daemon's own conflict rule
 /// refuses the commit, the body runs again; conflicting every time ends in the typed
 /// error after the configured attempts.
-fn transactions_conflict(flavour: Flavour) {
+fn transactions_conflict_and_are_retried(flavour: Flavour) {
     let Some(daemon) = start(flavour) else { return };
     runtime().block_on(async {
         let xs = xenstore::connect(daemon.socket(), Config::default())
@@ -284,6 +284,25 @@ fn removal_runs_a_real_hotplug_script(flavour: Flavour) {
     });
 }
 
+/// Each function named, as `(its name, its body)`, as `xsio_testkit::tests!` lists plain
+/// ones: the tests run against each of Xen's daemons, listed as `<daemon>_<function>`.
+macro_rules! per_daemon {
+    ($($test:ident),+ $(,)?) => {
+        &[$((stringify!($test), $test as fn(Flavour))),+]
+    };
+}
+
+/// A test run against each of Xen's daemons: its name, its body.
+type PerDaemon = (&'static str, fn(Flavour));
+
+/// The tests run against each of Xen's daemons.
+const PER_DAEMON: &[PerDaemon] = per_daemon![
+    transactions_conflict_and_are_retried,
+    watches_stream_and_overflow_explicitly,
+    xenbus_handshake_with_a_guest_on_a_ring,
+    removal_runs_a_real_hotplug_script,
+];
+
 fn main() -> std::process::ExitCode {
     // The shim is C compiled at test time; each test then runs one of Xen's daemons.
     let cc = Peer::runs("cc", "cc", &["--version"]);
@@ -294,28 +313,10 @@ fn main() -> std::process::ExitCode {
         ("c_xenstored", &c, Flavour::C),
         ("oxenstored", &ocaml, Flavour::OCaml),
     ] {
-        let needs = [&cc, daemon];
-        tests = tests
-            .test(
-                &format!("{name}_transactions_conflict_and_are_retried"),
-                &needs,
-                move || transactions_conflict(flavour),
-            )
-            .test(
-                &format!("{name}_watches_stream_and_overflow_explicitly"),
-                &needs,
-                move || watches_stream_and_overflow_explicitly(flavour),
-            )
-            .test(
-                &format!("{name}_xenbus_handshake_with_a_guest_on_a_ring"),
-                &needs,
-                move || xenbus_handshake_with_a_guest_on_a_ring(flavour),
-            )
-            .test(
-                &format!("{name}_removal_runs_a_real_hotplug_script"),
-                &needs,
-                move || removal_runs_a_real_hotplug_script(flavour),
-            );
+        for &(test, body) in PER_DAEMON {
+            let name = format!("{name}_{test}");
+            tests = tests.test(&name, &[&cc, daemon], move || body(flavour));
+        }
     }
     tests.run()
 }
