@@ -100,7 +100,7 @@ pub(crate) enum Answer {
 pub(crate) fn read(view: &mut View<'_>, who: Who<'_>, path: &str) -> Result<Answer, ErrorKind> {
     Ok(match checked(view, who, path, Need::Read)? {
         NodeRef::Tree(_, id) => Answer::Value(id),
-        node @ NodeRef::Detached(_) => {
+        node @ NodeRef::Detached(..) => {
             Answer::Reply(Reply::Read(Bytes::copy_from_slice(node.value())))
         }
     })
@@ -110,6 +110,11 @@ pub(crate) fn read(view: &mut View<'_>, who: Who<'_>, path: &str) -> Result<Answ
 /// one message).
 pub(crate) fn directory(view: &mut View<'_>, who: Who<'_>, path: &str) -> Result<Reply, ErrorKind> {
     let node = checked(view, who, path, Need::Read)?;
+    // The names with their NULs are the payload: one that cannot be sent is E2BIG before
+    // ten thousand names are copied for nothing.
+    if node.children_bytes() > XENSTORE_PAYLOAD_MAX {
+        return Err(ErrorKind::E2big);
+    }
     Ok(Reply::Directory(
         node.children().map(str::to_owned).collect(),
     ))
@@ -126,24 +131,31 @@ pub(crate) fn directory_part(
 ) -> Result<Reply, ErrorKind> {
     let node = checked(view, who, path, Need::Read)?;
     let generation = node.generation();
-    let list = node.children_wire();
-    let rest = list.get(offset..).unwrap_or_default();
+    let rest_len = node.children_bytes().saturating_sub(offset);
     // The reply is `gen\0`, the names with their NULs, and one more NUL on the last chunk.
     let budget = XENSTORE_PAYLOAD_MAX - (generation.to_string().len() + 1) - 1;
     let mut taken = 0;
     let mut children = Vec::new();
-    for name in rest.split_inclusive(|&b| b == 0) {
-        if taken + name.len() > budget {
+    // Walks the names up to `offset` without copying them (a chunk of a long listing costs
+    // its own names); an offset inside a name starts with the rest of that name.
+    let mut at = 0;
+    for name in node.children() {
+        let (begin, end) = (at, at + name.len() + 1);
+        at = end;
+        if end <= offset {
+            continue;
+        }
+        let piece = &name.as_bytes()[offset.saturating_sub(begin)..];
+        if taken + piece.len() + 1 > budget {
             break;
         }
-        taken += name.len();
-        let name = name.strip_suffix(b"\0").unwrap_or(name);
-        children.push(String::from_utf8_lossy(name).into_owned());
+        taken += piece.len() + 1;
+        children.push(String::from_utf8_lossy(piece).into_owned());
     }
     Ok(Reply::DirectoryPart {
         generation,
         children,
-        complete: taken == rest.len(),
+        complete: taken == rest_len,
     })
 }
 

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
 
 use crate::perms::Perms;
-use crate::tree::{Node, NodeId, NodeRef, Tree};
+use crate::tree::{Base, Node, NodeId, NodeRef, Tree};
 use xsio_xs_wire::{ErrorKind, path};
 
 /// A change that may fire watches.
@@ -51,6 +51,9 @@ pub(crate) struct TxState {
     /// A write in it failed the node-size quota: Xen's daemon then refuses to commit it
     /// (ENOMEM), whatever else happened.
     pub(crate) failed: bool,
+    /// The committed nodes its copies read their child names from, pinned in the tree until
+    /// it ends ([`TxState::release`]).
+    pinned: Vec<Base>,
 }
 
 #[derive(Clone, Debug)]
@@ -70,9 +73,27 @@ impl TxState {
         self.overlay.len()
     }
 
+    /// The committed nodes its copies read from, pinned until it ends.
+    pub(crate) fn pinned(&self) -> &[Base] {
+        &self.pinned
+    }
+
+    /// Ends the transaction without committing: the tree no longer keeps what its copies
+    /// read.
+    pub(crate) fn release(self, tree: &mut Tree) {
+        for base in self.pinned {
+            tree.unpin(base);
+        }
+    }
+
     /// Commits onto `tree`: `Err(EAGAIN)` and no effect if any node the transaction looked
     /// at changed since; otherwise applies the writes and returns the changes to fire.
-    pub(crate) fn commit(self, tree: &mut Tree) -> Result<Vec<Change>, ErrorKind> {
+    pub(crate) fn commit(mut self, tree: &mut Tree) -> Result<Vec<Change>, ErrorKind> {
+        // Released first: applying must not keep copies of the lists this transaction
+        // changes (it only needs the names it added).
+        for base in std::mem::take(&mut self.pinned) {
+            tree.unpin(base);
+        }
         if self.failed {
             return Err(ErrorKind::Enomem);
         }
@@ -162,15 +183,17 @@ impl<'a> View<'a> {
             return self.tree.lookup(path).map(Found::Tree);
         };
         if !tx.overlay.contains_key(path) {
-            let visible = visible_in_snapshot(&tx.overlay, path);
-            let main = self.tree.get(path);
+            let visible = visible_in_snapshot(&tx.overlay, self.tree, path);
+            let main = self.tree.lookup(path);
+            let observed = main.map(|id| self.tree.slot(id).generation);
+            let node = main.filter(|_| visible).map(|id| {
+                let node = self.tree.detach(id);
+                tx.pinned.extend(node.children.base());
+                node
+            });
             let entry = TxEntry {
-                observed: main.map(|n| n.generation()),
-                node: if visible {
-                    main.map(|n| n.to_node())
-                } else {
-                    None
-                },
+                observed,
+                node,
                 modified: false,
                 touched: tx.overlay.len(),
             };
@@ -187,7 +210,7 @@ impl<'a> View<'a> {
         match (found, self.tx.as_deref()) {
             (Found::Copy, Some(tx)) => {
                 let node = tx.overlay.get(path).and_then(|e| e.node.as_ref());
-                NodeRef::Detached(node.expect("found by View::find"))
+                NodeRef::Detached(self.tree, node.expect("found by View::find"))
             }
             (Found::Tree(id), _) => NodeRef::Tree(self.tree, id),
             (Found::Copy, None) => unreachable!("a copy is only found in a transaction"),
@@ -203,7 +226,7 @@ impl<'a> View<'a> {
         }
         if let Some(parent) = path::parent(path) {
             let name = path::base_name(path);
-            self.change_copy(parent, |node| node.children.push(name));
+            self.change_copy(parent, |node, _| node.children.push(name));
         }
         self.store(path, Some(Node::new(value, perms.clone())));
     }
@@ -214,7 +237,7 @@ impl<'a> View<'a> {
             self.tree.set_value(path, value);
             return;
         }
-        self.change_copy(path, |node| node.value = value.into());
+        self.change_copy(path, |node, _| node.value = value.into());
     }
 
     /// Replaces the permissions of the existing node at `path`.
@@ -223,7 +246,7 @@ impl<'a> View<'a> {
             self.tree.set_perms(path, perms);
             return;
         }
-        self.change_copy(path, |node| node.perms = perms.clone());
+        self.change_copy(path, |node, _| node.perms = perms.clone());
     }
 
     /// Removes the node at `path` (and, outside a transaction, what is below it: a caller
@@ -236,21 +259,21 @@ impl<'a> View<'a> {
         }
         if let Some(parent) = path::parent(path) {
             let name = path::base_name(path);
-            self.change_copy(parent, |node| node.children.remove(name));
+            self.change_copy(parent, |node, tree| node.children.remove(tree, name));
         }
         self.store(path, None);
     }
 
     /// Changes the transaction's copy of the existing node at `path` (taking the copy first,
     /// which records the access). Does nothing if it is missing.
-    fn change_copy(&mut self, path: &str, change: impl FnOnce(&mut Node)) {
+    fn change_copy(&mut self, path: &str, change: impl FnOnce(&mut Node, &Tree)) {
         self.get(path);
         let Some(tx) = self.tx.as_deref_mut() else {
             return;
         };
         if let Some(entry) = tx.overlay.get_mut(path) {
             if let Some(node) = entry.node.as_mut() {
-                change(node);
+                change(node, self.tree);
                 entry.modified = true;
             }
         }
@@ -306,7 +329,7 @@ impl<'a> View<'a> {
 /// the overlay knows must exist there and still list the next component. Nodes below an
 /// ancestor the transaction removed, or created outside it after the transaction read the
 /// parent, stay invisible.
-fn visible_in_snapshot(overlay: &BTreeMap<String, TxEntry>, path: &str) -> bool {
+fn visible_in_snapshot(overlay: &BTreeMap<String, TxEntry>, tree: &Tree, path: &str) -> bool {
     let mut below = path;
     while let Some(ancestor) = path::parent(below) {
         if let Some(entry) = overlay.get(ancestor) {
@@ -314,7 +337,7 @@ fn visible_in_snapshot(overlay: &BTreeMap<String, TxEntry>, path: &str) -> bool 
             return entry
                 .node
                 .as_ref()
-                .is_some_and(|n| n.children.contains(name));
+                .is_some_and(|n| n.children.contains(tree, name));
         }
         below = ancestor;
     }

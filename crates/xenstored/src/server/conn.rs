@@ -165,6 +165,7 @@ impl Server {
 
     fn remove_conn(&mut self, conn_id: ConnId) -> bool {
         self.clear_watches(conn_id);
+        self.end_transactions(conn_id);
         let Some(conn) = self.conns.remove(&conn_id) else {
             return false;
         };

@@ -267,8 +267,7 @@ impl Server {
             Request::Unwatch { path, token } => self.unwatch(conn_id, path, token),
             Request::ResetWatches => {
                 self.clear_watches(conn_id);
-                let conn = self.conns.get_mut(&conn_id).expect("checked by the caller");
-                conn.txs.clear();
+                self.end_transactions(conn_id);
                 Ok(Reply::ResetWatches)
             }
             Request::GetDomainPath { domid } => Ok(Reply::GetDomainPath(path::domain_path(domid))),

@@ -231,6 +231,7 @@ impl Server {
     /// path lists exactly the connections' watches. `Err` names the first broken one.
     pub fn check_invariants(&self) -> Result<(), String> {
         self.tree.check()?;
+        self.check_pins()?;
         self.check_watch_index()
     }
 
@@ -344,9 +345,7 @@ impl Server {
             .collect();
         for conn_id in reset {
             self.clear_watches(conn_id);
-            if let Some(conn) = self.conns.get_mut(&conn_id) {
-                conn.txs.clear();
-            }
+            self.end_transactions(conn_id);
         }
     }
 

@@ -1,6 +1,8 @@
 //! TRANSACTION_START and TRANSACTION_END: ids per connection, the per-domain quotas, and the
 //! commit, whose changes fire watches only once it succeeded.
 
+use std::collections::BTreeMap;
+
 use xsio_xs_wire::{ErrorKind, Reply};
 
 use super::{ConnId, Server};
@@ -42,11 +44,13 @@ impl Server {
         let domid = conn.domid;
         let tx = conn.txs.remove(&tx_id).ok_or(ErrorKind::Enoent)?;
         if !commit {
+            tx.release(&mut self.tree);
             return Ok(Reply::TransactionEnd);
         }
         if !privileged && tx.own_entry_delta > 0 {
             let owned = i64::from(self.tree.entries_of(domid)) + tx.own_entry_delta;
             if owned > i64::from(self.config.quotas.nodes_per_domain) {
+                tx.release(&mut self.tree);
                 return Err(ErrorKind::Enospc);
             }
         }
@@ -55,5 +59,32 @@ impl Server {
             self.fire(change, &changes);
         }
         Ok(Reply::TransactionEnd)
+    }
+
+    /// Ends every open transaction of `conn_id` without committing.
+    pub(super) fn end_transactions(&mut self, conn_id: ConnId) {
+        let Some(conn) = self.conns.get_mut(&conn_id) else {
+            return;
+        };
+        for tx in std::mem::take(&mut conn.txs).into_values() {
+            tx.release(&mut self.tree);
+        }
+    }
+
+    /// Whether the tree pins exactly the committed nodes the open transactions' copies
+    /// read from.
+    pub(super) fn check_pins(&self) -> Result<(), String> {
+        let mut held: BTreeMap<u64, u32> = BTreeMap::new();
+        let bases = self.conns.values().flat_map(|c| c.txs.values());
+        for base in bases.flat_map(|tx| tx.pinned()) {
+            *held.entry(base.generation).or_default() += 1;
+        }
+        if &held != self.tree.pins() {
+            return Err(format!(
+                "the tree pins {:?}, the open transactions hold {held:?}",
+                self.tree.pins()
+            ));
+        }
+        Ok(())
     }
 }

@@ -10,6 +10,7 @@
 //! and the per-owner counts (nodes, memory) are kept as before.
 
 mod node;
+mod snapshots;
 mod store;
 
 use std::collections::BTreeMap;
@@ -18,7 +19,10 @@ use xsio_xs_wire::{XENSTORE_ABS_PATH_MAX, path};
 
 use crate::perms::{Access, Perms};
 
+use node::BaseNames;
 pub(crate) use node::{Children, NODE_RECORD, Node, NodeRef};
+pub(crate) use snapshots::Base;
+use snapshots::Snapshots;
 use store::{Longs, PermTable, Short};
 
 /// A node's place in the arena.
@@ -68,6 +72,8 @@ pub(crate) struct Tree {
     /// Per owner: how many nodes, and the memory they are charged.
     owners: BTreeMap<u32, Owned>,
     len: usize,
+    /// The generations open transactions took their copies from (see `snapshots`).
+    snapshots: Snapshots,
 }
 
 impl Default for Tree {
@@ -94,6 +100,7 @@ impl Tree {
             next_generation: 1,
             owners: BTreeMap::new(),
             len: 0,
+            snapshots: Snapshots::default(),
         };
         let root = tree.alloc(NONE, "", b"", &Perms::owned_by(0, Access::None), 1);
         debug_assert_eq!(root, ROOT);
@@ -169,6 +176,80 @@ impl Tree {
             next = child.next;
         }
         None
+    }
+
+    /// A transaction's copy of node `id`: its value and permissions, and its child names
+    /// through a [`Base`] the tree keeps for the copy until [`Tree::unpin`].
+    pub(crate) fn detach(&mut self, id: NodeId) -> Node {
+        let base = Base {
+            id,
+            generation: self.slot(id).generation,
+        };
+        self.snapshots.pin(base.generation);
+        Node {
+            value: self.value_of(id).into(),
+            children: Children::over(base),
+            perms: self.perms_of(id).clone(),
+            generation: base.generation,
+        }
+    }
+
+    /// The copy taken from `base` is gone.
+    pub(crate) fn unpin(&mut self, base: Base) {
+        self.snapshots.unpin(base.generation);
+    }
+
+    /// Before node `id` changes or goes: keeps its child names if a copy reads them.
+    fn retire(&mut self, id: NodeId) {
+        let generation = self.slot(id).generation;
+        if self.snapshots.wants(generation) {
+            let mut names = String::with_capacity(self.slot(id).children_bytes as usize);
+            for child in self.children_of(id) {
+                names.push_str(self.name_of(child));
+                names.push('\0');
+            }
+            self.snapshots.keep(generation, names);
+        }
+    }
+
+    /// Whether the tree still holds node `base.id` at `base.generation`.
+    fn holds(&self, base: Base) -> bool {
+        self.slots
+            .get(base.id as usize)
+            .is_some_and(|s| s.generation == base.generation)
+    }
+
+    /// The child names of `base`, in order.
+    pub(crate) fn base_names(&self, base: Base) -> BaseNames<'_> {
+        if self.holds(base) {
+            return BaseNames::Tree {
+                tree: self,
+                next: self.slot(base.id).first_child,
+            };
+        }
+        let kept = self.snapshots.kept(base.generation).unwrap_or_default();
+        BaseNames::Listed(kept.split_terminator('\0'))
+    }
+
+    pub(crate) fn base_contains(&self, base: Base, name: &str) -> bool {
+        if self.holds(base) {
+            return self.child(base.id, name.as_bytes()).is_some();
+        }
+        let kept = self.snapshots.kept(base.generation).unwrap_or_default();
+        kept.split_terminator('\0').any(|c| c == name)
+    }
+
+    /// The child names of `base` with their NULs, in bytes.
+    pub(crate) fn base_bytes(&self, base: Base) -> usize {
+        if self.holds(base) {
+            return self.slot(base.id).children_bytes as usize;
+        }
+        self.snapshots.kept(base.generation).map_or(0, str::len)
+    }
+
+    /// How many open copies read each generation's child names.
+    pub(crate) fn pins(&self) -> &BTreeMap<u64, u32> {
+        self.snapshots.pins()
     }
 
     /// The memory charged to the owner of node `id`, whose path is `path_len` bytes long:
@@ -369,6 +450,7 @@ impl Tree {
         if self.child(parent, name.as_bytes()).is_some() {
             return false;
         }
+        self.retire(parent);
         self.alloc(parent, name, value, perms, path.len());
         self.slots[parent as usize].generation = self.fresh_generation();
         true
@@ -379,6 +461,7 @@ impl Tree {
         let Some(id) = self.lookup(path) else {
             return false;
         };
+        self.retire(id);
         let old = self.slot(id).value;
         let old_len = old.get(&self.longs).len();
         old.free(&mut self.longs);
@@ -395,6 +478,7 @@ impl Tree {
         let Some(id) = self.lookup(path) else {
             return false;
         };
+        self.retire(id);
         let (old_owner, old_memory) = (self.owner(id), self.memory(id, path.len()));
         let new = self.perms.acquire(perms);
         self.perms.release(self.slot(id).perms);
@@ -426,6 +510,10 @@ impl Tree {
             at += 1;
         }
         let parent = self.slot(top).parent;
+        self.retire(parent);
+        for (id, _) in &doomed {
+            self.retire(*id);
+        }
         self.unlink(top);
         for (id, path_len) in doomed.into_iter().rev() {
             let memory = self.memory(id, path_len);
@@ -448,7 +536,9 @@ impl Tree {
     }
 
     /// Applies a committed transaction: `entries` (path order) are the nodes it removed
-    /// (`None`) or wrote, with their child lists, which give the final child order.
+    /// (`None`) or wrote. A written node's children end in the transaction's order: those
+    /// it kept where they were, then those it added (created, or removed and created again)
+    /// in the order it added them.
     pub(crate) fn apply(&mut self, entries: &[(String, Option<Node>)]) {
         for (path, node) in entries {
             if node.is_none() {
@@ -466,40 +556,40 @@ impl Tree {
             }
         }
         for (path, node) in entries {
-            if let (Some(node), Some(id)) = (node, self.lookup(path)) {
-                self.reorder(id, &node.children);
+            let Some(node) = node else { continue };
+            let mut added = node.children.added().peekable();
+            if added.peek().is_none() {
+                continue;
+            }
+            let Some(dir) = self.lookup(path) else {
+                continue;
+            };
+            for name in added {
+                if let Some(child) = self.child(dir, name.as_bytes()) {
+                    self.move_to_end(dir, child);
+                }
             }
         }
     }
 
-    /// Makes the child list of `dir` follow `names` (children it does not name keep their
-    /// order, after them).
-    fn reorder(&mut self, dir: NodeId, names: &Children) {
-        // Usually the order is already right (the transaction only changed values).
-        let mut listed = names.iter();
-        let same = self
-            .children_of(dir)
-            .all(|id| listed.next() == Some(self.name_of(id)));
-        if same && listed.next().is_none() {
+    /// Moves `child` to the end of the child list of `dir` (its parent).
+    fn move_to_end(&mut self, dir: NodeId, child: NodeId) {
+        let Slot { prev, next, .. } = *self.slot(child);
+        if next == NONE {
             return;
         }
-        let current: Vec<NodeId> = self.children_of(dir).collect();
-        let mut wanted: Vec<NodeId> = names
-            .iter()
-            .filter_map(|name| self.child(dir, name.as_bytes()))
-            .collect();
-        let placed: std::collections::BTreeSet<NodeId> = wanted.iter().copied().collect();
-        wanted.extend(current.iter().filter(|id| !placed.contains(id)));
-        let mut prev = NONE;
-        for (at, id) in wanted.iter().enumerate() {
-            let slot = &mut self.slots[*id as usize];
-            slot.prev = prev;
-            slot.next = wanted.get(at + 1).copied().unwrap_or(NONE);
-            prev = *id;
+        if prev == NONE {
+            self.slots[dir as usize].first_child = next;
+        } else {
+            self.slots[prev as usize].next = next;
         }
-        let slot = &mut self.slots[dir as usize];
-        slot.first_child = wanted.first().copied().unwrap_or(NONE);
-        slot.last_child = prev;
+        self.slots[next as usize].prev = prev;
+        let last = self.slot(dir).last_child;
+        self.slots[last as usize].next = child;
+        let slot = &mut self.slots[child as usize];
+        slot.prev = last;
+        slot.next = NONE;
+        self.slots[dir as usize].last_child = child;
     }
 
     /// Every node in a depth-first walk from the root, children in their list order: the
@@ -525,6 +615,7 @@ impl Tree {
         }
         let mut owners: BTreeMap<u32, Owned> = BTreeMap::new();
         let mut perm_users: BTreeMap<u32, u32> = BTreeMap::new();
+        let mut generations = std::collections::BTreeSet::new();
         let mut seen = 0;
         let mut stack = vec![(ROOT, "/".to_owned())];
         while let Some((id, node_path)) = stack.pop() {
@@ -539,6 +630,7 @@ impl Tree {
             if path::check_node(&node_path, XENSTORE_ABS_PATH_MAX).is_err() {
                 return Err(format!("{node_path} is not a valid node path"));
             }
+            generations.insert(slot.generation);
             let owned = owners.entry(self.owner(id)).or_default();
             owned.nodes += 1;
             owned.memory += self.memory(id, node_path.len());
@@ -596,6 +688,17 @@ impl Tree {
         }
         if perm_users != self.perms.users() {
             return Err("permission list users differ from a recount".into());
+        }
+        // A transaction's copy reads its child names from the tree, or from the list kept
+        // once the tree moved past the generation it was taken at.
+        if let Some(lost) = self
+            .pins()
+            .keys()
+            .find(|g| !generations.contains(*g) && !self.snapshots.is_kept(**g))
+        {
+            return Err(format!(
+                "generation {lost} is pinned, neither held nor kept"
+            ));
         }
         Ok(())
     }

@@ -1,50 +1,93 @@
 //! Nodes as the rest of the crate sees them: a detached [`Node`] (what a transaction keeps
 //! of a node it touched) and a [`NodeRef`], a borrowed view of a node wherever it lives.
 
-use super::{NONE, NodeId, Tree};
+use std::collections::BTreeSet;
+
+use super::{Base, NONE, NodeId, Tree};
 use crate::perms::Perms;
 
 /// What xenstored 4.17 charges a node's owner beyond the bytes it stores: its record header.
 pub(crate) const NODE_RECORD: usize = 24;
 
-/// A node's child names in creation order, each followed by a NUL (the wire's listing), in
-/// one buffer: a transaction that touches a directory of ten thousand children copies it
-/// with one allocation, not one per name.
+/// A transaction's copy of a node's child names: those of the committed node it was taken
+/// from (its [`Base`], read from the tree, never copied) that the transaction did not
+/// remove, then those it added, in order. A copy of a directory of ten thousand guests costs
+/// what the transaction does to it, not ten thousand names. A node the transaction created
+/// has no base.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Children {
-    names: String,
+    base: Option<Base>,
+    /// Names of the base the transaction removed.
+    removed: BTreeSet<Box<str>>,
+    /// Their bytes with their NULs.
+    removed_bytes: usize,
+    /// Names the transaction added, in order, each followed by a NUL.
+    added: String,
 }
 
 impl Children {
+    /// The names of `base`, as the tree holds (or keeps) them for it.
+    pub(crate) fn over(base: Base) -> Children {
+        Children {
+            base: Some(base),
+            ..Children::default()
+        }
+    }
+
+    /// Where the names come from: the committed node, if any.
+    pub(crate) fn base(&self) -> Option<Base> {
+        self.base
+    }
+
+    /// Adds `name` at the end (it is not listed).
     pub(crate) fn push(&mut self, name: &str) {
-        self.names.push_str(name);
-        self.names.push('\0');
+        self.added.push_str(name);
+        self.added.push('\0');
     }
 
-    /// Removes `name` (every entry of it).
-    pub(crate) fn remove(&mut self, name: &str) {
-        if !self.contains(name) {
-            return;
+    /// Removes `name`, if listed.
+    pub(crate) fn remove(&mut self, tree: &Tree, name: &str) {
+        let mut at = 0;
+        for added in self.added.split_terminator('\0') {
+            if added == name {
+                self.added.replace_range(at..at + name.len() + 1, "");
+                return;
+            }
+            at += added.len() + 1;
         }
-        let mut kept = String::with_capacity(self.names.len());
-        for child in self.iter().filter(|c| *c != name) {
-            kept.push_str(child);
-            kept.push('\0');
+        let listed = self.base.is_some_and(|b| tree.base_contains(b, name));
+        if listed && self.removed.insert(name.into()) {
+            self.removed_bytes += name.len() + 1;
         }
-        self.names = kept;
     }
 
-    pub(crate) fn iter(&self) -> impl DoubleEndedIterator<Item = &str> + '_ {
-        self.names.split_terminator('\0')
+    pub(crate) fn contains(&self, tree: &Tree, name: &str) -> bool {
+        self.added.split_terminator('\0').any(|c| c == name)
+            || (!self.removed.contains(name)
+                && self.base.is_some_and(|b| tree.base_contains(b, name)))
     }
 
-    pub(crate) fn contains(&self, name: &str) -> bool {
-        self.iter().any(|c| c == name)
+    /// The names in order.
+    pub(crate) fn iter<'a>(&'a self, tree: &'a Tree) -> ChildNames<'a> {
+        ChildNames::Copy {
+            base: match self.base {
+                Some(base) => tree.base_names(base),
+                None => BaseNames::Listed("".split_terminator('\0')),
+            },
+            removed: &self.removed,
+            added: self.added.split_terminator('\0'),
+        }
+    }
+
+    /// The names the transaction added, in order.
+    pub(crate) fn added(&self) -> impl Iterator<Item = &str> + '_ {
+        self.added.split_terminator('\0')
     }
 
     /// The names with their NULs, in bytes.
-    pub(crate) fn bytes(&self) -> usize {
-        self.names.len()
+    pub(crate) fn bytes(&self, tree: &Tree) -> usize {
+        let base = self.base.map_or(0, |b| tree.base_bytes(b));
+        base - self.removed_bytes + self.added.len()
     }
 }
 
@@ -74,42 +117,40 @@ impl Node {
 pub(crate) enum NodeRef<'a> {
     /// Node `NodeId` of the committed tree.
     Tree(&'a Tree, NodeId),
-    /// A transaction's copy.
-    Detached(&'a Node),
+    /// A transaction's copy (its child names partly in the tree).
+    Detached(&'a Tree, &'a Node),
 }
 
 impl<'a> NodeRef<'a> {
     pub(crate) fn value(self) -> &'a [u8] {
         match self {
             NodeRef::Tree(tree, id) => tree.value_of(id),
-            NodeRef::Detached(node) => &node.value,
+            NodeRef::Detached(_, node) => &node.value,
         }
     }
 
     pub(crate) fn perms(self) -> &'a Perms {
         match self {
             NodeRef::Tree(tree, id) => tree.perms_of(id),
-            NodeRef::Detached(node) => &node.perms,
+            NodeRef::Detached(_, node) => &node.perms,
         }
     }
 
     pub(crate) fn generation(self) -> u64 {
         match self {
             NodeRef::Tree(tree, id) => tree.slot(id).generation,
-            NodeRef::Detached(node) => node.generation,
+            NodeRef::Detached(_, node) => node.generation,
         }
     }
 
     /// The child names, in creation order.
     pub(crate) fn children(self) -> ChildNames<'a> {
         match self {
-            NodeRef::Tree(tree, id) => ChildNames::Tree {
+            NodeRef::Tree(tree, id) => ChildNames::Tree(BaseNames::Tree {
                 tree,
                 next: tree.slot(id).first_child,
-            },
-            NodeRef::Detached(node) => {
-                ChildNames::Detached(node.children.names.split_terminator('\0'))
-            }
+            }),
+            NodeRef::Detached(tree, node) => node.children.iter(tree),
         }
     }
 
@@ -117,7 +158,7 @@ impl<'a> NodeRef<'a> {
     pub(crate) fn children_bytes(self) -> usize {
         match self {
             NodeRef::Tree(tree, id) => tree.slot(id).children_bytes as usize,
-            NodeRef::Detached(node) => node.children.bytes(),
+            NodeRef::Detached(tree, node) => node.children.bytes(tree),
         }
     }
 
@@ -127,46 +168,21 @@ impl<'a> NodeRef<'a> {
     pub(crate) fn charged_size(self) -> usize {
         NODE_RECORD + self.value().len() + self.children_bytes() + 8 * self.perms().entries().len()
     }
-
-    /// The child names as the wire lists them: each followed by a NUL.
-    pub(crate) fn children_wire(self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.children_bytes());
-        for child in self.children() {
-            out.extend_from_slice(child.as_bytes());
-            out.push(0);
-        }
-        out
-    }
-
-    /// A copy outside the tree.
-    pub(crate) fn to_node(self) -> Node {
-        let mut children = Children {
-            names: String::with_capacity(self.children_bytes()),
-        };
-        for name in self.children() {
-            children.push(name);
-        }
-        Node {
-            value: self.value().into(),
-            children,
-            perms: self.perms().clone(),
-            generation: self.generation(),
-        }
-    }
 }
 
-/// The child names of a [`NodeRef`], in creation order.
-pub(crate) enum ChildNames<'a> {
+/// The child names of a committed node: in the tree, or kept for a transaction once the
+/// tree changed the node.
+pub(crate) enum BaseNames<'a> {
     Tree { tree: &'a Tree, next: NodeId },
-    Detached(std::str::SplitTerminator<'a, char>),
+    Listed(std::str::SplitTerminator<'a, char>),
 }
 
-impl<'a> Iterator for ChildNames<'a> {
+impl<'a> Iterator for BaseNames<'a> {
     type Item = &'a str;
 
     fn next(&mut self) -> Option<&'a str> {
         match self {
-            ChildNames::Tree { tree, next } => {
+            BaseNames::Tree { tree, next } => {
                 if *next == NONE {
                     return None;
                 }
@@ -174,7 +190,35 @@ impl<'a> Iterator for ChildNames<'a> {
                 *next = tree.slot(id).next;
                 Some(tree.name_of(id))
             }
-            ChildNames::Detached(names) => names.next(),
+            BaseNames::Listed(names) => names.next(),
+        }
+    }
+}
+
+/// The child names of a [`NodeRef`], in creation order.
+pub(crate) enum ChildNames<'a> {
+    Tree(BaseNames<'a>),
+    /// A transaction's copy: its base's names it did not remove, then those it added.
+    Copy {
+        base: BaseNames<'a>,
+        removed: &'a BTreeSet<Box<str>>,
+        added: std::str::SplitTerminator<'a, char>,
+    },
+}
+
+impl<'a> Iterator for ChildNames<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        match self {
+            ChildNames::Tree(names) => names.next(),
+            ChildNames::Copy {
+                base,
+                removed,
+                added,
+            } => base
+                .find(|name| removed.is_empty() || !removed.contains(*name))
+                .or_else(|| added.next()),
         }
     }
 }

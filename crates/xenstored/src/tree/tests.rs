@@ -80,10 +80,11 @@ fn applying_a_transaction_keeps_its_child_order() {
     tree.create("/d", b"", &perms(0));
     tree.create("/d/a", b"", &perms(0));
     tree.create("/d/gone", b"", &perms(0));
-    let mut dir = tree.get("/d").unwrap().to_node();
-    dir.children.remove("gone");
+    let mut dir = tree.detach(tree.lookup("/d").unwrap());
+    dir.children.remove(&tree, "gone");
     dir.children.push("z");
     dir.children.push("b");
+    tree.unpin(dir.children.base().unwrap());
     let entries = vec![
         ("/d".to_owned(), Some(dir)),
         ("/d/b".to_owned(), Some(Node::new(b"2", perms(0)))),
@@ -96,6 +97,44 @@ fn applying_a_transaction_keeps_its_child_order() {
     assert_eq!(tree.get("/d/z").unwrap().value(), b"1");
 }
 
+#[test]
+fn a_copy_reads_its_names_from_the_tree_until_the_tree_changes_them() {
+    let mut tree = Tree::default();
+    for name in ["a", "b", "c"] {
+        tree.create(&format!("/tool/{name}"), b"", &perms(0));
+    }
+    let dir = tree.lookup("/tool").unwrap();
+    let mut copy = tree.detach(dir);
+    let base = copy.children.base().unwrap();
+    copy.children.remove(&tree, "b");
+    copy.children.push("z");
+    let listed = |tree: &Tree, copy: &Node| copy.children.iter(tree).collect::<Vec<_>>().join(",");
+    assert_eq!(listed(&tree, &copy), "xenstored,a,c,z");
+    assert_eq!(copy.children.bytes(&tree), "xenstored a c z ".len());
+    tree.check().unwrap();
+    // The tree moves on: the copy still sees the names the node had when it was taken.
+    tree.remove("/tool/a");
+    tree.create("/tool/d", b"", &perms(0));
+    assert_eq!(names(&tree, "/tool"), ["xenstored", "b", "c", "d"]);
+    assert_eq!(listed(&tree, &copy), "xenstored,a,c,z");
+    assert!(copy.children.contains(&tree, "a") && !copy.children.contains(&tree, "d"));
+    assert_eq!(copy.children.bytes(&tree), "xenstored a c z ".len());
+    tree.check().unwrap();
+    // Once the last copy goes, so does the kept list.
+    tree.unpin(base);
+    assert!(tree.pins().is_empty() && !tree.snapshots.is_kept(base.generation));
+    tree.check().unwrap();
+}
+
+#[test]
+fn a_pinned_generation_neither_held_nor_kept_is_caught() {
+    let mut tree = Tree::default();
+    let dir = tree.lookup("/tool").unwrap();
+    let copy = tree.detach(dir);
+    tree.snapshots.pin(copy.generation + 1000);
+    assert!(tree.check().unwrap_err().contains("pinned"));
+}
+
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -103,6 +142,10 @@ enum Op {
     Create(String, Vec<u8>),
     SetValue(String, Vec<u8>),
     Remove(String),
+    /// A transaction's copy of the node, if it exists.
+    Copy(String),
+    /// The end of the copy taken this many copies ago, if any.
+    Release(usize),
 }
 
 fn some_path() -> impl Strategy<Value = String> {
@@ -124,20 +167,35 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (some_path(), value.clone()).prop_map(|(p, v)| Op::Create(p, v)),
         1 => (some_path(), value).prop_map(|(p, v)| Op::SetValue(p, v)),
         2 => some_path().prop_map(Op::Remove),
+        1 => some_path().prop_map(Op::Copy),
+        1 => (0..4usize).prop_map(Op::Release),
     ]
 }
 
 proptest! {
     /// Against a plain map of paths to (value, child names in creation order): the same
-    /// answers after every step, and the invariants hold.
+    /// answers after every step, and the invariants hold; a transaction's copy lists the
+    /// names its node had when it was taken until it is released, whatever the tree did.
     #[test]
     fn the_arena_behaves_like_a_map_of_paths(ops in prop::collection::vec(op(), 1..120)) {
         let mut tree = Tree::default();
         tree.create("/d", b"", &perms(0));
         let mut model: BTreeMap<String, (Vec<u8>, Vec<String>)> = BTreeMap::new();
         model.insert("/d".into(), (Vec::new(), Vec::new()));
+        let mut copies: Vec<(Node, Vec<String>)> = Vec::new();
         for op in ops {
             match op {
+                Op::Copy(path) => {
+                    if let Some(id) = tree.lookup(&path) {
+                        copies.push((tree.detach(id), model[&path].1.clone()));
+                    }
+                }
+                Op::Release(back) => {
+                    if back < copies.len() {
+                        let (copy, _) = copies.remove(copies.len() - 1 - back);
+                        tree.unpin(copy.children.base().unwrap());
+                    }
+                }
                 Op::Create(path, value) => {
                     let parent = path::parent(&path).unwrap().to_owned();
                     let expected = model.contains_key(&parent) && !model.contains_key(&path);
@@ -167,6 +225,11 @@ proptest! {
                 }
             }
             tree.check().map_err(TestCaseError::fail)?;
+            for (copy, names) in &copies {
+                prop_assert_eq!(&copy.children.iter(&tree).collect::<Vec<_>>(), names);
+                let bytes: usize = names.iter().map(|n| n.len() + 1).sum();
+                prop_assert_eq!(copy.children.bytes(&tree), bytes);
+            }
             for (path, (value, children)) in &model {
                 let node = tree.get(path).unwrap();
                 prop_assert_eq!(node.value(), &value[..]);
@@ -174,6 +237,11 @@ proptest! {
             }
             prop_assert_eq!(tree.len(), model.len() + 3);
         }
+        for (copy, _) in copies {
+            tree.unpin(copy.children.base().unwrap());
+        }
+        prop_assert!(tree.pins().is_empty());
+        tree.check().map_err(TestCaseError::fail)?;
     }
 }
 
