@@ -83,6 +83,9 @@ pub(crate) struct SimHost {
     qemus: Vec<QemuProc>,
     /// Each QEMU's index in `qemus`, by its connection's index.
     qemu_of_conn: BTreeMap<usize, usize>,
+    /// Each QEMU's index in `qemus`, by its guest (a host of ten thousand guests looks one
+    /// up at every spawn, exit and liveness question).
+    qemu_of_domid: BTreeMap<u32, usize>,
     /// The QEMUs a step must visit even without requests on their connection: spawned or
     /// exited since, or with a command, a connection or a client deadline pending. The
     /// others have nothing to move: a host of ten thousand guests visits a few, not all.
@@ -106,6 +109,7 @@ impl SimHost {
             domains: BTreeMap::new(),
             qemus: Vec::new(),
             qemu_of_conn: BTreeMap::new(),
+            qemu_of_domid: BTreeMap::new(),
             awake: BTreeSet::new(),
             ledger: FdLedger::default(),
             handles: BTreeMap::new(),
@@ -135,14 +139,15 @@ impl SimHost {
             commands: BTreeMap::new(),
             quitting: false,
         };
-        let at = match self.qemus.iter().position(|q| q.domid == domid) {
-            Some(at) => {
+        let at = match self.qemu_of_domid.get(&domid) {
+            Some(&at) => {
                 let old = std::mem::replace(&mut self.qemus[at], proc);
                 self.qemu_of_conn.remove(&old.conn.index());
                 at
             }
             None => {
                 self.qemus.push(proc);
+                self.qemu_of_domid.insert(domid, self.qemus.len() - 1);
                 self.qemus.len() - 1
             }
         };
@@ -152,17 +157,13 @@ impl SimHost {
 
     /// Whether guest `domid`'s QEMU runs.
     pub(crate) fn qemu_alive(&self, domid: u32) -> bool {
-        self.qemus
-            .iter()
-            .any(|q| q.domid == domid && q.process.is_some())
+        self.qemu(domid).is_some()
     }
 
     /// Guest `domid`'s QEMU, while it runs.
     pub(crate) fn qemu(&self, domid: u32) -> Option<&SimQemu> {
-        self.qemus
-            .iter()
-            .find(|q| q.domid == domid)
-            .and_then(|q| q.process.as_ref())
+        let at = *self.qemu_of_domid.get(&domid)?;
+        self.qemus[at].process.as_ref()
     }
 
     /// What the world must act on since the last call.
@@ -184,7 +185,7 @@ impl SimHost {
         domid: u32,
         exit: ProcessExit,
     ) -> Result<(), HarnessError> {
-        let Some(at) = self.qemus.iter().position(|q| q.domid == domid) else {
+        let Some(&at) = self.qemu_of_domid.get(&domid) else {
             return Ok(());
         };
         self.awake.insert(at);
