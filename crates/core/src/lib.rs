@@ -30,6 +30,7 @@
 
 mod deadline;
 mod fd_ledger;
+mod protocol_machine;
 
 use std::fmt;
 use std::os::fd::OwnedFd;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::json;
-use xsio_core::{Input, Machine, OpId, OpIds, Transmit, deadline};
+use xsio_core::{Input, OpId, OpIds, Transmit, deadline};
 
 use crate::command::{Command, Return};
 use crate::error::{CloseReason, CommandError, ProtocolError};
@@ -574,25 +574,8 @@ fn is_negotiation(id: &Option<MessageId>) -> bool {
     id.as_ref().and_then(MessageId::as_u64) == Some(NEGOTIATION_ID)
 }
 
-impl<F> Machine for Client<F> {
-    type Input<'a> = Input<'a, F>;
-    type Output = Output<F>;
-    type Error = std::convert::Infallible;
-
-    fn handle_input(&mut self, now: Instant, input: Input<'_, F>) -> Result<(), Self::Error> {
-        Client::handle_input(self, now, input);
-        Ok(())
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        Client::handle_timeout(self, now);
-    }
-
-    fn poll_output(&mut self) -> Option<Output<F>> {
-        Client::poll_output(self)
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        Client::poll_timeout(self)
-    }
-}
+xsio_core::impl_protocol_machine!(impl<F> for Client<F> {
+    input<'a> = Input<'a, F>;
+    output = Output<F>;
+    |client, now, input| client.handle_input(now, input)
+});

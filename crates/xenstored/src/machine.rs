@@ -1,9 +1,5 @@
 //! The server as a [`xsio_core::Machine`], the shape every driver and harness steps.
 
-use std::time::Instant;
-
-use xsio_core::Machine;
-
 use crate::server::{ConnId, Output, Server};
 
 /// What a driver feeds the server: bytes a connection sent.
@@ -15,25 +11,8 @@ pub struct ServerInput<'a> {
     pub bytes: &'a [u8],
 }
 
-impl Machine for Server {
-    type Input<'a> = ServerInput<'a>;
-    type Output = Output;
-    type Error = std::convert::Infallible;
-
-    fn handle_input(&mut self, now: Instant, input: ServerInput<'_>) -> Result<(), Self::Error> {
-        Server::handle_input(self, now, input.conn, input.bytes);
-        Ok(())
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        Server::handle_timeout(self, now);
-    }
-
-    fn poll_output(&mut self) -> Option<Output> {
-        Server::poll_output(self)
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        Server::poll_timeout(self)
-    }
-}
+xsio_core::impl_protocol_machine!(impl for Server {
+    input<'a> = ServerInput<'a>;
+    output = Output;
+    |server, now, input| server.handle_input(now, input.conn, input.bytes)
+});

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use xsio_core::{Input, Machine, OpId, OpIds, Transmit, deadline};
+use xsio_core::{Input, OpId, OpIds, Transmit, deadline};
 use xsio_xs_wire::{
     Body, ErrorKind, FrameDecoder, FrameError, MsgType, Packet, Perm, Reply, Request, path,
 };
@@ -710,28 +710,11 @@ impl Client {
     }
 }
 
-impl Machine for Client {
-    type Input<'a> = Input<'a, std::os::fd::OwnedFd>;
-    type Output = Output;
-    type Error = std::convert::Infallible;
-
-    fn handle_input(&mut self, now: Instant, input: Self::Input<'_>) -> Result<(), Self::Error> {
-        Client::handle_input(self, now, input);
-        Ok(())
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        Client::handle_timeout(self, now);
-    }
-
-    fn poll_output(&mut self) -> Option<Output> {
-        Client::poll_output(self)
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        Client::poll_timeout(self)
-    }
-}
+xsio_core::impl_protocol_machine!(impl for Client {
+    input<'a> = Input<'a, std::os::fd::OwnedFd>;
+    output = Output;
+    |client, now, input| client.handle_input(now, input)
+});
 
 fn tx_raw(tx: Option<TxId>) -> u32 {
     tx.map_or(0, |t| t.0)

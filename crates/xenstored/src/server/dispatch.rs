@@ -237,6 +237,8 @@ impl Server {
         }
     }
 
+    /// Runs one request: a node operation on its path, or one of the requests that are not
+    /// about one node.
     fn execute(
         &mut self,
         conn_id: ConnId,
@@ -244,23 +246,11 @@ impl Server {
         request: Request,
         after: &mut Vec<(String, String)>,
     ) -> Result<Answer, ErrorKind> {
-        match NodeOp::split(request) {
-            Ok((path, op)) => self.node_request(conn_id, tx_id, path, op),
-            Err(other) => self
-                .execute_other(conn_id, tx_id, other, after)
-                .map(Answer::Reply),
-        }
-    }
-
-    /// The requests that are not about one node.
-    fn execute_other(
-        &mut self,
-        conn_id: ConnId,
-        tx_id: u32,
-        request: Request,
-        after: &mut Vec<(String, String)>,
-    ) -> Result<Reply, ErrorKind> {
-        match request {
+        let request = match NodeOp::split(request) {
+            Ok((path, op)) => return self.node_request(conn_id, tx_id, path, op),
+            Err(other) => other,
+        };
+        let reply = match request {
             Request::TransactionStart => self.transaction_start(conn_id, tx_id),
             Request::TransactionEnd { commit } => self.transaction_end(conn_id, tx_id, commit),
             Request::Watch { path, token } => self.watch(conn_id, path, token, after),
@@ -311,7 +301,8 @@ impl Server {
             }
             Request::Control { args } => self.control(&args),
             _ => Err(ErrorKind::Enosys),
-        }
+        };
+        reply.map(Answer::Reply)
     }
 
     fn node_request(

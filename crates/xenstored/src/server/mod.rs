@@ -283,17 +283,21 @@ impl Server {
         }
     }
 
+    /// The unprivileged connections of domain `domid`: those its own quotas and its
+    /// release apply to.
+    fn guest_conns(&self, domid: u32) -> Vec<ConnId> {
+        self.conns
+            .iter()
+            .filter(|(_, c)| c.domid == domid && !c.privileged)
+            .map(|(id, _)| id)
+            .collect()
+    }
+
     fn remove_domain(&mut self, domid: u32) -> bool {
         if self.domains.remove(&domid).is_none() {
             return false;
         }
-        let gone: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.domid == domid && !c.privileged)
-            .map(|(id, _)| id)
-            .collect();
-        for conn in gone {
+        for conn in self.guest_conns(domid) {
             self.drop_conn(conn, CloseReason::DomainReleased);
         }
         self.remove_owned_by(domid);
@@ -337,13 +341,7 @@ impl Server {
     /// INTRODUCE of a domain already known: Xen re-binds its event channel and resets its
     /// connection (its watches and transactions go, as after RESET_WATCHES).
     fn reset_domain(&mut self, domid: u32) {
-        let reset: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.domid == domid && !c.privileged)
-            .map(|(id, _)| id)
-            .collect();
-        for conn_id in reset {
+        for conn_id in self.guest_conns(domid) {
             self.clear_watches(conn_id);
             self.end_transactions(conn_id);
         }

@@ -95,22 +95,27 @@ impl Server {
 
     /// ENOSPC when an unprivileged domain already holds its quota of open transactions.
     pub(super) fn check_transaction_quota(&self, conn: &Conn) -> Result<(), ErrorKind> {
-        if !conn.privileged {
-            let open = self.domain_total(conn.domid, |c| c.txs.len());
-            if open >= self.config.quotas.transactions_per_domain {
-                return Err(ErrorKind::Enospc);
-            }
-        }
-        Ok(())
+        let limit = self.config.quotas.transactions_per_domain;
+        self.check_domain_quota(conn, |c| c.txs.len(), limit, ErrorKind::Enospc)
     }
 
     /// E2BIG when an unprivileged domain already holds its quota of watches.
     pub(super) fn check_watch_quota(&self, conn: &Conn) -> Result<(), ErrorKind> {
-        if !conn.privileged {
-            let held = self.domain_total(conn.domid, |c| c.watches.len());
-            if held >= self.config.quotas.watches_per_domain {
-                return Err(ErrorKind::E2big);
-            }
+        let limit = self.config.quotas.watches_per_domain;
+        self.check_domain_quota(conn, |c| c.watches.len(), limit, ErrorKind::E2big)
+    }
+
+    /// `error` when `conn` is unprivileged and its domain already holds `limit` of what
+    /// `count` counts, across its connections.
+    fn check_domain_quota(
+        &self,
+        conn: &Conn,
+        count: impl Fn(&Conn) -> usize,
+        limit: usize,
+        error: ErrorKind,
+    ) -> Result<(), ErrorKind> {
+        if !conn.privileged && self.domain_total(conn.domid, count) >= limit {
+            return Err(error);
         }
         Ok(())
     }

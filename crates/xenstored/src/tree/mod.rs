@@ -23,7 +23,7 @@ use node::BaseNames;
 pub(crate) use node::{Children, NODE_RECORD, Node, NodeRef};
 pub(crate) use snapshots::Base;
 use snapshots::Snapshots;
-use store::{Longs, PermTable, Short};
+use store::{Longs, PermTable, Short, place};
 
 /// A node's place in the arena.
 pub(crate) type NodeId = u32;
@@ -161,11 +161,8 @@ impl Tree {
     fn child(&self, dir: NodeId, name: &[u8]) -> Option<NodeId> {
         let slot = self.slot(dir);
         if slot.dir != NONE {
-            let index = &self.dirs[slot.dir as usize];
-            return index
-                .binary_search_by(|c| self.slot(*c).name.get(&self.longs).cmp(name))
-                .ok()
-                .map(|at| index[at]);
+            let at = self.index_search(slot.dir, name).ok()?;
+            return Some(self.dirs[slot.dir as usize][at]);
         }
         let mut next = slot.first_child;
         while next != NONE {
@@ -305,17 +302,7 @@ impl Tree {
             name: Short::new(name.as_bytes(), &mut self.longs),
             value: Short::new(value, &mut self.longs),
         };
-        let id = match self.free.pop() {
-            Some(id) => {
-                self.slots[id as usize] = slot;
-                id
-            }
-            None => {
-                self.slots.push(slot);
-                // Four billion nodes would need far more memory than a host has.
-                (self.slots.len() - 1) as NodeId
-            }
-        };
+        let id = place(&mut self.slots, &mut self.free, slot);
         self.len += 1;
         if parent != NONE {
             self.link(parent, id);
@@ -375,13 +362,7 @@ impl Tree {
         let dir = self.slot(parent).dir;
         if dir != NONE {
             let name = self.slot(child).name;
-            let index = &self.dirs[dir as usize];
-            if let Ok(at) = index.binary_search_by(|c| {
-                self.slot(*c)
-                    .name
-                    .get(&self.longs)
-                    .cmp(name.get(&self.longs))
-            }) {
+            if let Ok(at) = self.index_search(dir, name.get(&self.longs)) {
                 self.dirs[dir as usize].remove(at);
             }
             if self.dirs[dir as usize].is_empty() {
@@ -411,32 +392,22 @@ impl Tree {
                 .get(&self.longs)
                 .cmp(self.slot(*b).name.get(&self.longs))
         });
-        let at = match self.free_dirs.pop() {
-            Some(at) => {
-                self.dirs[at as usize] = index;
-                at
-            }
-            None => {
-                self.dirs.push(index);
-                (self.dirs.len() - 1) as u32
-            }
-        };
+        let at = place(&mut self.dirs, &mut self.free_dirs, index);
         self.slots[dir as usize].dir = at;
     }
 
     fn index_insert(&mut self, dir: NodeId, child: NodeId) {
-        let at = self.slot(dir).dir as usize;
+        let at = self.slot(dir).dir;
         let name = self.slot(child).name;
-        let index = &self.dirs[at];
-        let position = index
-            .binary_search_by(|c| {
-                self.slot(*c)
-                    .name
-                    .get(&self.longs)
-                    .cmp(name.get(&self.longs))
-            })
+        let position = self
+            .index_search(at, name.get(&self.longs))
             .unwrap_or_else(|position| position);
-        self.dirs[at].insert(position, child);
+        self.dirs[at as usize].insert(position, child);
+    }
+
+    /// Where `name` is (or would go) in the sorted child index `at`.
+    fn index_search(&self, at: u32, name: &[u8]) -> Result<usize, usize> {
+        self.dirs[at as usize].binary_search_by(|c| self.slot(*c).name.get(&self.longs).cmp(name))
     }
 
     /// Creates the node at `path` under its existing parent, with a fresh generation (the

@@ -32,17 +32,7 @@ impl Short {
             short.len = data.len() as u8;
             short.bytes[..data.len()].copy_from_slice(data);
         } else {
-            let at = match longs.free.pop() {
-                Some(at) => {
-                    longs.items[at as usize] = data.into();
-                    at
-                }
-                None => {
-                    longs.items.push(data.into());
-                    // A slab of more than u32 strings would need more memory than exists.
-                    (longs.items.len() - 1) as u32
-                }
-            };
+            let at = place(&mut longs.items, &mut longs.free, data.into());
             short.len = LONG;
             short.bytes[..4].copy_from_slice(&at.to_le_bytes());
         }
@@ -73,6 +63,23 @@ impl Short {
     }
 }
 
+/// Puts `item` in `items`, in a slot listed in `free` if there is one (reusing it), else at
+/// the end; returns its index. The arena's slots, its child indexes, the long strings and
+/// the permission lists are all kept this way.
+pub(super) fn place<T>(items: &mut Vec<T>, free: &mut Vec<u32>, item: T) -> u32 {
+    match free.pop() {
+        Some(at) => {
+            items[at as usize] = item;
+            at
+        }
+        None => {
+            items.push(item);
+            // More than four billion items would need far more memory than a host has.
+            (items.len() - 1) as u32
+        }
+    }
+}
+
 /// Permission lists, each stored once with the number of nodes using it.
 #[derive(Debug, Default)]
 pub(super) struct PermTable {
@@ -98,16 +105,7 @@ impl PermTable {
             self.lists[id as usize].1 += 1;
             return id;
         }
-        let id = match self.free.pop() {
-            Some(id) => {
-                self.lists[id as usize] = (perms.clone(), 1);
-                id
-            }
-            None => {
-                self.lists.push((perms.clone(), 1));
-                (self.lists.len() - 1) as u32
-            }
-        };
+        let id = place(&mut self.lists, &mut self.free, (perms.clone(), 1));
         self.by_list.insert(key, id);
         id
     }
