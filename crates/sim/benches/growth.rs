@@ -8,6 +8,10 @@
 
 use xsio_sim::{Scenario, run_without_trace};
 
+/// The allocator of the `xsio` binary, so that the bench measures what `xsio sim` does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     divan::main();
 }
