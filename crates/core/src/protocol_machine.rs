@@ -23,7 +23,7 @@
 ///     fn poll_timeout(&self) -> Option<Instant> { None }
 /// }
 ///
-/// xsio_core::impl_protocol_machine!(impl for Counter {
+/// xsio_core::impl_protocol_machine!(impl Machine for Counter {
 ///     input<'a> = &'a [u8];
 ///     output = usize;
 ///     |counter, now, bytes| counter.feed(now, bytes)
@@ -40,7 +40,7 @@
 #[macro_export]
 macro_rules! impl_protocol_machine {
     (
-        impl $(<$($generic:ident),+>)? for $machine:ty {
+        impl $(<$($generic:ident),+>)? Machine for $machine:ty {
             input<$a:lifetime> = $input:ty;
             output = $output:ty;
             |$me:ident, $now:ident, $fed:ident| $feed:expr

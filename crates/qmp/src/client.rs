@@ -574,7 +574,7 @@ fn is_negotiation(id: &Option<MessageId>) -> bool {
     id.as_ref().and_then(MessageId::as_u64) == Some(NEGOTIATION_ID)
 }
 
-xsio_core::impl_protocol_machine!(impl<F> for Client<F> {
+xsio_core::impl_protocol_machine!(impl<F> Machine for Client<F> {
     input<'a> = Input<'a, F>;
     output = Output<F>;
     |client, now, input| client.handle_input(now, input)

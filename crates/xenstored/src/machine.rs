@@ -11,7 +11,7 @@ pub struct ServerInput<'a> {
     pub bytes: &'a [u8],
 }
 
-xsio_core::impl_protocol_machine!(impl for Server {
+xsio_core::impl_protocol_machine!(impl Machine for Server {
     input<'a> = ServerInput<'a>;
     output = Output;
     |server, now, input| server.handle_input(now, input.conn, input.bytes)

@@ -710,7 +710,7 @@ impl Client {
     }
 }
 
-xsio_core::impl_protocol_machine!(impl for Client {
+xsio_core::impl_protocol_machine!(impl Machine for Client {
     input<'a> = Input<'a, std::os::fd::OwnedFd>;
     output = Output;
     |client, now, input| client.handle_input(now, input)
