@@ -253,7 +253,11 @@ impl Server {
         let reply = match request {
             Request::TransactionStart => self.transaction_start(conn_id, tx_id),
             Request::TransactionEnd { commit } => self.transaction_end(conn_id, tx_id, commit),
-            Request::Watch { path, token } => self.watch(conn_id, path, token, after),
+            Request::Watch { path, token } => {
+                let (reply, first_event) = self.watch(conn_id, path, token)?;
+                after.push(first_event);
+                Ok(reply)
+            }
             Request::Unwatch { path, token } => self.unwatch(conn_id, path, token),
             Request::ResetWatches => {
                 self.clear_watches(conn_id);

@@ -71,15 +71,14 @@ impl WatchIndex {
 }
 
 impl Server {
-    /// WATCH: registers the watch; its first event (the path as given) goes to `after`, to be
-    /// queued behind the reply.
+    /// WATCH: registers the watch; returns the reply and the watch's first event (the path
+    /// as given, its token), to be queued behind the reply.
     pub(super) fn watch(
         &mut self,
         conn_id: ConnId,
         given: String,
         token: String,
-        after: &mut Vec<(String, String)>,
-    ) -> Result<Reply, ErrorKind> {
+    ) -> Result<(Reply, (String, String)), ErrorKind> {
         let mut watch = self.resolve_watch(conn_id, &given, token)?;
         let conn = &self.conns[&conn_id];
         if conn
@@ -91,11 +90,11 @@ impl Server {
         }
         self.check_watch_quota(conn)?;
         let conn = self.conns.get_mut(&conn_id).expect("checked by the caller");
-        after.push((given, watch.token.clone()));
+        let first_event = (given, watch.token.clone());
         watch.seq = self.watch_index.next_seq();
         self.watch_index.insert(conn_id, &watch);
         conn.watches.push(watch);
-        Ok(Reply::Watch)
+        Ok((Reply::Watch, first_event))
     }
 
     /// UNWATCH: removes the watch with the same resolved path and token (ENOENT if none).
