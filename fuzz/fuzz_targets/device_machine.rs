@@ -12,6 +12,7 @@ use xsio_core::OpId;
 use xsio_device::{AddSpec, Config, Device, DeviceEvent, DeviceOp, Force, MultiDev, MultiEvent};
 use xsio_fuzz::{advance, any_duration};
 use xsio_ops::{
+    Answer,
     DomainState, HostOp, Op, OpError, OpErrorKind, Output, ProcessExit, Reply, Request, TxnId, XsOp,
 };
 
@@ -114,8 +115,8 @@ impl Under {
 
     fn reply(&mut self, now: Instant, id: OpId, result: Result<Reply, OpError>) -> bool {
         match self {
-            Under::One(op) => op.handle_reply(now, id, result).is_ok(),
-            Under::Many(all) => all.handle_reply(now, id, result).is_ok(),
+            Under::One(op) => op.handle_reply(now, Answer::new(id, result)).is_ok(),
+            Under::Many(all) => all.handle_reply(now, Answer::new(id, result)).is_ok(),
         }
     }
 

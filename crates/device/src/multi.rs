@@ -8,8 +8,8 @@ use std::time::Instant;
 use thiserror::Error;
 use xsio_core::OpId;
 use xsio_ops::{
-    HostOp, InputError, Op, OpError, OpErrorKind, Output, Reply, Request, XsOp, expect_children,
-    expect_value,
+    Answer, HostOp, InputError, Op, OpError, OpErrorKind, Output, Reply, Request, XsOp,
+    expect_children, expect_value,
 };
 
 use crate::config::Config;
@@ -214,12 +214,8 @@ impl MultiDev {
     }
 
     /// The answer to request `id`.
-    pub fn handle_reply(
-        &mut self,
-        now: Instant,
-        id: OpId,
-        result: Result<Reply, OpError>,
-    ) -> Result<(), InputError> {
+    pub fn handle_reply(&mut self, now: Instant, answer: Answer) -> Result<(), InputError> {
+        let Answer { id, result } = answer;
         let position = self
             .routes
             .iter()
@@ -230,7 +226,7 @@ impl MultiDev {
             Route::Sub { index, inner } => {
                 self.spawns.retain(|(_, _, outer)| *outer != id);
                 let answer = match self.ops.get_mut(index) {
-                    Some(op) => op.handle_reply(now, inner, result),
+                    Some(op) => op.handle_reply(now, Answer::new(inner, result)),
                     None => Ok(()),
                 };
                 self.drain(index);

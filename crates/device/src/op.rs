@@ -8,7 +8,9 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use xsio_core::OpId;
-use xsio_ops::{DomainState, HostOp, InputError, OpError, OpErrorKind, Output, Reply, TxnId, XsOp};
+use xsio_ops::{
+    Answer, DomainState, HostOp, InputError, OpError, OpErrorKind, Output, TxnId, XsOp,
+};
 use xsio_xenbus::XenbusState;
 
 use crate::config::Config;
@@ -343,12 +345,8 @@ impl DeviceOp {
     }
 
     /// The answer to request `id`.
-    pub fn handle_reply(
-        &mut self,
-        now: Instant,
-        id: OpId,
-        result: Result<Reply, OpError>,
-    ) -> Result<(), InputError> {
+    pub fn handle_reply(&mut self, now: Instant, answer: Answer) -> Result<(), InputError> {
+        let Answer { id, result } = answer;
         let (purpose, epoch) = self.io.finish(id)?;
         self.dispatch(now, id, purpose, epoch == self.epoch, result)
     }

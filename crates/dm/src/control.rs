@@ -5,10 +5,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use thiserror::Error;
-use xsio_core::{OpId, deadline};
+use xsio_core::deadline;
 use xsio_ops::{
-    InputError, OpError, PeerEvent, ProcessExit, QmpCommand, QmpOp, Reply, expect_qmp,
-    expect_session, split_checked,
+    Answer, InputError, OpError, PeerEvent, ProcessExit, QmpCommand, QmpOp, expect_qmp,
+    expect_session,
 };
 
 use crate::requests::Requests;
@@ -111,21 +111,21 @@ enum Purpose {
 /// ```
 /// use std::time::Instant;
 /// use xsio_dm::{Action, Control, ControlConfig};
-/// use xsio_ops::{Op, Output, QemuVersion, QmpOp, QmpSession, Reply};
+/// use xsio_ops::{Answer, Op, Output, QemuVersion, QmpOp, QmpSession, Reply};
 ///
 /// # #[allow(clippy::disallowed_methods)] // a doc example's epoch
 /// let now = Instant::now();
 /// let mut resume = Control::new(ControlConfig::new(Action::Resume), now);
 /// let Some(Output::Request(connect)) = resume.poll_output() else { unreachable!() };
 /// let version = QemuVersion { major: 7, minor: 2, micro: 22 };
-/// resume.handle_reply(now, connect.id, Ok(Reply::QmpConnected(QmpSession { version, package: String::new() })))?;
+/// resume.handle_reply(now, Answer::new(connect.id, Ok(Reply::QmpConnected(QmpSession { version, package: String::new() }))))?;
 /// let Some(Output::Request(cont)) = resume.poll_output() else { unreachable!() };
 /// let Op::Qmp(QmpOp::Command(command)) = &cont.op else { unreachable!() };
 /// assert_eq!(command.command, "cont");
-/// resume.handle_reply(now, cont.id, Ok(Reply::Qmp(serde_json::json!({}))))?;
+/// resume.handle_reply(now, Answer::new(cont.id, Ok(Reply::Qmp(serde_json::json!({})))))?;
 /// // Then the fd sets a save or restore left: here, none.
 /// let Some(Output::Request(list)) = resume.poll_output() else { unreachable!() };
-/// resume.handle_reply(now, list.id, Ok(Reply::Qmp(serde_json::json!([]))))?;
+/// resume.handle_reply(now, Answer::new(list.id, Ok(Reply::Qmp(serde_json::json!([])))))?;
 /// assert_eq!(resume.poll_output(), Some(Output::Event(Ok(()))));
 /// # Ok::<(), xsio_ops::InputError>(())
 /// ```
@@ -154,16 +154,11 @@ impl Control {
     }
 
     /// The answer to a request.
-    pub fn handle_reply(
-        &mut self,
-        _now: Instant,
-        id: OpId,
-        result: Result<Reply, OpError>,
-    ) -> Result<(), InputError> {
+    pub fn handle_reply(&mut self, _now: Instant, answer: Answer) -> Result<(), InputError> {
         let action = self.config.action;
-        match self.requests.finish(id)? {
+        match self.requests.finish(answer.id)? {
             Purpose::Connect => {
-                let (session, refused) = split_checked(expect_session(id, result));
+                let (session, refused) = answer.check(expect_session);
                 match session {
                     Ok(_) if !self.requests.is_complete() => {
                         let command = QmpCommand::new(action.command());
@@ -175,7 +170,7 @@ impl Control {
                 refused
             }
             Purpose::Command => {
-                let (done, refused) = split_checked(expect_qmp(id, result));
+                let (done, refused) = answer.check(expect_qmp);
                 match done {
                     Ok(_) if action == Action::Resume && !self.requests.is_complete() => {
                         let list = QmpCommand::new("query-fdsets");
@@ -189,7 +184,7 @@ impl Control {
                 refused
             }
             Purpose::ListFdSets => {
-                let (sets, refused) = split_checked(expect_qmp(id, result));
+                let (sets, refused) = answer.check(expect_qmp);
                 match sets {
                     Ok(sets) if !self.requests.is_complete() => self.remove_saved_state(&sets),
                     Ok(_) => {}
@@ -198,7 +193,7 @@ impl Control {
                 refused
             }
             Purpose::RemoveFdSet => {
-                let (removed, refused) = split_checked(expect_qmp(id, result));
+                let (removed, refused) = answer.check(expect_qmp);
                 self.removing = self.removing.saturating_sub(1);
                 if let Err(source) = removed {
                     self.cleanup_failure.get_or_insert(source);

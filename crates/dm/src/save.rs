@@ -5,11 +5,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use thiserror::Error;
-use xsio_core::{OpId, deadline};
+use xsio_core::deadline;
 use xsio_ops::{
-    FdHandle, FileAccess, FileOp, InputError, OpError, OpErrorKind, OpenFile, PeerEvent,
-    ProcessExit, QmpCommand, QmpOp, Reply, expect_done, expect_fd, expect_qmp, expect_session,
-    split_checked,
+    Answer, FdHandle, FileAccess, FileOp, InputError, OpError, OpErrorKind, OpenFile, PeerEvent,
+    ProcessExit, QmpCommand, QmpOp, expect_done, expect_fd, expect_qmp, expect_session,
 };
 
 use crate::requests::Requests;
@@ -173,16 +172,11 @@ impl Save {
     }
 
     /// The answer to a request.
-    pub fn handle_reply(
-        &mut self,
-        _now: Instant,
-        id: OpId,
-        result: Result<Reply, OpError>,
-    ) -> Result<(), InputError> {
+    pub fn handle_reply(&mut self, _now: Instant, answer: Answer) -> Result<(), InputError> {
         let running = !self.requests.is_complete() && self.failure.is_none();
-        match self.requests.finish(id)? {
+        match self.requests.finish(answer.id)? {
             Purpose::Connect => {
-                let (session, refused) = split_checked(expect_session(id, result));
+                let (session, refused) = answer.check(expect_session);
                 match session {
                     Ok(session) if running => {
                         let live = session.version.at_least(2, 11).then_some(self.config.live);
@@ -196,7 +190,7 @@ impl Save {
                 refused
             }
             Purpose::Stop => {
-                let (stopped, refused) = split_checked(expect_qmp(id, result));
+                let (stopped, refused) = answer.check(expect_qmp);
                 match stopped {
                     Ok(_) if running => {
                         let open = OpenFile {
@@ -213,7 +207,7 @@ impl Save {
                 refused
             }
             Purpose::Open => {
-                let (fd, refused) = split_checked(expect_fd(id, result));
+                let (fd, refused) = answer.check(expect_fd);
                 match fd {
                     Ok(fd) if running => self.add_fd(fd),
                     // Too late to use it: give it back.
@@ -223,7 +217,7 @@ impl Save {
                 refused
             }
             Purpose::AddFd => {
-                let (added, refused) = split_checked(expect_qmp(id, result));
+                let (added, refused) = answer.check(expect_qmp);
                 match added {
                     Ok(value) => match value.get("fdset-id").and_then(Value::as_u64) {
                         Some(fdset_id) if running => self.save_state(fdset_id),
@@ -236,7 +230,7 @@ impl Save {
                 refused
             }
             Purpose::SaveState { fdset_id } => {
-                let (saved, refused) = split_checked(expect_qmp(id, result));
+                let (saved, refused) = answer.check(expect_qmp);
                 if let Err(source) = saved {
                     // A connection error means there is nobody to send remove-fd to.
                     self.closed |= source.kind == OpErrorKind::Connection;
@@ -249,7 +243,7 @@ impl Save {
                 refused
             }
             Purpose::RemoveFd { fdset_id } => {
-                let (removed, refused) = split_checked(expect_qmp(id, result));
+                let (removed, refused) = answer.check(expect_qmp);
                 let outcome = match (self.failure.take(), removed) {
                     (Some(failure), _) => Err(failure),
                     (None, Ok(_)) => Ok(Saved {
@@ -263,7 +257,7 @@ impl Save {
             }
             Purpose::Close => {
                 // Nothing depends on it; a failed close was still a close.
-                let (_, refused) = split_checked(expect_done(id, result));
+                let (_, refused) = answer.check(expect_done);
                 refused
             }
         }

@@ -3,10 +3,10 @@
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
-use xsio_core::{OpId, deadline};
+use xsio_core::deadline;
 use xsio_ops::{
-    InputError, OpError, OpErrorKind, PeerEvent, ProcessExit, ProcessOp, QmpCommand, QmpOp, Reply,
-    expect_done, expect_qmp, expect_session, split_checked,
+    Answer, InputError, OpError, OpErrorKind, PeerEvent, ProcessExit, ProcessOp, QmpCommand, QmpOp,
+    expect_done, expect_qmp, expect_session,
 };
 
 use crate::requests::Requests;
@@ -94,15 +94,10 @@ impl Shutdown {
     }
 
     /// The answer to a request.
-    pub fn handle_reply(
-        &mut self,
-        now: Instant,
-        id: OpId,
-        result: Result<Reply, OpError>,
-    ) -> Result<(), InputError> {
-        match self.requests.finish(id)? {
+    pub fn handle_reply(&mut self, now: Instant, answer: Answer) -> Result<(), InputError> {
+        match self.requests.finish(answer.id)? {
             Purpose::Connect => {
-                let (session, refused) = split_checked(expect_session(id, result));
+                let (session, refused) = answer.check(expect_session);
                 match session {
                     Ok(_) if self.exit.is_none() => {
                         self.connected = true;
@@ -116,7 +111,7 @@ impl Shutdown {
                 refused
             }
             Purpose::Quit => {
-                let (quit, refused) = split_checked(expect_qmp(id, result));
+                let (quit, refused) = answer.check(expect_qmp);
                 match quit {
                     // QEMU may close the connection instead of answering: the same thing.
                     Ok(_) => {}
@@ -126,7 +121,7 @@ impl Shutdown {
                 refused
             }
             Purpose::Kill => {
-                let (killed, refused) = split_checked(expect_done(id, result));
+                let (killed, refused) = answer.check(expect_done);
                 if let Err(err) = killed {
                     if self.exit.is_none() {
                         self.requests.complete(Err(ShutdownError::Kill(err)));

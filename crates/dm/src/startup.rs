@@ -3,10 +3,10 @@
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
-use xsio_core::{OpId, deadline};
+use xsio_core::deadline;
 use xsio_ops::{
-    InputError, OpError, OpErrorKind, PeerEvent, ProcessExit, QmpCommand, QmpOp, QmpSession, Reply,
-    expect_qmp, expect_session, split_checked,
+    Answer, InputError, OpError, OpErrorKind, PeerEvent, ProcessExit, QmpCommand, QmpOp,
+    QmpSession, expect_qmp, expect_session,
 };
 
 use crate::requests::Requests;
@@ -118,7 +118,7 @@ enum Purpose {
 /// ```
 /// use std::time::Instant;
 /// use xsio_dm::{StartConfig, StartUp};
-/// use xsio_ops::{Op, Output, QemuVersion, QmpOp, QmpSession, Reply};
+/// use xsio_ops::{Answer, Op, Output, QemuVersion, QmpOp, QmpSession, Reply};
 ///
 /// # #[allow(clippy::disallowed_methods)] // a doc example's epoch
 /// let now = Instant::now();
@@ -127,10 +127,10 @@ enum Purpose {
 /// assert_eq!(connect.op, Op::Qmp(QmpOp::Connect));
 /// let version = QemuVersion { major: 7, minor: 2, micro: 22 };
 /// let session = QmpSession { version, package: String::new() };
-/// start.handle_reply(now, connect.id, Ok(Reply::QmpConnected(session)))?;
+/// start.handle_reply(now, Answer::new(connect.id, Ok(Reply::QmpConnected(session))))?;
 /// let Some(Output::Request(status)) = start.poll_output() else { unreachable!() };
 /// let prelaunch = serde_json::json!({"status": "prelaunch", "running": false});
-/// start.handle_reply(now, status.id, Ok(Reply::Qmp(prelaunch)))?;
+/// start.handle_reply(now, Answer::new(status.id, Ok(Reply::Qmp(prelaunch))))?;
 /// let Some(Output::Event(Ok(ready))) = start.poll_output() else { unreachable!() };
 /// assert_eq!((ready.status.as_str(), ready.session.version), ("prelaunch", version));
 /// # Ok::<(), xsio_ops::InputError>(())
@@ -160,15 +160,10 @@ impl StartUp {
     }
 
     /// The answer to a request.
-    pub fn handle_reply(
-        &mut self,
-        now: Instant,
-        id: OpId,
-        result: Result<Reply, OpError>,
-    ) -> Result<(), InputError> {
-        match self.requests.finish(id)? {
+    pub fn handle_reply(&mut self, now: Instant, answer: Answer) -> Result<(), InputError> {
+        match self.requests.finish(answer.id)? {
             Purpose::Connect => {
-                let (session, refused) = split_checked(expect_session(id, result));
+                let (session, refused) = answer.check(expect_session);
                 match session {
                     Ok(session) => {
                         if !self.requests.is_complete() {
@@ -185,7 +180,7 @@ impl StartUp {
                 refused
             }
             Purpose::Status => {
-                let (status, refused) = split_checked(expect_qmp(id, result));
+                let (status, refused) = answer.check(expect_qmp);
                 match status {
                     Ok(value) => self.on_status(&value),
                     Err(err) if err.kind == OpErrorKind::Connection => {

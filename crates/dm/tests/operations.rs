@@ -12,7 +12,7 @@ use xsio_harness::qemu::{Fate, FdSet, Seen};
 use xsio_harness::{Actor, ActorId, Harness};
 use xsio_harness::{SimQemu, Timed};
 use xsio_ops::{
-    FileAccess, FileOp, Input, InputError, Op, OpErrorKind, OpenFile, Output, PeerEvent,
+    Answer, FileAccess, FileOp, Input, InputError, Op, OpErrorKind, OpenFile, Output, PeerEvent,
     ProcessExit, QemuVersion, QmpOp, QmpSession, Reply,
 };
 
@@ -238,7 +238,8 @@ fn the_file_is_opened_write_only_created_and_truncated() {
             panic!()
         };
         let op = request.op.clone();
-        save.handle_reply(now, request.id, Ok(reply)).unwrap();
+        save.handle_reply(now, Answer::new(request.id, Ok(reply)))
+            .unwrap();
         op
     };
     let session = QmpSession {
@@ -546,14 +547,14 @@ fn a_kill_that_never_shows_as_an_exit_fails_after_the_kill_timeout() {
     // QEMU is unreachable: straight to the kill.
     let refused = xsio_ops::OpError::new(OpErrorKind::Connection, "ECONNREFUSED");
     shutdown
-        .handle_reply(now, connect.id, Err(refused))
+        .handle_reply(now, Answer::new(connect.id, Err(refused)))
         .unwrap();
     let Some(Output::Request(kill)) = shutdown.poll_output() else {
         panic!()
     };
     assert_eq!(kill.op, Op::Process(xsio_ops::ProcessOp::Kill));
     shutdown
-        .handle_reply(now, kill.id, Ok(Reply::Done))
+        .handle_reply(now, Answer::new(kill.id, Ok(Reply::Done)))
         .unwrap();
     assert_eq!(shutdown.poll_timeout(), Some(now + Duration::from_secs(5)));
     shutdown.handle_timeout(now + Duration::from_secs(5));
@@ -578,7 +579,7 @@ fn an_answer_to_a_request_not_in_flight_is_refused_and_changes_nothing() {
     let before = save.clone();
     let stranger = xsio_core::OpId::from_raw(99);
     assert_eq!(
-        save.handle_reply(now, stranger, Ok(Reply::Done)),
+        save.handle_reply(now, Answer::new(stranger, Ok(Reply::Done))),
         Err(InputError::UnknownOp(stranger))
     );
     assert_eq!(save, before);
@@ -593,8 +594,7 @@ fn an_answer_of_the_wrong_kind_is_refused_and_fails_the_operation_once() {
     };
     let wrong = start.handle_reply(
         now,
-        connect.id,
-        Ok(Reply::Fd(xsio_ops::FdHandle::from_raw(1))),
+        Answer::new(connect.id, Ok(Reply::Fd(xsio_ops::FdHandle::from_raw(1)))),
     );
     assert!(matches!(wrong, Err(InputError::WrongReply { .. })));
     let Some(Output::Event(Err(StartError::Connection(err)))) = start.poll_output() else {

@@ -61,10 +61,12 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod answer;
 mod machine;
 mod qmp;
 mod requests;
 
+pub use answer::Answer;
 pub use qmp::{
     FdHandle, FileAccess, FileOp, OpenFile, PeerEvent, ProcessOp, QemuVersion, QmpCommand,
     QmpErrorClass, QmpEvent, QmpOp, QmpSession,

@@ -1,7 +1,7 @@
 //! [`impl_machine!`]: the one `xsio_core::Machine` implementation of L2 machines.
 
 /// Implements [`xsio_core::Machine`] for an L2 machine from its inherent methods, in this
-/// crate's vocabulary: [`Input::Reply`](crate::Input::Reply) goes to `handle_reply(now, id, result)`; with
+/// crate's vocabulary: [`Input::Reply`](crate::Input::Reply) goes to `handle_reply(now, answer)` (an [`Answer`](crate::Answer)); with
 /// `watch: method`, [`Input::Watch`](crate::Input::Watch) goes to `method(now, path, token)`; with
 /// `peer: method`, [`Input::Peer`](crate::Input::Peer) goes to `method(now, event)`; any other input is one the
 /// machine never asks for and is ignored. `handle_timeout`, `poll_output` and `poll_timeout`
@@ -9,8 +9,8 @@
 ///
 /// ```
 /// use std::time::Instant;
-/// use xsio_core::{Machine, OpId};
-/// use xsio_ops::{Input, InputError, OpError, Output, Reply, Requests, XsOp, impl_machine};
+/// use xsio_core::Machine;
+/// use xsio_ops::{Answer, Input, InputError, Output, Reply, Requests, XsOp, impl_machine};
 ///
 /// /// Reads one node, once; reports its value.
 /// struct ReadOnce {
@@ -18,14 +18,9 @@
 /// }
 ///
 /// impl ReadOnce {
-///     fn handle_reply(
-///         &mut self,
-///         _now: Instant,
-///         id: OpId,
-///         result: Result<Reply, OpError>,
-///     ) -> Result<(), InputError> {
-///         self.requests.finish(id)?;
-///         if let Ok(Reply::Value(value)) = result {
+///     fn handle_reply(&mut self, _now: Instant, answer: Answer) -> Result<(), InputError> {
+///         self.requests.finish(answer.id)?;
+///         if let Ok(Reply::Value(value)) = answer.result {
 ///             self.requests.event(value);
 ///         }
 ///         Ok(())
@@ -67,7 +62,7 @@ macro_rules! impl_machine {
             ) -> ::std::result::Result<(), $crate::InputError> {
                 match input {
                     $crate::Input::Reply { id, result } => {
-                        <$machine>::handle_reply(self, now, id, result)
+                        <$machine>::handle_reply(self, now, $crate::Answer { id, result })
                     }
                     $($crate::Input::Watch { path, token } => {
                         <$machine>::$watch(self, now, path, token);

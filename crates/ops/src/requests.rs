@@ -81,6 +81,11 @@ impl<P, E> Requests<P, E> {
         self.in_flight.len()
     }
 
+    /// The purposes of the requests in flight, oldest first.
+    pub fn purposes(&self) -> impl Iterator<Item = &P> {
+        self.in_flight.iter().map(|(_, purpose)| purpose)
+    }
+
     /// Nothing queued: every output has been polled.
     pub fn is_drained(&self) -> bool {
         self.out.is_empty()

@@ -3,14 +3,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use xsio_core::OpId;
-
 use crate::areas::DeviceAreas;
 use crate::keys::{KeyCheck, KeyError, KeyRead, KeySpec};
-use crate::requests::{Phase, after_check, write_state};
+use crate::requests::{End, Phase, write_state};
 use crate::state::{StateError, XenbusState};
 use xsio_ops::{
-    InputError, OpError, Output, Reply, Requests, TxnOp, XsOp, expect_done, expect_state_value,
+    Answer, InputError, OpError, Output, Requests, TxnOp, XsOp, expect_done, expect_state_value,
     expect_txn, expect_value,
 };
 
@@ -224,49 +222,27 @@ impl Backend {
     }
 
     /// The result of a request.
-    pub fn handle_reply(
-        &mut self,
-        _now: Instant,
-        id: OpId,
-        result: Result<Reply, OpError>,
-    ) -> Result<(), InputError> {
-        let purpose = self.requests.finish(id)?;
-        match purpose {
-            Purpose::Watch | Purpose::Unwatch => {
-                let checked = expect_done(id, result);
-                self.after_check(checked, |_, _| {})
-            }
-            Purpose::WriteState => {
-                let checked = expect_txn(id, result);
-                self.after_check(checked, |me, committed| {
-                    if !committed {
-                        me.stop(Phase::Finished, BackendEvent::Removed);
-                    }
-                })
-            }
+    pub fn handle_reply(&mut self, _now: Instant, answer: Answer) -> Result<(), InputError> {
+        match self.requests.finish(answer.id)? {
+            Purpose::Watch | Purpose::Unwatch => self.answered(answer, expect_done, |_, ()| {}),
+            Purpose::WriteState => self.answered(answer, expect_txn, Self::on_state_written),
             Purpose::ReadFrontendState => {
-                let checked = expect_state_value(id, result);
-                self.after_check(checked, |me, value| me.on_frontend_state(value))
+                self.answered(answer, expect_state_value, Self::on_frontend_state)
             }
-            Purpose::ReadOnline => {
-                let checked = expect_value(id, result);
-                self.after_check(checked, |me, value| me.on_online(value))
-            }
+            Purpose::ReadOnline => self.answered(answer, expect_value, Self::on_online),
             Purpose::ReadKey { generation, index } => {
-                let checked = expect_value(id, result);
-                self.after_check(checked, |me, value| me.on_key(generation, index, value))
+                self.answered(answer, expect_value, |me, value| {
+                    me.on_key(generation, index, value);
+                })
             }
         }
     }
 
-    /// Runs `on_ok` for a successful reply while running, the failure path otherwise.
-    fn after_check<T>(
-        &mut self,
-        checked: Result<Result<T, OpError>, InputError>,
-        on_ok: impl FnOnce(&mut Self, T),
-    ) -> Result<(), InputError> {
-        let running = self.phase == Phase::Running;
-        after_check(self, running, checked, Self::fail, on_ok)
+    /// A state write that found no `state` node: the directory is gone.
+    fn on_state_written(&mut self, committed: bool) {
+        if !committed {
+            self.stop(Phase::Finished, BackendEvent::Removed);
+        }
     }
 
     fn on_frontend_state(&mut self, value: Option<String>) {
@@ -444,10 +420,6 @@ impl Backend {
         );
     }
 
-    fn fail(&mut self, err: OpError) {
-        self.stop(Phase::Failed, BackendEvent::Failed(err));
-    }
-
     fn own_writes(&self, keys: &[(String, String)]) -> Vec<TxnOp> {
         keys.iter()
             .map(|(key, value)| TxnOp::write(self.config.areas.backend_key(key), value.clone()))
@@ -493,3 +465,13 @@ impl Backend {
 }
 
 xsio_ops::impl_machine!(Backend, BackendEvent, watch: handle_watch);
+
+impl End for Backend {
+    fn running(&self) -> bool {
+        self.phase == Phase::Running
+    }
+
+    fn fail(&mut self, err: OpError) {
+        self.stop(Phase::Failed, BackendEvent::Failed(err));
+    }
+}

@@ -3,14 +3,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use xsio_core::{OpId, deadline};
+use xsio_core::deadline;
 
 use crate::areas::DeviceAreas;
 use crate::keys::{KeyCheck, KeyError, KeyRead, KeySpec};
-use crate::requests::{Phase, after_check, write_state};
+use crate::requests::{End, Phase, write_state};
 use crate::state::{StateError, XenbusState};
 use xsio_ops::{
-    InputError, OpError, Output, Reply, Requests, TxnOp, XsOp, expect_done, expect_state_value,
+    Answer, InputError, OpError, Output, Requests, TxnOp, XsOp, expect_done, expect_state_value,
     expect_txn, expect_value,
 };
 
@@ -191,33 +191,17 @@ impl Frontend {
     }
 
     /// The result of a request.
-    pub fn handle_reply(
-        &mut self,
-        _now: Instant,
-        id: OpId,
-        result: Result<Reply, OpError>,
-    ) -> Result<(), InputError> {
-        let purpose = self.requests.finish(id)?;
-        match purpose {
-            Purpose::Watch | Purpose::Unwatch => {
-                let checked = expect_done(id, result);
-                self.after_check(checked, |_, _| {})
-            }
-            Purpose::WriteState => {
-                let checked = expect_txn(id, result);
-                self.after_check(checked, |me, committed| {
-                    if !committed {
-                        me.stop(Phase::Finished, FrontendEvent::Removed);
-                    }
-                })
-            }
+    pub fn handle_reply(&mut self, _now: Instant, answer: Answer) -> Result<(), InputError> {
+        match self.requests.finish(answer.id)? {
+            Purpose::Watch | Purpose::Unwatch => self.answered(answer, expect_done, |_, ()| {}),
+            Purpose::WriteState => self.answered(answer, expect_txn, Self::on_state_written),
             Purpose::ReadBackendState => {
-                let checked = expect_state_value(id, result);
-                self.after_check(checked, |me, value| me.on_backend_state(value))
+                self.answered(answer, expect_state_value, Self::on_backend_state)
             }
             Purpose::ReadKey { generation, index } => {
-                let checked = expect_value(id, result);
-                self.after_check(checked, |me, value| me.on_key(generation, index, value))
+                self.answered(answer, expect_value, |me, value| {
+                    me.on_key(generation, index, value);
+                })
             }
         }
     }
@@ -247,14 +231,11 @@ impl Frontend {
         self.close_deadline
     }
 
-    /// Runs `on_ok` for a successful reply while running, the failure path otherwise.
-    fn after_check<T>(
-        &mut self,
-        checked: Result<Result<T, OpError>, InputError>,
-        on_ok: impl FnOnce(&mut Self, T),
-    ) -> Result<(), InputError> {
-        let running = self.phase == Phase::Running;
-        after_check(self, running, checked, Self::fail, on_ok)
+    /// A state write that found no `state` node: the directory is gone.
+    fn on_state_written(&mut self, committed: bool) {
+        if !committed {
+            self.stop(Phase::Finished, FrontendEvent::Removed);
+        }
     }
 
     fn on_backend_state(&mut self, value: Option<String>) {
@@ -404,10 +385,6 @@ impl Frontend {
         );
     }
 
-    fn fail(&mut self, err: OpError) {
-        self.stop(Phase::Failed, FrontendEvent::Failed(err));
-    }
-
     fn request(&mut self, purpose: Purpose, op: XsOp) {
         self.requests.request(purpose, op);
     }
@@ -426,3 +403,13 @@ impl Frontend {
 }
 
 xsio_ops::impl_machine!(Frontend, FrontendEvent, watch: handle_watch);
+
+impl End for Frontend {
+    fn running(&self) -> bool {
+        self.phase == Phase::Running
+    }
+
+    fn fail(&mut self, err: OpError) {
+        self.stop(Phase::Failed, FrontendEvent::Failed(err));
+    }
+}

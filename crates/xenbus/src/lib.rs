@@ -49,7 +49,7 @@
 //! use std::time::Instant;
 //! use xsio_vbd::Vbd;
 //! use xsio_xenbus::block::{BlockDevice, BlockKind, Mode};
-//! use xsio_ops::{Op, Output, Reply, XsOp};
+//! use xsio_ops::{Answer, Op, Output, Reply, XsOp};
 //! use xsio_xenbus::{Backend, XenbusState};
 //!
 //! # #[allow(clippy::disallowed_methods)] // a doc example's epoch
@@ -65,7 +65,7 @@
 //!                 Op::Xs(XsOp::Transaction(_)) => Reply::Committed,
 //!                 _ => Reply::Done,
 //!             };
-//!             backend.handle_reply(now, request.id, Ok(reply))?;
+//!             backend.handle_reply(now, Answer::new(request.id, Ok(reply)))?;
 //!         }
 //!         Output::Event(event) => println!("{event:?}"),
 //!     }

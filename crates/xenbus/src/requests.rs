@@ -3,7 +3,8 @@
 //! Each machine keeps only its own protocol logic.
 
 use crate::state::XenbusState;
-use xsio_ops::{InputError, OpError, Txn, TxnOp, XsOp, split_checked};
+use xsio_core::OpId;
+use xsio_ops::{Answer, InputError, OpError, Reply, Txn, TxnOp, XsOp, split_checked};
 
 /// Whether a device end still runs, and why it stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -30,6 +31,31 @@ pub(crate) fn after_check<M, T>(
         Err(err) => fail(machine, err),
     }
     refused
+}
+
+/// One of the `expect_*` reply checks of `xsio_ops`.
+pub(crate) type Expect<T> =
+    fn(OpId, Result<Reply, OpError>) -> Result<Result<T, OpError>, InputError>;
+
+/// A device end (backend, frontend): how an answer to one of its requests goes on.
+pub(crate) trait End: Sized {
+    /// Still running: a successful answer goes on.
+    fn running(&self) -> bool;
+
+    /// A request failed: the end stops.
+    fn fail(&mut self, err: OpError);
+
+    /// Checks `answer` with `expect`, then goes on as [`after_check`] does.
+    fn answered<T>(
+        &mut self,
+        answer: Answer,
+        expect: Expect<T>,
+        on_ok: impl FnOnce(&mut Self, T),
+    ) -> Result<(), InputError> {
+        let running = self.running();
+        let checked = expect(answer.id, answer.result);
+        after_check(self, running, checked, Self::fail, on_ok)
+    }
 }
 
 /// Writes `state` (after the `extra` keys) to `state_path`, guarded by the node's existence

@@ -3,12 +3,12 @@
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
-use xsio_core::{OpId, deadline};
+use xsio_core::deadline;
 
 use crate::requests::after_check;
 use crate::state::{StateError, XenbusState};
 use xsio_ops::{
-    InputError, OpError, Output, Reply, Requests, XsOp, expect_done, expect_state_value,
+    Answer, InputError, OpError, Output, Requests, XsOp, expect_done, expect_state_value,
 };
 
 /// What a [`StateWaiter`] waits for.
@@ -81,7 +81,7 @@ enum Purpose {
 ///
 /// ```
 /// use std::time::{Duration, Instant};
-/// use xsio_ops::{Op, Output, Reply, XsOp};
+/// use xsio_ops::{Answer, Op, Output, Reply, XsOp};
 /// use xsio_xenbus::{StateWaiter, WaitEvent, WaiterConfig, XenbusState};
 ///
 /// # #[allow(clippy::disallowed_methods)] // a doc example's epoch
@@ -93,11 +93,11 @@ enum Purpose {
 ///     token: "wait".into(),
 /// }, now);
 /// let Some(Output::Request(watch)) = waiter.poll_output() else { unreachable!() };
-/// waiter.handle_reply(now, watch.id, Ok(Reply::Done))?;
+/// waiter.handle_reply(now, Answer::new(watch.id, Ok(Reply::Done)))?;
 /// waiter.handle_watch(now, "/local/domain/0/backend/qdisk/1/51712/state", "wait");
 /// let Some(Output::Request(read)) = waiter.poll_output() else { unreachable!() };
 /// assert!(matches!(read.op, Op::Xs(XsOp::Read { .. })));
-/// waiter.handle_reply(now, read.id, Ok(Reply::Value(Some("6".into()))))?;
+/// waiter.handle_reply(now, Answer::new(read.id, Ok(Reply::Value(Some("6".into())))))?;
 /// assert_eq!(waiter.poll_output(), Some(Output::Event(WaitEvent::Done(Ok(XenbusState::Closed)))));
 /// # Ok::<(), xsio_ops::InputError>(())
 /// ```
@@ -162,14 +162,9 @@ impl StateWaiter {
     }
 
     /// The result of a request.
-    pub fn handle_reply(
-        &mut self,
-        _now: Instant,
-        id: OpId,
-        result: Result<Reply, OpError>,
-    ) -> Result<(), InputError> {
-        let purpose = self.requests.finish(id)?;
-        let outcome = match purpose {
+    pub fn handle_reply(&mut self, _now: Instant, answer: Answer) -> Result<(), InputError> {
+        let Answer { id, result } = answer;
+        let outcome = match self.requests.finish(id)? {
             Purpose::Watch | Purpose::Unwatch => expect_done(id, result).map(|r| r.map(|()| None)),
             Purpose::Read => expect_state_value(id, result).map(|r| r.map(Some)),
         };

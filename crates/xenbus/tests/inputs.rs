@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use xsio_core::OpId;
-use xsio_ops::{InputError, Op, Output, Reply, Request, XsOp};
+use xsio_ops::{Answer, InputError, Op, Output, Reply, Request, XsOp};
 use xsio_vbd::Vbd;
 use xsio_xenbus::block::{BlockDevice, BlockKind, BlockTransport, Mode};
 use xsio_xenbus::{
@@ -56,7 +56,9 @@ fn started_backend(now: Instant) -> (Backend, String) {
             Op::Xs(XsOp::Transaction(_)) => Reply::Committed,
             other => panic!("unexpected start-up request {other:?}"),
         };
-        backend.handle_reply(now, r.id, Ok(reply)).unwrap();
+        backend
+            .handle_reply(now, Answer::new(r.id, Ok(reply)))
+            .unwrap();
     }
     (backend, token)
 }
@@ -66,14 +68,14 @@ fn unknown_and_wrong_replies_are_typed_errors() {
     let now = epoch();
     let (mut backend, token) = started_backend(now);
     assert_eq!(
-        backend.handle_reply(now, OpId::from_raw(999), Ok(Reply::Done)),
+        backend.handle_reply(now, Answer::new(OpId::from_raw(999), Ok(Reply::Done))),
         Err(InputError::UnknownOp(OpId::from_raw(999)))
     );
     backend.handle_watch(now, "/x", &token);
     let (requests, _) = drain(|| backend.poll_output());
     let read = &requests[0];
     assert!(matches!(
-        backend.handle_reply(now, read.id, Ok(Reply::Committed)),
+        backend.handle_reply(now, Answer::new(read.id, Ok(Reply::Committed))),
         Err(InputError::WrongReply { .. })
     ));
     let (_, events) = drain(|| backend.poll_output());
@@ -89,7 +91,10 @@ fn garbage_frontend_state_changes_nothing() {
         backend.handle_watch(now, "/x", &token);
         let (requests, _) = drain(|| backend.poll_output());
         backend
-            .handle_reply(now, requests[0].id, Ok(Reply::Value(Some(garbage.into()))))
+            .handle_reply(
+                now,
+                Answer::new(requests[0].id, Ok(Reply::Value(Some(garbage.into())))),
+            )
             .unwrap();
         let (requests, events) = drain(|| backend.poll_output());
         assert!(requests.is_empty(), "{garbage:?}");
@@ -117,13 +122,16 @@ fn frontend_close_gives_up_on_a_silent_backend() {
     };
     let token = token.clone();
     frontend
-        .handle_reply(now, requests[0].id, Ok(Reply::Done))
+        .handle_reply(now, Answer::new(requests[0].id, Ok(Reply::Done)))
         .unwrap();
     // Backend Connected: the frontend publishes, reads the disk info, connects.
     frontend.handle_watch(now, "/x", &token);
     let (requests, _) = drain(|| frontend.poll_output());
     frontend
-        .handle_reply(now, requests[0].id, Ok(Reply::Value(Some("4".into()))))
+        .handle_reply(
+            now,
+            Answer::new(requests[0].id, Ok(Reply::Value(Some("4".into())))),
+        )
         .unwrap();
     let (requests, _) = drain(|| frontend.poll_output());
     let values = ["ignored", "2048", "0", "512"];
@@ -132,7 +140,9 @@ fn frontend_close_gives_up_on_a_silent_backend() {
             Op::Xs(XsOp::Transaction(_)) => Reply::Committed,
             _ => Reply::Value(Some(value.into())),
         };
-        frontend.handle_reply(now, r.id, Ok(reply)).unwrap();
+        frontend
+            .handle_reply(now, Answer::new(r.id, Ok(reply)))
+            .unwrap();
     }
     let (_, events) = drain(|| frontend.poll_output());
     assert!(
@@ -179,13 +189,15 @@ fn waiter_ends_when_the_node_goes_away() {
         let mut waiter = StateWaiter::new(config(wanted), now);
         let (requests, _) = drain(|| waiter.poll_output());
         waiter
-            .handle_reply(now, requests[0].id, Ok(Reply::Done))
+            .handle_reply(now, Answer::new(requests[0].id, Ok(Reply::Done)))
             .unwrap();
         for value in [Some("5"), None] {
             waiter.handle_watch(now, "/be/state", "t");
             let (reads, _) = drain(|| waiter.poll_output());
             let answer = Ok(Reply::Value(value.map(str::to_owned)));
-            waiter.handle_reply(now, reads[0].id, answer).unwrap();
+            waiter
+                .handle_reply(now, Answer::new(reads[0].id, answer))
+                .unwrap();
         }
         assert_eq!(waiter.result(), Some(&expected));
         assert_eq!(waiter.poll_timeout(), None);
@@ -206,7 +218,7 @@ fn waiter_waits_through_a_missing_node_and_times_out() {
     );
     let (requests, _) = drain(|| waiter.poll_output());
     waiter
-        .handle_reply(now, requests[0].id, Ok(Reply::Done))
+        .handle_reply(now, Answer::new(requests[0].id, Ok(Reply::Done)))
         .unwrap();
     let mut events = Vec::new();
     for value in [None, Some("5"), Some("bogus"), Some("5")] {
@@ -216,7 +228,10 @@ fn waiter_waits_through_a_missing_node_and_times_out() {
         events.extend(seen);
         assert_eq!(requests.len(), 1);
         waiter
-            .handle_reply(now, requests[0].id, Ok(Reply::Value(value.map(Into::into))))
+            .handle_reply(
+                now,
+                Answer::new(requests[0].id, Ok(Reply::Value(value.map(Into::into)))),
+            )
             .unwrap();
     }
     events.extend(drain(|| waiter.poll_output()).1);
@@ -249,7 +264,7 @@ fn an_unreadable_other_end_counts_as_gone() {
     let (requests, _) = drain(|| backend.poll_output());
     let denied = xsio_ops::OpError::new(xsio_ops::OpErrorKind::Access, "EACCES");
     backend
-        .handle_reply(now, requests[0].id, Err(denied))
+        .handle_reply(now, Answer::new(requests[0].id, Err(denied)))
         .unwrap();
     let (_, events) = drain(|| backend.poll_output());
     assert!(

@@ -1,7 +1,7 @@
 //! How a change ends: success, failure, and the cleanup in between (transaction aborted,
 //! descriptor closed, fd set removed, xenstore set to what QEMU holds, lock given back).
 
-use xsio_ops::{FileOp, HostOp, OpError, OpErrorKind, Output, QmpOp, XsOp};
+use xsio_ops::{FileOp, HostOp, OpError, OpErrorKind, QmpOp, XsOp};
 
 use super::{Completion, Lock, MediaChange, Purpose, Write};
 use crate::config::params;
@@ -58,7 +58,7 @@ impl MediaChange {
             return;
         }
         let lock = self.lock;
-        let busy = self.in_flight.values().any(|p| match p {
+        let busy = self.requests.purposes().any(|p| match p {
             Purpose::Unlock | Purpose::Close => false,
             Purpose::Lock => lock != Lock::Released,
             _ => true,
@@ -106,7 +106,7 @@ impl MediaChange {
     pub(super) fn complete(&mut self, result: Completion) {
         if self.completed.is_none() {
             self.completed = Some(result.clone());
-            self.out.push_back(Output::Event(result));
+            self.requests.event(result);
         }
     }
 }

@@ -1,14 +1,14 @@
 //! The media-change machine: its steps, and the cleanup every failure runs.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use serde_json::Value;
 use xsio_core::{OpId, deadline};
 use xsio_device::Device;
 use xsio_ops::{
-    DomainState, FdHandle, HostOp, InputError, Op, OpError, OpErrorKind, Output, PeerEvent,
-    ProcessExit, QemuVersion, QmpCommand, QmpOp, Reply, Request, TxnId, TxnOp, XsOp, expect_domain,
+    Answer, DomainState, FdHandle, HostOp, InputError, Op, OpErrorKind, Output, PeerEvent,
+    ProcessExit, QemuVersion, QmpCommand, QmpOp, Requests, TxnId, TxnOp, XsOp, expect_domain,
     expect_done, expect_fd, expect_qmp, expect_session, expect_txn_started, expect_value,
 };
 use xsio_vbd::Vbd;
@@ -99,9 +99,7 @@ pub struct MediaChange {
     device: Option<Device>,
     /// The backend's `type` (`qdisk`, `phy`).
     backend_type: String,
-    next_id: u64,
-    in_flight: BTreeMap<OpId, Purpose>,
-    out: VecDeque<Output<Result<Changed, CdromError>>>,
+    requests: Requests<Purpose, Completion>,
     completed: Option<Result<Changed, CdromError>>,
     deadline: Option<Instant>,
     /// The first failure; the change completes with it once the cleanup is through.
@@ -139,9 +137,7 @@ impl MediaChange {
             devid: 0,
             device: None,
             backend_type: String::new(),
-            next_id: 0,
-            in_flight: BTreeMap::new(),
-            out: VecDeque::new(),
+            requests: Requests::new(),
             completed: None,
             failure: None,
             lock: Lock::NotAsked,
@@ -206,12 +202,12 @@ impl MediaChange {
 
     /// Complete, every request answered, nothing left to drain: nothing more will come out.
     pub fn is_settled(&self) -> bool {
-        self.completed.is_some() && self.in_flight.is_empty() && self.out.is_empty()
+        self.completed.is_some() && self.requests.in_flight() == 0 && self.requests.is_drained()
     }
 
     /// Requests awaiting an answer.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.len()
+        self.requests.in_flight()
     }
 
     /// How many `DEVICE_TRAY_MOVED` events QEMU sent during the change.
@@ -221,7 +217,7 @@ impl MediaChange {
 
     /// The next output, `None` when drained.
     pub fn poll_output(&mut self) -> Option<Output<Completion>> {
-        self.out.pop_front()
+        self.requests.next_output()
     }
 
     /// The deadline while not complete.
@@ -267,17 +263,9 @@ impl MediaChange {
     }
 
     /// The answer to request `id`.
-    pub fn handle_reply(
-        &mut self,
-        _now: Instant,
-        id: OpId,
-        result: Result<Reply, OpError>,
-    ) -> Result<(), InputError> {
-        let purpose = self
-            .in_flight
-            .remove(&id)
-            .ok_or(InputError::UnknownOp(id))?;
-        let refused = self.on_reply(id, purpose, result);
+    pub fn handle_reply(&mut self, _now: Instant, answer: Answer) -> Result<(), InputError> {
+        let purpose = self.requests.finish(answer.id)?;
+        let refused = self.on_reply(purpose, answer);
         self.advance();
         refused
     }
@@ -288,16 +276,11 @@ impl MediaChange {
         self.failure.is_none() && self.completed.is_none()
     }
 
-    fn on_reply(
-        &mut self,
-        id: OpId,
-        purpose: Purpose,
-        result: Result<Reply, OpError>,
-    ) -> Result<(), InputError> {
+    fn on_reply(&mut self, purpose: Purpose, answer: Answer) -> Result<(), InputError> {
         let domid = self.config.domid;
         match purpose {
             Purpose::DomainInfo => {
-                let (state, refused) = checked(expect_domain(id, result));
+                let (state, refused) = answer.check(expect_domain);
                 match state {
                     _ if !self.running() => {}
                     Ok(DomainState::Absent | DomainState::Dead) => {
@@ -311,7 +294,8 @@ impl MediaChange {
                 refused
             }
             Purpose::Lock => {
-                let (locked, refused) = checked(expect_done(id, result));
+                let id = answer.id;
+                let (locked, refused) = answer.check(expect_done);
                 match (locked, self.lock) {
                     // Withdrawn: the Unlock already sent releases it if it was granted.
                     (_, Lock::Released) => {}
@@ -330,7 +314,7 @@ impl MediaChange {
             }
             Purpose::Unlock | Purpose::Close => {
                 // Nothing depends on them; a failed close still closed.
-                checked(expect_done(id, result)).1
+                answer.check(expect_done).1
             }
             Purpose::ReadKind
             | Purpose::ReadDmVersion
@@ -338,7 +322,7 @@ impl MediaChange {
             | Purpose::ReadBackend
             | Purpose::ReadDeviceType
             | Purpose::ReadBackendType => {
-                let (value, refused) = checked(expect_value(id, result));
+                let (value, refused) = answer.check(expect_value);
                 match value {
                     Ok(value) if self.running() => self.on_read(purpose, value),
                     Ok(_) => {}
@@ -350,7 +334,7 @@ impl MediaChange {
                 refused
             }
             Purpose::Connect | Purpose::Reconnect => {
-                let (session, refused) = checked(expect_session(id, result));
+                let (session, refused) = answer.check(expect_session);
                 match session {
                     Ok(_) => {
                         self.qmp_closed = false;
@@ -367,7 +351,7 @@ impl MediaChange {
                 refused
             }
             Purpose::QueryVersion => {
-                let (version, refused) = checked(expect_qmp(id, result));
+                let (version, refused) = answer.check(expect_qmp);
                 match version {
                     Ok(value) => match version_of(&value) {
                         Some(version) => {
@@ -386,7 +370,7 @@ impl MediaChange {
                 refused
             }
             Purpose::Eject => {
-                let (ejected, refused) = checked(expect_qmp(id, result));
+                let (ejected, refused) = answer.check(expect_qmp);
                 if ejected.is_ok() {
                     self.held = Some(String::new());
                 }
@@ -404,7 +388,7 @@ impl MediaChange {
                 refused
             }
             Purpose::Open => {
-                let (fd, refused) = checked(expect_fd(id, result));
+                let (fd, refused) = answer.check(expect_fd);
                 match fd {
                     Ok(fd) if self.running() => self.add_fd(fd),
                     // Too late to pass on: the cleanup closes it.
@@ -420,7 +404,7 @@ impl MediaChange {
                 refused
             }
             Purpose::AddFd => {
-                let (added, refused) = checked(expect_qmp(id, result));
+                let (added, refused) = answer.check(expect_qmp);
                 match added {
                     Ok(value) => match value.get("fdset-id").and_then(Value::as_u64) {
                         Some(set) => {
@@ -439,7 +423,7 @@ impl MediaChange {
                 refused
             }
             Purpose::ChangeMedium => {
-                let (changed, refused) = checked(expect_qmp(id, result));
+                let (changed, refused) = answer.check(expect_qmp);
                 match changed {
                     Ok(_) => {
                         self.new_fdset = self.fdset;
@@ -456,7 +440,7 @@ impl MediaChange {
                 refused
             }
             Purpose::RemoveFd => {
-                let (removed, refused) = checked(expect_qmp(id, result));
+                let (removed, refused) = answer.check(expect_qmp);
                 if self.running() {
                     if let Err(source) = removed {
                         let fdset_id = self.new_fdset.unwrap_or_default();
@@ -467,7 +451,7 @@ impl MediaChange {
                 refused
             }
             Purpose::QueryBlock => {
-                let (block, refused) = checked(expect_qmp(id, result));
+                let (block, refused) = answer.check(expect_qmp);
                 match block {
                     Ok(value) => {
                         if let Some(params) = self.params_held(&value) {
@@ -479,7 +463,7 @@ impl MediaChange {
                 refused
             }
             Purpose::TxnStart => {
-                let (txn, refused) = checked(expect_txn_started(id, result));
+                let (txn, refused) = answer.check(expect_txn_started);
                 match txn {
                     Ok(txn) => {
                         let Some(run) = &mut self.txn else {
@@ -499,7 +483,7 @@ impl MediaChange {
                 refused
             }
             Purpose::TxnRead => {
-                let (value, refused) = checked(expect_value(id, result));
+                let (value, refused) = answer.check(expect_value);
                 match value {
                     Ok(Some(_)) => self.next_txn_step(),
                     Ok(None) => {
@@ -514,7 +498,7 @@ impl MediaChange {
                 refused
             }
             Purpose::TxnApply => {
-                let (done, refused) = checked(expect_done(id, result));
+                let (done, refused) = answer.check(expect_done);
                 match done {
                     Ok(()) => self.next_txn_step(),
                     Err(source) => self.txn_failed(CdromError::Xenstore {
@@ -524,7 +508,7 @@ impl MediaChange {
                 }
                 refused
             }
-            Purpose::TxnEnd => self.on_txn_end(id, result),
+            Purpose::TxnEnd => self.on_txn_end(answer),
         }
     }
 
@@ -640,12 +624,7 @@ impl MediaChange {
     // ---- plumbing ------------------------------------------------------------------------
 
     fn request(&mut self, purpose: Purpose, op: impl Into<Op>) -> OpId {
-        let id = OpId::from_raw(self.next_id);
-        self.next_id = self.next_id.wrapping_add(1);
-        self.in_flight.insert(id, purpose);
-        self.out
-            .push_back(Output::Request(Request { id, op: op.into() }));
-        id
+        self.requests.request(purpose, op)
     }
 
     fn read(&mut self, purpose: Purpose, path: String) {
@@ -678,46 +657,4 @@ fn version_of(value: &Value) -> Option<QemuVersion> {
     })
 }
 
-/// A checked reply: the value or the error the step fails with; a reply of the wrong kind
-/// is refused and counts as a failure of the request.
-fn checked<V>(
-    checked: Result<Result<V, OpError>, InputError>,
-) -> (Result<V, OpError>, Result<(), InputError>) {
-    match checked {
-        Ok(result) => (result, Ok(())),
-        Err(wrong) => (
-            Err(OpError::new(OpErrorKind::Invalid, wrong.to_string())),
-            Err(wrong),
-        ),
-    }
-}
-
-impl xsio_core::Machine for MediaChange {
-    type Input<'a> = xsio_ops::Input<'a>;
-    type Output = Output<Completion>;
-    type Error = InputError;
-
-    fn handle_input(&mut self, now: Instant, input: xsio_ops::Input<'_>) -> Result<(), InputError> {
-        match input {
-            xsio_ops::Input::Reply { id, result } => self.handle_reply(now, id, result),
-            xsio_ops::Input::Peer(event) => {
-                self.handle_peer(now, event);
-                Ok(())
-            }
-            // Watch events and later kinds of input: nothing this machine asks for.
-            _ => Ok(()),
-        }
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        MediaChange::handle_timeout(self, now);
-    }
-
-    fn poll_output(&mut self) -> Option<Output<Completion>> {
-        MediaChange::poll_output(self)
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        MediaChange::poll_timeout(self)
-    }
-}
+xsio_ops::impl_machine!(MediaChange, Completion, peer: handle_peer);

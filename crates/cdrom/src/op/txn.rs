@@ -4,12 +4,9 @@
 
 use std::collections::VecDeque;
 
-use xsio_core::OpId;
-use xsio_ops::{
-    InputError, OpError, OpErrorKind, Reply, TxnOp, XsOp, expect_committed, expect_done,
-};
+use xsio_ops::{Answer, InputError, OpErrorKind, TxnOp, XsOp, expect_committed, expect_done};
 
-use super::{MediaChange, Purpose, TxnRun, Write, checked};
+use super::{MediaChange, Purpose, TxnRun, Write};
 use crate::config::params;
 use crate::error::CdromError;
 
@@ -82,17 +79,13 @@ impl MediaChange {
         }
     }
 
-    pub(super) fn on_txn_end(
-        &mut self,
-        id: OpId,
-        result: Result<Reply, OpError>,
-    ) -> Result<(), InputError> {
+    pub(super) fn on_txn_end(&mut self, answer: Answer) -> Result<(), InputError> {
         let Some(mut run) = self.txn.take() else {
             // An abort's answer: nothing waits on it.
-            return checked(expect_done(id, result)).1;
+            return answer.check(expect_done).1;
         };
         run.id = None;
-        let (committed, refused) = checked(expect_committed(id, result));
+        let (committed, refused) = answer.check(expect_committed);
         match committed {
             Ok(()) => self.txn_done(run.write),
             Err(err) if err.kind == OpErrorKind::Conflict => {
