@@ -272,12 +272,7 @@ fn every_row_of_the_error_table_is_its_own_error() {
 #[test]
 fn an_image_that_cannot_be_opened_leaves_the_drive_empty_and_xenstore_saying_so() {
     // Connect, query-version, eject, then the open.
-    let mut world = World::new().with_fates(vec![
-        Fate::Answer(Duration::ZERO),
-        Fate::Answer(Duration::ZERO),
-        Fate::Answer(Duration::ZERO),
-        Fate::Refuse(Duration::ZERO),
-    ]);
+    let mut world = World::new().with_fates(Fate::after_answers(3, Fate::Refuse(Duration::ZERO)));
     let (result, _) = world.run(insert(config()));
     assert!(matches!(result, Err(CdromError::OpenImage { ref path, .. }) if path == NEW_ISO));
     assert_eq!(world.medium(), None);
@@ -289,14 +284,7 @@ fn an_image_that_cannot_be_opened_leaves_the_drive_empty_and_xenstore_saying_so(
 #[test]
 fn qemu_dying_between_add_fd_and_the_change_fails_once_and_xenstore_says_empty() {
     // Connect, query-version, eject, open, add-fd, then QEMU dies on the change.
-    let mut world = World::new().with_fates(vec![
-        Fate::Answer(Duration::ZERO),
-        Fate::Answer(Duration::ZERO),
-        Fate::Answer(Duration::ZERO),
-        Fate::Answer(Duration::ZERO),
-        Fate::Answer(Duration::ZERO),
-        Fate::Die,
-    ]);
+    let mut world = World::new().with_fates(Fate::after_answers(5, Fate::Die));
     let (result, _) = world.run(insert(config()));
     assert!(matches!(result, Err(CdromError::Exited(_))), "{result:?}");
     assert!(!world.qemu().is_alive());
@@ -307,14 +295,7 @@ fn qemu_dying_between_add_fd_and_the_change_fails_once_and_xenstore_says_empty()
 
 #[test]
 fn a_refused_change_removes_the_fd_set_and_xenstore_follows_query_block() {
-    let mut world = World::new().with_fates(vec![
-        Fate::Answer(Duration::ZERO),
-        Fate::Answer(Duration::ZERO),
-        Fate::Answer(Duration::ZERO),
-        Fate::Answer(Duration::ZERO),
-        Fate::Answer(Duration::ZERO),
-        Fate::Refuse(Duration::ZERO),
-    ]);
+    let mut world = World::new().with_fates(Fate::after_answers(5, Fate::Refuse(Duration::ZERO)));
     let (result, _) = world.run(insert(config()));
     assert!(matches!(
         result,
@@ -363,7 +344,7 @@ fn a_locked_tray_refuses_an_eject_without_force_and_nothing_changes() {
 #[test]
 fn a_qemu_that_never_answers_times_out_at_40_seconds_and_gives_the_lock_back_when_it_dies() {
     // Connect, then query-version hangs.
-    let mut world = World::new().with_fates(vec![Fate::Answer(Duration::ZERO), Fate::Hang]);
+    let mut world = World::new().with_fates(Fate::after_answers(1, Fate::Hang));
     let id = world.add(insert(config()));
     world.drive().unwrap();
     let op = world.harness.actor(id);

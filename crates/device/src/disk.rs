@@ -321,11 +321,7 @@ mod tests {
             add.device.backend_path(),
             "/local/domain/0/backend/qdisk/2/5632"
         );
-        let keys: Vec<(&str, &str)> = add
-            .backend_keys
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
+        let keys = crate::borrowed(&add.backend_keys);
         assert_eq!(
             keys,
             [

@@ -99,11 +99,7 @@ mod tests {
         let values = [some("/etc/xen/scripts/block")];
         let first = script(&disk, Action::Remove, 0, &values).unwrap();
         assert_eq!(first.argv, ["/etc/xen/scripts/block", "remove"]);
-        let env: Vec<(&str, &str)> = first
-            .env
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
+        let env = crate::borrowed(&first.env);
         assert_eq!(
             env,
             [

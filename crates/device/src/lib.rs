@@ -101,3 +101,12 @@ pub use outcome::{
     AddError, Added, BackendEnd, Completion, DeviceEvent, Removal, RemoveError, Removed,
     ScriptFailure, TxnKind, WaitFor,
 };
+
+/// `(key, value)` pairs as string slices: what the unit tests compare with literals.
+#[cfg(test)]
+fn borrowed(pairs: &[(String, String)]) -> Vec<(&str, &str)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}

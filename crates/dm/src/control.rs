@@ -7,8 +7,7 @@ use serde_json::{Value, json};
 use thiserror::Error;
 use xsio_core::deadline;
 use xsio_ops::{
-    Answer, InputError, OpError, PeerEvent, ProcessExit, QmpCommand, QmpOp, expect_qmp,
-    expect_session,
+    Answer, InputError, OpError, PeerEvent, ProcessExit, QmpCommand, expect_qmp, expect_session,
 };
 
 use crate::requests::Requests;
@@ -98,8 +97,8 @@ enum Purpose {
     RemoveFdSet,
 }
 
-/// Resumes or pauses the guest's vCPUs: [`QmpOp::Connect`], then `cont` or `stop`, within a
-/// deadline; completes with `Ok(())` or a [`ControlError`].
+/// Resumes or pauses the guest's vCPUs: [`QmpOp::Connect`](xsio_ops::QmpOp::Connect), then `cont`
+/// or `stop`, within a deadline; completes with `Ok(())` or a [`ControlError`].
 ///
 /// A resume also removes the fd sets labelled [`SAVE_OPAQUE`](crate::SAVE_OPAQUE) (found
 /// with `query-fdsets`, removed with `remove-fd`): a [`Save`](crate::Save) on a paused guest
@@ -142,15 +141,13 @@ pub struct Control {
 impl Control {
     /// Starts at `now`: asks for the QMP connection.
     pub fn new(config: ControlConfig, now: Instant) -> Control {
-        let mut control = Control {
+        Control {
             deadline: deadline(now, config.timeout),
             config,
-            requests: Requests::new(),
+            requests: Requests::connecting(Purpose::Connect),
             removing: 0,
             cleanup_failure: None,
-        };
-        control.requests.request(Purpose::Connect, QmpOp::Connect);
-        control
+        }
     }
 
     /// The answer to a request.

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use xsio_core::OpId;
-use xsio_ops::{InputError, Op, Output};
+use xsio_ops::{InputError, Op, Output, QmpOp};
 
 /// The requests in flight of one operation (each with its purpose `P`), its queued outputs,
 /// and its completion (reported once, as the only event).
@@ -15,11 +15,15 @@ pub(crate) struct Requests<P, T> {
 }
 
 impl<P, T: Clone> Requests<P, T> {
-    pub(crate) fn new() -> Self {
-        Requests {
+    /// A new operation's table, its first request queued: the QMP connection (`connect`
+    /// is its purpose). Every operation starts so.
+    pub(crate) fn connecting(connect: P) -> Self {
+        let mut requests = Requests {
             table: xsio_ops::Requests::new(),
             completed: None,
-        }
+        };
+        requests.request(connect, QmpOp::Connect);
+        requests
     }
 
     /// Queues `op` for `purpose`.

@@ -8,7 +8,7 @@ use thiserror::Error;
 use xsio_core::deadline;
 use xsio_ops::{
     Answer, FdHandle, FileAccess, FileOp, InputError, OpError, OpErrorKind, OpenFile, PeerEvent,
-    ProcessExit, QmpCommand, QmpOp, expect_done, expect_fd, expect_qmp, expect_session,
+    ProcessExit, QmpCommand, expect_done, expect_fd, expect_qmp, expect_session,
 };
 
 use crate::requests::Requests;
@@ -132,12 +132,13 @@ enum Purpose {
 
 /// Saves QEMU's device state (`xen-save-devices-state`) into a file.
 ///
-/// The steps: [`QmpOp::Connect`] (its greeting gives the version), `stop`, the driver opens
-/// [`SaveConfig::path`] write-only and truncated ([`FileOp::Open`]), `add-fd` passes the
-/// descriptor into a new fd set, `xen-save-devices-state {filename: /dev/fdset/N, live}`
-/// (`live` only for QEMU 2.11 and later) writes the state, and `remove-fd` removes the set
-/// again, whether the save succeeded or failed: QEMU keeps a set until told (9.1 and later)
-/// or until the last monitor disconnects (earlier), so the machine tells it. All within
+/// The steps: [`QmpOp::Connect`](xsio_ops::QmpOp::Connect) (its greeting gives the version),
+/// `stop`, the driver opens [`SaveConfig::path`] write-only and truncated ([`FileOp::Open`]),
+/// `add-fd` passes the descriptor into a new fd set,
+/// `xen-save-devices-state {filename: /dev/fdset/N, live}` (`live` only for QEMU 2.11 and
+/// later) writes the state, and `remove-fd` removes the set again, whether the save succeeded
+/// or failed: QEMU keeps a set until told (9.1 and later) or until the last monitor
+/// disconnects (earlier), so the machine tells it. All within
 /// [`SaveConfig::timeout`].
 ///
 /// It never leaks: a handle that arrives after the save gave up is closed, and an fd set
@@ -159,16 +160,14 @@ pub struct Save {
 impl Save {
     /// Starts the save at `now`: asks for the QMP connection.
     pub fn new(config: SaveConfig, now: Instant) -> Save {
-        let mut save = Save {
+        Save {
             deadline: deadline(now, config.timeout),
             config,
-            requests: Requests::new(),
+            requests: Requests::connecting(Purpose::Connect),
             live: None,
             closed: false,
             failure: None,
-        };
-        save.requests.request(Purpose::Connect, QmpOp::Connect);
-        save
+        }
     }
 
     /// The answer to a request.

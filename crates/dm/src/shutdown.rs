@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use xsio_core::deadline;
 use xsio_ops::{
-    Answer, InputError, OpError, OpErrorKind, PeerEvent, ProcessExit, ProcessOp, QmpCommand, QmpOp,
+    Answer, InputError, OpError, OpErrorKind, PeerEvent, ProcessExit, ProcessOp, QmpCommand,
     expect_done, expect_qmp, expect_session,
 };
 
@@ -60,11 +60,11 @@ enum Purpose {
     Kill,
 }
 
-/// Shuts QEMU down: [`QmpOp::Connect`], `quit`, then waits for the QMP connection to end
-/// and the process to exit. When `quit` fails or QEMU is still there at
-/// [`ShutdownConfig::timeout`], it asks the driver to kill it ([`ProcessOp::Kill`]) and
-/// waits [`ShutdownConfig::kill_timeout`] for the exit. Completes with [`Stopped`] (how QEMU
-/// ended, whether it was killed) or a [`ShutdownError`].
+/// Shuts QEMU down: [`QmpOp::Connect`](xsio_ops::QmpOp::Connect), `quit`, then waits for the QMP
+/// connection to end and the process to exit. When `quit` fails or QEMU is still there at
+/// [`ShutdownConfig::timeout`], it asks the driver to kill it ([`ProcessOp::Kill`]) and waits
+/// [`ShutdownConfig::kill_timeout`] for the exit. Completes with [`Stopped`] (how QEMU ended,
+/// whether it was killed) or a [`ShutdownError`].
 ///
 /// QEMU may close the connection before it answers `quit`; that counts as the answer.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -81,16 +81,14 @@ pub struct Shutdown {
 impl Shutdown {
     /// Starts at `now`: asks for the QMP connection.
     pub fn new(config: ShutdownConfig, now: Instant) -> Shutdown {
-        let mut shutdown = Shutdown {
+        Shutdown {
             deadline: deadline(now, config.timeout),
             config,
-            requests: Requests::new(),
+            requests: Requests::connecting(Purpose::Connect),
             connected: false,
             exit: None,
             killed: false,
-        };
-        shutdown.requests.request(Purpose::Connect, QmpOp::Connect);
-        shutdown
+        }
     }
 
     /// The answer to a request.

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use xsio_core::deadline;
 use xsio_ops::{
-    Answer, InputError, OpError, OpErrorKind, PeerEvent, ProcessExit, QmpCommand, QmpOp,
-    QmpSession, expect_qmp, expect_session,
+    Answer, InputError, OpError, OpErrorKind, PeerEvent, ProcessExit, QmpCommand, QmpSession,
+    expect_qmp, expect_session,
 };
 
 use crate::requests::Requests;
@@ -111,9 +111,9 @@ enum Purpose {
 /// descriptor (`-chardev socket,id=...,fd=N,server=on,wait=off` with
 /// `-mon chardev=...,mode=control`), so the connection succeeds at once (the kernel queues
 /// it) and the greeting arrives the moment QEMU's main loop runs: no connect race, no
-/// polling. The machine asks [`QmpOp::Connect`], then `query-status`, and completes with
-/// [`Ready`] or a [`StartError`]: QEMU exiting first gives [`StartError::Exited`] with its
-/// status.
+/// polling. The machine asks [`QmpOp::Connect`](xsio_ops::QmpOp::Connect), then `query-status`, and
+/// completes with [`Ready`] or a [`StartError`]: QEMU exiting first gives [`StartError::Exited`]
+/// with its status.
 ///
 /// ```
 /// use std::time::Instant;
@@ -148,15 +148,13 @@ pub struct StartUp {
 impl StartUp {
     /// Starts waiting at `now`: asks for the QMP connection.
     pub fn new(config: StartConfig, now: Instant) -> StartUp {
-        let mut start = StartUp {
+        StartUp {
             deadline: deadline(now, config.timeout),
             config,
-            requests: Requests::new(),
+            requests: Requests::connecting(Purpose::Connect),
             session: None,
             lost: None,
-        };
-        start.requests.request(Purpose::Connect, QmpOp::Connect);
-        start
+        }
     }
 
     /// The answer to a request.

@@ -54,6 +54,31 @@ where
     (completion.expect("a completion"), at, log)
 }
 
+/// The log [`run`] returns.
+type Log<T> = Vec<xsio_harness::Record<T>>;
+
+/// A save into `/srv/save.1` against `qemu` ([`run`]).
+fn save(
+    qemu: &mut SimQemu,
+) -> (
+    Result<Saved, SaveError>,
+    Duration,
+    Log<Result<Saved, SaveError>>,
+) {
+    run(qemu, |now| Save::new(SaveConfig::to("/srv/save.1"), now))
+}
+
+/// A resume or pause against `qemu` ([`run`]); its result.
+fn control(qemu: &mut SimQemu, action: Action) -> Result<(), ControlError> {
+    run(qemu, |now| Control::new(ControlConfig::new(action), now)).0
+}
+
+/// A shutdown with the default deadlines against `qemu` ([`run`]); its result and when.
+fn shutdown(qemu: &mut SimQemu) -> (Result<Stopped, ShutdownError>, Duration) {
+    let (result, at, _) = run(qemu, |now| Shutdown::new(ShutdownConfig::default(), now));
+    (result, at)
+}
+
 /// How many requests of one kind the log shows.
 fn requests<T>(log: &[xsio_harness::Record<T>], wanted: impl Fn(&Op) -> bool) -> usize {
     log.iter()
@@ -199,9 +224,7 @@ fn no_deadline_at_all_with_duration_max() {
 #[test]
 fn a_save_stops_opens_truncated_adds_the_fd_saves_and_removes_the_fd_set() {
     let mut qemu = qemu("running");
-    let (result, _, _) = run(&mut qemu, |now| {
-        Save::new(SaveConfig::to("/srv/save.1"), now)
-    });
+    let (result, _, _) = save(&mut qemu);
     let saved: Saved = result.unwrap();
     assert_eq!(
         saved,
@@ -276,9 +299,7 @@ fn qemu_older_than_2_11_gets_no_live_argument() {
         micro: 1,
     };
     let mut qemu = SimQemu::new(world.connect(), old, "running");
-    let (result, _, _) = run(&mut qemu, |now| {
-        Save::new(SaveConfig::to("/srv/save.1"), now)
-    });
+    let (result, _, _) = save(&mut qemu);
     assert_eq!(result.unwrap().live, None);
     let save = qemu.seen.iter().find_map(|s| match s {
         Seen::Command(name, args, _) if name == "xen-save-devices-state" => args.clone(),
@@ -289,14 +310,9 @@ fn qemu_older_than_2_11_gets_no_live_argument() {
 
 #[test]
 fn a_failed_save_still_removes_the_fd_set_then_reports_the_failure() {
-    let fates = vec![Fate::Answer(Duration::ZERO); 4]
-        .into_iter()
-        .chain([Fate::Refuse(Duration::ZERO)])
-        .collect();
+    let fates = Fate::after_answers(4, Fate::Refuse(Duration::ZERO));
     let mut qemu = qemu("running").with_fates(fates);
-    let (result, _, _) = run(&mut qemu, |now| {
-        Save::new(SaveConfig::to("/srv/save.1"), now)
-    });
+    let (result, _, _) = save(&mut qemu);
     match result {
         Err(SaveError::Failed {
             step: SaveStep::SaveState,
@@ -313,16 +329,11 @@ fn a_failed_save_still_removes_the_fd_set_then_reports_the_failure() {
 #[test]
 fn qemu_dying_mid_save_fails_once_and_leaves_no_handle_open() {
     // Connect, stop, open, add-fd answered; QEMU dies on xen-save-devices-state.
-    let fates: Vec<Fate> = vec![Fate::Answer(Duration::ZERO); 4]
-        .into_iter()
-        .chain([Fate::Die])
-        .collect();
+    let fates: Vec<Fate> = Fate::after_answers(4, Fate::Die);
     for exit_first in [true, false] {
         let mut qemu = qemu("running").with_fates(fates.clone());
         qemu.exit_first = exit_first;
-        let (result, _, _) = run(&mut qemu, |now| {
-            Save::new(SaveConfig::to("/srv/save.1"), now)
-        });
+        let (result, _, _) = save(&mut qemu);
         match (exit_first, result) {
             (true, Err(SaveError::Exited(Some(ProcessExit::Signalled(9))))) => {}
             (
@@ -347,15 +358,9 @@ fn qemu_dying_mid_save_fails_once_and_leaves_no_handle_open() {
 #[test]
 fn a_handle_that_arrives_after_the_deadline_is_closed() {
     // The open is answered 40 s late: the save has failed at 30 s, and gives it back.
-    let fates = vec![
-        Fate::Answer(Duration::ZERO),
-        Fate::Answer(Duration::ZERO),
-        Fate::Answer(Duration::from_secs(40)),
-    ];
+    let fates = Fate::after_answers(2, Fate::Answer(Duration::from_secs(40)));
     let mut qemu = qemu("running").with_fates(fates);
-    let (result, at, log) = run(&mut qemu, |now| {
-        Save::new(SaveConfig::to("/srv/save.1"), now)
-    });
+    let (result, at, log) = save(&mut qemu);
     assert_eq!(result, Err(SaveError::TimedOut(Duration::from_secs(30))));
     assert_eq!(at, Duration::from_secs(30));
     assert_eq!(qemu.ledger.opened_total(), 1);
@@ -369,16 +374,9 @@ fn a_handle_that_arrives_after_the_deadline_is_closed() {
 
 #[test]
 fn an_fd_set_created_after_the_deadline_is_removed() {
-    let fates = vec![
-        Fate::Answer(Duration::ZERO),
-        Fate::Answer(Duration::ZERO),
-        Fate::Answer(Duration::ZERO),
-        Fate::Answer(Duration::from_secs(45)),
-    ];
+    let fates = Fate::after_answers(3, Fate::Answer(Duration::from_secs(45)));
     let mut qemu = qemu("running").with_fates(fates);
-    let (result, _, _) = run(&mut qemu, |now| {
-        Save::new(SaveConfig::to("/srv/save.1"), now)
-    });
+    let (result, _, _) = save(&mut qemu);
     assert_eq!(result, Err(SaveError::TimedOut(Duration::from_secs(30))));
     assert_eq!(
         qemu.commands(),
@@ -390,11 +388,7 @@ fn an_fd_set_created_after_the_deadline_is_removed() {
 
 #[test]
 fn a_save_that_cannot_open_its_file_fails_at_the_open() {
-    let fates = vec![
-        Fate::Answer(Duration::ZERO),
-        Fate::Answer(Duration::ZERO),
-        Fate::Refuse(Duration::ZERO),
-    ];
+    let fates = Fate::after_answers(2, Fate::Refuse(Duration::ZERO));
     let mut qemu = qemu("running").with_fates(fates);
     let (result, _, _) = run(&mut qemu, |now| Save::new(SaveConfig::to("/ro/save"), now));
     match result {
@@ -419,9 +413,7 @@ fn resume_and_pause_send_cont_and_stop() {
     ];
     for (action, commands, status) in cases {
         let mut qemu = qemu("prelaunch");
-        let (result, _, _) = run(&mut qemu, |now| {
-            Control::new(ControlConfig::new(action), now)
-        });
+        let result = control(&mut qemu, action);
         assert_eq!(result, Ok(()));
         assert_eq!(qemu.commands(), commands);
         assert_eq!(qemu.status, status);
@@ -434,9 +426,7 @@ fn a_resume_removes_the_saved_state_fd_sets_and_no_other() {
     qemu.fdsets.insert(3, FdSet::with_fd("saved_state"));
     qemu.fdsets.insert(4, FdSet::with_fd("cdrom"));
     qemu.fdsets.insert(7, FdSet::with_fd("saved_state"));
-    let (result, _, _) = run(&mut qemu, |now| {
-        Control::new(ControlConfig::new(Action::Resume), now)
-    });
+    let result = control(&mut qemu, Action::Resume);
     assert_eq!(result, Ok(()));
     assert_eq!(
         qemu.commands(),
@@ -447,17 +437,10 @@ fn a_resume_removes_the_saved_state_fd_sets_and_no_other() {
 
 #[test]
 fn a_resume_whose_cleanup_fails_says_the_guest_runs() {
-    let fates = vec![
-        Fate::Answer(Duration::ZERO),
-        Fate::Answer(Duration::ZERO),
-        Fate::Answer(Duration::ZERO),
-        Fate::Refuse(Duration::ZERO),
-    ];
+    let fates = Fate::after_answers(3, Fate::Refuse(Duration::ZERO));
     let mut qemu = qemu("paused").with_fates(fates);
     qemu.fdsets.insert(0, FdSet::with_fd("saved_state"));
-    let (result, _, _) = run(&mut qemu, |now| {
-        Control::new(ControlConfig::new(Action::Resume), now)
-    });
+    let result = control(&mut qemu, Action::Resume);
     let err = result.unwrap_err();
     assert!(matches!(err, ControlError::Cleanup(_)), "{err}");
     assert_eq!(qemu.status, "running");
@@ -465,11 +448,9 @@ fn a_resume_whose_cleanup_fails_says_the_guest_runs() {
 
 #[test]
 fn a_refused_resume_names_the_action() {
-    let fates = vec![Fate::Answer(Duration::ZERO), Fate::Refuse(Duration::ZERO)];
+    let fates = Fate::after_answers(1, Fate::Refuse(Duration::ZERO));
     let mut qemu = qemu("prelaunch").with_fates(fates);
-    let (result, _, _) = run(&mut qemu, |now| {
-        Control::new(ControlConfig::new(Action::Resume), now)
-    });
+    let result = control(&mut qemu, Action::Resume);
     let err: ControlError = result.unwrap_err();
     assert!(matches!(
         err,
@@ -486,9 +467,7 @@ fn a_refused_resume_names_the_action() {
 #[test]
 fn quit_ends_with_the_connection_closed_and_exit_status_0() {
     let mut qemu = qemu("running");
-    let (result, _, _) = run(&mut qemu, |now| {
-        Shutdown::new(ShutdownConfig::default(), now)
-    });
+    let (result, _) = shutdown(&mut qemu);
     let stopped: Stopped = result.unwrap();
     assert_eq!(
         stopped,
@@ -501,40 +480,25 @@ fn quit_ends_with_the_connection_closed_and_exit_status_0() {
 }
 
 #[test]
-fn a_qemu_that_ignores_quit_is_killed_at_the_deadline() {
-    let fates = vec![Fate::Answer(Duration::ZERO), Fate::Hang];
-    let mut qemu = qemu("running").with_fates(fates);
-    let (result, at, _) = run(&mut qemu, |now| {
-        Shutdown::new(ShutdownConfig::default(), now)
-    });
-    assert_eq!(
-        result,
-        Ok(Stopped {
-            exit: Some(ProcessExit::Signalled(9)),
-            killed: true
-        })
-    );
-    assert_eq!(at, Duration::from_secs(10));
-}
-
-#[test]
-fn a_refused_quit_is_killed_at_once() {
-    let fates = vec![
-        Fate::Answer(Duration::ZERO),
-        Fate::Refuse(Duration::from_millis(3)),
+fn a_qemu_that_ignores_quit_is_killed_at_the_deadline_and_a_refused_quit_at_once() {
+    // What happens to `quit`, and when the kill comes.
+    let cases = [
+        (Fate::Hang, Duration::from_secs(10)),
+        (
+            Fate::Refuse(Duration::from_millis(3)),
+            Duration::from_millis(3),
+        ),
     ];
-    let mut qemu = qemu("running").with_fates(fates);
-    let (result, at, _) = run(&mut qemu, |now| {
-        Shutdown::new(ShutdownConfig::default(), now)
-    });
-    assert_eq!(
-        result,
-        Ok(Stopped {
+    for (quit, kill_at) in cases {
+        let mut qemu = qemu("running").with_fates(Fate::after_answers(1, quit));
+        let (result, at) = shutdown(&mut qemu);
+        let killed = Stopped {
             exit: Some(ProcessExit::Signalled(9)),
-            killed: true
-        })
-    );
-    assert_eq!(at, Duration::from_millis(3));
+            killed: true,
+        };
+        assert_eq!(result, Ok(killed), "{quit:?}");
+        assert_eq!(at, kill_at, "{quit:?}");
+    }
 }
 
 #[test]

@@ -40,6 +40,16 @@ pub enum Fate {
     Die,
 }
 
+impl Fate {
+    /// The fates of a run that goes well up to one request: the first `answered` answered
+    /// at once, then `then` (later requests are answered at once too).
+    pub fn after_answers(answered: usize, then: Fate) -> Vec<Fate> {
+        let mut fates = vec![Fate::Answer(Duration::ZERO); answered];
+        fates.push(then);
+        fates
+    }
+}
+
 /// What the box reports, in order, for the checks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]

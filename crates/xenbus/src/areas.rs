@@ -109,44 +109,49 @@ impl DeviceAreas {
         let fe = self.frontend_path();
         let initialising = XenbusState::Initialising.wire().to_owned();
 
-        ops.push(TxnOp::Mkdir { path: be.clone() });
-        ops.push(TxnOp::SetPerms {
-            path: be.clone(),
-            perms: self.backend_perms(),
-        });
         let generic_be = [
             ("frontend".to_owned(), fe.clone()),
             ("frontend-id".to_owned(), self.frontend_domid.to_string()),
             ("online".to_owned(), "1".to_owned()),
             ("state".to_owned(), initialising.clone()),
         ];
-        for (key, value) in generic_be.iter().chain(backend_keys) {
-            self.push_key(&mut ops, &be, key, value, self.backend_perms());
-        }
-
-        ops.push(TxnOp::Mkdir { path: fe.clone() });
-        ops.push(TxnOp::SetPerms {
-            path: fe.clone(),
-            perms: self.frontend_perms(),
-        });
+        let be_keys = generic_be.iter().chain(backend_keys);
+        push_area(&mut ops, &be, &self.backend_perms(), be_keys);
         let generic_fe = [
             ("backend".to_owned(), be.clone()),
             ("backend-id".to_owned(), self.backend_domid.to_string()),
             ("state".to_owned(), initialising),
         ];
-        for (key, value) in generic_fe.iter().chain(frontend_keys) {
-            self.push_key(&mut ops, &fe, key, value, self.frontend_perms());
-        }
+        let fe_keys = generic_fe.iter().chain(frontend_keys);
+        push_area(&mut ops, &fe, &self.frontend_perms(), fe_keys);
         Txn {
             only_if_exists: None,
             ops,
         }
     }
+}
 
-    fn push_key(&self, ops: &mut Vec<TxnOp>, dir: &str, key: &str, value: &str, perms: Vec<Perm>) {
+/// Creates the directory `dir` and writes `keys` in it, every node with `perms`.
+fn push_area<'k>(
+    ops: &mut Vec<TxnOp>,
+    dir: &str,
+    perms: &[Perm],
+    keys: impl Iterator<Item = &'k (String, String)>,
+) {
+    ops.push(TxnOp::Mkdir {
+        path: dir.to_owned(),
+    });
+    ops.push(TxnOp::SetPerms {
+        path: dir.to_owned(),
+        perms: perms.to_vec(),
+    });
+    for (key, value) in keys {
         let path = format!("{dir}/{key}");
-        ops.push(TxnOp::write(path.clone(), value));
-        ops.push(TxnOp::SetPerms { path, perms });
+        ops.push(TxnOp::write(path.clone(), value.as_str()));
+        ops.push(TxnOp::SetPerms {
+            path,
+            perms: perms.to_vec(),
+        });
     }
 }
 

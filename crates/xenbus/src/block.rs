@@ -424,33 +424,37 @@ mod tests {
                 key: "ring-ref".into()
             })
         );
-        assert!(matches!(
-            BlockTransport::from_keys(&keys(&[("ring-ref", "+8"), ("event-channel", "3")])),
-            Err(KeyError::Invalid { .. })
-        ));
-        assert!(matches!(
-            BlockTransport::from_keys(&keys(&[
-                ("ring-ref", "8"),
-                ("event-channel", "3"),
-                ("protocol", "pdp11")
-            ])),
-            Err(KeyError::Invalid { .. })
-        ));
-        assert!(matches!(
-            DiskInfo::from_keys(&keys(&[
-                ("sectors", "1"),
-                ("info", "0"),
-                ("sector-size", "100")
-            ])),
-            Err(KeyError::Invalid { .. })
-        ));
-        assert!(matches!(
-            DiskInfo::from_keys(&keys(&[
-                ("sectors", "99999999999999999999999"),
-                ("info", "0"),
-                ("sector-size", "512")
-            ])),
-            Err(KeyError::Invalid { .. })
-        ));
+        // (a transport's keys or a disk's, the keys): each refused as Invalid.
+        let cases: [(bool, &[(&str, &str)]); 4] = [
+            (true, &[("ring-ref", "+8"), ("event-channel", "3")]),
+            (
+                true,
+                &[
+                    ("ring-ref", "8"),
+                    ("event-channel", "3"),
+                    ("protocol", "pdp11"),
+                ],
+            ),
+            (
+                false,
+                &[("sectors", "1"), ("info", "0"), ("sector-size", "100")],
+            ),
+            (
+                false,
+                &[
+                    ("sectors", "99999999999999999999999"),
+                    ("info", "0"),
+                    ("sector-size", "512"),
+                ],
+            ),
+        ];
+        for (transport, bad) in cases {
+            let refused = if transport {
+                BlockTransport::from_keys(&keys(bad)).err()
+            } else {
+                DiskInfo::from_keys(&keys(bad)).err()
+            };
+            assert!(matches!(refused, Some(KeyError::Invalid { .. })), "{bad:?}");
+        }
     }
 }

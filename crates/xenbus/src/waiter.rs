@@ -193,11 +193,7 @@ impl StateWaiter {
 
     /// The deadline while waiting.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.result.is_some() {
-            None
-        } else {
-            self.deadline
-        }
+        self.deadline.filter(|_| self.result.is_none())
     }
 
     fn on_value(&mut self, value: Option<String>) {

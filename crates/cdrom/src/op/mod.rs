@@ -222,11 +222,7 @@ impl MediaChange {
 
     /// The deadline while not complete.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.completed.is_some() {
-            None
-        } else {
-            self.deadline
-        }
+        self.deadline.filter(|_| self.completed.is_none())
     }
 
     /// Time passed: at the deadline the change completes with the failure it is cleaning

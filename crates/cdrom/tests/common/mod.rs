@@ -102,14 +102,7 @@ impl World {
             .iter()
             .map(|(k, v)| TxnOp::write(k.as_str(), v.as_str()))
             .collect();
-        self.harness.submit(
-            self.conn,
-            Op::Xs(XsOp::Transaction(Txn {
-                only_if_exists: None,
-                ops,
-            })),
-        );
-        self.harness.drive(&mut self.stores).expect("setup");
+        self.transact(ops);
     }
 
     pub fn write(&mut self, path: &str, value: &str) {
@@ -117,9 +110,13 @@ impl World {
     }
 
     pub fn remove(&mut self, path: &str) {
-        let ops = vec![TxnOp::Rm {
+        self.transact(vec![TxnOp::Rm {
             path: path.to_owned(),
-        }];
+        }]);
+    }
+
+    /// Runs `ops` from outside, in one transaction, to the end.
+    fn transact(&mut self, ops: Vec<TxnOp>) {
         self.harness.submit(
             self.conn,
             Op::Xs(XsOp::Transaction(Txn {
