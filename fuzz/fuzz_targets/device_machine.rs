@@ -10,25 +10,14 @@ use std::time::{Duration, Instant};
 use libfuzzer_sys::fuzz_target;
 use xsio_core::OpId;
 use xsio_device::{AddSpec, Config, Device, DeviceEvent, DeviceOp, Force, MultiDev, MultiEvent};
-use xsio_fuzz::{advance, any_duration};
+use xsio_fuzz::{Bytes, advance, value};
 use xsio_ops::{
-    Answer,
-    DomainState, HostOp, Op, OpError, OpErrorKind, Output, ProcessExit, Reply, Request, TxnId, XsOp,
+    Answer, DomainState, HostOp, Op, OpError, OpErrorKind, Output, ProcessExit, Reply, Request,
+    TxnId, XsOp,
 };
 
-/// Values a read may return: states, garbage, paths, empty.
-const VALUES: &[&str] = &[
-    "0",
-    "1",
-    "2",
-    "3",
-    "4",
-    "5",
-    "6",
-    "7",
-    "9",
-    "",
-    "x",
+/// Values a read may return besides the shared ones: a number too big, paths, a script name.
+const EXTRA: &[&str] = &[
     "99999999999999999999999",
     "/etc/xen/scripts/block",
     "/local/domain/0/backend/vbd/1/51712",
@@ -36,20 +25,10 @@ const VALUES: &[&str] = &[
     "vif_ioemu",
 ];
 
-struct Bytes<'a>(&'a [u8]);
-
-impl Bytes<'_> {
-    fn next(&mut self) -> Option<u8> {
-        let (first, rest) = self.0.split_first()?;
-        self.0 = rest;
-        Some(*first)
-    }
-}
-
 /// An answer for `request`: mostly one that fits, sometimes anything.
 fn answer(request: &Request, data: &mut Bytes<'_>) -> Result<Reply, OpError> {
-    let kind = data.next().unwrap_or(0);
-    let value = VALUES[usize::from(data.next().unwrap_or(0)) % VALUES.len()].to_owned();
+    let kind = data.byte();
+    let value = value(data.byte(), EXTRA).to_owned();
     let error = |k| Err(OpError::new(k, "fuzz"));
     match kind % 16 {
         0 => error(OpErrorKind::Access),
@@ -153,17 +132,17 @@ fuzz_target!(|data: &[u8]| {
     #[allow(clippy::disallowed_methods)] // the fuzz run's epoch
     let epoch = Instant::now();
     let mut data = Bytes(data);
-    let setup = data.next().unwrap_or(0);
+    let setup = data.byte();
     let mut config = Config {
         my_domid: if setup & 0x80 == 0 { 0 } else { 7 },
-        transaction_attempts: u32::from(data.next().unwrap_or(0) % 5),
+        transaction_attempts: u32::from(data.byte() % 5),
         ..Config::default()
     };
     if setup & 0x40 != 0 {
-        config.destroy_timeout = any_duration(|| data.next().unwrap_or(0));
-        config.hotplug_timeout = any_duration(|| data.next().unwrap_or(0));
-        config.qemu_bodge_timeout = any_duration(|| data.next().unwrap_or(0));
-        config.kill_grace = any_duration(|| data.next().unwrap_or(0));
+        config.destroy_timeout = data.duration();
+        config.hotplug_timeout = data.duration();
+        config.qemu_bodge_timeout = data.duration();
+        config.kill_grace = data.duration();
     }
     let device = match setup % 5 {
         0 => Device::new("vbd", 1, 51712),
@@ -215,7 +194,7 @@ fuzz_target!(|data: &[u8]| {
     while let Some(choice) = data.next() {
         match choice % 8 {
             0..=3 if !pending.is_empty() => {
-                let pick = usize::from(data.next().unwrap_or(0)) % pending.len();
+                let pick = usize::from(data.byte()) % pending.len();
                 let request = pending.remove(pick);
                 let result = answer(&request, &mut data);
                 under.reply(now, request.id, result);
@@ -229,11 +208,7 @@ fuzz_target!(|data: &[u8]| {
                 under.watch(now, &token);
             }
             5 => {
-                let by = match data.next().unwrap_or(0) {
-                    n if n & 1 == 1 => any_duration(|| data.next().unwrap_or(0)),
-                    n => Duration::from_millis(u64::from(n) * 200),
-                };
-                now = advance(now, by);
+                now = advance(now, data.jump(Duration::from_millis(200)));
                 under.timeout(now);
             }
             6 => {

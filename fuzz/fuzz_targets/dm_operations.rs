@@ -16,29 +16,11 @@ use xsio_dm::{
     Action, Control, ControlConfig, Save, SaveConfig, Shutdown, ShutdownConfig, StartConfig,
     StartUp,
 };
-use xsio_fuzz::{advance, any_duration};
+use xsio_fuzz::{Bytes, advance};
 use xsio_ops::{
     FdHandle, FileOp, Input, InputError, Op, OpError, OpErrorKind, Output, PeerEvent,
     ProcessExit, QemuVersion, QmpErrorClass, QmpEvent, QmpOp, QmpSession, Reply, Request,
 };
-
-struct Bytes<'a>(&'a [u8]);
-
-impl Bytes<'_> {
-    fn next(&mut self) -> u8 {
-        match self.0.split_first() {
-            Some((first, rest)) => {
-                self.0 = rest;
-                *first
-            }
-            None => 0,
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
 
 /// QMP return values a command may get: the real shapes and odd ones.
 fn value(selector: u8) -> Value {
@@ -58,19 +40,19 @@ fn value(selector: u8) -> Value {
 
 /// An answer for `request`: mostly one that fits, sometimes anything.
 fn answer(request: &Request, data: &mut Bytes<'_>, handles: &mut u64) -> Result<Reply, OpError> {
-    let kind = data.next();
+    let kind = data.byte();
     let error = |k| Err(OpError::new(k, "fuzz"));
     match kind % 12 {
         0 => error(OpErrorKind::Connection),
         1 => error(OpErrorKind::Qmp(QmpErrorClass::GenericError)),
         2 => error(OpErrorKind::Timeout),
         3 => Ok(Reply::Done),
-        4 => Ok(Reply::Qmp(value(data.next()))),
+        4 => Ok(Reply::Qmp(value(data.byte()))),
         _ => Ok(match &request.op {
             Op::Qmp(QmpOp::Connect) => Reply::QmpConnected(QmpSession {
                 version: QemuVersion {
-                    major: u32::from(data.next() % 10),
-                    minor: u32::from(data.next() % 15),
+                    major: u32::from(data.byte() % 10),
+                    minor: u32::from(data.byte() % 15),
                     micro: 0,
                 },
                 package: String::new(),
@@ -79,7 +61,7 @@ fn answer(request: &Request, data: &mut Bytes<'_>, handles: &mut u64) -> Result<
                 *handles += 1;
                 Reply::Fd(FdHandle::from_raw(*handles))
             }
-            Op::Qmp(QmpOp::Command(_)) => Reply::Qmp(value(data.next())),
+            Op::Qmp(QmpOp::Command(_)) => Reply::Qmp(value(data.byte())),
             _ => Reply::Done,
         }),
     }
@@ -154,13 +136,13 @@ fuzz_target!(|input: &[u8]| {
     let mut data = Bytes(input);
     #[allow(clippy::disallowed_methods)] // the run's epoch; later times come from the input
     let mut now = Instant::now();
-    now = advance(now, any_duration(|| data.next()));
-    let timeout = any_duration(|| data.next());
-    let mut operation = match data.next() % 6 {
+    now = advance(now, data.duration());
+    let timeout = data.duration();
+    let mut operation = match data.byte() % 6 {
         0 => Operation::Start(StartUp::new(
             StartConfig {
                 timeout,
-                exit_grace: any_duration(|| data.next()),
+                exit_grace: data.duration(),
                 ..StartConfig::fresh()
             },
             now,
@@ -168,7 +150,7 @@ fuzz_target!(|input: &[u8]| {
         1 => Operation::Save(Save::new(
             SaveConfig {
                 timeout,
-                live: data.next() & 1 == 1,
+                live: data.byte() & 1 == 1,
                 ..SaveConfig::to("/fuzz/state")
             },
             now,
@@ -190,7 +172,7 @@ fuzz_target!(|input: &[u8]| {
         _ => Operation::Shutdown(Shutdown::new(
             ShutdownConfig {
                 timeout,
-                kill_timeout: any_duration(|| data.next()),
+                kill_timeout: data.duration(),
             },
             now,
         )),
@@ -227,10 +209,10 @@ fuzz_target!(|input: &[u8]| {
     drain(&mut operation, &mut pending, &mut completions, &mut handles_consumed);
 
     while !data.is_empty() {
-        match data.next() % 6 {
+        match data.byte() % 6 {
             // Answer one request in flight (any of them: answers may come in any order).
             0..=2 if !pending.is_empty() => {
-                let index = usize::from(data.next()) % pending.len();
+                let index = usize::from(data.byte()) % pending.len();
                 let request = pending.remove(index);
                 let result = answer(&request, &mut data, &mut last_handle);
                 if let Ok(Reply::Fd(fd)) = &result {
@@ -243,8 +225,8 @@ fuzz_target!(|input: &[u8]| {
             // An answer to something never asked, or asked and already answered: refused.
             3 => {
                 let id = match answered.iter().next() {
-                    Some(id) if data.next() & 1 == 0 => *id,
-                    _ => OpId::from_raw(u64::MAX - u64::from(data.next())),
+                    Some(id) if data.byte() & 1 == 0 => *id,
+                    _ => OpId::from_raw(u64::MAX - u64::from(data.byte())),
                 };
                 let refused = operation.input(
                     now,
@@ -256,11 +238,11 @@ fuzz_target!(|input: &[u8]| {
                 assert_eq!(refused, Err(InputError::UnknownOp(id)));
             }
             4 => {
-                let event = peer_event(data.next());
+                let event = peer_event(data.byte());
                 operation.input(now, Input::Peer(&event)).unwrap();
             }
             _ => {
-                now = advance(now, any_duration(|| data.next()));
+                now = advance(now, data.duration());
                 if operation.deadline().is_some_and(|d| d <= now) {
                     operation.timeout(now);
                 }

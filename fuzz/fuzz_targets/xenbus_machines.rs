@@ -12,45 +12,23 @@ use std::time::Instant;
 
 use libfuzzer_sys::fuzz_target;
 use xsio_core::{Machine as _, OpId};
-use xsio_fuzz::{advance, any_duration, take};
+use xsio_fuzz::{Bytes, advance};
 use xsio_harness::{ActorId, Conn, Harness, HarnessError, Owner, Record};
 use xsio_ops::{Input, Op, OpError, OpErrorKind, Reply, Request, TxnOp, XsOp};
 use xsio_vbd::Vbd;
 use xsio_xenbus::block::{BlockDevice, BlockKind, BlockTransport, Mode};
 use xsio_xenbus::{Backend, Frontend, StateWaiter, WaiterConfig, XenbusMachine, XenbusState};
 
-/// Values a state or key read may return: real states, garbage, big numbers.
-const VALUES: &[&str] = &[
-    "0",
-    "1",
-    "2",
-    "3",
-    "4",
-    "5",
-    "6",
-    "7",
-    "8",
-    "9",
-    "",
+/// Values a state or key read may return besides the shared ones: odd numbers, key values.
+const EXTRA: &[&str] = &[
     "04",
     "-1",
-    "x",
     "4294967296",
     "99999999999999999999999",
     "512",
     "2048",
     "x86_64-abi",
 ];
-
-/// The input, read a byte at a time.
-struct Bytes<'a>(&'a [u8]);
-
-impl Bytes<'_> {
-    /// The next byte, `None` at the end.
-    fn next(&mut self) -> Option<u8> {
-        (!self.0.is_empty()).then(|| take(&mut self.0))
-    }
-}
 
 /// One machine, on a connection of its own, as the store sees it.
 struct Party {
@@ -115,7 +93,7 @@ impl FuzzStore {
         let request = party
             .pending
             .remove(usize::from(pick) % party.pending.len());
-        let value = VALUES[usize::from(value) % VALUES.len()];
+        let value = xsio_fuzz::value(value, EXTRA);
         let result = match kind % 8 {
             0 => Ok(Reply::Value(Some(value.to_owned()))),
             1 => Ok(Reply::Value(None)),
@@ -211,8 +189,8 @@ fuzz_target!(|data: &[u8]| {
     // An input that starts with 0xff sets the two timeouts from the bytes that follow.
     if data.0.first() == Some(&0xff) {
         data.next();
-        frontend_config.close_timeout = any_duration(|| data.next().unwrap_or(0));
-        wait_timeout = any_duration(|| data.next().unwrap_or(0));
+        frontend_config.close_timeout = data.duration();
+        wait_timeout = data.duration();
     }
     let waiter = StateWaiter::new(
         WaiterConfig {
@@ -277,17 +255,13 @@ fuzz_target!(|data: &[u8]| {
                 harness.drain(frontend);
             }
             10 => {
-                let by = match data.next().unwrap_or(0) {
-                    n if n & 1 == 1 => any_duration(|| data.next().unwrap_or(0)),
-                    n => Duration::from_millis(u64::from(n) * 100),
-                };
-                harness.advance_to(advance(now, by));
+                harness.advance_to(advance(now, data.jump(Duration::from_millis(100))));
                 harness.fire_due_timers();
             }
             11 => {
                 // A reply for an id already answered: the harness refuses it (not in
                 // flight), and so does the machine when handed it directly.
-                let p = usize::from(data.next().unwrap_or(0)) % store.parties.len();
+                let p = usize::from(data.byte()) % store.parties.len();
                 let party = &store.parties[p];
                 if let Some(&id) = party.delivered.first() {
                     let owner = Owner::Actor(party.actor);
@@ -315,13 +289,13 @@ fuzz_target!(|data: &[u8]| {
             }
             13 => {
                 // A timeout handed early, or late, whatever the deadline says.
-                let p = usize::from(data.next().unwrap_or(0)) % store.parties.len();
+                let p = usize::from(data.byte()) % store.parties.len();
                 let actor = store.parties[p].actor;
                 harness.actor_mut(actor).handle_timeout(now);
                 harness.drain(actor);
             }
             14 => {
-                let p = usize::from(data.next().unwrap_or(0)) % store.parties.len();
+                let p = usize::from(data.byte()) % store.parties.len();
                 deliver(&mut harness, Some(store.parties[p].conn));
             }
             _ => while deliver(&mut harness, None) {},

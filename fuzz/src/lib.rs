@@ -10,6 +10,10 @@ use std::time::{Duration, Instant};
 
 use xsio_core::{deadline, last_instant};
 
+mod input;
+
+pub use input::{Bytes, VALUES, value};
+
 /// A duration from anywhere in `Duration`'s range, read from the fuzz input through `next`
 /// (which yields 0 once the input is exhausted): short ones that fire within a session, any
 /// number of seconds, values at and just below `Duration::MAX`, and fully arbitrary ones.

@@ -13,7 +13,7 @@ use xsio_harness::{Actor, ActorId, Harness};
 use xsio_harness::{SimQemu, Timed};
 use xsio_ops::{
     Answer, FileAccess, FileOp, Input, InputError, Op, OpErrorKind, OpenFile, Output, PeerEvent,
-    ProcessExit, QemuVersion, QmpOp, QmpSession, Reply,
+    ProcessExit, QemuVersion, QmpOp, QmpSession, Reply, Request,
 };
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -77,6 +77,14 @@ fn control(qemu: &mut SimQemu, action: Action) -> Result<(), ControlError> {
 fn shutdown(qemu: &mut SimQemu) -> (Result<Stopped, ShutdownError>, Duration) {
     let (result, at, _) = run(qemu, |now| Shutdown::new(ShutdownConfig::default(), now));
     (result, at)
+}
+
+/// `output`, which must be a request.
+fn request<T: std::fmt::Debug>(output: Option<Output<T>>) -> Request {
+    match output {
+        Some(Output::Request(request)) => request,
+        other => panic!("not a request: {other:?}"),
+    }
 }
 
 /// How many requests of one kind the log shows.
@@ -257,9 +265,7 @@ fn the_file_is_opened_write_only_created_and_truncated() {
     let now = epoch();
     let mut save = Save::new(SaveConfig::to("state"), now);
     let answer = |save: &mut Save, reply: Reply| {
-        let Some(Output::Request(request)) = save.poll_output() else {
-            panic!()
-        };
+        let request = request(save.poll_output());
         let op = request.op.clone();
         save.handle_reply(now, Answer::new(request.id, Ok(reply)))
             .unwrap();
@@ -281,9 +287,7 @@ fn the_file_is_opened_write_only_created_and_truncated() {
             truncate: true,
         }))
     );
-    let Some(Output::Request(add)) = save.poll_output() else {
-        panic!()
-    };
+    let add = request(save.poll_output());
     let Op::Qmp(QmpOp::Command(add)) = add.op else {
         panic!()
     };
@@ -355,14 +359,21 @@ fn qemu_dying_mid_save_fails_once_and_leaves_no_handle_open() {
     }
 }
 
-#[test]
-fn a_handle_that_arrives_after_the_deadline_is_closed() {
-    // The open is answered 40 s late: the save has failed at 30 s, and gives it back.
-    let fates = Fate::after_answers(2, Fate::Answer(Duration::from_secs(40)));
-    let mut qemu = qemu("running").with_fates(fates);
+/// A save whose request after the first `answered` is answered `late` seconds late, past
+/// its 30 s deadline: the timeout it fails with at 30 s, QEMU, and the log.
+fn late_save(answered: usize, late: u64) -> (SimQemu, Log<Result<Saved, SaveError>>) {
+    let late = Fate::Answer(Duration::from_secs(late));
+    let mut qemu = qemu("running").with_fates(Fate::after_answers(answered, late));
     let (result, at, log) = save(&mut qemu);
     assert_eq!(result, Err(SaveError::TimedOut(Duration::from_secs(30))));
     assert_eq!(at, Duration::from_secs(30));
+    (qemu, log)
+}
+
+#[test]
+fn a_handle_that_arrives_after_the_deadline_is_closed() {
+    // The open is answered 40 s late: the save has failed at 30 s, and gives it back.
+    let (qemu, log) = late_save(2, 40);
     assert_eq!(qemu.ledger.opened_total(), 1);
     assert_eq!(qemu.ledger.open_count(), 0, "closed when it came");
     assert!(!qemu.commands().contains(&"add-fd".to_owned()));
@@ -374,10 +385,8 @@ fn a_handle_that_arrives_after_the_deadline_is_closed() {
 
 #[test]
 fn an_fd_set_created_after_the_deadline_is_removed() {
-    let fates = Fate::after_answers(3, Fate::Answer(Duration::from_secs(45)));
-    let mut qemu = qemu("running").with_fates(fates);
-    let (result, _, _) = save(&mut qemu);
-    assert_eq!(result, Err(SaveError::TimedOut(Duration::from_secs(30))));
+    // add-fd is answered 45 s late: the set is created after the save failed.
+    let (qemu, _) = late_save(3, 45);
     assert_eq!(
         qemu.commands(),
         ["stop", "add-fd", "remove-fd"],
@@ -505,17 +514,13 @@ fn a_qemu_that_ignores_quit_is_killed_at_the_deadline_and_a_refused_quit_at_once
 fn a_kill_that_never_shows_as_an_exit_fails_after_the_kill_timeout() {
     let now = epoch();
     let mut shutdown = Shutdown::new(ShutdownConfig::default(), now);
-    let Some(Output::Request(connect)) = shutdown.poll_output() else {
-        panic!()
-    };
+    let connect = request(shutdown.poll_output());
     // QEMU is unreachable: straight to the kill.
     let refused = xsio_ops::OpError::new(OpErrorKind::Connection, "ECONNREFUSED");
     shutdown
         .handle_reply(now, Answer::new(connect.id, Err(refused)))
         .unwrap();
-    let Some(Output::Request(kill)) = shutdown.poll_output() else {
-        panic!()
-    };
+    let kill = request(shutdown.poll_output());
     assert_eq!(kill.op, Op::Process(xsio_ops::ProcessOp::Kill));
     shutdown
         .handle_reply(now, Answer::new(kill.id, Ok(Reply::Done)))
@@ -553,9 +558,7 @@ fn an_answer_to_a_request_not_in_flight_is_refused_and_changes_nothing() {
 fn an_answer_of_the_wrong_kind_is_refused_and_fails_the_operation_once() {
     let now = epoch();
     let mut start = StartUp::new(StartConfig::fresh(), now);
-    let Some(Output::Request(connect)) = start.poll_output() else {
-        panic!()
-    };
+    let connect = request(start.poll_output());
     let wrong = start.handle_reply(
         now,
         Answer::new(connect.id, Ok(Reply::Fd(xsio_ops::FdHandle::from_raw(1)))),
