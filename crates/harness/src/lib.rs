@@ -75,7 +75,7 @@ mod timers;
 pub mod xs;
 
 pub use harness::{Actor, ActorId, Conn, Harness, HarnessError, Owner, Record, Store};
-pub use host::FixedHost;
+pub use host::{DomainLocks, FixedHost};
 pub use host_answers::HostAnswers;
 pub use mem::{Executed, MemStore, MemWatch};
 pub use qemu::{SimQemu, Timed};

@@ -1,6 +1,7 @@
 //! What must hold after every run, whatever the seed and the faults.
 
 use xsio_device::Device;
+use xsio_device::disk::Format;
 use xsio_xenbus::XenbusState;
 use xsio_xs_client::Response;
 
@@ -137,7 +138,9 @@ fn fd_leaks(sim: &Sim) -> Vec<String> {
 }
 
 /// Xenstore agrees with the simulated QEMU for every CD-ROM it serves: the backend's
-/// `params` names the medium QEMU holds (empty: none).
+/// `params` names the image QEMU's drive holds (empty: none; a medium passed as a
+/// descriptor is the file the driver opened for it, in the format QEMU was told), and the
+/// toolstack entry's copy says the same as the backend.
 fn cdroms_disagree(sim: &mut Sim) -> Vec<String> {
     let mut found = Vec::new();
     for i in 0..sim.devices.len() {
@@ -145,24 +148,50 @@ fn cdroms_disagree(sim: &mut Sim) -> Vec<String> {
         if d.kind != Some(DeviceKind::Cdrom) || d.phase != Phase::Running {
             continue;
         }
-        let Some(qemu) = sim.store.0.qemu(d.domid) else {
+        let drive = xsio_cdrom::drive_id(d.areas.devid);
+        let Some(held) = sim.store.0.medium(d.domid, &drive) else {
             continue;
         };
         let name = format!("d{} {}", d.domid, d.name);
-        let held = qemu
-            .trays
-            .get(&d.name)
-            .map(|t| t.medium.clone().unwrap_or_default());
-        let path = d.areas.backend_path() + "/params";
-        let params = read(sim, &path);
-        match (held, params) {
-            (Some(held), Some(params)) if held == params => {}
-            (held, params) => found.push(format!(
+        let backend = d.areas.backend_path() + "/params";
+        let entry = d.device().toolstack_path() + "/params";
+        let params = read(sim, &backend);
+        let held = held.map(|(path, format)| match format {
+            Some(format) => format!("{format}:{path}"),
+            None => path,
+        });
+        let want = held.clone().unwrap_or_default();
+        if params.as_deref().map(in_qemu_terms).as_deref() != Some(want.as_str()) {
+            found.push(format!(
                 "{name}: xenstore's params {params:?} but QEMU holds {held:?}"
-            )),
+            ));
+        }
+        let copy = read(sim, &entry);
+        if copy != params {
+            found.push(format!(
+                "{name}: the toolstack entry's params {copy:?} but the backend's {params:?}"
+            ));
         }
     }
     found
+}
+
+/// `params` as QEMU would name the image: `<QEMU format>:<path>` for `<prefix>:<path>`
+/// (`aio:` is raw), the bare path otherwise.
+fn in_qemu_terms(params: &str) -> String {
+    let formats = [
+        Format::Raw,
+        Format::Qcow,
+        Format::Qcow2,
+        Format::Vhd,
+        Format::Qed,
+    ];
+    if let Some((prefix, path)) = params.split_once(':')
+        && let Some(format) = formats.iter().find(|f| f.params_prefix() == prefix)
+    {
+        return format!("{}:{path}", format.qemu_driver());
+    }
+    params.to_owned()
 }
 
 fn read(sim: &mut Sim, path: &str) -> Option<String> {
@@ -369,7 +398,56 @@ mod tests {
         let found = super::violations(&mut sim);
         assert_eq!(
             found,
-            ["d1 hdc: xenstore's params Some(\"/srv/other.iso\") but QEMU holds Some(\"/d\")"]
+            [
+                "d1 hdc: xenstore's params Some(\"/srv/other.iso\") but QEMU holds Some(\"/d\")",
+                "d1 hdc: the toolstack entry's params Some(\"/d\") but the backend's Some(\"/srv/other.iso\")",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_changed_medium_that_xenstore_does_not_name_is_caught() {
+        let text = ONE
+            .replace(
+                "vdev = \"xvda\", kind = \"disk\"",
+                "vdev = \"hdc\", kind = \"cdrom\"",
+            )
+            .replace(
+                "action = \"remove\"",
+                "action = \"insert\"\n        medium = \"/srv/new.iso\"",
+            );
+        let mut sim = finished(&text);
+        // Inserted through an fd set: QEMU's drive holds the file the driver opened.
+        assert_eq!(
+            sim.store.0.medium(1, "ide-5632"),
+            Some(Some(("/srv/new.iso".to_owned(), Some("raw".to_owned()))))
+        );
+        assert_eq!(super::violations(&mut sim), Vec::<String>::new());
+        // xenstore still naming the old medium, in the backend and then in the toolstack
+        // entry only.
+        let conn = sim.harness.conns().next().unwrap();
+        let backend = "/local/domain/0/backend/qdisk/1/5632/params";
+        let write = |sim: &mut Sim, path: &str, value: &'static [u8]| {
+            let made = sim.store.1.call(&mut sim.harness, conn, |c, now| {
+                c.write(now, None, path, value)
+            });
+            assert!(matches!(made, Ok(Ok(_))), "{made:?}");
+        };
+        write(&mut sim, backend, b"/d");
+        assert_eq!(
+            super::violations(&mut sim),
+            [
+                "d1 hdc: xenstore's params Some(\"/d\") but QEMU holds Some(\"raw:/srv/new.iso\")",
+                "d1 hdc: the toolstack entry's params Some(\"aio:/srv/new.iso\") but the backend's Some(\"/d\")",
+            ]
+        );
+        write(&mut sim, backend, b"aio:/srv/new.iso");
+        write(&mut sim, "/libxl/1/device/vbd/5632/params", b"");
+        assert_eq!(
+            super::violations(&mut sim),
+            [
+                "d1 hdc: the toolstack entry's params Some(\"\") but the backend's Some(\"aio:/srv/new.iso\")"
+            ]
         );
     }
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 use xsio_core::{FdLedger, OpId, TrackedFd};
-use xsio_harness::{Actor, Conn, Harness, HarnessError, Owner, Store};
+use xsio_harness::{Actor, Conn, DomainLocks, Harness, HarnessError, Owner, Store};
 use xsio_ops::{
     DomainState, FdHandle, FileOp, HostOp, Op, OpError, OpErrorKind, PeerEvent, ProcessExit,
     ProcessOp, QemuVersion, QmpCommand, QmpEvent, QmpOp, QmpSession, Reply,
@@ -78,6 +78,9 @@ pub(crate) struct SimHost {
     rng: ChaCha8Rng,
     /// The chance that QEMU dies as a command reaches it.
     pub(crate) qemu_crash: f64,
+    /// Guest → the QMP command its QEMU dies on when it next arrives (a `crash-qemu` step
+    /// with `on_command`).
+    pub(crate) crash_on: BTreeMap<u32, String>,
     pub(crate) scripts: ScriptFaults,
     pub(crate) domains: BTreeMap<u32, DomainState>,
     qemus: Vec<QemuProc>,
@@ -93,6 +96,11 @@ pub(crate) struct SimHost {
     pub(crate) ledger: FdLedger,
     handles: BTreeMap<FdHandle, TrackedFd>,
     next_handle: u64,
+    /// The file each descriptor opened for the machines names, by [`TrackedFd::id`]: what
+    /// a medium QEMU opened from an fd set is.
+    files: BTreeMap<u64, String>,
+    /// The per-domain locks on device changes (a media change takes its guest's).
+    locks: DomainLocks,
     running: Vec<Script>,
     notices: Vec<Notice>,
     /// QMP commands received by QEMUs, and QEMU crashes, for the trace: (domid, text).
@@ -105,6 +113,7 @@ impl SimHost {
             // Its own stream, so that host faults do not shift the world's other draws.
             rng: ChaCha8Rng::seed_from_u64(seed ^ 0x5153_454d_5551_4f53),
             qemu_crash,
+            crash_on: BTreeMap::new(),
             scripts,
             domains: BTreeMap::new(),
             qemus: Vec::new(),
@@ -114,6 +123,8 @@ impl SimHost {
             ledger: FdLedger::default(),
             handles: BTreeMap::new(),
             next_handle: 0,
+            files: BTreeMap::new(),
+            locks: DomainLocks::default(),
             running: Vec::new(),
             notices: Vec::new(),
             seen: Vec::new(),
@@ -164,6 +175,25 @@ impl SimHost {
     pub(crate) fn qemu(&self, domid: u32) -> Option<&SimQemu> {
         let at = *self.qemu_of_domid.get(&domid)?;
         self.qemus[at].process.as_ref()
+    }
+
+    /// What drive `drive` of guest `domid`'s QEMU holds: `None` when no QEMU runs or it
+    /// has no such drive; else the image's path (`None`: empty) and, for a medium passed as
+    /// a descriptor, the format QEMU was told.
+    pub(crate) fn medium(
+        &self,
+        domid: u32,
+        drive: &str,
+    ) -> Option<Option<(String, Option<String>)>> {
+        let tray = self.qemu(domid)?.trays.get(drive)?;
+        let held = tray.medium.as_ref().map(|file| match &tray.from_fd {
+            Some((fd, format)) => {
+                let path = self.files.get(fd).cloned();
+                (path.unwrap_or_else(|| file.clone()), Some(format.clone()))
+            }
+            None => (file.clone(), None),
+        });
+        Some(held)
     }
 
     /// What the world must act on since the last call.
@@ -236,10 +266,12 @@ impl SimHost {
             Op::Qmp(QmpOp::Command(command)) => {
                 return self.command(harness, at, owner, id, command);
             }
-            Op::File(FileOp::Open(_)) => {
+            Op::File(FileOp::Open(open)) => {
                 let handle = FdHandle::from_raw(self.next_handle);
                 self.next_handle += 1;
-                self.handles.insert(handle, self.ledger.open());
+                let fd = self.ledger.open();
+                self.files.insert(fd.id(), open.path);
+                self.handles.insert(handle, fd);
                 Ok(Reply::Fd(handle))
             }
             Op::File(FileOp::Close(fd)) => match self.handles.remove(&fd) {
@@ -365,11 +397,11 @@ impl SimHost {
                 }
                 Ok(Reply::Done)
             }
-            // No scenario changes a CD-ROM's medium yet, the one user of the lock.
-            HostOp::Lock { .. } | HostOp::Unlock { .. } => Err(OpError::new(
-                OpErrorKind::Unsupported,
-                "no per-domain lock in the simulator",
-            )),
+            HostOp::Lock { domid } => return self.locks.lock(harness, domid, owner, id),
+            HostOp::Unlock { lock } => {
+                self.locks.unlock(harness, owner, lock)?;
+                Ok(Reply::Done)
+            }
         };
         harness.reply(owner, id, answer)
     }
@@ -413,7 +445,10 @@ impl<A: Actor> Store<A> for SimHost {
         }
         for at in visit {
             let conn = self.qemus[at].conn;
-            while let Some((owner, request)) = harness.take_request(conn) {
+            // Xenstore operations on this connection (a media change's) are xenstored's.
+            while let Some((owner, request)) =
+                harness.take_request_where(conn, |op| !matches!(op, Op::Xs(_)))
+            {
                 moved = true;
                 self.execute(harness, at, owner, request.id, request.op)?;
             }
@@ -467,7 +502,13 @@ impl SimHost {
             let domid = q.domid;
             for t in transmits {
                 round = true;
-                let crash = self.qemu_alive(domid) && chance(&mut self.rng, self.qemu_crash);
+                let mut crash = self.qemu_alive(domid) && chance(&mut self.rng, self.qemu_crash);
+                if let Some(name) = self.crash_on.get(&domid)
+                    && qmp_command_name(&t.bytes).as_deref() == Some(name.as_str())
+                {
+                    self.crash_on.remove(&domid);
+                    crash = true;
+                }
                 let q = &mut self.qemus[at];
                 let Some(process) = &mut q.process else {
                     // Bytes to a dead process are lost; its descriptors closed.
@@ -565,6 +606,12 @@ fn pump<A: Actor>(
     let mut transmits = Vec::new();
     pump_client(q, harness, &mut transmits)?;
     Ok(())
+}
+
+/// The name of the QMP command in `bytes` (`execute`), if they hold one.
+fn qmp_command_name(bytes: &[u8]) -> Option<String> {
+    let message: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    Some(message.get("execute")?.as_str()?.to_owned())
 }
 
 /// The session every simulated QEMU offers (the transcripts' QEMU).

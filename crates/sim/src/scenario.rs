@@ -31,9 +31,22 @@
 //! device = "hdc"      # one device; all when absent
 //!
 //! [[step]]
+//! at_ms = 1500
+//! action = "insert"   # a media change (`xsio-cdrom`): also "eject" (no medium)
+//! domain = 1
+//! device = "hdc"      # a CD-ROM; every CD-ROM of the domain when absent
+//! medium = "/srv/iso/drivers.iso"
+//!
+//! [[step]]
 //! at_ms = 2000
 //! action = "save"     # also: resume, pause, unpause, destroy, crash-qemu (per domain)
 //! domain = 1
+//!
+//! [[step]]
+//! at_ms = 1500
+//! action = "crash-qemu"
+//! domain = 1
+//! on_command = "add-fd"   # not at once: as the next add-fd reaches QEMU
 //!
 //! [faults]
 //! silent_frontend = 0.0   # chance that a guest never starts a device's frontend
@@ -130,6 +143,11 @@ pub struct Step {
     pub domain: Option<u32>,
     /// To which device (`None`: every device of the domain).
     pub device: Option<Vbd>,
+    /// The image an [`Action::Insert`] puts in the drive.
+    pub medium: Option<String>,
+    /// For [`Action::CrashQemu`]: QEMU dies as the next QMP command of this name reaches
+    /// it, instead of at once (a crash in the middle of an operation).
+    pub on_command: Option<String>,
 }
 
 /// What a [`Step`] does.
@@ -155,6 +173,12 @@ pub enum Action {
     Destroy,
     /// QEMU dies now (SIGSEGV): its backends stop where they are.
     CrashQemu,
+    /// Put the step's `medium` into CD-ROM drives (`xsio-cdrom`'s `MediaChange` over QMP:
+    /// the per-domain lock, `eject`, the image opened read-only and passed with `add-fd`,
+    /// `blockdev-change-medium` on `/dev/fdset/N`, `remove-fd`, xenstore's `params`).
+    Insert,
+    /// Empty CD-ROM drives (`MediaChange`: `eject`, then xenstore's `params` = "").
+    Eject,
 }
 
 /// Faults to inject, each drawn from the run's seed.
@@ -274,6 +298,10 @@ struct FileStep {
     action: Action,
     domain: Option<u32>,
     device: Option<String>,
+    /// The image of an `insert`.
+    medium: Option<String>,
+    /// The QMP command a `crash-qemu` waits for.
+    on_command: Option<String>,
     /// With no `domain`: the k-th domain (in domid order, from 0) acts at
     /// `at_ms + k * stagger_ms` instead of all at once (a host's guests are not all created
     /// or destroyed in the same millisecond).
@@ -347,15 +375,48 @@ impl Scenario {
                     }
                 },
             };
+            let media = matches!(s.action, Action::Insert | Action::Eject);
+            match (s.action, s.medium.as_deref()) {
+                (Action::Insert, None | Some("")) => {
+                    return Err(ScenarioError::Invalid(format!(
+                        "the insert at {} ms needs a medium (an image path)",
+                        s.at_ms
+                    )));
+                }
+                (Action::Insert, _) | (_, None) => {}
+                (_, Some(_)) => {
+                    return Err(ScenarioError::Invalid(format!(
+                        "the step at {} ms has a medium, which only an insert takes",
+                        s.at_ms
+                    )));
+                }
+            }
+            if s.on_command.is_some() && s.action != Action::CrashQemu {
+                return Err(ScenarioError::Invalid(format!(
+                    "the step at {} ms has on_command, which only crash-qemu takes",
+                    s.at_ms
+                )));
+            }
+            if media
+                && !named
+                    .iter()
+                    .any(|d| d.devices.iter().any(|dev| dev.kind == DeviceKind::Cdrom))
+            {
+                return Err(ScenarioError::Invalid(format!(
+                    "the media change at {} ms names no domain with a CD-ROM",
+                    s.at_ms
+                )));
+            }
             let device = match &s.device {
                 None => None,
                 Some(name) => {
                     let domid = s.domain.unwrap_or(0);
                     let vdev = parse_vdev(domid, name)?;
-                    if !named
-                        .iter()
-                        .any(|d| d.devices.iter().any(|dev| dev.vdev == vdev))
-                    {
+                    if !named.iter().any(|d| {
+                        d.devices.iter().any(|dev| {
+                            dev.vdev == vdev && (!media || dev.kind == DeviceKind::Cdrom)
+                        })
+                    }) {
                         return Err(ScenarioError::Invalid(format!(
                             "a step at {} ms names device {name}, which no domain it names has",
                             s.at_ms
@@ -382,6 +443,8 @@ impl Scenario {
                         action: s.action,
                         domain: Some(domid),
                         device,
+                        medium: s.medium.clone(),
+                        on_command: s.on_command.clone(),
                     });
                 }
                 continue;
@@ -391,6 +454,8 @@ impl Scenario {
                 action: s.action,
                 domain: s.domain,
                 device,
+                medium: s.medium,
+                on_command: s.on_command,
             });
         }
         // A stable sort keeps the file's order for steps at the same time.

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
+use xsio_cdrom::{CdromError, Changed, MediaChange};
 use xsio_core::OpId;
 use xsio_device::{Config, Device, DeviceEvent, DeviceOp, Force, MultiDev, MultiEvent};
 use xsio_dm::{
@@ -24,6 +25,7 @@ use xsio_xenstored::Origin;
 mod devices;
 mod ends;
 mod guests;
+mod media;
 
 use crate::describe;
 use crate::gate::Gated;
@@ -44,6 +46,7 @@ xsio_harness::actors! {
         Save(Save, Result<Saved, SaveError>),
         Control(Control, Result<(), ControlError>),
         Shutdown(Shutdown, Result<Stopped, ShutdownError>),
+        Media(MediaChange, Result<Changed, CdromError>),
     }
 }
 
@@ -154,7 +157,7 @@ impl SimDevice {
         xsio_device::QEMU_BACKEND_KINDS.contains(&self.areas.backend_kind.as_str())
     }
 
-    fn device(&self) -> Device {
+    pub(crate) fn device(&self) -> Device {
         let a = &self.areas;
         Device::new(a.frontend_kind.clone(), a.frontend_domid, a.devid)
             .with_backend(a.backend_domid, a.backend_kind.clone())
@@ -479,9 +482,24 @@ impl Sim {
                         }
                     }
                 }
+                Action::Insert | Action::Eject => {
+                    let cdroms: Vec<usize> = domains
+                        .iter()
+                        .flat_map(|domid| self.by_domain.get(domid).into_iter().flatten().copied())
+                        .filter(|&i| self.devices[i].kind == Some(DeviceKind::Cdrom))
+                        .filter(|&i| step.device.is_none_or(|v| Some(v) == self.devices[i].vdev))
+                        .collect();
+                    let medium = step
+                        .medium
+                        .clone()
+                        .filter(|_| step.action == Action::Insert);
+                    for i in cdroms {
+                        self.change_medium(i, medium.clone());
+                    }
+                }
                 other => {
                     for domid in domains {
-                        self.domain_action(domid, other)?;
+                        self.domain_action(domid, other, step.on_command.as_deref())?;
                     }
                 }
             }
@@ -657,6 +675,7 @@ impl Sim {
                 | SimEvent::Save(_)
                 | SimEvent::Control(_)
                 | SimEvent::Shutdown(_)
+                | SimEvent::Media(_)
         );
         if completed && let Some(Some(n)) = self.completions.get_mut(actor.index()) {
             *n += 1;

@@ -275,5 +275,11 @@ fn the_scale_scenario_at_100_guests_removes_every_device() {
         report.totals().starts_with("400 devices: 400 Removed;"),
         "{}",
         report.totals()
-    );
+    ); // Every guest's CD-ROM got its new medium while all were live.
+    let changed = report
+        .devices
+        .iter()
+        .filter(|d| d.notes.iter().any(|n| n == "medium aio:/srv/iso/tools.iso"))
+        .count();
+    assert_eq!(changed, 100, "{:?}", report.devices);
 }

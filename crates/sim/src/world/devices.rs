@@ -244,6 +244,7 @@ impl Sim {
                     _ => {}
                 }
             }
+            SimEvent::Media(result) => self.medium_changed(i, lane, who, result),
             _ => {}
         }
         if self.devices[i].connected_ms.is_none() && self.both_connected(i) {
