@@ -1,5 +1,5 @@
 //! A host that answers host operations from fixed settings, for worlds without a
-//! hypervisor or processes (the demo, the simulator): put it in front of a xenstore store,
+//! hypervisor or processes (the machines' tests and examples): put it in front of a xenstore store,
 //! `(FixedHost, XenstoredStore)`.
 
 use std::collections::{BTreeMap, VecDeque};

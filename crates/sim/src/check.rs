@@ -1,6 +1,5 @@
 //! What must hold after every run, whatever the seed and the faults.
 
-use xsio_device::Device;
 use xsio_device::disk::Format;
 use xsio_xenbus::XenbusState;
 use xsio_xs_client::Response;
@@ -70,15 +69,13 @@ pub(crate) fn violations(sim: &mut Sim) -> Vec<String> {
                 }
             }
             Phase::Removed => {
-                let device = Device::new(d.areas.frontend_kind.clone(), d.domid, d.areas.devid)
-                    .with_backend(0, d.areas.backend_kind.clone());
                 let areas = [
                     d.areas.backend_path(),
                     d.areas.frontend_path(),
-                    device.toolstack_path(),
+                    d.device().toolstack_path(),
                 ];
                 let roots = [
-                    "/local/domain/0/backend".to_owned(),
+                    format!("/local/domain/{}/backend", d.areas.backend_domid),
                     format!("/local/domain/{}", d.domid),
                     "/libxl".to_owned(),
                 ];
@@ -247,6 +244,15 @@ mod tests {
         sim
     }
 
+    /// Writes `value` at `path` as dom0, behind the simulation's back.
+    fn write(sim: &mut Sim, path: &str, value: &'static [u8]) {
+        let conn = sim.harness.conns().next().unwrap();
+        let made = sim.store.1.call(&mut sim.harness, conn, |c, now| {
+            c.write(now, None, path, value)
+        });
+        assert!(matches!(made, Ok(Ok(_))), "{made:?}");
+    }
+
     const ONE: &str = r#"
         name = "one"
         [[domain]]
@@ -288,16 +294,7 @@ mod tests {
     #[test]
     fn a_node_left_under_a_removed_device_is_caught() {
         let mut sim = finished(ONE);
-        let conn = sim.harness.conns().next().unwrap();
-        let made = sim.store.1.call(&mut sim.harness, conn, |c, now| {
-            c.write(
-                now,
-                None,
-                "/local/domain/1/device/vbd/51712/state",
-                &b"6"[..],
-            )
-        });
-        assert!(matches!(made, Ok(Ok(_))), "{made:?}");
+        write(&mut sim, "/local/domain/1/device/vbd/51712/state", b"6");
         let found = super::violations(&mut sim);
         assert!(
             found
@@ -385,16 +382,11 @@ mod tests {
             .replace("action = \"remove\"", "action = \"pause\"");
         let mut sim = finished(&text);
         assert_eq!(super::violations(&mut sim), Vec::<String>::new());
-        let conn = sim.harness.conns().next().unwrap();
-        let made = sim.store.1.call(&mut sim.harness, conn, |c, now| {
-            c.write(
-                now,
-                None,
-                "/local/domain/0/backend/qdisk/1/5632/params",
-                &b"/srv/other.iso"[..],
-            )
-        });
-        assert!(matches!(made, Ok(Ok(_))), "{made:?}");
+        write(
+            &mut sim,
+            "/local/domain/0/backend/qdisk/1/5632/params",
+            b"/srv/other.iso",
+        );
         let found = super::violations(&mut sim);
         assert_eq!(
             found,
@@ -425,14 +417,7 @@ mod tests {
         assert_eq!(super::violations(&mut sim), Vec::<String>::new());
         // xenstore still naming the old medium, in the backend and then in the toolstack
         // entry only.
-        let conn = sim.harness.conns().next().unwrap();
         let backend = "/local/domain/0/backend/qdisk/1/5632/params";
-        let write = |sim: &mut Sim, path: &str, value: &'static [u8]| {
-            let made = sim.store.1.call(&mut sim.harness, conn, |c, now| {
-                c.write(now, None, path, value)
-            });
-            assert!(matches!(made, Ok(Ok(_))), "{made:?}");
-        };
         write(&mut sim, backend, b"/d");
         assert_eq!(
             super::violations(&mut sim),

@@ -1,5 +1,5 @@
 //! One way to say in words what a toolstack machine asked and was told, for every trace
-//! (the simulator's, the `xsio demo`'s).
+//! of the simulator.
 
 use xsio_device::DeviceEvent;
 use xsio_ops::{

@@ -2,7 +2,7 @@
 //! hotplug scripts (with seeded delays, failures and hangs), and one simulated QEMU per
 //! guest, reached through the real `xsio-qmp` client machine, bytes and descriptors and
 //! all. A [`Store`]: it takes the host, QMP, file and process operations before the
-//! xenstored store sees them, as `FixedHost` does in the demo.
+//! xenstored store sees them, as the harness's `FixedHost` does in the machines' tests.
 //!
 //! Descriptors are [`TrackedFd`]s of one [`FdLedger`]: the driver's (files the machines
 //! opened, held under [`FdHandle`]s), those on their way inside the QMP client, and those

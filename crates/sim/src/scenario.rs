@@ -17,7 +17,16 @@
 //! [[domain]]
 //! domid = 10
 //! count = 100         # domains 10 to 109, each with these devices
-//! devices = [{ vdev = "xvda", kind = "disk", params = "/srv/disk.img" }]
+//! devices = [
+//!   { vdev = "xvda", kind = "disk", params = "/srv/disk.img" },
+//!   # served by driver domain 9 (blkback there; only `phy` disks and vifs can be)
+//!   { vdev = "xvdb", kind = "phy", params = "/dev/vg0/data", backend = 9 },
+//! ]
+//! vifs = [{ bridge = "xenbr0", backend = 9 }]
+//!
+//! [[domain]]
+//! domid = 9
+//! driver = true       # a driver domain: backends for other guests, no devices, no QEMU
 //!
 //! [[step]]
 //! at_ms = 0
@@ -48,6 +57,11 @@
 //! domain = 1
 //! on_command = "add-fd"   # not at once: as the next add-fd reaches QEMU
 //!
+//! [[step]]
+//! at_ms = 2500
+//! action = "crash-domain"  # driver domain 9 dies: its backends stop answering
+//! domain = 9
+//!
 //! [faults]
 //! silent_frontend = 0.0   # chance that a guest never starts a device's frontend
 //! reorder = true          # deliver answers across connections in a seeded random order
@@ -59,6 +73,8 @@
 //! script_hang = 0.0       # chance that a hotplug script never ends (killed at 40 s)
 //! conflicts = 0.0         # chance that a node a toolstack transaction read is rewritten
 //! qemu_late_write = false # QEMU 7.2's second, unguarded Closed before its unplug deletion
+//! driver_domain_death = 0.0 # chance that each driver domain dies, at a seeded moment
+//!                           # between the first and the last step
 //! ```
 
 use serde::Deserialize;
@@ -74,6 +90,9 @@ pub struct Scenario {
     pub description: String,
     /// The guests.
     pub domains: Vec<Domain>,
+    /// The driver domains: domains that run backends for the guests' `phy` disks and
+    /// vifs (blkback, netback), in domid order.
+    pub drivers: Vec<u32>,
     /// What happens, in time order.
     pub steps: Vec<Step>,
     /// What goes wrong.
@@ -102,6 +121,9 @@ pub struct Vif {
     /// The bridge its backend joins.
     #[serde(default = "default_bridge")]
     pub bridge: String,
+    /// The domain of its backend (netback): 0, or a driver domain.
+    #[serde(default)]
+    pub backend: u32,
 }
 
 fn default_bridge() -> String {
@@ -117,6 +139,8 @@ pub struct Device {
     pub kind: DeviceKind,
     /// The image the backend serves.
     pub params: String,
+    /// The domain of its backend: 0, or a driver domain (`phy` disks only).
+    pub backend: u32,
 }
 
 /// What a block device is.
@@ -173,6 +197,9 @@ pub enum Action {
     Destroy,
     /// QEMU dies now (SIGSEGV): its backends stop where they are.
     CrashQemu,
+    /// A driver domain dies (backend domain death): its backends stop answering, and
+    /// nothing of it cleans up after them.
+    CrashDomain,
     /// Put the step's `medium` into CD-ROM drives (`xsio-cdrom`'s `MediaChange` over QMP:
     /// the per-domain lock, `eject`, the image opened read-only and passed with `add-fd`,
     /// `blockdev-change-medium` on `/dev/fdset/N`, `remove-fd`, xenstore's `params`).
@@ -213,6 +240,9 @@ pub struct Faults {
     /// default: it is a known open finding (a write landing after the toolstack's prune
     /// recreates the emptied parents, and QEMU's deletion removes only the device).
     pub qemu_late_write: bool,
+    /// The chance that each driver domain dies (as a `crash-domain` step would kill it),
+    /// at a seeded moment between the scenario's first and last step.
+    pub driver_domain_death: f64,
 }
 
 impl Default for Faults {
@@ -228,6 +258,7 @@ impl Default for Faults {
             script_hang: 0.0,
             conflicts: 0.0,
             qemu_late_write: false,
+            driver_domain_death: 0.0,
         }
     }
 }
@@ -281,6 +312,9 @@ struct FileDomain {
     vifs: Vec<Vif>,
     #[serde(default)]
     vfb: bool,
+    /// A driver domain: it runs backends for the guests, and has no devices of its own.
+    #[serde(default)]
+    driver: bool,
 }
 
 #[derive(Deserialize)]
@@ -289,6 +323,8 @@ struct FileDevice {
     vdev: String,
     kind: DeviceKind,
     params: String,
+    #[serde(default)]
+    backend: u32,
 }
 
 #[derive(Deserialize)]
@@ -314,6 +350,7 @@ impl Scenario {
     pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
         let file: File = toml::from_str(text)?;
         let mut domains = Vec::new();
+        let mut drivers = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
         for d in file.domains {
             if d.count == 0 || d.domid.checked_add(d.count - 1).is_none() {
@@ -334,6 +371,16 @@ impl Scenario {
                     )));
                 }
             }
+            if d.driver {
+                if !d.devices.is_empty() || !d.vifs.is_empty() || d.vfb {
+                    return Err(ScenarioError::Invalid(format!(
+                        "driver domain {} serves other domains' devices and has none of its own",
+                        d.domid
+                    )));
+                }
+                drivers.extend(d.domid..=d.domid + (d.count - 1));
+                continue;
+            }
             let mut devices: Vec<Device> = Vec::new();
             for dev in d.devices {
                 let vdev = parse_vdev(d.domid, &dev.vdev)?;
@@ -346,10 +393,17 @@ impl Scenario {
                         d.domid, dev.vdev
                     )));
                 }
+                if dev.backend != 0 && dev.kind != DeviceKind::Phy {
+                    return Err(ScenarioError::Invalid(format!(
+                        "domain {}: device {} is served by its QEMU, not by domain {}",
+                        d.domid, dev.vdev, dev.backend
+                    )));
+                }
                 devices.push(Device {
                     vdev,
                     kind: dev.kind,
                     params: dev.params,
+                    backend: dev.backend,
                 });
             }
             for domid in d.domid..=d.domid + (d.count - 1) {
@@ -361,8 +415,49 @@ impl Scenario {
                 });
             }
         }
+        drivers.sort_unstable();
+        let backends = domains
+            .iter()
+            .flat_map(|d| d.devices.iter().map(|dev| dev.backend))
+            .chain(
+                domains
+                    .iter()
+                    .flat_map(|d| d.vifs.iter().map(|v| v.backend)),
+            );
+        for backend in backends {
+            if backend != 0 && drivers.binary_search(&backend).is_err() {
+                return Err(ScenarioError::Invalid(format!(
+                    "a device's backend is in domain {backend}, which is not a driver domain"
+                )));
+            }
+        }
         let mut steps = Vec::new();
         for s in file.steps {
+            if let Some(domid) = s.domain
+                && drivers.binary_search(&domid).is_ok()
+            {
+                if s.action != Action::CrashDomain {
+                    return Err(ScenarioError::Invalid(format!(
+                        "a step at {} ms names driver domain {domid}: only crash-domain does",
+                        s.at_ms
+                    )));
+                }
+                steps.push(Step {
+                    at_ms: s.at_ms,
+                    action: s.action,
+                    domain: s.domain,
+                    device: None,
+                    medium: None,
+                    on_command: None,
+                });
+                continue;
+            }
+            if s.action == Action::CrashDomain {
+                return Err(ScenarioError::Invalid(format!(
+                    "the crash-domain at {} ms names no driver domain",
+                    s.at_ms
+                )));
+            }
             let named: Vec<&Domain> = match s.domain {
                 None => domains.iter().collect(),
                 Some(domid) => match domains.iter().find(|d| d.domid == domid) {
@@ -468,6 +563,7 @@ impl Scenario {
             ("script_fail", faults.script_fail),
             ("script_hang", faults.script_hang),
             ("conflicts", faults.conflicts),
+            ("driver_domain_death", faults.driver_domain_death),
         ] {
             if !(0.0..=1.0).contains(&p) {
                 return Err(ScenarioError::Invalid(format!(
@@ -479,6 +575,7 @@ impl Scenario {
             name: file.name,
             description: file.description,
             domains,
+            drivers,
             steps,
             faults,
         })

@@ -2,32 +2,25 @@
 //! against the simulated QEMU (its tray, its fd sets) and xenstore, with the per-domain
 //! lock served by the simulated host, and QEMU dying in the middle of a change.
 
-use xsio_sim::{Phase, Report, Scenario, run};
+mod common;
 
-/// One guest with a disk and two CD-ROMs, `steps` after their creation.
+use common::{clean_run, lines_of, row, scenario_text};
+use xsio_sim::{Phase, Scenario};
+
+/// Guest 1: a disk and two CD-ROMs.
+const GUEST: &str = r#"
+[[domain]]
+domid = 1
+devices = [
+  { vdev = "xvda", kind = "disk", params = "/srv/disk.img" },
+  { vdev = "hdc", kind = "cdrom", params = "/srv/iso/install.iso" },
+  { vdev = "hdd", kind = "cdrom", params = "" },
+]
+"#;
+
+/// Guest 1 with its disk and CD-ROMs, `steps` after their creation.
 fn guest_with_cdroms(steps: &str) -> Scenario {
-    Scenario::parse(&scenario_text(steps)).unwrap()
-}
-
-fn scenario_text(steps: &str) -> String {
-    format!(
-        r#"
-        name = "media"
-        [[domain]]
-        domid = 1
-        devices = [
-          {{ vdev = "xvda", kind = "disk", params = "/srv/disk.img" }},
-          {{ vdev = "hdc", kind = "cdrom", params = "/srv/iso/install.iso" }},
-          {{ vdev = "hdd", kind = "cdrom", params = "" }},
-        ]
-        [[step]]
-        at_ms = 0
-        action = "create"
-        {steps}
-        [faults]
-        silent_frontend = 0.0
-        "#
-    )
+    common::scenario(GUEST, steps, "")
 }
 
 /// The scenario step inserting `medium` into `device` of guest 1 at `at_ms` (every
@@ -39,32 +32,16 @@ fn insert(at_ms: u64, device: Option<&str>, medium: &str) -> String {
     )
 }
 
-fn device<'r>(report: &'r Report, vdev: &str) -> &'r xsio_sim::DeviceRow {
-    report.devices.iter().find(|d| d.vdev == vdev).unwrap()
-}
-
-/// The lines of `who` in the trace, in order.
-fn lines_of(report: &Report, who: &str) -> Vec<String> {
-    report
-        .trace
-        .lines()
-        .iter()
-        .filter(|l| l.who == who)
-        .map(|l| l.what.clone())
-        .collect()
-}
-
 #[test]
 fn an_insert_and_an_eject_are_seen_by_qemus_tray_and_by_xenstore() {
     let eject = "[[step]]\nat_ms = 900\naction = \"eject\"\ndomain = 1\ndevice = \"hdc\"";
     let steps = insert(500, Some("hdc"), "/srv/iso/drivers.iso") + eject;
     let scenario = guest_with_cdroms(&steps);
     for seed in 0..4 {
-        let report = run(&scenario, seed).unwrap();
         // The invariants include: xenstore's params (backend and toolstack entry) name
         // what QEMU's drive holds, QEMU holds no fd set, no descriptor is left open.
-        assert!(report.violations.is_empty(), "{:?}", report.violations);
-        let hdc = device(&report, "hdc");
+        let report = clean_run(&scenario, seed);
+        let hdc = row(&report, 1, "hdc");
         assert_eq!(hdc.phase, Phase::Running);
         assert_eq!(hdc.notes, ["medium aio:/srv/iso/drivers.iso", "ejected"]);
         let toolstack = lines_of(&report, "toolstack d1 hdc");
@@ -96,7 +73,7 @@ fn an_insert_and_an_eject_are_seen_by_qemus_tray_and_by_xenstore() {
             assert!(line.contains("\"id\":\"ide-5632\""), "{line}");
         }
         // The other drive was left alone.
-        assert!(device(&report, "hdd").notes.is_empty());
+        assert!(row(&report, 1, "hdd").notes.is_empty());
     }
 }
 
@@ -105,11 +82,10 @@ fn changes_of_one_guest_wait_for_its_lock() {
     // Both drives at the same moment: the per-domain lock, served in process by the
     // simulated host, lets one change run at a time.
     let scenario = guest_with_cdroms(&insert(500, None, "/srv/iso/tools.iso"));
-    let report = run(&scenario, 5).unwrap();
-    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    let report = clean_run(&scenario, 5);
     for vdev in ["hdc", "hdd"] {
         assert_eq!(
-            device(&report, vdev).notes,
+            row(&report, 1, vdev).notes,
             ["medium aio:/srv/iso/tools.iso"]
         );
     }
@@ -150,11 +126,10 @@ fn qemu_dying_during_a_change_fails_it_once_and_xenstore_says_empty() {
     );
     let scenario = guest_with_cdroms(&steps);
     for seed in 0..4 {
-        let report = run(&scenario, seed).unwrap();
         // Completed exactly once, the descriptor passed with add-fd closed with QEMU,
         // the areas removed by the destruction.
-        assert!(report.violations.is_empty(), "{:?}", report.violations);
-        let hdc = device(&report, "hdc");
+        let report = clean_run(&scenario, seed);
+        let hdc = row(&report, 1, "hdc");
         assert_eq!(
             hdc.notes.first().map(String::as_str),
             Some("media change failed: QEMU exited during the change (killed by signal 11)"),
@@ -193,7 +168,11 @@ fn media_steps_are_checked() {
         ),
     ];
     for (step, needle) in bad {
-        let text = scenario_text(&format!("[[step]]\nat_ms = 10\ndomain = 1\n{step}"));
+        let text = scenario_text(
+            GUEST,
+            &format!("[[step]]\nat_ms = 10\ndomain = 1\n{step}"),
+            "",
+        );
         let err = Scenario::parse(&text).unwrap_err().to_string();
         assert!(err.contains(needle), "{needle:?} not in {err:?}");
     }

@@ -127,7 +127,11 @@ impl Sim {
                     .exit(&mut self.harness, domid, ProcessExit::Signalled(11))?;
             }
             Action::Destroy => self.destroy(domid),
-            Action::Create | Action::Remove | Action::Insert | Action::Eject => {}
+            Action::Create
+            | Action::Remove
+            | Action::Insert
+            | Action::Eject
+            | Action::CrashDomain => {}
         }
         Ok(())
     }
