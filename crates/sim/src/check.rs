@@ -233,7 +233,7 @@ fn children(sim: &mut Sim, path: &str) -> Vec<String> {
 mod tests {
     use std::time::Instant;
 
-    use crate::scenario::Scenario;
+    use crate::scenario::{Scenario, one_disk};
     use crate::world::Sim;
 
     fn finished(text: &str) -> Sim {
@@ -253,32 +253,20 @@ mod tests {
         assert!(matches!(made, Ok(Ok(_))), "{made:?}");
     }
 
-    const ONE: &str = r#"
-        name = "one"
-        [[domain]]
-        domid = 1
-        devices = [{ vdev = "xvda", kind = "disk", params = "/d" }]
-        [[step]]
-        at_ms = 0
-        action = "create"
-        domain = 1
-        [[step]]
-        at_ms = 100
-        action = "remove"
-        domain = 1
-        [faults]
-        silent_frontend = 0.0
-    "#;
+    /// Guest 1's disk created, then removed.
+    fn one() -> String {
+        one_disk(&[(0, "create"), (100, "remove")], "silent_frontend = 0.0")
+    }
 
     #[test]
     fn a_clean_run_has_no_violation() {
-        let mut sim = finished(ONE);
+        let mut sim = finished(&one());
         assert_eq!(super::violations(&mut sim), Vec::<String>::new());
     }
 
     #[test]
     fn an_empty_directory_left_behind_is_caught() {
-        let mut sim = finished(ONE);
+        let mut sim = finished(&one());
         let conn = sim.harness.conns().next().unwrap();
         let made = sim.store.1.call(&mut sim.harness, conn, |c, now| {
             c.mkdir(now, None, "/local/domain/0/backend/qdisk/1")
@@ -293,7 +281,7 @@ mod tests {
 
     #[test]
     fn a_node_left_under_a_removed_device_is_caught() {
-        let mut sim = finished(ONE);
+        let mut sim = finished(&one());
         write(&mut sim, "/local/domain/1/device/vbd/51712/state", b"6");
         let found = super::violations(&mut sim);
         assert!(
@@ -304,27 +292,15 @@ mod tests {
         );
     }
 
-    const SAVED: &str = r#"
-        name = "saved"
-        [[domain]]
-        domid = 1
-        devices = [{ vdev = "xvda", kind = "disk", params = "/d" }]
-        [[step]]
-        at_ms = 0
-        action = "create"
-        [[step]]
-        at_ms = 100
-        action = "save"
-        [[step]]
-        at_ms = 200
-        action = "resume"
-        [faults]
-        silent_frontend = 0.0
-    "#;
+    /// Guest 1's disk created, its device model saved and resumed.
+    fn saved() -> String {
+        let steps = [(0, "create"), (100, "save"), (200, "resume")];
+        one_disk(&steps, "silent_frontend = 0.0")
+    }
 
     #[test]
     fn a_descriptor_left_open_is_caught() {
-        let mut sim = finished(SAVED);
+        let mut sim = finished(&saved());
         assert_eq!(super::violations(&mut sim), Vec::<String>::new());
         // A descriptor the driver opened and nobody closed.
         let leaked = sim.store.0.ledger.open();
@@ -339,7 +315,7 @@ mod tests {
     #[test]
     fn an_fd_set_left_in_a_live_qemu_is_caught() {
         // Save without the resume: QEMU (paused) keeps the saved state's fd set.
-        let text = SAVED.replace("action = \"resume\"", "action = \"pause\"");
+        let text = saved().replace("action = \"resume\"", "action = \"pause\"");
         let mut sim = finished(&text);
         let found = super::violations(&mut sim);
         assert_eq!(found, ["d1: QEMU still holds fd set 0 (saved_state)"]);
@@ -347,7 +323,7 @@ mod tests {
 
     #[test]
     fn an_operation_completed_twice_or_never_is_caught() {
-        let mut sim = finished(ONE);
+        let mut sim = finished(&one());
         let ops: Vec<usize> = (0..sim.completions.len())
             .filter(|&i| sim.completions[i].is_some())
             .collect();
@@ -366,7 +342,7 @@ mod tests {
 
     #[test]
     fn a_device_stuck_half_way_is_caught() {
-        let mut sim = finished(ONE);
+        let mut sim = finished(&one());
         sim.devices[0].phase = crate::world::Phase::Removing;
         let found = super::violations(&mut sim);
         assert_eq!(found, ["d1 xvda: stuck in Removing"]);
@@ -374,7 +350,7 @@ mod tests {
 
     #[test]
     fn a_cdrom_whose_medium_xenstore_and_qemu_disagree_on_is_caught() {
-        let text = ONE
+        let text = one()
             .replace(
                 "vdev = \"xvda\", kind = \"disk\"",
                 "vdev = \"hdc\", kind = \"cdrom\"",
@@ -399,7 +375,7 @@ mod tests {
 
     #[test]
     fn a_changed_medium_that_xenstore_does_not_name_is_caught() {
-        let text = ONE
+        let text = one()
             .replace(
                 "vdev = \"xvda\", kind = \"disk\"",
                 "vdev = \"hdc\", kind = \"cdrom\"",

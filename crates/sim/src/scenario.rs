@@ -594,28 +594,36 @@ fn parse_vdev(domid: u32, name: &str) -> Result<Vbd, ScenarioError> {
     })
 }
 
+/// A test scenario's text: guest 1 with one disk, `xvda` (`/d`), and `steps`, each
+/// `(at_ms, action)` on guest 1, in the order given; `faults`, the keys of a `[faults]`
+/// table (empty: no table).
+#[cfg(test)]
+pub(crate) fn one_disk(steps: &[(u64, &str)], faults: &str) -> String {
+    let mut text = String::from(
+        "name = \"test\"\n[[domain]]\ndomid = 1\n\
+         devices = [{ vdev = \"xvda\", kind = \"disk\", params = \"/d\" }]\n",
+    );
+    for (at_ms, action) in steps {
+        text += &format!("[[step]]\nat_ms = {at_ms}\naction = \"{action}\"\ndomain = 1\n");
+    }
+    if !faults.is_empty() {
+        text += &format!("[faults]\n{faults}\n");
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const TWO: &str = r#"
-        name = "t"
-        [[domain]]
-        domid = 1
-        devices = [{ vdev = "xvda", kind = "disk", params = "/d" }]
-        [[step]]
-        at_ms = 5
-        action = "remove"
-        domain = 1
-        [[step]]
-        at_ms = 0
-        action = "create"
-        domain = 1
-    "#;
+    /// Remove listed before create: the parse sorts them.
+    fn two() -> String {
+        one_disk(&[(5, "remove"), (0, "create")], "")
+    }
 
     #[test]
     fn steps_come_out_in_time_order() {
-        let s = Scenario::parse(TWO).unwrap();
+        let s = Scenario::parse(&two()).unwrap();
         assert_eq!(s.steps[0].action, Action::Create);
         assert_eq!(s.steps[1].action, Action::Remove);
         assert_eq!(s.domains[0].devices[0].vdev.number(), 51712);
@@ -656,9 +664,9 @@ mod tests {
 
     #[test]
     fn vifs_are_listed_with_a_default_bridge() {
-        let text = TWO.replace(
+        let text = two().replace(
             "devices = [{ vdev = \"xvda\", kind = \"disk\", params = \"/d\" }]",
-            "devices = []\n        vifs = [{}, { bridge = \"xenbr1\" }]",
+            "devices = []\nvifs = [{}, { bridge = \"xenbr1\" }]",
         );
         let s = Scenario::parse(&text).unwrap();
         let bridges: Vec<&str> = s.domains[0]
@@ -715,27 +723,25 @@ mod tests {
 
     #[test]
     fn mistakes_are_named() {
+        let two = two();
         let bad = [
-            (TWO.replace("xvda", "xvd"), "xvd"),
-            (TWO.replace("domid = 1", "domid = 0"), "domain 0"),
+            (two.replace("xvda", "xvd"), "xvd"),
+            (two.replace("domid = 1", "domid = 0"), "domain 0"),
             (
-                TWO.replace(
-                    "domain = 1\n        [[step]]",
-                    "domain = 2\n        [[step]]",
-                ),
+                two.replace("domain = 1\n[[step]]", "domain = 2\n[[step]]"),
                 "domain 2",
             ),
             (
-                TWO.replace("action = \"remove\"", "action = \"explode\""),
+                two.replace("action = \"remove\"", "action = \"explode\""),
                 "explode",
             ),
             (
-                format!("{TWO}\n[faults]\nsilent_frontend = 2.0"),
+                format!("{two}\n[faults]\nsilent_frontend = 2.0"),
                 "between 0 and 1",
             ),
-            (format!("{TWO}\n[faults]\nsilent = 1"), "silent"),
+            (format!("{two}\n[faults]\nsilent = 1"), "silent"),
             (
-                format!("{TWO}\n[faults]\nqemu_crash = -0.5"),
+                format!("{two}\n[faults]\nqemu_crash = -0.5"),
                 "faults.qemu_crash is a chance",
             ),
         ];
