@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 use xsio_core::{FdLedger, OpId, TrackedFd};
+use xsio_harness::qmp::{Handles, connection_error, reply_of, session_of};
 use xsio_harness::{Actor, Conn, DomainLocks, Harness, HarnessError, Owner, Store};
 use xsio_ops::{
-    DomainState, FdHandle, FileOp, HostOp, Op, OpError, OpErrorKind, PeerEvent, ProcessExit,
-    ProcessOp, QemuVersion, QmpCommand, QmpEvent, QmpOp, QmpSession, Reply,
+    DomainState, FileOp, HostOp, Op, OpError, OpErrorKind, PeerEvent, ProcessExit, ProcessOp,
+    QmpCommand, QmpEvent, QmpOp, Reply,
 };
 use xsio_qmp::{Client, Output as QmpOutput};
 
@@ -94,8 +95,7 @@ pub(crate) struct SimHost {
     /// others have nothing to move: a host of ten thousand guests visits a few, not all.
     awake: BTreeSet<usize>,
     pub(crate) ledger: FdLedger,
-    handles: BTreeMap<FdHandle, TrackedFd>,
-    next_handle: u64,
+    handles: Handles<TrackedFd>,
     /// The file each descriptor opened for the machines names, by [`TrackedFd::id`]: what
     /// a medium QEMU opened from an fd set is.
     files: BTreeMap<u64, String>,
@@ -121,8 +121,7 @@ impl SimHost {
             qemu_of_domid: BTreeMap::new(),
             awake: BTreeSet::new(),
             ledger: FdLedger::default(),
-            handles: BTreeMap::new(),
-            next_handle: 0,
+            handles: Handles::default(),
             files: BTreeMap::new(),
             locks: DomainLocks::default(),
             running: Vec::new(),
@@ -245,15 +244,11 @@ impl SimHost {
             Op::Qmp(QmpOp::Connect) => {
                 let q = &mut self.qemus[at];
                 let Some(process) = &mut q.process else {
-                    return harness.reply(
-                        owner,
-                        id,
-                        Err(OpError::new(OpErrorKind::Connection, "connection refused")),
-                    );
+                    return harness.reply(owner, id, Err(connection_error("connection refused")));
                 };
                 if let Some(session) = q.client.as_ref().and_then(Client::session) {
-                    let _ = session;
-                    return harness.reply(owner, id, Ok(Reply::QmpConnected(session_now())));
+                    let session = session_of(session);
+                    return harness.reply(owner, id, Ok(Reply::QmpConnected(session)));
                 }
                 if q.client.is_none() {
                     let mut client = Client::new(xsio_qmp::Config::default(), now);
@@ -267,20 +262,11 @@ impl SimHost {
                 return self.command(harness, at, owner, id, command);
             }
             Op::File(FileOp::Open(open)) => {
-                let handle = FdHandle::from_raw(self.next_handle);
-                self.next_handle += 1;
                 let fd = self.ledger.open();
                 self.files.insert(fd.id(), open.path);
-                self.handles.insert(handle, fd);
-                Ok(Reply::Fd(handle))
+                Ok(Reply::Fd(self.handles.hold(fd)))
             }
-            Op::File(FileOp::Close(fd)) => match self.handles.remove(&fd) {
-                Some(_) => Ok(Reply::Done),
-                None => Err(OpError::new(
-                    OpErrorKind::Invalid,
-                    format!("{fd} is not held"),
-                )),
-            },
+            Op::File(FileOp::Close(fd)) => self.handles.close(fd),
             Op::Process(ProcessOp::Kill) => {
                 let domid = self.qemus[at].domid;
                 harness.reply(owner, id, Ok(Reply::Done))?;
@@ -303,37 +289,15 @@ impl SimHost {
         command: QmpCommand,
     ) -> Result<(), HarnessError> {
         let now = harness.now();
-        let mut fds = Vec::new();
-        for handle in &command.fds {
-            match self.handles.remove(handle) {
-                Some(fd) => fds.push(fd),
-                None => {
-                    return harness.reply(
-                        owner,
-                        id,
-                        Err(OpError::new(
-                            OpErrorKind::Invalid,
-                            format!("{handle} is not held"),
-                        )),
-                    );
-                }
-            }
-        }
+        // The command takes its descriptors, closed with it if it goes nowhere.
+        let qmp = match self.handles.command(command) {
+            Ok(qmp) => qmp,
+            Err(err) => return harness.reply(owner, id, Err(err)),
+        };
         let q = &mut self.qemus[at];
         let Some(client) = q.client.as_mut().filter(|c| !c.is_closed()) else {
-            return harness.reply(
-                owner,
-                id,
-                Err(OpError::new(OpErrorKind::Connection, "no QMP connection")),
-            );
+            return harness.reply(owner, id, Err(connection_error("no QMP connection")));
         };
-        let mut qmp = xsio_qmp::Command::new(command.command);
-        if let Some(arguments) = command.arguments {
-            qmp = qmp.arguments(arguments);
-        }
-        for fd in fds {
-            qmp = qmp.fd(fd);
-        }
         let op = client.execute(now, qmp);
         q.commands.insert(op, (owner, id));
         Ok(())
@@ -559,14 +523,14 @@ fn pump_client<A: Actor>(
         moved = true;
         match output {
             QmpOutput::Transmit(t) => transmits.push(t),
-            QmpOutput::Connected(_) => {
+            QmpOutput::Connected(session) => {
                 for (owner, id) in q.connecting.drain(..) {
-                    harness.reply(owner, id, Ok(Reply::QmpConnected(session_now())))?;
+                    harness.reply(owner, id, Ok(Reply::QmpConnected(session_of(&session))))?;
                 }
             }
             QmpOutput::Done { id, result } => {
                 if let Some((owner, request)) = q.commands.remove(&id) {
-                    harness.reply(owner, request, xsio_harness::qmp::reply_of(result))?;
+                    harness.reply(owner, request, reply_of(result))?;
                 }
             }
             QmpOutput::Event(event) => harness.peer_event(
@@ -612,17 +576,4 @@ fn pump<A: Actor>(
 fn qmp_command_name(bytes: &[u8]) -> Option<String> {
     let message: serde_json::Value = serde_json::from_slice(bytes).ok()?;
     Some(message.get("execute")?.as_str()?.to_owned())
-}
-
-/// The session every simulated QEMU offers (the transcripts' QEMU).
-fn session_now() -> QmpSession {
-    let (major, minor, micro) = crate::qemu::VERSION;
-    QmpSession {
-        version: QemuVersion {
-            major,
-            minor,
-            micro,
-        },
-        package: crate::qemu::PACKAGE.to_owned(),
-    }
 }
