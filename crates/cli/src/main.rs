@@ -4,7 +4,6 @@
 #![forbid(unsafe_code)]
 
 mod cdrom;
-mod demo;
 mod device;
 mod dm;
 mod qmp;
@@ -37,9 +36,6 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a guest's disk and CD-ROM through the xenbus handshake to Connected and back to
-    /// Closed, in one process (in-memory xenstored, virtual time), printing the trace.
-    Demo(demo::Args),
     /// Run whole Xen hosts in one deterministic process: a scenario (built-in when none is
     /// given) under a seed, printing the trace and a summary, or many seeds in parallel.
     Sim(sim::Args),
@@ -65,7 +61,6 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Demo(args) => demo::run(&args),
         Command::Sim(args) => sim::run(&args),
         Command::Device(args) => device::run(&args),
         Command::Dm(args) => dm::run(&args),

@@ -1,5 +1,5 @@
 //! A host that answers host operations from fixed settings, for worlds without a
-//! hypervisor or processes (the demo, the simulator): put it in front of a xenstore store,
+//! hypervisor or processes (the machines' tests and examples): put it in front of a xenstore store,
 //! `(FixedHost, XenstoredStore)`.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -39,65 +39,69 @@ pub struct FixedHost {
     /// Whether device models are alive; `None`: cannot tell (answered `Unsupported`).
     pub device_model_alive: Option<bool>,
     /// The per-domain locks: who holds each, who waits.
-    locks: Locks,
+    locks: DomainLocks,
 }
 
-/// The in-process per-domain locks.
+/// The per-domain locks on device changes, in process: a [`HostOp::Lock`] is answered
+/// when the domain's lock is free, waiters in the order they asked; a [`HostOp::Unlock`]
+/// releases it (handing it to the next waiter) or withdraws a waiter, whose `Lock` is then
+/// answered [`OpErrorKind::Cancelled`]. The one implementation of every host of the
+/// harness ([`FixedHost`], the simulator's).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-struct Locks {
+pub struct DomainLocks {
     /// Domain → the `Lock` request holding it.
     held: BTreeMap<u32, (Owner, OpId)>,
     /// `Lock` requests waiting, oldest first.
     waiting: VecDeque<(u32, Owner, OpId)>,
 }
 
-impl FixedHost {
+impl DomainLocks {
     /// Who holds the lock of domain `domid` (the owner and the id of its `Lock` request).
-    pub fn lock_holder(&self, domid: u32) -> Option<(Owner, OpId)> {
-        self.locks.held.get(&domid).copied()
+    pub fn holder(&self, domid: u32) -> Option<(Owner, OpId)> {
+        self.held.get(&domid).copied()
     }
 
     /// How many `Lock` requests wait.
-    pub fn lock_waiters(&self) -> usize {
-        self.locks.waiting.len()
+    pub fn waiters(&self) -> usize {
+        self.waiting.len()
     }
 
-    /// Takes a lock request: answered now when free, else queued.
-    fn lock<A: Actor>(
+    /// Takes `owner`'s request `id` for the lock of `domid`: answered now when free, else
+    /// queued.
+    pub fn lock<A: Actor>(
         &mut self,
         harness: &mut Harness<A>,
         domid: u32,
         owner: Owner,
         id: OpId,
     ) -> Result<(), HarnessError> {
-        if self.locks.held.contains_key(&domid) {
-            self.locks.waiting.push_back((domid, owner, id));
+        if self.held.contains_key(&domid) {
+            self.waiting.push_back((domid, owner, id));
             return Ok(());
         }
-        self.locks.held.insert(domid, (owner, id));
+        self.held.insert(domid, (owner, id));
         harness.reply(owner, id, Ok(Reply::Done))
     }
 
     /// Releases the lock `lock` of `owner` (or withdraws it from the queue), handing it to
-    /// the next waiter for that domain.
-    fn unlock<A: Actor>(
+    /// the next waiter for that domain. The `Unlock` request itself is the caller's to
+    /// answer.
+    pub fn unlock<A: Actor>(
         &mut self,
         harness: &mut Harness<A>,
         owner: Owner,
         lock: OpId,
     ) -> Result<(), HarnessError> {
         if let Some(at) = self
-            .locks
             .waiting
             .iter()
             .position(|&(_, o, id)| o == owner && id == lock)
         {
-            self.locks.waiting.remove(at);
+            self.waiting.remove(at);
             let cancelled = OpError::new(OpErrorKind::Cancelled, "unlocked while waiting");
             return harness.reply(owner, lock, Err(cancelled));
         }
         let Some(domid) = self
-            .locks
             .held
             .iter()
             .find(|(_, holder)| **holder == (owner, lock))
@@ -105,13 +109,25 @@ impl FixedHost {
         else {
             return Ok(());
         };
-        self.locks.held.remove(&domid);
-        if let Some(at) = self.locks.waiting.iter().position(|w| w.0 == domid) {
-            if let Some((domid, owner, id)) = self.locks.waiting.remove(at) {
+        self.held.remove(&domid);
+        if let Some(at) = self.waiting.iter().position(|w| w.0 == domid) {
+            if let Some((domid, owner, id)) = self.waiting.remove(at) {
                 self.lock(harness, domid, owner, id)?;
             }
         }
         Ok(())
+    }
+}
+
+impl FixedHost {
+    /// Who holds the lock of domain `domid` (the owner and the id of its `Lock` request).
+    pub fn lock_holder(&self, domid: u32) -> Option<(Owner, OpId)> {
+        self.locks.holder(domid)
+    }
+
+    /// How many `Lock` requests wait.
+    pub fn lock_waiters(&self) -> usize {
+        self.locks.waiters()
     }
 }
 
@@ -121,7 +137,7 @@ impl Default for FixedHost {
         FixedHost {
             guest: DomainState::Running,
             device_model_alive: Some(true),
-            locks: Locks::default(),
+            locks: DomainLocks::default(),
         }
     }
 }
@@ -139,11 +155,11 @@ impl<A: Actor> Store<A> for FixedHost {
                 };
                 let answer = match op {
                     HostOp::Lock { domid } => {
-                        self.lock(harness, domid, owner, request.id)?;
+                        self.locks.lock(harness, domid, owner, request.id)?;
                         continue;
                     }
                     HostOp::Unlock { lock } => {
-                        self.unlock(harness, owner, lock)?;
+                        self.locks.unlock(harness, owner, lock)?;
                         Ok(Reply::Done)
                     }
                     HostOp::DomainInfo { .. } => Ok(Reply::Domain(self.guest)),

@@ -2,8 +2,8 @@
 //!
 //! The toolstack (L2) machines speak operations ([`xsio_ops`]), never bytes; something has
 //! to execute those operations, route the answers back, and keep time. This crate is that
-//! something, once, for every driver: the `xsio demo`, the model checkers, benches and
-//! fuzz targets run it with virtual time (quinn's `Pair`, generalised), and `xsio-io-std`
+//! something, once, for every driver: the simulator (`xsio-sim`), the model checkers, benches
+//! and fuzz targets run it with virtual time (quinn's `Pair`, generalised), and `xsio-io-std`
 //! runs it against real daemons with the real clock. It does no I/O itself.
 //!
 //! - [`Harness`]: the machines ([`Actor`]s), each on a xenstore connection; the requests
@@ -75,7 +75,7 @@ mod timers;
 pub mod xs;
 
 pub use harness::{Actor, ActorId, Conn, Harness, HarnessError, Owner, Record, Store};
-pub use host::FixedHost;
+pub use host::{DomainLocks, FixedHost};
 pub use host_answers::HostAnswers;
 pub use mem::{Executed, MemStore, MemWatch};
 pub use qemu::{SimQemu, Timed};

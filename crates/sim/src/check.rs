@@ -1,6 +1,6 @@
 //! What must hold after every run, whatever the seed and the faults.
 
-use xsio_device::Device;
+use xsio_device::disk::Format;
 use xsio_xenbus::XenbusState;
 use xsio_xs_client::Response;
 
@@ -69,15 +69,13 @@ pub(crate) fn violations(sim: &mut Sim) -> Vec<String> {
                 }
             }
             Phase::Removed => {
-                let device = Device::new(d.areas.frontend_kind.clone(), d.domid, d.areas.devid)
-                    .with_backend(0, d.areas.backend_kind.clone());
                 let areas = [
                     d.areas.backend_path(),
                     d.areas.frontend_path(),
-                    device.toolstack_path(),
+                    d.device().toolstack_path(),
                 ];
                 let roots = [
-                    "/local/domain/0/backend".to_owned(),
+                    format!("/local/domain/{}/backend", d.areas.backend_domid),
                     format!("/local/domain/{}", d.domid),
                     "/libxl".to_owned(),
                 ];
@@ -137,7 +135,9 @@ fn fd_leaks(sim: &Sim) -> Vec<String> {
 }
 
 /// Xenstore agrees with the simulated QEMU for every CD-ROM it serves: the backend's
-/// `params` names the medium QEMU holds (empty: none).
+/// `params` names the image QEMU's drive holds (empty: none; a medium passed as a
+/// descriptor is the file the driver opened for it, in the format QEMU was told), and the
+/// toolstack entry's copy says the same as the backend.
 fn cdroms_disagree(sim: &mut Sim) -> Vec<String> {
     let mut found = Vec::new();
     for i in 0..sim.devices.len() {
@@ -145,24 +145,50 @@ fn cdroms_disagree(sim: &mut Sim) -> Vec<String> {
         if d.kind != Some(DeviceKind::Cdrom) || d.phase != Phase::Running {
             continue;
         }
-        let Some(qemu) = sim.store.0.qemu(d.domid) else {
+        let drive = xsio_cdrom::drive_id(d.areas.devid);
+        let Some(held) = sim.store.0.medium(d.domid, &drive) else {
             continue;
         };
         let name = format!("d{} {}", d.domid, d.name);
-        let held = qemu
-            .trays
-            .get(&d.name)
-            .map(|t| t.medium.clone().unwrap_or_default());
-        let path = d.areas.backend_path() + "/params";
-        let params = read(sim, &path);
-        match (held, params) {
-            (Some(held), Some(params)) if held == params => {}
-            (held, params) => found.push(format!(
+        let backend = d.areas.backend_path() + "/params";
+        let entry = d.device().toolstack_path() + "/params";
+        let params = read(sim, &backend);
+        let held = held.map(|(path, format)| match format {
+            Some(format) => format!("{format}:{path}"),
+            None => path,
+        });
+        let want = held.clone().unwrap_or_default();
+        if params.as_deref().map(in_qemu_terms).as_deref() != Some(want.as_str()) {
+            found.push(format!(
                 "{name}: xenstore's params {params:?} but QEMU holds {held:?}"
-            )),
+            ));
+        }
+        let copy = read(sim, &entry);
+        if copy != params {
+            found.push(format!(
+                "{name}: the toolstack entry's params {copy:?} but the backend's {params:?}"
+            ));
         }
     }
     found
+}
+
+/// `params` as QEMU would name the image: `<QEMU format>:<path>` for `<prefix>:<path>`
+/// (`aio:` is raw), the bare path otherwise.
+fn in_qemu_terms(params: &str) -> String {
+    let formats = [
+        Format::Raw,
+        Format::Qcow,
+        Format::Qcow2,
+        Format::Vhd,
+        Format::Qed,
+    ];
+    if let Some((prefix, path)) = params.split_once(':')
+        && let Some(format) = formats.iter().find(|f| f.params_prefix() == prefix)
+    {
+        return format!("{}:{path}", format.qemu_driver());
+    }
+    params.to_owned()
 }
 
 fn read(sim: &mut Sim, path: &str) -> Option<String> {
@@ -207,7 +233,7 @@ fn children(sim: &mut Sim, path: &str) -> Vec<String> {
 mod tests {
     use std::time::Instant;
 
-    use crate::scenario::Scenario;
+    use crate::scenario::{Scenario, one_disk};
     use crate::world::Sim;
 
     fn finished(text: &str) -> Sim {
@@ -218,32 +244,29 @@ mod tests {
         sim
     }
 
-    const ONE: &str = r#"
-        name = "one"
-        [[domain]]
-        domid = 1
-        devices = [{ vdev = "xvda", kind = "disk", params = "/d" }]
-        [[step]]
-        at_ms = 0
-        action = "create"
-        domain = 1
-        [[step]]
-        at_ms = 100
-        action = "remove"
-        domain = 1
-        [faults]
-        silent_frontend = 0.0
-    "#;
+    /// Writes `value` at `path` as dom0, behind the simulation's back.
+    fn write(sim: &mut Sim, path: &str, value: &'static [u8]) {
+        let conn = sim.harness.conns().next().unwrap();
+        let made = sim.store.1.call(&mut sim.harness, conn, |c, now| {
+            c.write(now, None, path, value)
+        });
+        assert!(matches!(made, Ok(Ok(_))), "{made:?}");
+    }
+
+    /// Guest 1's disk created, then removed.
+    fn one() -> String {
+        one_disk(&[(0, "create"), (100, "remove")], "silent_frontend = 0.0")
+    }
 
     #[test]
     fn a_clean_run_has_no_violation() {
-        let mut sim = finished(ONE);
+        let mut sim = finished(&one());
         assert_eq!(super::violations(&mut sim), Vec::<String>::new());
     }
 
     #[test]
     fn an_empty_directory_left_behind_is_caught() {
-        let mut sim = finished(ONE);
+        let mut sim = finished(&one());
         let conn = sim.harness.conns().next().unwrap();
         let made = sim.store.1.call(&mut sim.harness, conn, |c, now| {
             c.mkdir(now, None, "/local/domain/0/backend/qdisk/1")
@@ -258,17 +281,8 @@ mod tests {
 
     #[test]
     fn a_node_left_under_a_removed_device_is_caught() {
-        let mut sim = finished(ONE);
-        let conn = sim.harness.conns().next().unwrap();
-        let made = sim.store.1.call(&mut sim.harness, conn, |c, now| {
-            c.write(
-                now,
-                None,
-                "/local/domain/1/device/vbd/51712/state",
-                &b"6"[..],
-            )
-        });
-        assert!(matches!(made, Ok(Ok(_))), "{made:?}");
+        let mut sim = finished(&one());
+        write(&mut sim, "/local/domain/1/device/vbd/51712/state", b"6");
         let found = super::violations(&mut sim);
         assert!(
             found
@@ -278,27 +292,15 @@ mod tests {
         );
     }
 
-    const SAVED: &str = r#"
-        name = "saved"
-        [[domain]]
-        domid = 1
-        devices = [{ vdev = "xvda", kind = "disk", params = "/d" }]
-        [[step]]
-        at_ms = 0
-        action = "create"
-        [[step]]
-        at_ms = 100
-        action = "save"
-        [[step]]
-        at_ms = 200
-        action = "resume"
-        [faults]
-        silent_frontend = 0.0
-    "#;
+    /// Guest 1's disk created, its device model saved and resumed.
+    fn saved() -> String {
+        let steps = [(0, "create"), (100, "save"), (200, "resume")];
+        one_disk(&steps, "silent_frontend = 0.0")
+    }
 
     #[test]
     fn a_descriptor_left_open_is_caught() {
-        let mut sim = finished(SAVED);
+        let mut sim = finished(&saved());
         assert_eq!(super::violations(&mut sim), Vec::<String>::new());
         // A descriptor the driver opened and nobody closed.
         let leaked = sim.store.0.ledger.open();
@@ -313,7 +315,7 @@ mod tests {
     #[test]
     fn an_fd_set_left_in_a_live_qemu_is_caught() {
         // Save without the resume: QEMU (paused) keeps the saved state's fd set.
-        let text = SAVED.replace("action = \"resume\"", "action = \"pause\"");
+        let text = saved().replace("action = \"resume\"", "action = \"pause\"");
         let mut sim = finished(&text);
         let found = super::violations(&mut sim);
         assert_eq!(found, ["d1: QEMU still holds fd set 0 (saved_state)"]);
@@ -321,7 +323,7 @@ mod tests {
 
     #[test]
     fn an_operation_completed_twice_or_never_is_caught() {
-        let mut sim = finished(ONE);
+        let mut sim = finished(&one());
         let ops: Vec<usize> = (0..sim.completions.len())
             .filter(|&i| sim.completions[i].is_some())
             .collect();
@@ -340,7 +342,7 @@ mod tests {
 
     #[test]
     fn a_device_stuck_half_way_is_caught() {
-        let mut sim = finished(ONE);
+        let mut sim = finished(&one());
         sim.devices[0].phase = crate::world::Phase::Removing;
         let found = super::violations(&mut sim);
         assert_eq!(found, ["d1 xvda: stuck in Removing"]);
@@ -348,7 +350,7 @@ mod tests {
 
     #[test]
     fn a_cdrom_whose_medium_xenstore_and_qemu_disagree_on_is_caught() {
-        let text = ONE
+        let text = one()
             .replace(
                 "vdev = \"xvda\", kind = \"disk\"",
                 "vdev = \"hdc\", kind = \"cdrom\"",
@@ -356,20 +358,57 @@ mod tests {
             .replace("action = \"remove\"", "action = \"pause\"");
         let mut sim = finished(&text);
         assert_eq!(super::violations(&mut sim), Vec::<String>::new());
-        let conn = sim.harness.conns().next().unwrap();
-        let made = sim.store.1.call(&mut sim.harness, conn, |c, now| {
-            c.write(
-                now,
-                None,
-                "/local/domain/0/backend/qdisk/1/5632/params",
-                &b"/srv/other.iso"[..],
-            )
-        });
-        assert!(matches!(made, Ok(Ok(_))), "{made:?}");
+        write(
+            &mut sim,
+            "/local/domain/0/backend/qdisk/1/5632/params",
+            b"/srv/other.iso",
+        );
         let found = super::violations(&mut sim);
         assert_eq!(
             found,
-            ["d1 hdc: xenstore's params Some(\"/srv/other.iso\") but QEMU holds Some(\"/d\")"]
+            [
+                "d1 hdc: xenstore's params Some(\"/srv/other.iso\") but QEMU holds Some(\"/d\")",
+                "d1 hdc: the toolstack entry's params Some(\"/d\") but the backend's Some(\"/srv/other.iso\")",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_changed_medium_that_xenstore_does_not_name_is_caught() {
+        let text = one()
+            .replace(
+                "vdev = \"xvda\", kind = \"disk\"",
+                "vdev = \"hdc\", kind = \"cdrom\"",
+            )
+            .replace(
+                "action = \"remove\"",
+                "action = \"insert\"\n        medium = \"/srv/new.iso\"",
+            );
+        let mut sim = finished(&text);
+        // Inserted through an fd set: QEMU's drive holds the file the driver opened.
+        assert_eq!(
+            sim.store.0.medium(1, "ide-5632"),
+            Some(Some(("/srv/new.iso".to_owned(), Some("raw".to_owned()))))
+        );
+        assert_eq!(super::violations(&mut sim), Vec::<String>::new());
+        // xenstore still naming the old medium, in the backend and then in the toolstack
+        // entry only.
+        let backend = "/local/domain/0/backend/qdisk/1/5632/params";
+        write(&mut sim, backend, b"/d");
+        assert_eq!(
+            super::violations(&mut sim),
+            [
+                "d1 hdc: xenstore's params Some(\"/d\") but QEMU holds Some(\"raw:/srv/new.iso\")",
+                "d1 hdc: the toolstack entry's params Some(\"aio:/srv/new.iso\") but the backend's Some(\"/d\")",
+            ]
+        );
+        write(&mut sim, backend, b"aio:/srv/new.iso");
+        write(&mut sim, "/libxl/1/device/vbd/5632/params", b"");
+        assert_eq!(
+            super::violations(&mut sim),
+            [
+                "d1 hdc: the toolstack entry's params Some(\"\") but the backend's Some(\"aio:/srv/new.iso\")"
+            ]
         );
     }
 }

@@ -1,5 +1,5 @@
 //! One way to say in words what a toolstack machine asked and was told, for every trace
-//! (the simulator's, the `xsio demo`'s).
+//! of the simulator.
 
 use xsio_device::DeviceEvent;
 use xsio_ops::{
@@ -18,6 +18,8 @@ pub fn request(op: &Op) -> Option<String> {
         }
         Op::Host(HostOp::Spawn { argv, .. }) => return Some(format!("run {}", argv.join(" "))),
         Op::Host(HostOp::Kill { .. }) => return Some("kill the script".into()),
+        Op::Host(HostOp::Lock { domid }) => return Some(format!("lock domain {domid}")),
+        Op::Host(HostOp::Unlock { .. }) => return Some("unlock".into()),
         Op::Qmp(QmpOp::Connect) => return Some("qmp connect".into()),
         Op::Qmp(QmpOp::Command(command)) => {
             let args = command

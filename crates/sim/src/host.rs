@@ -2,7 +2,7 @@
 //! hotplug scripts (with seeded delays, failures and hangs), and one simulated QEMU per
 //! guest, reached through the real `xsio-qmp` client machine, bytes and descriptors and
 //! all. A [`Store`]: it takes the host, QMP, file and process operations before the
-//! xenstored store sees them, as `FixedHost` does in the demo.
+//! xenstored store sees them, as the harness's `FixedHost` does in the machines' tests.
 //!
 //! Descriptors are [`TrackedFd`]s of one [`FdLedger`]: the driver's (files the machines
 //! opened, held under [`FdHandle`]s), those on their way inside the QMP client, and those
@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 use xsio_core::{FdLedger, OpId, TrackedFd};
-use xsio_harness::{Actor, Conn, Harness, HarnessError, Owner, Store};
+use xsio_harness::qmp::{Handles, connection_error, reply_of, session_of};
+use xsio_harness::{Actor, Conn, DomainLocks, Harness, HarnessError, Owner, Store};
 use xsio_ops::{
-    DomainState, FdHandle, FileOp, HostOp, Op, OpError, OpErrorKind, PeerEvent, ProcessExit,
-    ProcessOp, QemuVersion, QmpCommand, QmpEvent, QmpOp, QmpSession, Reply,
+    DomainState, FileOp, HostOp, Op, OpError, OpErrorKind, PeerEvent, ProcessExit, ProcessOp,
+    QmpCommand, QmpEvent, QmpOp, Reply,
 };
 use xsio_qmp::{Client, Output as QmpOutput};
 
@@ -78,6 +79,9 @@ pub(crate) struct SimHost {
     rng: ChaCha8Rng,
     /// The chance that QEMU dies as a command reaches it.
     pub(crate) qemu_crash: f64,
+    /// Guest → the QMP command its QEMU dies on when it next arrives (a `crash-qemu` step
+    /// with `on_command`).
+    pub(crate) crash_on: BTreeMap<u32, String>,
     pub(crate) scripts: ScriptFaults,
     pub(crate) domains: BTreeMap<u32, DomainState>,
     qemus: Vec<QemuProc>,
@@ -91,8 +95,12 @@ pub(crate) struct SimHost {
     /// others have nothing to move: a host of ten thousand guests visits a few, not all.
     awake: BTreeSet<usize>,
     pub(crate) ledger: FdLedger,
-    handles: BTreeMap<FdHandle, TrackedFd>,
-    next_handle: u64,
+    handles: Handles<TrackedFd>,
+    /// The file each descriptor opened for the machines names, by [`TrackedFd::id`]: what
+    /// a medium QEMU opened from an fd set is.
+    files: BTreeMap<u64, String>,
+    /// The per-domain locks on device changes (a media change takes its guest's).
+    locks: DomainLocks,
     running: Vec<Script>,
     notices: Vec<Notice>,
     /// QMP commands received by QEMUs, and QEMU crashes, for the trace: (domid, text).
@@ -105,6 +113,7 @@ impl SimHost {
             // Its own stream, so that host faults do not shift the world's other draws.
             rng: ChaCha8Rng::seed_from_u64(seed ^ 0x5153_454d_5551_4f53),
             qemu_crash,
+            crash_on: BTreeMap::new(),
             scripts,
             domains: BTreeMap::new(),
             qemus: Vec::new(),
@@ -112,8 +121,9 @@ impl SimHost {
             qemu_of_domid: BTreeMap::new(),
             awake: BTreeSet::new(),
             ledger: FdLedger::default(),
-            handles: BTreeMap::new(),
-            next_handle: 0,
+            handles: Handles::default(),
+            files: BTreeMap::new(),
+            locks: DomainLocks::default(),
             running: Vec::new(),
             notices: Vec::new(),
             seen: Vec::new(),
@@ -166,6 +176,25 @@ impl SimHost {
         self.qemus[at].process.as_ref()
     }
 
+    /// What drive `drive` of guest `domid`'s QEMU holds: `None` when no QEMU runs or it
+    /// has no such drive; else the image's path (`None`: empty) and, for a medium passed as
+    /// a descriptor, the format QEMU was told.
+    pub(crate) fn medium(
+        &self,
+        domid: u32,
+        drive: &str,
+    ) -> Option<Option<(String, Option<String>)>> {
+        let tray = self.qemu(domid)?.trays.get(drive)?;
+        let held = tray.medium.as_ref().map(|file| match &tray.from_fd {
+            Some((fd, format)) => {
+                let path = self.files.get(fd).cloned();
+                (path.unwrap_or_else(|| file.clone()), Some(format.clone()))
+            }
+            None => (file.clone(), None),
+        });
+        Some(held)
+    }
+
     /// What the world must act on since the last call.
     pub(crate) fn take_notices(&mut self) -> Vec<Notice> {
         std::mem::take(&mut self.notices)
@@ -215,15 +244,11 @@ impl SimHost {
             Op::Qmp(QmpOp::Connect) => {
                 let q = &mut self.qemus[at];
                 let Some(process) = &mut q.process else {
-                    return harness.reply(
-                        owner,
-                        id,
-                        Err(OpError::new(OpErrorKind::Connection, "connection refused")),
-                    );
+                    return harness.reply(owner, id, Err(connection_error("connection refused")));
                 };
                 if let Some(session) = q.client.as_ref().and_then(Client::session) {
-                    let _ = session;
-                    return harness.reply(owner, id, Ok(Reply::QmpConnected(session_now())));
+                    let session = session_of(session);
+                    return harness.reply(owner, id, Ok(Reply::QmpConnected(session)));
                 }
                 if q.client.is_none() {
                     let mut client = Client::new(xsio_qmp::Config::default(), now);
@@ -236,19 +261,12 @@ impl SimHost {
             Op::Qmp(QmpOp::Command(command)) => {
                 return self.command(harness, at, owner, id, command);
             }
-            Op::File(FileOp::Open(_)) => {
-                let handle = FdHandle::from_raw(self.next_handle);
-                self.next_handle += 1;
-                self.handles.insert(handle, self.ledger.open());
-                Ok(Reply::Fd(handle))
+            Op::File(FileOp::Open(open)) => {
+                let fd = self.ledger.open();
+                self.files.insert(fd.id(), open.path);
+                Ok(Reply::Fd(self.handles.hold(fd)))
             }
-            Op::File(FileOp::Close(fd)) => match self.handles.remove(&fd) {
-                Some(_) => Ok(Reply::Done),
-                None => Err(OpError::new(
-                    OpErrorKind::Invalid,
-                    format!("{fd} is not held"),
-                )),
-            },
+            Op::File(FileOp::Close(fd)) => self.handles.close(fd),
             Op::Process(ProcessOp::Kill) => {
                 let domid = self.qemus[at].domid;
                 harness.reply(owner, id, Ok(Reply::Done))?;
@@ -271,37 +289,15 @@ impl SimHost {
         command: QmpCommand,
     ) -> Result<(), HarnessError> {
         let now = harness.now();
-        let mut fds = Vec::new();
-        for handle in &command.fds {
-            match self.handles.remove(handle) {
-                Some(fd) => fds.push(fd),
-                None => {
-                    return harness.reply(
-                        owner,
-                        id,
-                        Err(OpError::new(
-                            OpErrorKind::Invalid,
-                            format!("{handle} is not held"),
-                        )),
-                    );
-                }
-            }
-        }
+        // The command takes its descriptors, closed with it if it goes nowhere.
+        let qmp = match self.handles.command(command) {
+            Ok(qmp) => qmp,
+            Err(err) => return harness.reply(owner, id, Err(err)),
+        };
         let q = &mut self.qemus[at];
         let Some(client) = q.client.as_mut().filter(|c| !c.is_closed()) else {
-            return harness.reply(
-                owner,
-                id,
-                Err(OpError::new(OpErrorKind::Connection, "no QMP connection")),
-            );
+            return harness.reply(owner, id, Err(connection_error("no QMP connection")));
         };
-        let mut qmp = xsio_qmp::Command::new(command.command);
-        if let Some(arguments) = command.arguments {
-            qmp = qmp.arguments(arguments);
-        }
-        for fd in fds {
-            qmp = qmp.fd(fd);
-        }
         let op = client.execute(now, qmp);
         q.commands.insert(op, (owner, id));
         Ok(())
@@ -365,11 +361,11 @@ impl SimHost {
                 }
                 Ok(Reply::Done)
             }
-            // No scenario changes a CD-ROM's medium yet, the one user of the lock.
-            HostOp::Lock { .. } | HostOp::Unlock { .. } => Err(OpError::new(
-                OpErrorKind::Unsupported,
-                "no per-domain lock in the simulator",
-            )),
+            HostOp::Lock { domid } => return self.locks.lock(harness, domid, owner, id),
+            HostOp::Unlock { lock } => {
+                self.locks.unlock(harness, owner, lock)?;
+                Ok(Reply::Done)
+            }
         };
         harness.reply(owner, id, answer)
     }
@@ -413,7 +409,10 @@ impl<A: Actor> Store<A> for SimHost {
         }
         for at in visit {
             let conn = self.qemus[at].conn;
-            while let Some((owner, request)) = harness.take_request(conn) {
+            // Xenstore operations on this connection (a media change's) are xenstored's.
+            while let Some((owner, request)) =
+                harness.take_request_where(conn, |op| !matches!(op, Op::Xs(_)))
+            {
                 moved = true;
                 self.execute(harness, at, owner, request.id, request.op)?;
             }
@@ -467,7 +466,13 @@ impl SimHost {
             let domid = q.domid;
             for t in transmits {
                 round = true;
-                let crash = self.qemu_alive(domid) && chance(&mut self.rng, self.qemu_crash);
+                let mut crash = self.qemu_alive(domid) && chance(&mut self.rng, self.qemu_crash);
+                if let Some(name) = self.crash_on.get(&domid)
+                    && qmp_command_name(&t.bytes).as_deref() == Some(name.as_str())
+                {
+                    self.crash_on.remove(&domid);
+                    crash = true;
+                }
                 let q = &mut self.qemus[at];
                 let Some(process) = &mut q.process else {
                     // Bytes to a dead process are lost; its descriptors closed.
@@ -518,14 +523,14 @@ fn pump_client<A: Actor>(
         moved = true;
         match output {
             QmpOutput::Transmit(t) => transmits.push(t),
-            QmpOutput::Connected(_) => {
+            QmpOutput::Connected(session) => {
                 for (owner, id) in q.connecting.drain(..) {
-                    harness.reply(owner, id, Ok(Reply::QmpConnected(session_now())))?;
+                    harness.reply(owner, id, Ok(Reply::QmpConnected(session_of(&session))))?;
                 }
             }
             QmpOutput::Done { id, result } => {
                 if let Some((owner, request)) = q.commands.remove(&id) {
-                    harness.reply(owner, request, xsio_harness::qmp::reply_of(result))?;
+                    harness.reply(owner, request, reply_of(result))?;
                 }
             }
             QmpOutput::Event(event) => harness.peer_event(
@@ -567,15 +572,8 @@ fn pump<A: Actor>(
     Ok(())
 }
 
-/// The session every simulated QEMU offers (the transcripts' QEMU).
-fn session_now() -> QmpSession {
-    let (major, minor, micro) = crate::qemu::VERSION;
-    QmpSession {
-        version: QemuVersion {
-            major,
-            minor,
-            micro,
-        },
-        package: crate::qemu::PACKAGE.to_owned(),
-    }
+/// The name of the QMP command in `bytes` (`execute`), if they hold one.
+fn qmp_command_name(bytes: &[u8]) -> Option<String> {
+    let message: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    Some(message.get("execute")?.as_str()?.to_owned())
 }

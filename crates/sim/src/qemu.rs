@@ -34,8 +34,12 @@ struct FdSet {
 pub(crate) struct Tray {
     /// Whether the tray is open.
     pub(crate) open: bool,
-    /// The medium's file, when one is inserted.
+    /// The medium's file, when one is inserted (`/dev/fdset/N` for one passed as a
+    /// descriptor).
     pub(crate) medium: Option<String>,
+    /// For a medium opened from an fd set: the [`TrackedFd::id`] of the set's descriptor
+    /// (whose file the driver opened), and the format `blockdev-change-medium` named.
+    pub(crate) from_fd: Option<(u64, String)>,
 }
 
 /// What a command did besides its reply, for the host that runs the process.
@@ -308,11 +312,12 @@ impl SimQemu {
         Ok(json!({}))
     }
 
-    /// Opens a descriptor from the fd set `/dev/fdset/N` names, as QEMU's `qemu_open` does.
-    fn open_fdset(&mut self, filename: &str) -> Option<(u64, TrackedFd)> {
+    /// Opens a descriptor from the fd set `/dev/fdset/N` names, as QEMU's `qemu_open` does;
+    /// also says which of the set's descriptors it duplicated (its [`TrackedFd::id`]).
+    fn open_fdset(&mut self, filename: &str) -> Option<(u64, TrackedFd, u64)> {
         let id = filename.strip_prefix("/dev/fdset/")?.parse::<u64>().ok()?;
-        let set = self.fdsets.get(&id)?;
-        (!set.fds.is_empty()).then(|| (id, self.ledger.open()))
+        let source = self.fdsets.get(&id)?.fds.first()?.2.id();
+        Some((id, self.ledger.open(), source))
     }
 
     fn save_devices_state(&mut self, args: &Value) -> Result<Value, (&'static str, String)> {
@@ -320,7 +325,7 @@ impl SimQemu {
             .get("filename")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        let Some((id, dup)) = self.open_fdset(filename) else {
+        let Some((id, dup, _)) = self.open_fdset(filename) else {
             return Err((
                 "GenericError",
                 format!("Could not open '{filename}': No such file or directory"),
@@ -350,6 +355,7 @@ impl SimQemu {
         self.set_tray(&id, true);
         if let Some(tray) = self.trays.get_mut(&id) {
             tray.medium = None;
+            tray.from_fd = None;
         }
         self.media.remove(&id);
         Ok(json!({}))
@@ -364,7 +370,7 @@ impl SimQemu {
             .to_owned();
         let opened = if filename.starts_with("/dev/fdset/") {
             match self.open_fdset(&filename) {
-                Some((_, fd)) => Some(fd),
+                Some((_, fd, source)) => Some((fd, source)),
                 None => {
                     return Err((
                         "GenericError",
@@ -375,13 +381,21 @@ impl SimQemu {
         } else {
             None
         };
+        let format = args
+            .get("format")
+            .and_then(Value::as_str)
+            .unwrap_or("raw")
+            .to_owned();
         self.set_tray(&id, true);
         self.media.remove(&id);
-        if let Some(fd) = opened {
+        let mut from_fd = None;
+        if let Some((fd, source)) = opened {
             self.media.insert(id.clone(), fd);
+            from_fd = Some((source, format));
         }
         if let Some(tray) = self.trays.get_mut(&id) {
             tray.medium = Some(filename);
+            tray.from_fd = from_fd;
         }
         self.set_tray(&id, false);
         Ok(json!({}))
@@ -526,6 +540,7 @@ mod tests {
             Tray {
                 open: false,
                 medium: None,
+                from_fd: None,
             },
         )]);
         // Media by fd set, tray events, query-block, eject.

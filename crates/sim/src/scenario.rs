@@ -17,7 +17,16 @@
 //! [[domain]]
 //! domid = 10
 //! count = 100         # domains 10 to 109, each with these devices
-//! devices = [{ vdev = "xvda", kind = "disk", params = "/srv/disk.img" }]
+//! devices = [
+//!   { vdev = "xvda", kind = "disk", params = "/srv/disk.img" },
+//!   # served by driver domain 9 (blkback there; only `phy` disks and vifs can be)
+//!   { vdev = "xvdb", kind = "phy", params = "/dev/vg0/data", backend = 9 },
+//! ]
+//! vifs = [{ bridge = "xenbr0", backend = 9 }]
+//!
+//! [[domain]]
+//! domid = 9
+//! driver = true       # a driver domain: backends for other guests, no devices, no QEMU
 //!
 //! [[step]]
 //! at_ms = 0
@@ -31,9 +40,27 @@
 //! device = "hdc"      # one device; all when absent
 //!
 //! [[step]]
+//! at_ms = 1500
+//! action = "insert"   # a media change (`xsio-cdrom`): also "eject" (no medium)
+//! domain = 1
+//! device = "hdc"      # a CD-ROM; every CD-ROM of the domain when absent
+//! medium = "/srv/iso/drivers.iso"
+//!
+//! [[step]]
 //! at_ms = 2000
 //! action = "save"     # also: resume, pause, unpause, destroy, crash-qemu (per domain)
 //! domain = 1
+//!
+//! [[step]]
+//! at_ms = 1500
+//! action = "crash-qemu"
+//! domain = 1
+//! on_command = "add-fd"   # not at once: as the next add-fd reaches QEMU
+//!
+//! [[step]]
+//! at_ms = 2500
+//! action = "crash-domain"  # driver domain 9 dies: its backends stop answering
+//! domain = 9
 //!
 //! [faults]
 //! silent_frontend = 0.0   # chance that a guest never starts a device's frontend
@@ -46,6 +73,8 @@
 //! script_hang = 0.0       # chance that a hotplug script never ends (killed at 40 s)
 //! conflicts = 0.0         # chance that a node a toolstack transaction read is rewritten
 //! qemu_late_write = false # QEMU 7.2's second, unguarded Closed before its unplug deletion
+//! driver_domain_death = 0.0 # chance that each driver domain dies, at a seeded moment
+//!                           # between the first and the last step
 //! ```
 
 use serde::Deserialize;
@@ -61,6 +90,9 @@ pub struct Scenario {
     pub description: String,
     /// The guests.
     pub domains: Vec<Domain>,
+    /// The driver domains: domains that run backends for the guests' `phy` disks and
+    /// vifs (blkback, netback), in domid order.
+    pub drivers: Vec<u32>,
     /// What happens, in time order.
     pub steps: Vec<Step>,
     /// What goes wrong.
@@ -89,6 +121,9 @@ pub struct Vif {
     /// The bridge its backend joins.
     #[serde(default = "default_bridge")]
     pub bridge: String,
+    /// The domain of its backend (netback): 0, or a driver domain.
+    #[serde(default)]
+    pub backend: u32,
 }
 
 fn default_bridge() -> String {
@@ -104,6 +139,8 @@ pub struct Device {
     pub kind: DeviceKind,
     /// The image the backend serves.
     pub params: String,
+    /// The domain of its backend: 0, or a driver domain (`phy` disks only).
+    pub backend: u32,
 }
 
 /// What a block device is.
@@ -130,6 +167,11 @@ pub struct Step {
     pub domain: Option<u32>,
     /// To which device (`None`: every device of the domain).
     pub device: Option<Vbd>,
+    /// The image an [`Action::Insert`] puts in the drive.
+    pub medium: Option<String>,
+    /// For [`Action::CrashQemu`]: QEMU dies as the next QMP command of this name reaches
+    /// it, instead of at once (a crash in the middle of an operation).
+    pub on_command: Option<String>,
 }
 
 /// What a [`Step`] does.
@@ -155,6 +197,15 @@ pub enum Action {
     Destroy,
     /// QEMU dies now (SIGSEGV): its backends stop where they are.
     CrashQemu,
+    /// A driver domain dies (backend domain death): its backends stop answering, and
+    /// nothing of it cleans up after them.
+    CrashDomain,
+    /// Put the step's `medium` into CD-ROM drives (`xsio-cdrom`'s `MediaChange` over QMP:
+    /// the per-domain lock, `eject`, the image opened read-only and passed with `add-fd`,
+    /// `blockdev-change-medium` on `/dev/fdset/N`, `remove-fd`, xenstore's `params`).
+    Insert,
+    /// Empty CD-ROM drives (`MediaChange`: `eject`, then xenstore's `params` = "").
+    Eject,
 }
 
 /// Faults to inject, each drawn from the run's seed.
@@ -189,6 +240,9 @@ pub struct Faults {
     /// default: it is a known open finding (a write landing after the toolstack's prune
     /// recreates the emptied parents, and QEMU's deletion removes only the device).
     pub qemu_late_write: bool,
+    /// The chance that each driver domain dies (as a `crash-domain` step would kill it),
+    /// at a seeded moment between the scenario's first and last step.
+    pub driver_domain_death: f64,
 }
 
 impl Default for Faults {
@@ -204,6 +258,7 @@ impl Default for Faults {
             script_hang: 0.0,
             conflicts: 0.0,
             qemu_late_write: false,
+            driver_domain_death: 0.0,
         }
     }
 }
@@ -257,6 +312,9 @@ struct FileDomain {
     vifs: Vec<Vif>,
     #[serde(default)]
     vfb: bool,
+    /// A driver domain: it runs backends for the guests, and has no devices of its own.
+    #[serde(default)]
+    driver: bool,
 }
 
 #[derive(Deserialize)]
@@ -265,6 +323,8 @@ struct FileDevice {
     vdev: String,
     kind: DeviceKind,
     params: String,
+    #[serde(default)]
+    backend: u32,
 }
 
 #[derive(Deserialize)]
@@ -274,6 +334,10 @@ struct FileStep {
     action: Action,
     domain: Option<u32>,
     device: Option<String>,
+    /// The image of an `insert`.
+    medium: Option<String>,
+    /// The QMP command a `crash-qemu` waits for.
+    on_command: Option<String>,
     /// With no `domain`: the k-th domain (in domid order, from 0) acts at
     /// `at_ms + k * stagger_ms` instead of all at once (a host's guests are not all created
     /// or destroyed in the same millisecond).
@@ -286,6 +350,7 @@ impl Scenario {
     pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
         let file: File = toml::from_str(text)?;
         let mut domains = Vec::new();
+        let mut drivers = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
         for d in file.domains {
             if d.count == 0 || d.domid.checked_add(d.count - 1).is_none() {
@@ -306,6 +371,16 @@ impl Scenario {
                     )));
                 }
             }
+            if d.driver {
+                if !d.devices.is_empty() || !d.vifs.is_empty() || d.vfb {
+                    return Err(ScenarioError::Invalid(format!(
+                        "driver domain {} serves other domains' devices and has none of its own",
+                        d.domid
+                    )));
+                }
+                drivers.extend(d.domid..=d.domid + (d.count - 1));
+                continue;
+            }
             let mut devices: Vec<Device> = Vec::new();
             for dev in d.devices {
                 let vdev = parse_vdev(d.domid, &dev.vdev)?;
@@ -318,10 +393,17 @@ impl Scenario {
                         d.domid, dev.vdev
                     )));
                 }
+                if dev.backend != 0 && dev.kind != DeviceKind::Phy {
+                    return Err(ScenarioError::Invalid(format!(
+                        "domain {}: device {} is served by its QEMU, not by domain {}",
+                        d.domid, dev.vdev, dev.backend
+                    )));
+                }
                 devices.push(Device {
                     vdev,
                     kind: dev.kind,
                     params: dev.params,
+                    backend: dev.backend,
                 });
             }
             for domid in d.domid..=d.domid + (d.count - 1) {
@@ -333,8 +415,49 @@ impl Scenario {
                 });
             }
         }
+        drivers.sort_unstable();
+        let backends = domains
+            .iter()
+            .flat_map(|d| d.devices.iter().map(|dev| dev.backend))
+            .chain(
+                domains
+                    .iter()
+                    .flat_map(|d| d.vifs.iter().map(|v| v.backend)),
+            );
+        for backend in backends {
+            if backend != 0 && drivers.binary_search(&backend).is_err() {
+                return Err(ScenarioError::Invalid(format!(
+                    "a device's backend is in domain {backend}, which is not a driver domain"
+                )));
+            }
+        }
         let mut steps = Vec::new();
         for s in file.steps {
+            if let Some(domid) = s.domain
+                && drivers.binary_search(&domid).is_ok()
+            {
+                if s.action != Action::CrashDomain {
+                    return Err(ScenarioError::Invalid(format!(
+                        "a step at {} ms names driver domain {domid}: only crash-domain does",
+                        s.at_ms
+                    )));
+                }
+                steps.push(Step {
+                    at_ms: s.at_ms,
+                    action: s.action,
+                    domain: s.domain,
+                    device: None,
+                    medium: None,
+                    on_command: None,
+                });
+                continue;
+            }
+            if s.action == Action::CrashDomain {
+                return Err(ScenarioError::Invalid(format!(
+                    "the crash-domain at {} ms names no driver domain",
+                    s.at_ms
+                )));
+            }
             let named: Vec<&Domain> = match s.domain {
                 None => domains.iter().collect(),
                 Some(domid) => match domains.iter().find(|d| d.domid == domid) {
@@ -347,15 +470,48 @@ impl Scenario {
                     }
                 },
             };
+            let media = matches!(s.action, Action::Insert | Action::Eject);
+            match (s.action, s.medium.as_deref()) {
+                (Action::Insert, None | Some("")) => {
+                    return Err(ScenarioError::Invalid(format!(
+                        "the insert at {} ms needs a medium (an image path)",
+                        s.at_ms
+                    )));
+                }
+                (Action::Insert, _) | (_, None) => {}
+                (_, Some(_)) => {
+                    return Err(ScenarioError::Invalid(format!(
+                        "the step at {} ms has a medium, which only an insert takes",
+                        s.at_ms
+                    )));
+                }
+            }
+            if s.on_command.is_some() && s.action != Action::CrashQemu {
+                return Err(ScenarioError::Invalid(format!(
+                    "the step at {} ms has on_command, which only crash-qemu takes",
+                    s.at_ms
+                )));
+            }
+            if media
+                && !named
+                    .iter()
+                    .any(|d| d.devices.iter().any(|dev| dev.kind == DeviceKind::Cdrom))
+            {
+                return Err(ScenarioError::Invalid(format!(
+                    "the media change at {} ms names no domain with a CD-ROM",
+                    s.at_ms
+                )));
+            }
             let device = match &s.device {
                 None => None,
                 Some(name) => {
                     let domid = s.domain.unwrap_or(0);
                     let vdev = parse_vdev(domid, name)?;
-                    if !named
-                        .iter()
-                        .any(|d| d.devices.iter().any(|dev| dev.vdev == vdev))
-                    {
+                    if !named.iter().any(|d| {
+                        d.devices.iter().any(|dev| {
+                            dev.vdev == vdev && (!media || dev.kind == DeviceKind::Cdrom)
+                        })
+                    }) {
                         return Err(ScenarioError::Invalid(format!(
                             "a step at {} ms names device {name}, which no domain it names has",
                             s.at_ms
@@ -382,6 +538,8 @@ impl Scenario {
                         action: s.action,
                         domain: Some(domid),
                         device,
+                        medium: s.medium.clone(),
+                        on_command: s.on_command.clone(),
                     });
                 }
                 continue;
@@ -391,6 +549,8 @@ impl Scenario {
                 action: s.action,
                 domain: s.domain,
                 device,
+                medium: s.medium,
+                on_command: s.on_command,
             });
         }
         // A stable sort keeps the file's order for steps at the same time.
@@ -403,6 +563,7 @@ impl Scenario {
             ("script_fail", faults.script_fail),
             ("script_hang", faults.script_hang),
             ("conflicts", faults.conflicts),
+            ("driver_domain_death", faults.driver_domain_death),
         ] {
             if !(0.0..=1.0).contains(&p) {
                 return Err(ScenarioError::Invalid(format!(
@@ -414,6 +575,7 @@ impl Scenario {
             name: file.name,
             description: file.description,
             domains,
+            drivers,
             steps,
             faults,
         })
@@ -432,28 +594,36 @@ fn parse_vdev(domid: u32, name: &str) -> Result<Vbd, ScenarioError> {
     })
 }
 
+/// A test scenario's text: guest 1 with one disk, `xvda` (`/d`), and `steps`, each
+/// `(at_ms, action)` on guest 1, in the order given; `faults`, the keys of a `[faults]`
+/// table (empty: no table).
+#[cfg(test)]
+pub(crate) fn one_disk(steps: &[(u64, &str)], faults: &str) -> String {
+    let mut text = String::from(
+        "name = \"test\"\n[[domain]]\ndomid = 1\n\
+         devices = [{ vdev = \"xvda\", kind = \"disk\", params = \"/d\" }]\n",
+    );
+    for (at_ms, action) in steps {
+        text += &format!("[[step]]\nat_ms = {at_ms}\naction = \"{action}\"\ndomain = 1\n");
+    }
+    if !faults.is_empty() {
+        text += &format!("[faults]\n{faults}\n");
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const TWO: &str = r#"
-        name = "t"
-        [[domain]]
-        domid = 1
-        devices = [{ vdev = "xvda", kind = "disk", params = "/d" }]
-        [[step]]
-        at_ms = 5
-        action = "remove"
-        domain = 1
-        [[step]]
-        at_ms = 0
-        action = "create"
-        domain = 1
-    "#;
+    /// Remove listed before create: the parse sorts them.
+    fn two() -> String {
+        one_disk(&[(5, "remove"), (0, "create")], "")
+    }
 
     #[test]
     fn steps_come_out_in_time_order() {
-        let s = Scenario::parse(TWO).unwrap();
+        let s = Scenario::parse(&two()).unwrap();
         assert_eq!(s.steps[0].action, Action::Create);
         assert_eq!(s.steps[1].action, Action::Remove);
         assert_eq!(s.domains[0].devices[0].vdev.number(), 51712);
@@ -494,9 +664,9 @@ mod tests {
 
     #[test]
     fn vifs_are_listed_with_a_default_bridge() {
-        let text = TWO.replace(
+        let text = two().replace(
             "devices = [{ vdev = \"xvda\", kind = \"disk\", params = \"/d\" }]",
-            "devices = []\n        vifs = [{}, { bridge = \"xenbr1\" }]",
+            "devices = []\nvifs = [{}, { bridge = \"xenbr1\" }]",
         );
         let s = Scenario::parse(&text).unwrap();
         let bridges: Vec<&str> = s.domains[0]
@@ -553,27 +723,25 @@ mod tests {
 
     #[test]
     fn mistakes_are_named() {
+        let two = two();
         let bad = [
-            (TWO.replace("xvda", "xvd"), "xvd"),
-            (TWO.replace("domid = 1", "domid = 0"), "domain 0"),
+            (two.replace("xvda", "xvd"), "xvd"),
+            (two.replace("domid = 1", "domid = 0"), "domain 0"),
             (
-                TWO.replace(
-                    "domain = 1\n        [[step]]",
-                    "domain = 2\n        [[step]]",
-                ),
+                two.replace("domain = 1\n[[step]]", "domain = 2\n[[step]]"),
                 "domain 2",
             ),
             (
-                TWO.replace("action = \"remove\"", "action = \"explode\""),
+                two.replace("action = \"remove\"", "action = \"explode\""),
                 "explode",
             ),
             (
-                format!("{TWO}\n[faults]\nsilent_frontend = 2.0"),
+                format!("{two}\n[faults]\nsilent_frontend = 2.0"),
                 "between 0 and 1",
             ),
-            (format!("{TWO}\n[faults]\nsilent = 1"), "silent"),
+            (format!("{two}\n[faults]\nsilent = 1"), "silent"),
             (
-                format!("{TWO}\n[faults]\nqemu_crash = -0.5"),
+                format!("{two}\n[faults]\nqemu_crash = -0.5"),
                 "faults.qemu_crash is a chance",
             ),
         ];

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
+use xsio_cdrom::{CdromError, Changed, MediaChange};
 use xsio_core::OpId;
 use xsio_device::{Config, Device, DeviceEvent, DeviceOp, Force, MultiDev, MultiEvent};
 use xsio_dm::{
@@ -22,8 +23,10 @@ use xsio_xenbus::{Backend, BackendEvent, DeviceAreas, Frontend, FrontendEvent, X
 use xsio_xenstored::Origin;
 
 mod devices;
+mod drivers;
 mod ends;
 mod guests;
+mod media;
 
 use crate::describe;
 use crate::gate::Gated;
@@ -44,6 +47,7 @@ xsio_harness::actors! {
         Save(Save, Result<Saved, SaveError>),
         Control(Control, Result<(), ControlError>),
         Shutdown(Shutdown, Result<Stopped, ShutdownError>),
+        Media(MediaChange, Result<Changed, CdromError>),
     }
 }
 
@@ -154,7 +158,7 @@ impl SimDevice {
         xsio_device::QEMU_BACKEND_KINDS.contains(&self.areas.backend_kind.as_str())
     }
 
-    fn device(&self) -> Device {
+    pub(crate) fn device(&self) -> Device {
         let a = &self.areas;
         Device::new(a.frontend_kind.clone(), a.frontend_domid, a.devid)
             .with_backend(a.backend_domid, a.backend_kind.clone())
@@ -183,6 +187,15 @@ pub(crate) struct SimDomain {
     pub(crate) outcomes: Vec<String>,
 }
 
+/// A driver domain: it runs backends (blkback, netback) for the guests' devices.
+#[derive(Debug)]
+pub(crate) struct SimDriver {
+    /// Its xenstore connection (its backends' and its own toolstack's).
+    pub(crate) conn: Conn,
+    /// Whether it still runs.
+    pub(crate) alive: bool,
+}
+
 /// What an actor is, for the trace and the checks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Role {
@@ -197,6 +210,8 @@ enum Role {
 enum ToolOp {
     /// QEMU's xen-bus removing a device's directories (after an unplug, or on `quit`).
     QemuRemove { domid: u32, quitting: bool },
+    /// A driver domain removing the backend directory of a device it closed.
+    DriverRemove { domid: u32 },
 }
 
 /// A simulated host running one scenario under one seed.
@@ -214,6 +229,7 @@ pub(crate) struct Sim {
     /// conflict fault).
     meddler: Conn,
     pub(crate) domains: BTreeMap<u32, SimDomain>,
+    pub(crate) drivers: BTreeMap<u32, SimDriver>,
     pub(crate) devices: Vec<SimDevice>,
     steps: VecDeque<crate::scenario::Step>,
     tool_ops: BTreeMap<OpId, ToolOp>,
@@ -285,7 +301,13 @@ impl Sim {
                 } else {
                     "qdisk"
                 };
-                let areas = DeviceAreas::new(0, backend_kind, domain.domid, "vbd", block.devid());
+                let areas = DeviceAreas::new(
+                    dev.backend,
+                    backend_kind,
+                    domain.domid,
+                    "vbd",
+                    block.devid(),
+                );
                 let silent = chance(&mut rng, scenario.faults.silent_frontend);
                 devices.push(SimDevice::new(
                     domain.domid,
@@ -313,7 +335,7 @@ impl Sim {
                 }
             }
             for (devid, vif) in (0u32..).zip(&domain.vifs) {
-                let areas = DeviceAreas::new(0, "vif", domain.domid, "vif", devid);
+                let areas = DeviceAreas::new(vif.backend, "vif", domain.domid, "vif", devid);
                 let silent = chance(&mut rng, scenario.faults.silent_frontend);
                 let mac = format!(
                     "00:16:3e:{:02x}:{:02x}:{:02x}",
@@ -335,7 +357,15 @@ impl Sim {
                 ));
             }
         }
-        let steps = scenario.steps.iter().cloned().collect();
+        let mut drivers = BTreeMap::new();
+        for &domid in &scenario.drivers {
+            store.server().introduce_domain(epoch, domid);
+            let conn = store.connect(&mut harness, Origin::Domain(domid));
+            host.domains.insert(domid, DomainState::Running);
+            drivers.insert(domid, SimDriver { conn, alive: true });
+        }
+        let mut steps: VecDeque<crate::scenario::Step> = scenario.steps.iter().cloned().collect();
+        driver_deaths(&scenario, &mut rng, &mut steps);
         let mut by_domain: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
         for (i, d) in devices.iter().enumerate() {
             by_domain.entry(d.domid).or_default().push(i);
@@ -350,6 +380,7 @@ impl Sim {
             blkback,
             meddler,
             domains,
+            drivers,
             devices,
             steps,
             tool_ops: BTreeMap::new(),
@@ -479,9 +510,29 @@ impl Sim {
                         }
                     }
                 }
+                Action::CrashDomain => {
+                    for domid in domains {
+                        self.driver_dies(domid);
+                    }
+                }
+                Action::Insert | Action::Eject => {
+                    let cdroms: Vec<usize> = domains
+                        .iter()
+                        .flat_map(|domid| self.by_domain.get(domid).into_iter().flatten().copied())
+                        .filter(|&i| self.devices[i].kind == Some(DeviceKind::Cdrom))
+                        .filter(|&i| step.device.is_none_or(|v| Some(v) == self.devices[i].vdev))
+                        .collect();
+                    let medium = step
+                        .medium
+                        .clone()
+                        .filter(|_| step.action == Action::Insert);
+                    for i in cdroms {
+                        self.change_medium(i, medium.clone());
+                    }
+                }
                 other => {
                     for domid in domains {
-                        self.domain_action(domid, other)?;
+                        self.domain_action(domid, other, step.on_command.as_deref())?;
                     }
                 }
             }
@@ -599,6 +650,7 @@ impl Sim {
             return Ok(());
         };
         match what {
+            ToolOp::DriverRemove { .. } => {}
             ToolOp::QemuRemove { domid, quitting } => {
                 if let Err(err) = &result {
                     self.say(
@@ -629,6 +681,7 @@ impl Sim {
         match owner {
             Owner::Caller => match self.tool_ops.get(&id) {
                 Some(ToolOp::QemuRemove { domid, .. }) => (Lane::Qemu, format!("qemu d{domid}")),
+                Some(ToolOp::DriverRemove { domid }) => (Lane::Backend, format!("driver d{domid}")),
                 None => (Lane::Toolstack, "toolstack".into()),
             },
             Owner::Actor(actor) => match self.roles.get(actor.index()) {
@@ -657,6 +710,7 @@ impl Sim {
                 | SimEvent::Save(_)
                 | SimEvent::Control(_)
                 | SimEvent::Shutdown(_)
+                | SimEvent::Media(_)
         );
         if completed && let Some(Some(n)) = self.completions.get_mut(actor.index()) {
             *n += 1;
@@ -678,6 +732,39 @@ fn device_config() -> Config {
     Config {
         transaction_attempts: 256,
         ..Config::default()
+    }
+}
+
+/// The seeded fault "backend domain death": each driver domain dies with the chance
+/// `driver_domain_death`, at a moment drawn between the first and the last step (as a
+/// `crash-domain` step added to `steps`). No draw without driver domains, so that the
+/// other scenarios' streams stay as they were.
+fn driver_deaths(
+    scenario: &Scenario,
+    rng: &mut ChaCha8Rng,
+    steps: &mut VecDeque<crate::scenario::Step>,
+) {
+    let first = scenario.steps.first().map_or(0, |s| s.at_ms);
+    let last = scenario.steps.last().map_or(0, |s| s.at_ms);
+    for &domid in &scenario.drivers {
+        if !chance(rng, scenario.faults.driver_domain_death) {
+            continue;
+        }
+        let span = usize::try_from(last - first).unwrap_or(usize::MAX);
+        let at_ms = first + index(rng, span.saturating_add(1)) as u64;
+        let at = steps
+            .iter()
+            .position(|s| s.at_ms > at_ms)
+            .unwrap_or(steps.len());
+        let death = crate::scenario::Step {
+            at_ms,
+            action: Action::CrashDomain,
+            domain: Some(domid),
+            device: None,
+            medium: None,
+            on_command: None,
+        };
+        steps.insert(at, death);
     }
 }
 

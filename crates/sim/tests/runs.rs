@@ -1,5 +1,8 @@
 //! Seeded runs of the simulator: reproducible, and every invariant holds whatever the seed.
 
+mod common;
+
+use common::clean_run;
 use proptest::prelude::*;
 use xsio_sim::{DEFAULT_SCENARIO, Phase, Scenario, run};
 
@@ -31,8 +34,7 @@ fn seeds_change_the_order_of_events() {
 
 #[test]
 fn the_default_scenario_connects_then_removes_everything() {
-    let report = run(&default(), 3).unwrap();
-    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    let report = clean_run(&default(), 3);
     for d in &report.devices {
         assert_eq!(d.phase, Phase::Removed, "{d:?}");
         if !d.silent {
@@ -115,8 +117,7 @@ fn the_default_scenario_connects_then_removes_everything() {
 #[test]
 fn a_guest_that_ignores_every_device_still_gets_them_removed() {
     let text = DEFAULT_SCENARIO.replace("silent_frontend = 0.1", "silent_frontend = 1.0");
-    let report = run(&Scenario::parse(&text).unwrap(), 9).unwrap();
-    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    let report = clean_run(&Scenario::parse(&text).unwrap(), 9);
     for d in &report.devices {
         assert!(d.silent && d.connected_ms.is_none(), "{d:?}");
         assert_eq!(d.phase, Phase::Removed);
@@ -129,20 +130,9 @@ fn a_guest_that_ignores_every_device_still_gets_them_removed() {
 
 #[test]
 fn devices_left_running_stay_connected() {
-    let text = r#"
-        name = "stay"
-        [[domain]]
-        domid = 3
-        devices = [{ vdev = "xvda", kind = "disk", params = "/d" }]
-        [[step]]
-        at_ms = 0
-        action = "create"
-        domain = 3
-        [faults]
-        silent_frontend = 0.0
-    "#;
-    let report = run(&Scenario::parse(text).unwrap(), 1).unwrap();
-    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    let guest =
+        "[[domain]]\ndomid = 3\ndevices = [{ vdev = \"xvda\", kind = \"disk\", params = \"/d\" }]";
+    let report = clean_run(&common::scenario(guest, "", ""), 1);
     assert_eq!(report.devices[0].phase, Phase::Running);
     assert!(report.devices[0].connected_ms.is_some());
 }
@@ -163,59 +153,53 @@ proptest! {
 /// guest's half-removed backends and left its frontends behind, on every seed).
 #[test]
 fn simultaneous_removals_of_many_guests_leave_nothing_behind() {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../testdata/scenarios/many-guests.toml"
-    ))
-    .unwrap();
-    let scenario = Scenario::parse(&text).unwrap();
+    let text = include_str!("../../../testdata/scenarios/many-guests.toml");
+    let scenario = Scenario::parse(text).unwrap();
     for seed in 0..4 {
-        let report = run(&scenario, seed).unwrap();
-        assert!(
-            report.violations.is_empty(),
-            "seed {seed}: {:?}",
-            report.violations
-        );
+        let report = clean_run(&scenario, seed);
         assert_eq!(report.devices.len(), 80);
         assert!(report.devices.iter().all(|d| d.phase == Phase::Removed));
     }
     let two = text.replace("count = 20", "count = 2");
-    let report = run(&Scenario::parse(&two).unwrap(), 1).unwrap();
-    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    clean_run(&Scenario::parse(&two).unwrap(), 1);
 }
 
 /// The scenario of everything going wrong (QEMU crashing at any QMP message, slow,
 /// failing and hanging hotplug scripts, silent guests, transactions whose reads are
-/// rewritten under them, a user-paused guest with a live QEMU): whatever the seed, every invariant holds. The short mode of the long run
+/// rewritten under them, a user-paused guest with a live QEMU, a QEMU dying during a media
+/// change, a driver domain dying): whatever the seed, every invariant holds. The short mode of the long run
 /// documented in the README (`xsio sim testdata/scenarios/faults.toml --runs 10000`).
 #[test]
 fn seeded_faults_keep_every_invariant() {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../testdata/scenarios/faults.toml"
-    ))
-    .unwrap();
-    let scenario = Scenario::parse(&text).unwrap();
+    let scenario =
+        Scenario::parse(include_str!("../../../testdata/scenarios/faults.toml")).unwrap();
     let mut crashed = 0;
     let mut scripts_failed = 0;
     let mut rewritten = 0;
+    let mut driver_died = 0;
+    let mut changes_failed = 0;
     for seed in 0..32 {
-        let report = run(&scenario, seed).unwrap();
-        assert!(
-            report.violations.is_empty(),
-            "seed {seed}: {:?}",
-            report.violations
-        );
+        let report = clean_run(&scenario, seed);
         let text = report.trace.to_text();
         crashed += usize::from(text.contains("(fault) QEMU crashes on"));
         scripts_failed += usize::from(text.contains("exit status 1") || text.contains("ran past"));
         rewritten += usize::from(text.contains("(fault) rewrites"));
+        driver_died += usize::from(text.contains("(fault) the driver domain dies"));
+        // Guest 3's QEMU dies as its media change passes the image (unless it died before).
+        let hdc = report
+            .devices
+            .iter()
+            .find(|d| d.domid == 3 && d.vdev == "hdc");
+        changes_failed += usize::from(
+            hdc.is_some_and(|d| d.notes.iter().any(|n| n.contains("media change failed"))),
+        );
     }
     // The faults did happen.
     assert!(
-        crashed > 4 && scripts_failed > 4 && rewritten > 4,
-        "{crashed} {scripts_failed} {rewritten}"
+        crashed > 4 && scripts_failed > 4 && rewritten > 4 && driver_died > 4,
+        "{crashed} {scripts_failed} {rewritten} {driver_died}"
     );
+    assert!(changes_failed > 16, "{changes_failed}");
 }
 
 /// QEMU 7.2's unplug as recorded (`testdata/xen-qemu/unplug.txt`): Closed written a second
@@ -231,12 +215,7 @@ fn qemus_late_closed_write_leaves_nothing_behind() {
     let scenario = Scenario::parse(&text).unwrap();
     assert!(scenario.faults.qemu_late_write);
     for seed in 0..16 {
-        let report = run(&scenario, seed).unwrap();
-        assert!(
-            report.violations.is_empty(),
-            "seed {seed}: {:?}",
-            report.violations
-        );
+        let report = clean_run(&scenario, seed);
         let text = report.trace.to_text();
         // The hot-unplugged CD-ROM's backend state, written by QEMU after it was Closed.
         assert!(
@@ -275,5 +254,41 @@ fn the_scale_scenario_at_100_guests_removes_every_device() {
         report.totals().starts_with("400 devices: 400 Removed;"),
         "{}",
         report.totals()
-    );
+    ); // Every guest's CD-ROM got its new medium while all were live.
+    let changed = report
+        .devices
+        .iter()
+        .filter(|d| d.notes.iter().any(|n| n == "medium aio:/srv/iso/tools.iso"))
+        .count();
+    assert_eq!(changed, 100, "{:?}", report.devices);
+}
+
+/// `testdata/scenarios/demo.toml`, the former `xsio demo`: one guest's disk and CD-ROM
+/// through the xenbus handshake and back, in the protocol's order; without faults every
+/// seed gives the same trace.
+#[test]
+fn the_demo_scenario_takes_both_devices_through_the_handshake_and_back() {
+    let text = include_str!("../../../testdata/scenarios/demo.toml");
+    let scenario = Scenario::parse(text).unwrap();
+    let report = clean_run(&scenario, 1);
+    let names: Vec<&str> = report.devices.iter().map(|d| d.vdev.as_str()).collect();
+    assert_eq!(names, ["xvda", "hdc"]);
+    for d in &report.devices {
+        assert_eq!(d.phase, Phase::Removed, "{d:?}");
+        assert_eq!(
+            d.history,
+            [
+                "backend InitWait",
+                "frontend Initialised",
+                "backend Connected",
+                "frontend Connected",
+                "frontend Closed",
+                "backend Closing",
+                "backend Closed",
+            ],
+            "{d:?}"
+        );
+    }
+    let again = run(&scenario, 2).unwrap();
+    assert_eq!(report.trace.to_text(), again.trace.to_text());
 }

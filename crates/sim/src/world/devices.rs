@@ -80,7 +80,21 @@ impl Sim {
         let dom = &self.domains[&d.domid];
         let (qemu_xs, guest) = (dom.qemu_xs, dom.guest);
         let now = self.harness.now();
-        let backend_conn = if d.qemu_backed() {
+        let driver = d.areas.backend_domid;
+        let backend_conn = if driver != 0 {
+            match self.drivers.get(&driver) {
+                Some(dd) if dd.alive => Some(dd.conn),
+                _ => {
+                    let name = self.device_name(i);
+                    self.say(
+                        Lane::Backend,
+                        format!("backend {name}"),
+                        format!("driver domain d{driver} is dead: no backend"),
+                    );
+                    None
+                }
+            }
+        } else if d.qemu_backed() {
             if !self.store.0.qemu_alive(d.domid) {
                 let name = self.device_name(i);
                 self.say(
@@ -155,6 +169,17 @@ impl Sim {
                 ) && !self.devices[i].online
                     && self.devices[i].qemu_backed();
                 let domid = self.devices[i].domid;
+                let closed_by_driver = matches!(
+                    e,
+                    BackendEvent::StateChanged {
+                        to: XenbusState::Closed,
+                        ..
+                    }
+                ) && !self.devices[i].online
+                    && self.devices[i].areas.backend_domid != 0;
+                if closed_by_driver {
+                    self.driver_removes_backend(i);
+                }
                 if unplugged && self.store.0.qemu_alive(domid) {
                     let conn = self.domains[&domid].qemu_xs;
                     self.qemu_removes_dirs(i, conn, false);
@@ -244,6 +269,7 @@ impl Sim {
                     _ => {}
                 }
             }
+            SimEvent::Media(result) => self.medium_changed(i, lane, who, result),
             _ => {}
         }
         if self.devices[i].connected_ms.is_none() && self.both_connected(i) {
@@ -283,10 +309,15 @@ impl Sim {
         self.states(i) == (Some(XenbusState::Connected), Some(XenbusState::Connected))
     }
 
-    /// Whether the process that serves device `i`'s backend runs.
+    /// Whether the process that serves device `i`'s backend runs (QEMU, a driver domain).
     pub(crate) fn backend_process_alive(&self, i: usize) -> bool {
         let d = &self.devices[i];
-        !d.qemu_backed() || self.store.0.qemu_alive(d.domid)
+        let driver = d.areas.backend_domid;
+        if driver != 0 {
+            self.drivers.get(&driver).is_some_and(|dd| dd.alive)
+        } else {
+            !d.qemu_backed() || self.store.0.qemu_alive(d.domid)
+        }
     }
 
     /// Whether `owner` is one of the toolstack's operations.

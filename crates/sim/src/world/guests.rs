@@ -41,13 +41,13 @@ impl Sim {
                     super::Ends::Vif { .. } | super::Ends::Display { .. } => String::new(),
                 };
                 let medium = (!params.is_empty()).then_some(params);
-                (
-                    d.name.clone(),
-                    Tray {
-                        open: false,
-                        medium,
-                    },
-                )
+                let tray = Tray {
+                    open: false,
+                    medium,
+                    from_fd: None,
+                };
+                // QEMU names the drive as libxl's command line does: `ide-<devid>`.
+                (xsio_cdrom::drive_id(d.areas.devid), tray)
             })
             .collect();
         self.store.0.spawn_qemu(domid, qmp, "prelaunch", trays);
@@ -60,7 +60,13 @@ impl Sim {
         self.add_op(Role::Domain(domid, "dm"), qmp, SimActor::Start(start));
     }
 
-    pub(super) fn domain_action(&mut self, domid: u32, action: Action) -> Result<(), HarnessError> {
+    /// A step on a whole domain; `on_command`: a crash waits for that QMP command.
+    pub(super) fn domain_action(
+        &mut self,
+        domid: u32,
+        action: Action,
+        on_command: Option<&str>,
+    ) -> Result<(), HarnessError> {
         let Some(dom) = self.domains.get(&domid) else {
             return Ok(());
         };
@@ -102,6 +108,14 @@ impl Sim {
                     format!("(user) domain {state:?}, QEMU stays"),
                 );
             }
+            Action::CrashQemu if let Some(name) = on_command => {
+                self.say(
+                    Lane::Qemu,
+                    format!("qemu d{domid}"),
+                    format!("(fault) will crash on the next {name}"),
+                );
+                self.store.0.crash_on.insert(domid, name.to_owned());
+            }
             Action::CrashQemu => {
                 self.say(
                     Lane::Qemu,
@@ -113,7 +127,11 @@ impl Sim {
                     .exit(&mut self.harness, domid, ProcessExit::Signalled(11))?;
             }
             Action::Destroy => self.destroy(domid),
-            Action::Create | Action::Remove => {}
+            Action::Create
+            | Action::Remove
+            | Action::Insert
+            | Action::Eject
+            | Action::CrashDomain => {}
         }
         Ok(())
     }
