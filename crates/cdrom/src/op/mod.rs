@@ -10,6 +10,7 @@ use xsio_ops::{
     DomainState, FdHandle, HostOp, InputError, Op, OpError, OpErrorKind, Output, PeerEvent,
     ProcessExit, QemuVersion, QmpCommand, QmpOp, Reply, Request, TxnId, TxnOp, XsOp, expect_domain,
     expect_done, expect_fd, expect_qmp, expect_session, expect_txn_started, expect_value,
+    split_checked,
 };
 use xsio_vbd::Vbd;
 
@@ -297,7 +298,7 @@ impl MediaChange {
         let domid = self.config.domid;
         match purpose {
             Purpose::DomainInfo => {
-                let (state, refused) = checked(expect_domain(id, result));
+                let (state, refused) = split_checked(expect_domain(id, result));
                 match state {
                     _ if !self.running() => {}
                     Ok(DomainState::Absent | DomainState::Dead) => {
@@ -311,7 +312,7 @@ impl MediaChange {
                 refused
             }
             Purpose::Lock => {
-                let (locked, refused) = checked(expect_done(id, result));
+                let (locked, refused) = split_checked(expect_done(id, result));
                 match (locked, self.lock) {
                     // Withdrawn: the Unlock already sent releases it if it was granted.
                     (_, Lock::Released) => {}
@@ -330,7 +331,7 @@ impl MediaChange {
             }
             Purpose::Unlock | Purpose::Close => {
                 // Nothing depends on them; a failed close still closed.
-                checked(expect_done(id, result)).1
+                split_checked(expect_done(id, result)).1
             }
             Purpose::ReadKind
             | Purpose::ReadDmVersion
@@ -338,7 +339,7 @@ impl MediaChange {
             | Purpose::ReadBackend
             | Purpose::ReadDeviceType
             | Purpose::ReadBackendType => {
-                let (value, refused) = checked(expect_value(id, result));
+                let (value, refused) = split_checked(expect_value(id, result));
                 match value {
                     Ok(value) if self.running() => self.on_read(purpose, value),
                     Ok(_) => {}
@@ -350,7 +351,7 @@ impl MediaChange {
                 refused
             }
             Purpose::Connect | Purpose::Reconnect => {
-                let (session, refused) = checked(expect_session(id, result));
+                let (session, refused) = split_checked(expect_session(id, result));
                 match session {
                     Ok(_) => {
                         self.qmp_closed = false;
@@ -367,7 +368,7 @@ impl MediaChange {
                 refused
             }
             Purpose::QueryVersion => {
-                let (version, refused) = checked(expect_qmp(id, result));
+                let (version, refused) = split_checked(expect_qmp(id, result));
                 match version {
                     Ok(value) => match version_of(&value) {
                         Some(version) => {
@@ -386,7 +387,7 @@ impl MediaChange {
                 refused
             }
             Purpose::Eject => {
-                let (ejected, refused) = checked(expect_qmp(id, result));
+                let (ejected, refused) = split_checked(expect_qmp(id, result));
                 if ejected.is_ok() {
                     self.held = Some(String::new());
                 }
@@ -404,7 +405,7 @@ impl MediaChange {
                 refused
             }
             Purpose::Open => {
-                let (fd, refused) = checked(expect_fd(id, result));
+                let (fd, refused) = split_checked(expect_fd(id, result));
                 match fd {
                     Ok(fd) if self.running() => self.add_fd(fd),
                     // Too late to pass on: the cleanup closes it.
@@ -420,7 +421,7 @@ impl MediaChange {
                 refused
             }
             Purpose::AddFd => {
-                let (added, refused) = checked(expect_qmp(id, result));
+                let (added, refused) = split_checked(expect_qmp(id, result));
                 match added {
                     Ok(value) => match value.get("fdset-id").and_then(Value::as_u64) {
                         Some(set) => {
@@ -439,7 +440,7 @@ impl MediaChange {
                 refused
             }
             Purpose::ChangeMedium => {
-                let (changed, refused) = checked(expect_qmp(id, result));
+                let (changed, refused) = split_checked(expect_qmp(id, result));
                 match changed {
                     Ok(_) => {
                         self.new_fdset = self.fdset;
@@ -456,7 +457,7 @@ impl MediaChange {
                 refused
             }
             Purpose::RemoveFd => {
-                let (removed, refused) = checked(expect_qmp(id, result));
+                let (removed, refused) = split_checked(expect_qmp(id, result));
                 if self.running() {
                     if let Err(source) = removed {
                         let fdset_id = self.new_fdset.unwrap_or_default();
@@ -467,7 +468,7 @@ impl MediaChange {
                 refused
             }
             Purpose::QueryBlock => {
-                let (block, refused) = checked(expect_qmp(id, result));
+                let (block, refused) = split_checked(expect_qmp(id, result));
                 match block {
                     Ok(value) => {
                         if let Some(params) = self.params_held(&value) {
@@ -479,7 +480,7 @@ impl MediaChange {
                 refused
             }
             Purpose::TxnStart => {
-                let (txn, refused) = checked(expect_txn_started(id, result));
+                let (txn, refused) = split_checked(expect_txn_started(id, result));
                 match txn {
                     Ok(txn) => {
                         let Some(run) = &mut self.txn else {
@@ -499,7 +500,7 @@ impl MediaChange {
                 refused
             }
             Purpose::TxnRead => {
-                let (value, refused) = checked(expect_value(id, result));
+                let (value, refused) = split_checked(expect_value(id, result));
                 match value {
                     Ok(Some(_)) => self.next_txn_step(),
                     Ok(None) => {
@@ -514,7 +515,7 @@ impl MediaChange {
                 refused
             }
             Purpose::TxnApply => {
-                let (done, refused) = checked(expect_done(id, result));
+                let (done, refused) = split_checked(expect_done(id, result));
                 match done {
                     Ok(()) => self.next_txn_step(),
                     Err(source) => self.txn_failed(CdromError::Xenstore {
@@ -678,46 +679,4 @@ fn version_of(value: &Value) -> Option<QemuVersion> {
     })
 }
 
-/// A checked reply: the value or the error the step fails with; a reply of the wrong kind
-/// is refused and counts as a failure of the request.
-fn checked<V>(
-    checked: Result<Result<V, OpError>, InputError>,
-) -> (Result<V, OpError>, Result<(), InputError>) {
-    match checked {
-        Ok(result) => (result, Ok(())),
-        Err(wrong) => (
-            Err(OpError::new(OpErrorKind::Invalid, wrong.to_string())),
-            Err(wrong),
-        ),
-    }
-}
-
-impl xsio_core::Machine for MediaChange {
-    type Input<'a> = xsio_ops::Input<'a>;
-    type Output = Output<Completion>;
-    type Error = InputError;
-
-    fn handle_input(&mut self, now: Instant, input: xsio_ops::Input<'_>) -> Result<(), InputError> {
-        match input {
-            xsio_ops::Input::Reply { id, result } => self.handle_reply(now, id, result),
-            xsio_ops::Input::Peer(event) => {
-                self.handle_peer(now, event);
-                Ok(())
-            }
-            // Watch events and later kinds of input: nothing this machine asks for.
-            _ => Ok(()),
-        }
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        MediaChange::handle_timeout(self, now);
-    }
-
-    fn poll_output(&mut self) -> Option<Output<Completion>> {
-        MediaChange::poll_output(self)
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        MediaChange::poll_timeout(self)
-    }
-}
+xsio_ops::impl_machine!(MediaChange, Completion, peer: handle_peer);

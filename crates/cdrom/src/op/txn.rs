@@ -7,9 +7,10 @@ use std::collections::VecDeque;
 use xsio_core::OpId;
 use xsio_ops::{
     InputError, OpError, OpErrorKind, Reply, TxnOp, XsOp, expect_committed, expect_done,
+    split_checked,
 };
 
-use super::{MediaChange, Purpose, TxnRun, Write, checked};
+use super::{MediaChange, Purpose, TxnRun, Write};
 use crate::config::params;
 use crate::error::CdromError;
 
@@ -89,10 +90,10 @@ impl MediaChange {
     ) -> Result<(), InputError> {
         let Some(mut run) = self.txn.take() else {
             // An abort's answer: nothing waits on it.
-            return checked(expect_done(id, result)).1;
+            return split_checked(expect_done(id, result)).1;
         };
         run.id = None;
-        let (committed, refused) = checked(expect_committed(id, result));
+        let (committed, refused) = split_checked(expect_committed(id, result));
         match committed {
             Ok(()) => self.txn_done(run.write),
             Err(err) if err.kind == OpErrorKind::Conflict => {
