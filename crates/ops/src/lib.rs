@@ -62,11 +62,17 @@
 #![deny(missing_docs)]
 
 mod answer;
+mod expect;
 mod machine;
 mod qmp;
 mod requests;
 
 pub use answer::Answer;
+pub use expect::{
+    Checked, expect_children, expect_committed, expect_device_model, expect_domain, expect_done,
+    expect_exited, expect_fd, expect_qmp, expect_session, expect_state_value, expect_txn,
+    expect_txn_started, expect_value, split_checked,
+};
 pub use qmp::{
     FdHandle, FileAccess, FileOp, OpenFile, PeerEvent, ProcessOp, QemuVersion, QmpCommand,
     QmpErrorClass, QmpEvent, QmpOp, QmpSession,
@@ -269,12 +275,6 @@ pub enum Op {
     Process(ProcessOp),
 }
 
-impl From<HostOp> for Op {
-    fn from(op: HostOp) -> Op {
-        Op::Host(op)
-    }
-}
-
 /// What a toolstack machine asks of the host it runs on, rather than of xenstore.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum HostOp {
@@ -372,33 +372,22 @@ impl std::fmt::Display for ProcessExit {
     }
 }
 
-impl From<XsOp> for Op {
-    fn from(op: XsOp) -> Op {
-        Op::Xs(op)
-    }
+/// Each kind of operation is the [`Op`] variant that carries it.
+macro_rules! op_from_kind {
+    ($($kind:ty => $variant:ident),*) => {$(
+        impl From<$kind> for Op {
+            fn from(op: $kind) -> Op {
+                Op::$variant(op)
+            }
+        }
+    )*};
 }
 
-impl From<QmpOp> for Op {
-    fn from(op: QmpOp) -> Op {
-        Op::Qmp(op)
-    }
-}
+op_from_kind!(XsOp => Xs, HostOp => Host, QmpOp => Qmp, FileOp => File, ProcessOp => Process);
 
 impl From<QmpCommand> for Op {
     fn from(command: QmpCommand) -> Op {
         Op::Qmp(QmpOp::Command(command))
-    }
-}
-
-impl From<FileOp> for Op {
-    fn from(op: FileOp) -> Op {
-        Op::File(op)
-    }
-}
-
-impl From<ProcessOp> for Op {
-    fn from(op: ProcessOp) -> Op {
-        Op::Process(op)
     }
 }
 
@@ -542,222 +531,4 @@ pub enum InputError {
         /// What the operation answers with.
         expected: &'static str,
     },
-}
-
-/// Splits a checked reply (what an `expect_*` function gives) into what the operation goes
-/// on with and what its `handle_input` returns: the value or the error the request failed
-/// with, and `Err` for a reply of the wrong kind, which fails the request too (as an
-/// [`OpErrorKind::Invalid`] error), as [`InputError::WrongReply`] says.
-///
-/// ```
-/// use xsio_core::OpId;
-/// use xsio_ops::{InputError, OpErrorKind, Reply, expect_done, split_checked};
-///
-/// let id = OpId::from_raw(1);
-/// let (outcome, refused) = split_checked(expect_done(id, Ok(Reply::Done)));
-/// assert_eq!((outcome, refused), (Ok(()), Ok(())));
-/// let (outcome, refused) = split_checked(expect_done(id, Ok(Reply::Value(None))));
-/// assert_eq!(outcome.unwrap_err().kind, OpErrorKind::Invalid);
-/// assert!(matches!(refused, Err(InputError::WrongReply { .. })));
-/// ```
-pub fn split_checked<V>(
-    checked: Result<Result<V, OpError>, InputError>,
-) -> (Result<V, OpError>, Result<(), InputError>) {
-    match checked {
-        Ok(result) => (result, Ok(())),
-        Err(wrong) => (
-            Err(OpError::new(OpErrorKind::Invalid, wrong.to_string())),
-            Err(wrong),
-        ),
-    }
-}
-
-/// Checks a reply against the kind of operation it answers.
-pub fn expect_value(
-    id: OpId,
-    result: Result<Reply, OpError>,
-) -> Result<Result<Option<String>, OpError>, InputError> {
-    match result {
-        Ok(Reply::Value(value)) => Ok(Ok(value)),
-        Ok(_) => Err(InputError::WrongReply {
-            id,
-            expected: "Value",
-        }),
-        Err(err) => Ok(Err(err)),
-    }
-}
-
-/// Checks the reply to a read of the other end's `state`: as Linux's
-/// `xenbus_read_driver_state`, a node we may not read counts as missing. (xenstored answers
-/// EACCES, not ENOENT, for a missing node whose parent the reader may not see: that is
-/// how a guest sees a destroyed backend directory.)
-pub fn expect_state_value(
-    id: OpId,
-    result: Result<Reply, OpError>,
-) -> Result<Result<Option<String>, OpError>, InputError> {
-    match expect_value(id, result) {
-        Ok(Err(err)) if err.kind == OpErrorKind::Access => Ok(Ok(None)),
-        other => other,
-    }
-}
-
-/// Checks a transaction reply; `Ok(true)` when committed, `Ok(false)` when skipped.
-pub fn expect_txn(
-    id: OpId,
-    result: Result<Reply, OpError>,
-) -> Result<Result<bool, OpError>, InputError> {
-    match result {
-        Ok(Reply::Committed) => Ok(Ok(true)),
-        Ok(Reply::Skipped) => Ok(Ok(false)),
-        Ok(_) => Err(InputError::WrongReply {
-            id,
-            expected: "Committed or Skipped",
-        }),
-        Err(err) => Ok(Err(err)),
-    }
-}
-
-/// Checks the reply to a [`QmpOp::Command`]: its `return` value.
-pub fn expect_qmp(
-    id: OpId,
-    result: Result<Reply, OpError>,
-) -> Result<Result<Value, OpError>, InputError> {
-    match result {
-        Ok(Reply::Qmp(value)) => Ok(Ok(value)),
-        Ok(_) => Err(InputError::WrongReply {
-            id,
-            expected: "Qmp",
-        }),
-        Err(err) => Ok(Err(err)),
-    }
-}
-
-/// Checks the reply to a [`QmpOp::Connect`].
-pub fn expect_session(
-    id: OpId,
-    result: Result<Reply, OpError>,
-) -> Result<Result<QmpSession, OpError>, InputError> {
-    match result {
-        Ok(Reply::QmpConnected(session)) => Ok(Ok(session)),
-        Ok(_) => Err(InputError::WrongReply {
-            id,
-            expected: "QmpConnected",
-        }),
-        Err(err) => Ok(Err(err)),
-    }
-}
-
-/// Checks the reply to a [`FileOp::Open`].
-pub fn expect_fd(
-    id: OpId,
-    result: Result<Reply, OpError>,
-) -> Result<Result<FdHandle, OpError>, InputError> {
-    match result {
-        Ok(Reply::Fd(fd)) => Ok(Ok(fd)),
-        Ok(_) => Err(InputError::WrongReply { id, expected: "Fd" }),
-        Err(err) => Ok(Err(err)),
-    }
-}
-
-/// Checks a watch/unwatch reply (and any other operation answered with [`Reply::Done`]).
-pub fn expect_done(
-    id: OpId,
-    result: Result<Reply, OpError>,
-) -> Result<Result<(), OpError>, InputError> {
-    match result {
-        Ok(Reply::Done) => Ok(Ok(())),
-        Ok(_) => Err(InputError::WrongReply {
-            id,
-            expected: "Done",
-        }),
-        Err(err) => Ok(Err(err)),
-    }
-}
-
-/// Checks a listing reply ([`XsOp::Directory`], [`XsOp::TxnDirectory`]).
-pub fn expect_children(
-    id: OpId,
-    result: Result<Reply, OpError>,
-) -> Result<Result<Option<Vec<String>>, OpError>, InputError> {
-    match result {
-        Ok(Reply::Children(children)) => Ok(Ok(children)),
-        Ok(_) => Err(InputError::WrongReply {
-            id,
-            expected: "Children",
-        }),
-        Err(err) => Ok(Err(err)),
-    }
-}
-
-/// Checks the reply to [`XsOp::TxnStart`].
-pub fn expect_txn_started(
-    id: OpId,
-    result: Result<Reply, OpError>,
-) -> Result<Result<TxnId, OpError>, InputError> {
-    match result {
-        Ok(Reply::TxnStarted(txn)) => Ok(Ok(txn)),
-        Ok(_) => Err(InputError::WrongReply {
-            id,
-            expected: "TxnStarted",
-        }),
-        Err(err) => Ok(Err(err)),
-    }
-}
-
-/// Checks the reply to a committing [`XsOp::TxnEnd`].
-pub fn expect_committed(
-    id: OpId,
-    result: Result<Reply, OpError>,
-) -> Result<Result<(), OpError>, InputError> {
-    match result {
-        Ok(Reply::Committed) => Ok(Ok(())),
-        Ok(_) => Err(InputError::WrongReply {
-            id,
-            expected: "Committed",
-        }),
-        Err(err) => Ok(Err(err)),
-    }
-}
-
-/// Checks the reply to [`HostOp::DomainInfo`].
-pub fn expect_domain(
-    id: OpId,
-    result: Result<Reply, OpError>,
-) -> Result<Result<DomainState, OpError>, InputError> {
-    match result {
-        Ok(Reply::Domain(state)) => Ok(Ok(state)),
-        Ok(_) => Err(InputError::WrongReply {
-            id,
-            expected: "Domain",
-        }),
-        Err(err) => Ok(Err(err)),
-    }
-}
-
-/// Checks the reply to [`HostOp::DeviceModelAlive`]; `Ok(true)` when alive.
-pub fn expect_device_model(
-    id: OpId,
-    result: Result<Reply, OpError>,
-) -> Result<Result<bool, OpError>, InputError> {
-    match result {
-        Ok(Reply::DeviceModel { alive }) => Ok(Ok(alive)),
-        Ok(_) => Err(InputError::WrongReply {
-            id,
-            expected: "DeviceModel",
-        }),
-        Err(err) => Ok(Err(err)),
-    }
-}
-
-/// Checks the reply to [`HostOp::Spawn`]. A driver's error (it cannot run programs) is
-/// reported as the program failing to start.
-pub fn expect_exited(id: OpId, result: Result<Reply, OpError>) -> Result<ProcessExit, InputError> {
-    match result {
-        Ok(Reply::Exited(exit)) => Ok(exit),
-        Ok(_) => Err(InputError::WrongReply {
-            id,
-            expected: "Exited",
-        }),
-        Err(err) => Ok(ProcessExit::FailedToStart(err.to_string())),
-    }
 }

@@ -47,6 +47,14 @@ impl Harness {
         h
     }
 
+    /// A client in command mode that has at most one command in flight.
+    fn ready_with_window_of_one() -> Self {
+        Harness::ready(Config {
+            max_in_flight: 1,
+            ..Config::default()
+        })
+    }
+
     fn feed(&mut self, text: &str) {
         self.qmp
             .handle_input(self.now, Input::Bytes(text.as_bytes()));
@@ -55,6 +63,13 @@ impl Harness {
 
     fn exec(&mut self, cmd: Command<TrackedFd>) -> OpId {
         self.qmp.execute(self.now, cmd)
+    }
+
+    /// Executes `commands` and takes what the client sends for them.
+    fn sent<const N: usize>(&mut self, commands: [Command<TrackedFd>; N]) -> [OpId; N] {
+        let ids = commands.map(|cmd| self.exec(cmd));
+        self.drain();
+        ids
     }
 
     fn with_fd(&self, name: &'static str) -> Command<TrackedFd> {
@@ -291,10 +306,7 @@ fn error_replies_map_to_typed_classes() {
 
 #[test]
 fn i1_timeout_completes_once_and_a_late_reply_is_ignored_but_keeps_its_slot() {
-    let mut h = Harness::ready(Config {
-        max_in_flight: 1,
-        ..Config::default()
-    });
+    let mut h = Harness::ready_with_window_of_one();
     let a = h.exec(Command::new("slow").timeout(Duration::from_secs(2)));
     let b = h.exec(typed::query_status());
     assert_eq!(h.drain(), vec![r#"tx {"execute":"slow","id":1}"#]);
@@ -316,10 +328,7 @@ fn i1_timeout_completes_once_and_a_late_reply_is_ignored_but_keeps_its_slot() {
 
 #[test]
 fn unsent_command_times_out_and_its_fd_is_closed() {
-    let mut h = Harness::ready(Config {
-        max_in_flight: 1,
-        ..Config::default()
-    });
+    let mut h = Harness::ready_with_window_of_one();
     h.exec(Command::new("first"));
     let cmd = h.with_fd("getfd").timeout(Duration::from_secs(1));
     let b = h.exec(cmd);
@@ -383,10 +392,7 @@ fn a_command_after_a_plain_one_starts_its_own_transmit_when_it_carries_fds() {
 
 #[test]
 fn chained_command_goes_before_commands_queued_earlier_but_unsent() {
-    let mut h = Harness::ready(Config {
-        max_in_flight: 1,
-        ..Config::default()
-    });
+    let mut h = Harness::ready_with_window_of_one();
     let add = h.with_fd("add-fd");
     let a = h.exec(add);
     h.exec(Command::new("later-1"));
@@ -433,9 +439,7 @@ fn i1_i2_close_fails_every_pending_command_once_and_drops_unsent_fds() {
 #[test]
 fn peer_close_counts_as_success_for_quit_only() {
     let mut h = Harness::ready(Config::default());
-    let q = h.exec(typed::quit());
-    let s = h.exec(typed::query_status());
-    h.drain();
+    let [q, s] = h.sent([typed::quit(), typed::query_status()]);
     h.qmp.handle_input(h.now, Input::Closed);
     assert_eq!(
         h.drain(),
@@ -480,10 +484,7 @@ fn i4_oversize_reply_closes_with_a_typed_error() {
 
 #[test]
 fn cancel_completes_once_whether_sent_or_not() {
-    let mut h = Harness::ready(Config {
-        max_in_flight: 1,
-        ..Config::default()
-    });
+    let mut h = Harness::ready_with_window_of_one();
     let a = h.exec(Command::new("a"));
     let fd_cmd = h.with_fd("b");
     let b = h.exec(fd_cmd);
@@ -668,9 +669,7 @@ fn i5_time_comes_only_from_arguments_so_a_rerun_is_identical() {
 #[test]
 fn replies_are_matched_by_id_even_when_they_overtake() {
     let mut h = Harness::ready(Config::default());
-    let a = h.exec(typed::query_status());
-    let b = h.exec(typed::query_block());
-    h.drain();
+    let [a, b] = h.sent([typed::query_status(), typed::query_block()]);
     h.feed(r#"{"return": [], "id": 2}"#);
     h.feed(r#"{"return": {}, "id": 1}"#);
     assert_eq!(

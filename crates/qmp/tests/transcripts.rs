@@ -282,8 +282,17 @@ fn replay(name: &str, text: &str, chunk: usize) -> Vec<Seen> {
     r.seen
 }
 
+/// Where the recorded sessions are.
+const TRANSCRIPTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/qmp");
+
+/// [`replay`] of the transcript `name`, fed in pieces of `chunk` bytes.
+fn replay_file(name: &str, chunk: usize) -> Vec<Seen> {
+    let text = std::fs::read_to_string(format!("{TRANSCRIPTS}/{name}")).unwrap();
+    replay(name, &text, chunk)
+}
+
 fn transcripts() -> Vec<(String, String)> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/qmp");
+    let dir = TRANSCRIPTS;
     let mut paths: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -324,8 +333,7 @@ fn the_client_reports_what_each_recorded_session_implies_under_any_chunking() {
 /// the replay pass for the wrong reason.
 #[test]
 fn the_cdrom_session_reports_tray_events_before_the_change_completes() {
-    let text = include_str!("../../../testdata/qmp/cdrom-fd.txt");
-    let seen = replay("cdrom-fd.txt", text, 5);
+    let seen = replay_file("cdrom-fd.txt", 5);
     let tray = |open: bool| Seen::Event {
         name: "DEVICE_TRAY_MOVED".into(),
         data: serde_json::json!({"device": "", "tray-open": open, "id": "cd0"}),
@@ -364,8 +372,7 @@ fn the_cdrom_session_reports_tray_events_before_the_change_completes() {
 
 #[test]
 fn the_killed_session_fails_every_unanswered_command_once_then_closes() {
-    let text = include_str!("../../../testdata/qmp/killed.txt");
-    let seen = replay("killed.txt", text, usize::MAX);
+    let seen = replay_file("killed.txt", usize::MAX);
     assert_eq!(
         seen[1..],
         [
@@ -380,8 +387,7 @@ fn the_killed_session_fails_every_unanswered_command_once_then_closes() {
 
 #[test]
 fn error_replies_keep_their_class_and_description() {
-    let text = include_str!("../../../testdata/qmp/errors.txt");
-    let seen = replay("errors.txt", text, usize::MAX);
+    let seen = replay_file("errors.txt", usize::MAX);
     assert_eq!(
         seen[1..],
         [

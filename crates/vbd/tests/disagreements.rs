@@ -119,28 +119,24 @@ fn partition_zero_is_omitted_when_printing_unlike_qemu() {
 
 #[test]
 fn deprecated_majors_are_refused_though_linux_decodes_them() {
-    assert_eq!(
-        Vbd::from_number(65 << 8),
-        Err(NumberError::UnknownMajor { major: 65 })
-    );
-    assert_eq!(
-        Vbd::from_number(128 << 8),
-        Err(NumberError::UnknownMajor { major: 128 })
-    );
+    for major in [65, 128] {
+        assert_eq!(
+            Vbd::from_number(major << 8),
+            Err(NumberError::UnknownMajor { major })
+        );
+    }
     assert!(Vbd::parse("sdq").is_err());
     assert!(Vbd::parse("hde").is_err());
 }
 
 #[test]
 fn non_canonical_extended_numbers_are_refused_with_the_canonical_one() {
-    assert_eq!(
-        Vbd::from_number(1 << 28),
-        Err(NumberError::NonCanonical { canonical: 51712 })
-    );
-    assert_eq!(
-        Vbd::from_number(1 << 28 | 15 << 8 | 15),
-        Err(NumberError::NonCanonical { canonical: 51967 })
-    );
+    for (number, canonical) in [(1 << 28, 51712), (1 << 28 | 15 << 8 | 15, 51967)] {
+        assert_eq!(
+            Vbd::from_number(number),
+            Err(NumberError::NonCanonical { canonical })
+        );
+    }
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use divan::Bencher;
-use xsio_xenstored::{Config, Origin, Server};
+use xsio_xenstored::{Config, ConnId, Origin, Server};
 use xsio_xs_wire::{Packet, Request};
 
 fn main() {
@@ -27,16 +27,22 @@ fn epoch() -> Instant {
     Instant::now()
 }
 
+/// A server with one dom0 connection that has sent `setup` and taken its reply.
+fn server_after(setup: Request) -> (Server, ConnId, Instant) {
+    let now = epoch();
+    let mut server = Server::new(Config::default(), now);
+    let conn = server.connect(now, Origin::Socket);
+    server.handle_request(now, conn, request(setup));
+    while server.poll_output().is_some() {}
+    (server, conn, now)
+}
+
 /// One READ through the framing layer: bytes in, reply bytes out. A million iterations in
 /// a thousand samples: with divan's default hundred of a hundred, one request is too short
 /// for a stable median on a busy machine.
 #[divan::bench(sample_count = 1000, sample_size = 1000)]
 fn read_request_in_process(bencher: Bencher) {
-    let now = epoch();
-    let mut server = Server::new(Config::default(), now);
-    let conn = server.connect(now, Origin::Socket);
-    server.handle_request(now, conn, request(write("/bench/key", "value")));
-    while server.poll_output().is_some() {}
+    let (mut server, conn, now) = server_after(write("/bench/key", "value"));
     let mut wire = vec![2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 11, 0, 0, 0];
     wire.extend_from_slice(b"/bench/key\0");
     bencher.bench_local(|| {
@@ -48,15 +54,10 @@ fn read_request_in_process(bencher: Bencher) {
 /// One WRITE of an existing node, with a watcher to fan out to.
 #[divan::bench(sample_count = 1000, sample_size = 1000)]
 fn write_request_in_process(bencher: Bencher) {
-    let now = epoch();
-    let mut server = Server::new(Config::default(), now);
-    let conn = server.connect(now, Origin::Socket);
-    let watch = Request::Watch {
+    let (mut server, conn, now) = server_after(Request::Watch {
         path: "/bench".into(),
         token: "tok".into(),
-    };
-    server.handle_request(now, conn, request(watch));
-    while server.poll_output().is_some() {}
+    });
     let mut wire = vec![11, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 16, 0, 0, 0];
     wire.extend_from_slice(b"/bench/key\0value");
     bencher.bench_local(|| {

@@ -5,33 +5,25 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
 use proptest::prelude::*;
 use xsio_xenstored::{Config, ConnId, Origin, Output, Server};
-use xsio_xs_wire::{FrameDecoder, Header, MsgType};
+use xsio_xs_wire::{FrameDecoder, MsgType};
 
 /// `count` WRITEs of `path<i>` back to back, req_ids from 0.
 fn writes(path: &str, count: u32) -> Vec<u8> {
-    let mut wire = Vec::new();
-    for i in 0..count {
-        let payload = format!("{path}{i}\0v");
-        let header = Header {
-            msg_type: WRITE,
-            req_id: i,
-            tx_id: 0,
-            len: payload.len() as u32,
-        };
-        wire.extend_from_slice(&header.to_bytes());
-        wire.extend_from_slice(payload.as_bytes());
-    }
-    wire
+    frames(WRITE, count, |i| format!("{path}{i}\0v").into_bytes())
 }
 
-/// Takes every output; per connection, the (type, req_id) of each message received.
-fn drain(server: &mut Server, got: &mut std::collections::BTreeMap<ConnId, Vec<(u32, u32)>>) {
-    let mut decoders: std::collections::BTreeMap<ConnId, FrameDecoder> = Default::default();
+/// Per connection, the (type, req_id) of each message received.
+type Received = BTreeMap<ConnId, Vec<(u32, u32)>>;
+
+/// Takes every output into `got`.
+fn drain(server: &mut Server, got: &mut Received) {
+    let mut decoders: BTreeMap<ConnId, FrameDecoder> = Default::default();
     while let Some(out) = server.poll_output() {
         match out {
             Output::Transmit { conn, bytes } => {
@@ -57,14 +49,40 @@ fn events(got: &[(u32, u32)]) -> usize {
     got.iter().filter(|(t, _)| *t == 15).count()
 }
 
+/// A dom0 connection watching `path` (token "t"), its output paused.
+fn paused_dom0_watcher(h: &mut Harness, path: &str) -> ConnId {
+    let watcher = h.dom0();
+    h.watch(watcher, path, "t");
+    h.server.pause_output(h.now, watcher);
+    watcher
+}
+
+/// Domain 3 gets its home (through `dom0`) and two connections: a watcher of `data` whose
+/// output is paused, and a writer that sends `count` WRITEs under `data` at once, held
+/// after 20. Returns (watcher, writer).
+fn flood_past_a_paused_watcher(
+    h: &mut Harness,
+    dom0: ConnId,
+    count: u32,
+    got: &mut Received,
+) -> (ConnId, ConnId) {
+    h.give_home(dom0, 3);
+    let watcher = h.domain(3);
+    let writer = h.server.connect(h.now, Origin::Domain(3));
+    h.watch(watcher, "data", "t");
+    h.server.pause_output(h.now, watcher);
+    h.server
+        .handle_input(h.now, writer, &writes("data/k", count));
+    drain(&mut h.server, got);
+    // The quota (20) counts requests whose events wait at the paused watcher.
+    assert_eq!(replies(&got[&writer]), 20);
+    (watcher, writer)
+}
+
 #[test]
 fn a_paused_dom0_watcher_is_never_closed_and_gets_every_event() {
-    let mut h = Harness::new();
-    let writer = h.dom0();
-    let watcher = h.dom0();
-    h.op(watcher, WATCH, 0, &["/", "all"]).unwrap();
-    h.take_events(watcher);
-    h.server.pause_output(h.now, watcher);
+    let (mut h, writer) = Harness::with_dom0();
+    let watcher = paused_dom0_watcher(&mut h, "/");
     let mut got = Default::default();
     h.server.handle_input(h.now, writer, &writes("/n", 5000));
     drain(&mut h.server, &mut got);
@@ -90,20 +108,9 @@ fn a_paused_dom0_watcher_is_never_closed_and_gets_every_event() {
 
 #[test]
 fn a_guest_writer_is_throttled_while_the_events_it_caused_wait() {
-    let mut h = Harness::new();
-    let c = h.dom0();
-    h.write(c, 0, "/local/domain/3", "").unwrap();
-    h.op(c, SET_PERMS, 0, &["/local/domain/3", "n3"]).unwrap();
-    let watcher = h.server.connect(h.now, Origin::Domain(3));
-    let writer = h.server.connect(h.now, Origin::Domain(3));
-    h.op(watcher, WATCH, 0, &["data", "t"]).unwrap();
-    h.take_events(watcher);
-    h.server.pause_output(h.now, watcher);
+    let (mut h, c) = Harness::with_dom0();
     let mut got = Default::default();
-    h.server.handle_input(h.now, writer, &writes("data/k", 100));
-    drain(&mut h.server, &mut got);
-    // The quota (20) counts requests whose events wait at the paused watcher.
-    assert_eq!(replies(&got[&writer]), 20);
+    let (watcher, writer) = flood_past_a_paused_watcher(&mut h, c, 100, &mut got);
     assert!(
         !h.server.wants_input(writer),
         "the driver stops reading the writer"
@@ -127,17 +134,8 @@ fn unread_guest_events_expire_counted_and_release_the_writer() {
     config.watch_event_timeout = Duration::from_secs(20);
     let mut h = Harness::with_config(config);
     let c = h.dom0();
-    h.write(c, 0, "/local/domain/3", "").unwrap();
-    h.op(c, SET_PERMS, 0, &["/local/domain/3", "n3"]).unwrap();
-    let watcher = h.domain(3);
-    let writer = h.server.connect(h.now, Origin::Domain(3));
-    h.op(watcher, WATCH, 0, &["data", "t"]).unwrap();
-    h.take_events(watcher);
-    h.server.pause_output(h.now, watcher);
     let mut got = Default::default();
-    h.server.handle_input(h.now, writer, &writes("data/k", 30));
-    drain(&mut h.server, &mut got);
-    assert_eq!(replies(&got[&writer]), 20);
+    let (watcher, writer) = flood_past_a_paused_watcher(&mut h, c, 30, &mut got);
     assert_eq!(
         h.server.poll_timeout(),
         Some(h.now + Duration::from_secs(20))
@@ -147,7 +145,7 @@ fn unread_guest_events_expire_counted_and_release_the_writer() {
     assert_eq!(replies(&got[&writer]), 20, "nothing expired yet");
     h.server.handle_timeout(h.now + Duration::from_secs(20));
     let mut dropped = Vec::new();
-    let mut decoders: std::collections::BTreeMap<ConnId, FrameDecoder> = Default::default();
+    let mut decoders: BTreeMap<ConnId, FrameDecoder> = Default::default();
     while let Some(out) = h.server.poll_output() {
         match out {
             Output::EventsDropped { conn, domid, count } => dropped.push((conn, domid, count)),
@@ -181,18 +179,9 @@ fn unread_guest_events_expire_counted_and_release_the_writer() {
 
 #[test]
 fn closing_a_paused_watcher_releases_the_writer() {
-    let mut h = Harness::new();
-    let c = h.dom0();
-    h.write(c, 0, "/local/domain/3", "").unwrap();
-    h.op(c, SET_PERMS, 0, &["/local/domain/3", "n3"]).unwrap();
-    let watcher = h.server.connect(h.now, Origin::Domain(3));
-    let writer = h.server.connect(h.now, Origin::Domain(3));
-    h.op(watcher, WATCH, 0, &["data", "t"]).unwrap();
-    h.server.pause_output(h.now, watcher);
+    let (mut h, c) = Harness::with_dom0();
     let mut got = Default::default();
-    h.server.handle_input(h.now, writer, &writes("data/k", 50));
-    drain(&mut h.server, &mut got);
-    assert_eq!(replies(&got[&writer]), 20);
+    let (watcher, writer) = flood_past_a_paused_watcher(&mut h, c, 50, &mut got);
     h.server.disconnect(h.now, watcher);
     drain(&mut h.server, &mut got);
     assert_eq!(replies(&got[&writer]), 50);
@@ -227,15 +216,13 @@ proptest! {
     fn every_request_is_answered_once_and_nobody_is_closed(
         steps in prop::collection::vec(step(), 1..40)
     ) {
-        let mut h = Harness::new();
-        let c = h.dom0();
-        h.write(c, 0, "/local/domain/3", "").unwrap();
-        h.op(c, SET_PERMS, 0, &["/local/domain/3", "n3"]).unwrap();
+        let (mut h, c) = Harness::with_dom0();
+        h.give_home(c, 3);
         let conns: Vec<ConnId> = (0..3)
             .map(|_| h.server.connect(h.now, Origin::Domain(3)))
             .collect();
         for (i, conn) in conns.iter().enumerate() {
-            h.op(*conn, WATCH, 0, &["data", &format!("t{i}")]).unwrap();
+            h.watch(*conn, "data", &format!("t{i}"));
         }
         let mut now = h.now;
         let mut sent = [0u32; 3];
@@ -273,22 +260,11 @@ proptest! {
 #[test]
 fn a_replies_type_and_order_are_kept_behind_events() {
     // The reply to a watcher's own request comes after the events queued before it.
-    let mut h = Harness::new();
-    let c = h.dom0();
-    let w = h.dom0();
-    h.op(w, WATCH, 0, &["/x", "t"]).unwrap();
-    h.take_events(w);
-    h.server.pause_output(h.now, w);
+    let (mut h, c) = Harness::with_dom0();
+    let w = paused_dom0_watcher(&mut h, "/x");
     h.write(c, 0, "/x", "1").unwrap();
-    let read = Header {
-        msg_type: MsgType::Read.as_u32(),
-        req_id: 9,
-        tx_id: 0,
-        len: 3,
-    };
-    let mut wire = read.to_bytes().to_vec();
-    wire.extend_from_slice(b"/x\0");
-    h.server.handle_input(h.now, w, &wire);
+    let read = frame(MsgType::Read.as_u32(), 9, 0, b"/x\0");
+    h.server.handle_input(h.now, w, &read);
     h.server.resume_output(h.now, w);
     let mut got = Default::default();
     drain(&mut h.server, &mut got);

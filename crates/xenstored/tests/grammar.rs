@@ -27,8 +27,7 @@ const DOMID_VECTORS: &[(&str, Result<&str, &str>)] = &[
 
 #[test]
 fn domids_follow_the_c_daemon_where_it_reads_the_whole_field() {
-    let mut h = Harness::new();
-    let c = h.dom0();
+    let (mut h, c) = Harness::with_dom0();
     for (arg, expected) in DOMID_VECTORS {
         let reply = h.op(c, GET_DOMAIN_PATH, 0, &[arg]);
         let expected = expected
@@ -40,25 +39,20 @@ fn domids_follow_the_c_daemon_where_it_reads_the_whole_field() {
 
 #[test]
 fn every_domid_field_uses_the_same_grammar() {
-    let mut h = Harness::new();
-    let c = h.dom0();
-    assert_eq!(h.op(c, INTRODUCE, 0, &["+007", "0012", " 5"]), ok());
-    assert_eq!(
-        h.op(c, IS_DOMAIN_INTRODUCED, 0, &["7"]),
-        Ok(b"T\0".to_vec())
-    );
-    assert_eq!(
-        h.op(c, IS_DOMAIN_INTRODUCED, 0, &[" +7"]),
-        Ok(b"T\0".to_vec())
-    );
-    assert_eq!(h.op(c, IS_DOMAIN_INTRODUCED, 0, &["7x"]), err("EINVAL"));
-    assert_eq!(h.op(c, RESUME, 0, &["007"]), ok());
-    assert_eq!(h.op(c, SET_TARGET, 0, &["+7", "00"]), ok());
-    assert_eq!(h.op(c, RELEASE, 0, &["7 "]), err("EINVAL"));
-    assert_eq!(h.op(c, RELEASE, 0, &["07"]), ok());
-    assert_eq!(
-        h.op(c, IS_DOMAIN_INTRODUCED, 0, &["7"]),
-        Ok(b"F\0".to_vec())
+    let (mut h, c) = Harness::with_dom0();
+    h.answers(
+        c,
+        &[
+            (INTRODUCE, &["+007", "0012", " 5"], ok()),
+            (IS_DOMAIN_INTRODUCED, &["7"], Ok(b"T\0".to_vec())),
+            (IS_DOMAIN_INTRODUCED, &[" +7"], Ok(b"T\0".to_vec())),
+            (IS_DOMAIN_INTRODUCED, &["7x"], err("EINVAL")),
+            (RESUME, &["007"], ok()),
+            (SET_TARGET, &["+7", "00"], ok()),
+            (RELEASE, &["7 "], err("EINVAL")),
+            (RELEASE, &["07"], ok()),
+            (IS_DOMAIN_INTRODUCED, &["7"], Ok(b"F\0".to_vec())),
+        ],
     );
     // DIRECTORY_PART's offset is a C decimal too.
     h.write(c, 0, "/d/a", "").unwrap();
@@ -71,26 +65,26 @@ fn every_domid_field_uses_the_same_grammar() {
 
 #[test]
 fn introduce_and_set_target_ignore_extra_arguments_as_c_does() {
-    let mut h = Harness::new();
-    let c = h.dom0();
-    // xend sent the domain's path as a fourth argument.
-    assert_eq!(
-        h.op(c, INTRODUCE, 0, &["3", "1234", "5", "/local/domain/3"]),
-        ok()
+    let (mut h, c) = Harness::with_dom0();
+    h.answers(
+        c,
+        &[
+            // xend sent the domain's path as a fourth argument.
+            (INTRODUCE, &["3", "1234", "5", "/local/domain/3"], ok()),
+            (INTRODUCE, &["4", "1234"], err("EINVAL")),
+            (INTRODUCE, &["4", "1234", "5"], ok()),
+            (SET_TARGET, &["3", "4", "junk"], ok()),
+            (SET_TARGET, &["3"], err("EINVAL")),
+            // Other types take exactly their arguments.
+            (GET_DOMAIN_PATH, &["3", "4"], err("EINVAL")),
+            (WATCH, &["/w", "t", "0"], err("EINVAL")),
+        ],
     );
-    assert_eq!(h.op(c, INTRODUCE, 0, &["4", "1234"]), err("EINVAL"));
-    assert_eq!(h.op(c, INTRODUCE, 0, &["4", "1234", "5"]), ok());
-    assert_eq!(h.op(c, SET_TARGET, 0, &["3", "4", "junk"]), ok());
-    assert_eq!(h.op(c, SET_TARGET, 0, &["3"]), err("EINVAL"));
-    // Other types take exactly their arguments.
-    assert_eq!(h.op(c, GET_DOMAIN_PATH, 0, &["3", "4"]), err("EINVAL"));
-    assert_eq!(h.op(c, WATCH, 0, &["/w", "t", "0"]), err("EINVAL"));
 }
 
 #[test]
 fn permission_domids_follow_strtol_base_zero() {
-    let mut h = Harness::new();
-    let c = h.dom0();
+    let (mut h, c) = Harness::with_dom0();
     h.write(c, 0, "/p", "").unwrap();
     for (given, stored) in [
         (&["b0", "r0x10", "w010"][..], &b"b0\0r16\0w8\0"[..]),
@@ -109,8 +103,7 @@ fn permission_domids_follow_strtol_base_zero() {
 
 #[test]
 fn checks_come_in_the_c_daemons_order() {
-    let mut h = Harness::new();
-    let c = h.dom0();
+    let (mut h, c) = Harness::with_dom0();
     let g = h.domain(3);
     // Privilege before arguments: a guest's malformed INTRODUCE is EACCES.
     assert_eq!(h.raw(g, INTRODUCE, 0, b"junk"), err("EACCES"));

@@ -7,7 +7,6 @@ mod common;
 
 use common::*;
 use xsio_xenstored::{Config, ConnId, Origin, Output};
-use xsio_xs_wire::Header;
 
 fn memory_of(h: &mut Harness, dom0: ConnId, domid: u32) -> usize {
     let report = h.op(dom0, 0, 0, &["quota", &domid.to_string()]).unwrap();
@@ -23,10 +22,8 @@ fn memory_of(h: &mut Harness, dom0: ConnId, domid: u32) -> usize {
 
 #[test]
 fn a_guest_is_charged_for_the_nodes_it_owns() {
-    let mut h = Harness::new();
-    let c = h.dom0();
-    h.write(c, 0, "/local/domain/3", "").unwrap();
-    h.op(c, SET_PERMS, 0, &["/local/domain/3", "n3"]).unwrap();
+    let (mut h, c) = Harness::with_dom0();
+    h.give_home(c, 3);
     let g = h.domain(3);
     let home = memory_of(&mut h, c, 3);
     // The home node: its record (24 bytes), its path, one permission (8).
@@ -55,8 +52,7 @@ fn past_the_hard_quota_a_guest_waits_and_others_are_served() {
     h.op(c, SET_PERMS, 0, &["/public", "n0", "r3"]).unwrap();
     let watcher = h.domain(3);
     let asker = h.server.connect(h.now, Origin::Domain(3));
-    h.op(watcher, WATCH, 0, &["/public", "t"]).unwrap();
-    h.take_events(watcher);
+    h.watch(watcher, "/public", "t");
     h.server.pause_output(h.now, watcher);
     // About 31 bytes of event each.
     for i in 0..400 {
@@ -68,16 +64,8 @@ fn past_the_hard_quota_a_guest_waits_and_others_are_served() {
         "a guest past its quota is not read"
     );
     // A request that arrives anyway waits.
-    let read = b"/public\0";
-    let header = Header {
-        msg_type: READ,
-        req_id: 77,
-        tx_id: 0,
-        len: read.len() as u32,
-    };
-    let mut wire = header.to_bytes().to_vec();
-    wire.extend_from_slice(read);
-    h.server.handle_input(h.now, asker, &wire);
+    let read = frame(READ, 77, 0, b"/public\0");
+    h.server.handle_input(h.now, asker, &read);
     let mut answered = false;
     while let Some(out) = h.server.poll_output() {
         match out {

@@ -7,8 +7,7 @@ use xsio_xenstored::{CloseReason, Config, ConnId, Quotas};
 
 #[test]
 fn a_guest_cannot_see_or_touch_what_it_may_not() {
-    let mut h = Harness::new();
-    let c = h.dom0();
+    let (mut h, c) = Harness::with_dom0();
     h.write(c, 0, "/vm/secret", "key").unwrap();
     let g = h.domain(4);
     assert_eq!(h.read(g, 0, "/vm/secret"), err("EACCES"));
@@ -33,8 +32,7 @@ fn a_guest_cannot_see_or_touch_what_it_may_not() {
 
 #[test]
 fn a_guest_owns_what_it_creates_in_its_home_and_cannot_give_it_away() {
-    let mut h = Harness::new();
-    let c = h.dom0();
+    let (mut h, c) = Harness::with_dom0();
     h.write(c, 0, "/local/domain/4", "").unwrap();
     h.op(c, SET_PERMS, 0, &["/local/domain/4", "n0", "b4"])
         .unwrap();
@@ -59,10 +57,7 @@ fn a_guest_owns_what_it_creates_in_its_home_and_cannot_give_it_away() {
 
 fn guest_home(h: &mut Harness, domid: u32) -> ConnId {
     let c = h.dom0();
-    let home = format!("/local/domain/{domid}");
-    h.write(c, 0, &home, "").unwrap();
-    h.op(c, SET_PERMS, 0, &[&home, &format!("n{domid}")])
-        .unwrap();
+    h.give_home(c, domid);
     h.domain(domid)
 }
 
@@ -149,8 +144,11 @@ fn watch_and_transaction_quotas() {
 fn a_flooding_guest_is_answered_in_slices_of_its_outstanding_limit() {
     let mut h = Harness::new();
     let g = guest_home(&mut h, 3);
-    h.server
-        .handle_input(h.now, g, &frames(READ, b"/local/domain/3\0", 50));
+    h.server.handle_input(
+        h.now,
+        g,
+        &frames(READ, 50, |_| b"/local/domain/3\0".to_vec()),
+    );
     assert_eq!(h.server.queued_replies(g), 20);
     assert!(h.server.buffered_input(g) > 0);
     let mut frames = 0;
@@ -169,8 +167,7 @@ fn a_flooding_guest_is_answered_in_slices_of_its_outstanding_limit() {
 
 #[test]
 fn an_oversized_header_closes_only_that_connection() {
-    let mut h = Harness::new();
-    let c = h.dom0();
+    let (mut h, c) = Harness::with_dom0();
     let bad = h.domain(3);
     let header = xsio_xs_wire::Header {
         msg_type: WRITE,
@@ -184,23 +181,6 @@ fn an_oversized_header_closes_only_that_connection() {
     assert_eq!(closed[0].0, bad);
     assert!(matches!(closed[0].1, CloseReason::Protocol(_)));
     assert_eq!(h.write(c, 0, "/still", "fine"), ok());
-}
-
-/// `count` frames of `msg_type` carrying `payload`, back to back (req_ids from 0, no
-/// transaction): what a client sends when it floods.
-fn frames(msg_type: u32, payload: &[u8], count: u32) -> Vec<u8> {
-    let mut wire = Vec::new();
-    for req_id in 0..count {
-        let header = xsio_xs_wire::Header {
-            msg_type,
-            req_id,
-            tx_id: 0,
-            len: payload.len() as u32,
-        };
-        wire.extend_from_slice(&header.to_bytes());
-        wire.extend_from_slice(payload);
-    }
-    wire
 }
 
 /// Drains the server's output; returns the connections it closed, and why.

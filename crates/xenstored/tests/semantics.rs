@@ -6,8 +6,7 @@ use common::*;
 
 #[test]
 fn write_creates_parents_and_read_returns_raw_bytes() {
-    let mut h = Harness::new();
-    let c = h.dom0();
+    let (mut h, c) = Harness::with_dom0();
     assert_eq!(h.write(c, 0, "/a/b/c", "v\0x"), ok());
     assert_eq!(h.op(c, READ, 0, &["/a/b/c"]), Ok(b"v\0x".to_vec()));
     assert_eq!(h.read(c, 0, "/a/b"), Ok(String::new()));
@@ -17,8 +16,7 @@ fn write_creates_parents_and_read_returns_raw_bytes() {
 
 #[test]
 fn relative_paths_live_under_the_connection_home() {
-    let mut h = Harness::new();
-    let c = h.dom0();
+    let (mut h, c) = Harness::with_dom0();
     assert_eq!(h.write(c, 0, "xenstore-test/1", ""), ok());
     assert_eq!(
         h.dir(c, 0, "/local/domain/0"),
@@ -36,8 +34,7 @@ fn relative_paths_live_under_the_connection_home() {
 
 #[test]
 fn invalid_paths_and_arguments_are_einval() {
-    let mut h = Harness::new();
-    let c = h.dom0();
+    let (mut h, c) = Harness::with_dom0();
     for bad in ["/a/", "/a//b", "/a b", "", "@introduceDomain"] {
         assert_eq!(h.read(c, 0, bad), err("EINVAL"), "{bad:?}");
     }
@@ -54,8 +51,7 @@ fn invalid_paths_and_arguments_are_einval() {
 
 #[test]
 fn mkdir_is_a_no_op_on_existing_nodes() {
-    let mut h = Harness::new();
-    let c = h.dom0();
+    let (mut h, c) = Harness::with_dom0();
     h.write(c, 0, "/m", "keep").unwrap();
     assert_eq!(h.op(c, MKDIR, 0, &["/m"]), ok());
     assert_eq!(h.read(c, 0, "/m"), Ok("keep".into()));
@@ -65,8 +61,7 @@ fn mkdir_is_a_no_op_on_existing_nodes() {
 
 #[test]
 fn rm_rules() {
-    let mut h = Harness::new();
-    let c = h.dom0();
+    let (mut h, c) = Harness::with_dom0();
     h.write(c, 0, "/r/a/b", "1").unwrap();
     h.write(c, 0, "/r/c", "2").unwrap();
     assert_eq!(h.op(c, RM, 0, &["/r/a"]), ok());
@@ -80,8 +75,7 @@ fn rm_rules() {
 
 #[test]
 fn directory_part_pages_large_lists() {
-    let mut h = Harness::new();
-    let c = h.dom0();
+    let (mut h, c) = Harness::with_dom0();
     let mut names = Vec::new();
     for i in 0..400 {
         let name = format!("child-with-a-long-name-{i:04}");
@@ -125,8 +119,7 @@ fn directory_part_pages_large_lists() {
 
 #[test]
 fn permissions_round_trip_and_inherit() {
-    let mut h = Harness::new();
-    let c = h.dom0();
+    let (mut h, c) = Harness::with_dom0();
     h.write(c, 0, "/p", "").unwrap();
     assert_eq!(h.op(c, GET_PERMS, 0, &["/p"]), Ok(b"n0\0".to_vec()));
     assert_eq!(h.op(c, SET_PERMS, 0, &["/p", "r3", "w0x5"]), ok());
@@ -145,33 +138,27 @@ fn permissions_round_trip_and_inherit() {
 
 #[test]
 fn domain_registry() {
-    let mut h = Harness::new();
-    let c = h.dom0();
-    assert_eq!(
-        h.op(c, IS_DOMAIN_INTRODUCED, 0, &["3"]),
-        Ok(b"F\0".to_vec())
+    let (mut h, c) = Harness::with_dom0();
+    h.answers(
+        c,
+        &[
+            (IS_DOMAIN_INTRODUCED, &["3"], Ok(b"F\0".to_vec())),
+            (INTRODUCE, &["3", "1234", "5"], ok()),
+            (IS_DOMAIN_INTRODUCED, &["3"], Ok(b"T\0".to_vec())),
+            (IS_DOMAIN_INTRODUCED, &["32752"], Ok(b"T\0".to_vec())),
+            (RELEASE, &["3"], ok()),
+            (RELEASE, &["3"], err("ENOENT")),
+            (IS_DOMAIN_INTRODUCED, &["x"], err("EINVAL")),
+            (SET_TARGET, &["4", "0"], err("ENOENT")),
+            (0, &["check"], Ok(b"OK\0".to_vec())),
+            (0, &["frobnicate"], err("EINVAL")),
+        ],
     );
-    assert_eq!(h.op(c, INTRODUCE, 0, &["3", "1234", "5"]), ok());
-    assert_eq!(
-        h.op(c, IS_DOMAIN_INTRODUCED, 0, &["3"]),
-        Ok(b"T\0".to_vec())
-    );
-    assert_eq!(
-        h.op(c, IS_DOMAIN_INTRODUCED, 0, &["32752"]),
-        Ok(b"T\0".to_vec())
-    );
-    assert_eq!(h.op(c, RELEASE, 0, &["3"]), ok());
-    assert_eq!(h.op(c, RELEASE, 0, &["3"]), err("ENOENT"));
-    assert_eq!(h.op(c, IS_DOMAIN_INTRODUCED, 0, &["x"]), err("EINVAL"));
-    assert_eq!(h.op(c, SET_TARGET, 0, &["4", "0"]), err("ENOENT"));
-    assert_eq!(h.op(c, 0, 0, &["check"]), Ok(b"OK\0".to_vec()));
-    assert_eq!(h.op(c, 0, 0, &["frobnicate"]), err("EINVAL"));
 }
 
 #[test]
 fn state_round_trips() {
-    let mut h = Harness::new();
-    let c = h.dom0();
+    let (mut h, c) = Harness::with_dom0();
     h.write(c, 0, "/s/b", "\u{1}bin\0ary").unwrap();
     h.write(c, 0, "/s/a", "x").unwrap();
     h.op(c, SET_PERMS, 0, &["/s/a", "r4", "b9"]).unwrap();

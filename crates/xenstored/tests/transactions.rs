@@ -4,13 +4,18 @@ mod common;
 
 use common::*;
 
-#[test]
-fn read_modify_write_is_isolated_until_commit() {
-    let mut h = Harness::new();
-    let c = h.dom0();
-    h.write(c, 0, "/t", "a").unwrap();
+/// A server where `/t` is "a", and a transaction of dom0's that has read it.
+fn reading_t() -> (Harness, xsio_xenstored::ConnId, u32) {
+    let (mut h, c) = Harness::with_dom0();
+    h.seed(c, &[("/t", "a")]);
     let tx = h.start(c);
     assert_eq!(h.read(c, tx, "/t"), Ok("a".into()));
+    (h, c, tx)
+}
+
+#[test]
+fn read_modify_write_is_isolated_until_commit() {
+    let (mut h, c, tx) = reading_t();
     h.write(c, tx, "/t", "b").unwrap();
     assert_eq!(h.read(c, tx, "/t"), Ok("b".into()));
     assert_eq!(
@@ -26,9 +31,8 @@ fn read_modify_write_is_isolated_until_commit() {
 
 #[test]
 fn abort_discards_writes() {
-    let mut h = Harness::new();
-    let c = h.dom0();
-    h.write(c, 0, "/t", "a").unwrap();
+    let (mut h, c) = Harness::with_dom0();
+    h.seed(c, &[("/t", "a")]);
     let tx = h.start(c);
     h.write(c, tx, "/t", "b").unwrap();
     h.write(c, tx, "/t/new/deep", "x").unwrap();
@@ -40,11 +44,7 @@ fn abort_discards_writes() {
 #[test]
 fn ta_err_conflict_gives_eagain_and_applies_nothing() {
     // test-xenstore's "ta err": tx read; outside write; tx still sees the old value.
-    let mut h = Harness::new();
-    let c = h.dom0();
-    h.write(c, 0, "/t", "a").unwrap();
-    let tx = h.start(c);
-    assert_eq!(h.read(c, tx, "/t"), Ok("a".into()));
+    let (mut h, c, tx) = reading_t();
     h.write(c, 0, "/t", "b").unwrap();
     assert_eq!(h.read(c, tx, "/t"), Ok("a".into()));
     h.write(c, tx, "/t", "c").unwrap();
@@ -55,9 +55,8 @@ fn ta_err_conflict_gives_eagain_and_applies_nothing() {
 
 #[test]
 fn a_lookup_that_found_nothing_conflicts_with_a_later_create() {
-    let mut h = Harness::new();
-    let c = h.dom0();
-    h.write(c, 0, "/t", "").unwrap();
+    let (mut h, c) = Harness::with_dom0();
+    h.seed(c, &[("/t", "")]);
     let tx = h.start(c);
     assert_eq!(h.read(c, tx, "/t/flag"), err("ENOENT"));
     h.write(c, tx, "/t/other", "1").unwrap();
@@ -68,15 +67,12 @@ fn a_lookup_that_found_nothing_conflicts_with_a_later_create() {
 
 #[test]
 fn unrelated_changes_do_not_conflict() {
-    let mut h = Harness::new();
-    let c = h.dom0();
-    h.write(c, 0, "/x/a", "1").unwrap();
-    h.write(c, 0, "/y/b", "2").unwrap();
+    let (mut h, c) = Harness::with_dom0();
+    h.seed(c, &[("/x/a", "1"), ("/y/b", "2")]);
     let tx = h.start(c);
     assert_eq!(h.read(c, tx, "/x/a"), Ok("1".into()));
     h.write(c, tx, "/x/a", "3").unwrap();
-    h.write(c, 0, "/y/b", "4").unwrap();
-    h.write(c, 0, "/y/c", "5").unwrap();
+    h.seed(c, &[("/y/b", "4"), ("/y/c", "5")]);
     assert_eq!(h.end(c, tx, true), ok());
     assert_eq!(h.read(c, 0, "/x/a"), Ok("3".into()));
     assert_eq!(h.read(c, 0, "/y/c"), Ok("5".into()));
@@ -84,8 +80,7 @@ fn unrelated_changes_do_not_conflict() {
 
 #[test]
 fn empty_transactions_always_commit() {
-    let mut h = Harness::new();
-    let c = h.dom0();
+    let (mut h, c) = Harness::with_dom0();
     let tx = h.start(c);
     h.write(c, 0, "/busy", "x").unwrap();
     assert_eq!(h.end(c, tx, true), ok());
@@ -93,9 +88,8 @@ fn empty_transactions_always_commit() {
 
 #[test]
 fn rm_inside_a_transaction_hides_the_subtree() {
-    let mut h = Harness::new();
-    let c = h.dom0();
-    h.write(c, 0, "/d/a/b", "1").unwrap();
+    let (mut h, c) = Harness::with_dom0();
+    h.seed(c, &[("/d/a/b", "1")]);
     let tx = h.start(c);
     h.op(c, RM, tx, &["/d/a"]).unwrap();
     assert_eq!(h.read(c, tx, "/d/a/b"), err("ENOENT"));
@@ -108,11 +102,9 @@ fn rm_inside_a_transaction_hides_the_subtree() {
 
 #[test]
 fn watch_events_fire_on_commit_only() {
-    let mut h = Harness::new();
-    let c = h.dom0();
+    let (mut h, c) = Harness::with_dom0();
     let w = h.dom0();
-    h.op(w, WATCH, 0, &["/e", "tok"]).unwrap();
-    h.take_events(w);
+    h.watch(w, "/e", "tok");
     let tx = h.start(c);
     h.write(c, tx, "/e/1", "a").unwrap();
     h.write(c, tx, "/e/2", "b").unwrap();
@@ -128,8 +120,7 @@ fn watch_events_fire_on_commit_only() {
 
 #[test]
 fn transaction_ids_and_errors() {
-    let mut h = Harness::new();
-    let c = h.dom0();
+    let (mut h, c) = Harness::with_dom0();
     let other = h.dom0();
     let t1 = h.start(c);
     let t2 = h.start(c);

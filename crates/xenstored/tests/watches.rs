@@ -6,8 +6,7 @@ use common::*;
 
 #[test]
 fn initial_event_follows_the_ack() {
-    let mut h = Harness::new();
-    let c = h.dom0();
+    let (mut h, c) = Harness::with_dom0();
     assert_eq!(h.op(c, WATCH, 0, &["/w", "t1"]), ok());
     assert_eq!(h.take_events(c), vec![ev("/w", "t1")]);
     assert_eq!(h.op(c, WATCH, 0, &["/w", "t1"]), err("EEXIST"));
@@ -17,13 +16,11 @@ fn initial_event_follows_the_ack() {
 
 #[test]
 fn recursive_matching_and_one_event_per_watch() {
-    let mut h = Harness::new();
-    let c = h.dom0();
+    let (mut h, c) = Harness::with_dom0();
     let w = h.dom0();
-    h.op(w, WATCH, 0, &["/w", "a"]).unwrap();
-    h.op(w, WATCH, 0, &["/w/x", "b"]).unwrap();
-    h.op(w, WATCH, 0, &["/", "root"]).unwrap();
-    h.take_events(w);
+    for (path, token) in [("/w", "a"), ("/w/x", "b"), ("/", "root")] {
+        h.watch(w, path, token);
+    }
     h.write(c, 0, "/w/x/y", "1").unwrap();
     assert_eq!(
         h.take_events(w),
@@ -43,15 +40,12 @@ fn recursive_matching_and_one_event_per_watch() {
 
 #[test]
 fn removal_fires_exact_watches_on_descendants() {
-    let mut h = Harness::new();
-    let c = h.dom0();
-    h.write(c, 0, "/r/a/b", "1").unwrap();
-    h.write(c, 0, "/r/a/c", "1").unwrap();
+    let (mut h, c) = Harness::with_dom0();
+    h.seed(c, &[("/r/a/b", "1"), ("/r/a/c", "1")]);
     let w = h.dom0();
-    h.op(w, WATCH, 0, &["/r", "up"]).unwrap();
-    h.op(w, WATCH, 0, &["/r/a/b", "exact"]).unwrap();
-    h.op(w, WATCH, 0, &["/r/a/b/never", "below"]).unwrap();
-    h.take_events(w);
+    for (path, token) in [("/r", "up"), ("/r/a/b", "exact"), ("/r/a/b/never", "below")] {
+        h.watch(w, path, token);
+    }
     h.op(c, RM, 0, &["/r/a"]).unwrap();
     // Descendants first, the removed node last: Xen 4.17's order (peer_xen_xenstored).
     assert_eq!(
@@ -62,8 +56,7 @@ fn removal_fires_exact_watches_on_descendants() {
 
 #[test]
 fn relative_watches_report_relative_paths() {
-    let mut h = Harness::new();
-    let c = h.dom0();
+    let (mut h, c) = Harness::with_dom0();
     h.op(c, WATCH, 0, &["rel", "tok"]).unwrap();
     assert_eq!(h.take_events(c), vec![ev("rel", "tok")]);
     h.write(c, 0, "/local/domain/0/rel/x", "1").unwrap();
@@ -73,16 +66,13 @@ fn relative_watches_report_relative_paths() {
 
 #[test]
 fn special_watches_see_domain_introduction_and_release() {
-    let mut h = Harness::new();
-    let c = h.dom0();
-    h.op(c, WATCH, 0, &["@introduceDomain", "in"]).unwrap();
-    h.op(c, WATCH, 0, &["@releaseDomain", "out"]).unwrap();
-    h.take_events(c);
+    let (mut h, c) = Harness::with_dom0();
+    h.watch(c, "@introduceDomain", "in");
+    h.watch(c, "@releaseDomain", "out");
     h.op(c, INTRODUCE, 0, &["5", "0", "0"]).unwrap();
     assert_eq!(h.take_events(c), vec![ev("@introduceDomain", "in")]);
     let g = h.server.connect(h.now, xsio_xenstored::Origin::Domain(5));
-    h.op(g, WATCH, 0, &["@releaseDomain", "guest"]).unwrap();
-    h.take_events(g);
+    h.watch(g, "@releaseDomain", "guest");
     h.op(c, RELEASE, 0, &["5"]).unwrap();
     assert_eq!(h.take_events(c), vec![ev("@releaseDomain", "out")]);
     assert_eq!(
@@ -98,16 +88,12 @@ fn special_watches_see_domain_introduction_and_release() {
 
 #[test]
 fn watch_events_respect_read_permission() {
-    let mut h = Harness::new();
-    let c = h.dom0();
-    h.write(c, 0, "/secret/key", "x").unwrap();
-    h.write(c, 0, "/public/key", "x").unwrap();
+    let (mut h, c) = Harness::with_dom0();
+    h.seed(c, &[("/secret/key", "x"), ("/public/key", "x")]);
     h.op(c, SET_PERMS, 0, &["/public/key", "n0", "r3"]).unwrap();
     let g = h.domain(3);
-    h.op(g, WATCH, 0, &["/", "all"]).unwrap();
-    assert_eq!(h.take_events(g), vec![ev("/", "all")]);
-    h.write(c, 0, "/secret/key", "y").unwrap();
-    h.write(c, 0, "/public/key", "y").unwrap();
+    h.watch(g, "/", "all");
+    h.seed(c, &[("/secret/key", "y"), ("/public/key", "y")]);
     assert_eq!(h.take_events(g), vec![ev("/public/key", "all")]);
     // A permission change is seen by those who could read before it.
     h.op(c, SET_PERMS, 0, &["/public/key", "n0"]).unwrap();
@@ -118,11 +104,9 @@ fn watch_events_respect_read_permission() {
 
 #[test]
 fn reset_watches_drops_every_watch() {
-    let mut h = Harness::new();
-    let c = h.dom0();
-    h.op(c, WATCH, 0, &["/a", "1"]).unwrap();
-    h.op(c, WATCH, 0, &["/b", "2"]).unwrap();
-    h.take_events(c);
+    let (mut h, c) = Harness::with_dom0();
+    h.watch(c, "/a", "1");
+    h.watch(c, "/b", "2");
     h.op(c, RESET_WATCHES, 0, &[""]).unwrap();
     h.write(c, 0, "/a", "x").unwrap();
     assert_eq!(h.take_events(c), vec![]);
@@ -130,18 +114,21 @@ fn reset_watches_drops_every_watch() {
 
 #[test]
 fn a_readable_parent_lets_a_guest_hear_of_unreadable_children() {
-    let mut h = Harness::new();
-    let c = h.dom0();
-    h.write(c, 0, "/dir", "").unwrap();
+    let (mut h, c) = Harness::with_dom0();
+    h.seed(c, &[("/dir", "")]);
     h.op(c, SET_PERMS, 0, &["/dir", "n0", "r3"]).unwrap();
-    h.write(c, 0, "/dir/child", "").unwrap();
+    h.seed(c, &[("/dir/child", "")]);
     h.op(c, SET_PERMS, 0, &["/dir/child", "n0"]).unwrap();
-    h.write(c, 0, "/dir/child/grandchild", "").unwrap();
+    h.seed(c, &[("/dir/child/grandchild", "")]);
     let g = h.domain(3);
-    h.op(g, WATCH, 0, &["/dir", "t"]).unwrap();
-    h.take_events(g);
-    h.write(c, 0, "/dir/child", "changed").unwrap();
-    h.write(c, 0, "/dir/child/grandchild", "changed").unwrap();
+    h.watch(g, "/dir", "t");
+    h.seed(
+        c,
+        &[
+            ("/dir/child", "changed"),
+            ("/dir/child/grandchild", "changed"),
+        ],
+    );
     assert_eq!(h.take_events(g), vec![ev("/dir/child", "t")]);
     assert_eq!(
         h.read(g, 0, "/dir/child"),

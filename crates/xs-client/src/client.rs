@@ -366,29 +366,15 @@ impl Client {
     /// Creates a frontend/backend device pair in one transaction: both directories, each
     /// owned by its domain and readable by the other, and their keys.
     pub fn create_device_area(&mut self, now: Instant, area: &DeviceArea) -> OpId {
-        let mut ops = vec![
-            TxOp::Mkdir(area.frontend_path.clone()),
-            TxOp::SetPerms(
-                area.frontend_path.clone(),
-                vec![
-                    Perm::new(xsio_xs_wire::Access::None, area.frontend_domid),
-                    Perm::new(xsio_xs_wire::Access::Read, area.backend_domid),
-                ],
-            ),
-            TxOp::Mkdir(area.backend_path.clone()),
-            TxOp::SetPerms(
-                area.backend_path.clone(),
-                vec![
-                    Perm::new(xsio_xs_wire::Access::None, area.backend_domid),
-                    Perm::new(xsio_xs_wire::Access::Read, area.frontend_domid),
-                ],
-            ),
-        ];
-        for (k, v) in &area.frontend_keys {
-            ops.push(TxOp::Write(path::join(&area.frontend_path, k), v.clone()));
-        }
-        for (k, v) in &area.backend_keys {
-            ops.push(TxOp::Write(path::join(&area.backend_path, k), v.clone()));
+        let (front, back) = (&area.frontend_path, &area.backend_path);
+        let mut ops = Vec::new();
+        ops.extend(shared_dir(front, area.frontend_domid, area.backend_domid));
+        ops.extend(shared_dir(back, area.backend_domid, area.frontend_domid));
+        for (dir, keys) in [(front, &area.frontend_keys), (back, &area.backend_keys)] {
+            ops.extend(
+                keys.iter()
+                    .map(|(k, v)| TxOp::Write(path::join(dir, k), v.clone())),
+            );
         }
         self.transact(now, ops)
     }
@@ -715,6 +701,18 @@ xsio_core::impl_protocol_machine!(impl Machine for Client {
     output = Output;
     |client, now, input| client.handle_input(now, input)
 });
+
+/// The steps that make directory `dir`, owned by domain `owner` and readable by `reader`.
+fn shared_dir(dir: &str, owner: u32, reader: u32) -> [TxOp; 2] {
+    let perms = vec![
+        Perm::new(xsio_xs_wire::Access::None, owner),
+        Perm::new(xsio_xs_wire::Access::Read, reader),
+    ];
+    [
+        TxOp::Mkdir(dir.to_owned()),
+        TxOp::SetPerms(dir.to_owned(), perms),
+    ]
+}
 
 fn tx_raw(tx: Option<TxId>) -> u32 {
     tx.map_or(0, |t| t.0)

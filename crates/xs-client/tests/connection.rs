@@ -11,7 +11,7 @@ use xsio_xs_wire::{ErrorKind, Header, Reply, Request};
 
 #[test]
 fn connection_loss_fails_every_pending_op_once() {
-    let mut h = Harness::new(Config::default());
+    let mut h = Harness::default();
     let ops = vec![
         h.client.read(h.now, None, "/a"),
         h.client.watch(h.now, "/w", "t"),
@@ -41,7 +41,7 @@ fn connection_loss_fails_every_pending_op_once() {
 
 #[test]
 fn the_caller_can_close() {
-    let mut h = Harness::new(Config::default());
+    let mut h = Harness::default();
     let a = h.client.read(h.now, None, "/a");
     h.drain();
     h.client.close(h.now);
@@ -76,7 +76,7 @@ fn timeouts_fail_the_op_and_late_replies_are_dropped() {
 
 #[test]
 fn replies_in_any_order_reach_their_ops() {
-    let mut h = Harness::new(Config::default());
+    let mut h = Harness::default();
     let a = h.client.read(h.now, None, "/a");
     let b = h.client.read(h.now, None, "/b");
     let c = h.client.get_domain_path(h.now, 7);
@@ -97,7 +97,7 @@ fn replies_in_any_order_reach_their_ops() {
 
 #[test]
 fn mismatched_and_malformed_replies_fail_only_their_op() {
-    let mut h = Harness::new(Config::default());
+    let mut h = Harness::default();
     let a = h.client.read(h.now, None, "/a");
     let b = h.client.write(h.now, None, "/b", "1");
     let ra = h.next_request();
@@ -105,23 +105,14 @@ fn mismatched_and_malformed_replies_fail_only_their_op() {
     h.reply(&ra, Reply::Write); // a WRITE reply to a READ
     assert!(matches!(h.result_of(a), Err(Error::Protocol(_))));
     // "OK" without its NUL.
-    let mut bad = Header {
-        msg_type: 11,
-        req_id: rb.req_id,
-        tx_id: 0,
-        len: 2,
-    }
-    .to_bytes()
-    .to_vec();
-    bad.extend_from_slice(b"OK");
-    h.feed(&bad);
+    h.feed_raw(11, rb.req_id, b"OK");
     assert!(matches!(h.result_of(b), Err(Error::Protocol(_))));
     assert!(!h.client.is_closed());
 }
 
 #[test]
 fn an_oversize_frame_breaks_the_connection() {
-    let mut h = Harness::new(Config::default());
+    let mut h = Harness::default();
     let a = h.client.read(h.now, None, "/a");
     h.drain();
     let header = Header {
@@ -152,7 +143,7 @@ fn an_oversize_frame_breaks_the_connection() {
 
 #[test]
 fn bad_requests_fail_at_once_without_sending() {
-    let mut h = Harness::new(Config::default());
+    let mut h = Harness::default();
     let a = h.client.read(h.now, None, "/a//b");
     let b = h.client.write(h.now, None, "/a", vec![0u8; 5000]);
     h.drain();
@@ -176,7 +167,7 @@ fn in_flight_limit() {
 
 #[test]
 fn helpers_exists_rm_tree_and_typed_values() {
-    let mut h = Harness::new(Config::default());
+    let mut h = Harness::default();
     let e = h.client.exists(h.now, None, "/nope");
     let req = h.next_request();
     assert_eq!(
@@ -213,18 +204,9 @@ fn helpers_exists_rm_tree_and_typed_values() {
 
 #[test]
 fn an_unknown_error_name_reads_as_einval_like_libxenstore() {
-    let mut h = Harness::new(Config::default());
+    let mut h = Harness::default();
     let a = h.client.read(h.now, None, "/a");
     let req = h.next_request();
-    let mut frame = Header {
-        msg_type: 16,
-        req_id: req.req_id,
-        tx_id: 0,
-        len: 7,
-    }
-    .to_bytes()
-    .to_vec();
-    frame.extend_from_slice(b"EWEIRD\0");
-    h.feed(&frame);
+    h.feed_raw(16, req.req_id, b"EWEIRD\0");
     assert_eq!(h.result_of(a), &Err(Error::Xs(ErrorKind::Einval)));
 }

@@ -4,7 +4,7 @@ mod common;
 
 use common::Harness;
 use xsio_core::OpId;
-use xsio_xs_client::{Config, Error, Response};
+use xsio_xs_client::{Error, Response};
 use xsio_xs_wire::{ErrorKind, Packet, Reply, Request};
 
 fn names(n: &[&str]) -> Vec<String> {
@@ -44,7 +44,7 @@ fn chunk(generation: u64, children: &[&str], complete: bool) -> Reply {
 
 #[test]
 fn small_listing_in_one_reply() {
-    let mut h = Harness::new(Config::default());
+    let mut h = Harness::default();
     let op = h.client.directory(h.now, None, "/a");
     let req = h.next_request();
     h.reply(&req, Reply::Directory(names(&["x", "y"])));
@@ -53,7 +53,7 @@ fn small_listing_in_one_reply() {
 
 #[test]
 fn e2big_falls_back_to_chunks_with_offsets() {
-    let mut h = Harness::new(Config::default());
+    let mut h = Harness::default();
     let op = big_listing(&mut h);
     let part = expect_part(&mut h, 0);
     h.reply(&part, chunk(4, &["aa", "b"], false));
@@ -67,7 +67,7 @@ fn e2big_falls_back_to_chunks_with_offsets() {
 
 #[test]
 fn a_generation_change_restarts_from_zero() {
-    let mut h = Harness::new(Config::default());
+    let mut h = Harness::default();
     let op = big_listing(&mut h);
     let part = h.next_request();
     h.reply(&part, chunk(1, &["a"], false));
@@ -80,7 +80,7 @@ fn a_generation_change_restarts_from_zero() {
 
 #[test]
 fn enosys_on_chunks_is_e2big_and_empty_chunks_are_refused() {
-    let mut h = Harness::new(Config::default());
+    let mut h = Harness::default();
     let op = big_listing(&mut h);
     let part = h.next_request();
     h.reply(&part, Reply::Error(ErrorKind::Enosys));

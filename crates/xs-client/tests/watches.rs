@@ -4,23 +4,19 @@
 mod common;
 
 use common::Harness;
-use xsio_xs_client::{Config, Error, Response, WatchEvent};
+use xsio_xs_client::{Error, Response, WatchEvent};
 use xsio_xs_wire::{ErrorKind, Reply, Request};
 
 #[test]
 fn initial_fire_after_the_ack_and_before_it() {
-    let mut h = Harness::new(Config::default());
+    let mut h = Harness::default();
     let a = h.client.watch(h.now, "/a", "ta");
     let b = h.client.watch(h.now, "/b", "tb");
-    let wa = h.next_request();
+    let wa = h.expect_request(Request::Watch {
+        path: "/a".into(),
+        token: "ta".into(),
+    });
     let wb = h.next_request();
-    assert_eq!(
-        wa.body,
-        Request::Watch {
-            path: "/a".into(),
-            token: "ta".into()
-        }
-    );
     // xenstored: ack then event.
     h.reply(&wa, Reply::Watch);
     h.event("/a", "ta");
@@ -48,10 +44,8 @@ fn initial_fire_after_the_ack_and_before_it() {
 
 #[test]
 fn events_between_a_request_and_its_reply_go_to_their_watch() {
-    let mut h = Harness::new(Config::default());
-    let w = h.client.watch(h.now, "/be", "be");
-    let req = h.next_request();
-    h.reply(&req, Reply::Watch);
+    let mut h = Harness::default();
+    let w = h.acked_watch("/be", "be");
     let read = h.client.read(h.now, None, "/x");
     let req = h.next_request();
     // req_id 0 is also the id of a request: events are told apart by type, not id.
@@ -73,19 +67,13 @@ fn events_between_a_request_and_its_reply_go_to_their_watch() {
 
 #[test]
 fn unwatch_stops_events_at_once() {
-    let mut h = Harness::new(Config::default());
-    let w = h.client.watch(h.now, "/a", "t");
-    let req = h.next_request();
-    h.reply(&req, Reply::Watch);
+    let mut h = Harness::default();
+    let w = h.acked_watch("/a", "t");
     let u = h.client.unwatch(h.now, w);
-    let req = h.next_request();
-    assert_eq!(
-        req.body,
-        Request::Unwatch {
-            path: "/a".into(),
-            token: "t".into()
-        }
-    );
+    let req = h.expect_request(Request::Unwatch {
+        path: "/a".into(),
+        token: "t".into(),
+    });
     h.event("/a", "t"); // queued by the daemon before it saw the unwatch
     h.reply(&req, Reply::Unwatch);
     assert_eq!(h.result_of(u), &Ok(Response::Unit));
@@ -94,21 +82,17 @@ fn unwatch_stops_events_at_once() {
     h.drain();
     assert_eq!(h.result_of(again), &Err(Error::UnknownWatch(w)));
     // The token is free again.
-    let w2 = h.client.watch(h.now, "/a", "t");
-    let req = h.next_request();
-    h.reply(&req, Reply::Watch);
-    assert_eq!(h.result_of(w2), &Ok(Response::Unit));
+    h.acked_watch("/a", "t");
 }
 
 #[test]
 fn refused_and_duplicate_watches() {
-    let mut h = Harness::new(Config::default());
+    let mut h = Harness::default();
     let w = h.client.watch(h.now, "/a", "t");
     let dup = h.client.watch(h.now, "/b", "t");
     h.drain();
     assert_eq!(h.result_of(dup), &Err(Error::DuplicateToken("t".into())));
-    let req = h.next_request();
-    h.reply(&req, Reply::Error(ErrorKind::Eacces));
+    h.answer(Reply::Error(ErrorKind::Eacces));
     assert_eq!(h.result_of(w), &Err(Error::Xs(ErrorKind::Eacces)));
     h.event("/a", "t");
     assert!(h.seen.events.is_empty(), "a refused watch gets no events");
@@ -116,27 +100,20 @@ fn refused_and_duplicate_watches() {
     h.drain();
     assert!(matches!(h.result_of(bad), Err(Error::InvalidPath { .. })));
     let special = h.client.watch(h.now, "@releaseDomain", "r");
-    let req = h.next_request();
-    assert_eq!(
-        req.body,
-        Request::Watch {
-            path: "@releaseDomain".into(),
-            token: "r".into()
-        }
-    );
+    let req = h.expect_request(Request::Watch {
+        path: "@releaseDomain".into(),
+        token: "r".into(),
+    });
     h.reply(&req, Reply::Watch);
     assert!(h.result_of(special).is_ok());
 }
 
 #[test]
 fn reset_watches_forgets_them_all() {
-    let mut h = Harness::new(Config::default());
-    let w = h.client.watch(h.now, "/a", "t");
-    let req = h.next_request();
-    h.reply(&req, Reply::Watch);
+    let mut h = Harness::default();
+    let w = h.acked_watch("/a", "t");
     let r = h.client.reset_watches(h.now);
-    let req = h.next_request();
-    assert_eq!(req.body, Request::ResetWatches);
+    let req = h.expect_request(Request::ResetWatches);
     h.reply(&req, Reply::ResetWatches);
     assert_eq!(h.result_of(r), &Ok(Response::Unit));
     h.event("/a", "t");

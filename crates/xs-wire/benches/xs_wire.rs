@@ -126,43 +126,47 @@ fn encode_requests(bencher: divan::Bencher<'_, '_>) {
     encode_all(bencher, &requests());
 }
 
-#[divan::bench(name = "decode requests (mix)")]
-fn decode_requests(bencher: divan::Bencher<'_, '_>) {
-    let packets = requests();
-    let bytes = wire(&packets);
+/// Decodes the wire bytes of `packets` with `decode_all` (which returns something that
+/// depends on every message) per iteration, counted in messages and bytes.
+fn decode_each<B: xsio_xs_wire::Body>(
+    bencher: divan::Bencher<'_, '_>,
+    packets: &[Packet<B>],
+    decode_all: impl Fn(&[u8]) -> usize,
+) {
+    let bytes = wire(packets);
     bencher
         .counter(ItemsCount::new(packets.len()))
         .counter(BytesCount::new(bytes.len()))
-        .bench_local(|| {
-            let mut buf = BytesMut::from(&black_box(&bytes)[..]);
-            let mut n = 0;
-            while let Some(frame) = decode_frame(&mut buf, 4096).unwrap() {
-                let packet = Packet::<Request>::decode(&frame).unwrap();
-                n += packet.req_id as usize;
-            }
-            n
-        });
+        .bench_local(|| decode_all(black_box(&bytes)));
+}
+
+#[divan::bench(name = "decode requests (mix)")]
+fn decode_requests(bencher: divan::Bencher<'_, '_>) {
+    decode_each(bencher, &requests(), |bytes| {
+        let mut buf = BytesMut::from(bytes);
+        let mut n = 0;
+        while let Some(frame) = decode_frame(&mut buf, 4096).unwrap() {
+            let packet = Packet::<Request>::decode(&frame).unwrap();
+            n += packet.req_id as usize;
+        }
+        n
+    });
 }
 
 #[divan::bench(name = "decode replies (mix, 64-byte reads)")]
 fn decode_replies(bencher: divan::Bencher<'_, '_>) {
-    let packets = replies();
-    let bytes = wire(&packets);
-    bencher
-        .counter(ItemsCount::new(packets.len()))
-        .counter(BytesCount::new(bytes.len()))
-        .bench_local(|| {
-            let mut decoder = FrameDecoder::default();
-            let mut n = 0;
-            for chunk in black_box(&bytes).chunks(64) {
-                decoder.feed(chunk);
-                while let Some(frame) = decoder.next_frame().unwrap() {
-                    let packet = Packet::<Reply>::decode(&frame).unwrap();
-                    n += packet.req_id as usize;
-                }
+    decode_each(bencher, &replies(), |bytes| {
+        let mut decoder = FrameDecoder::default();
+        let mut n = 0;
+        for chunk in bytes.chunks(64) {
+            decoder.feed(chunk);
+            while let Some(frame) = decoder.next_frame().unwrap() {
+                let packet = Packet::<Reply>::decode(&frame).unwrap();
+                n += packet.req_id as usize;
             }
-            n
-        });
+        }
+        n
+    });
 }
 
 #[divan::bench(name = "encode replies (mix)")]

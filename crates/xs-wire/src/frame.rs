@@ -238,16 +238,19 @@ impl FrameDecoder {
 mod tests {
     use super::*;
 
+    fn header(msg_type: u32, req_id: u32, tx_id: u32, len: u32) -> Header {
+        Header {
+            msg_type,
+            req_id,
+            tx_id,
+            len,
+        }
+    }
+
     #[test]
     fn oversize_is_refused_from_the_header_alone_and_poisons() {
         let mut decoder = FrameDecoder::default();
-        let header = Header {
-            msg_type: 11,
-            req_id: 0,
-            tx_id: 0,
-            len: 4097,
-        };
-        decoder.feed(&header.to_bytes());
+        decoder.feed(&header(11, 0, 0, 4097).to_bytes());
         let err = FrameError::Oversize {
             len: 4097,
             max: 4096,
@@ -261,12 +264,7 @@ mod tests {
     #[test]
     fn exactly_the_limit_passes() {
         let mut decoder = FrameDecoder::new(3);
-        let header = Header {
-            msg_type: 2,
-            req_id: 1,
-            tx_id: 2,
-            len: 3,
-        };
+        let header = header(2, 1, 2, 3);
         decoder.feed(&header.to_bytes());
         decoder.feed(b"/a");
         assert_eq!(decoder.next_frame(), Ok(None));

@@ -136,27 +136,18 @@ pub enum Request {
 
 impl Body for Request {
     fn msg_type(&self) -> MsgType {
-        match self {
-            Request::Control { .. } => MsgType::Control,
-            Request::Directory { .. } => MsgType::Directory,
-            Request::Read { .. } => MsgType::Read,
-            Request::GetPerms { .. } => MsgType::GetPerms,
-            Request::Watch { .. } => MsgType::Watch,
-            Request::Unwatch { .. } => MsgType::Unwatch,
-            Request::TransactionStart => MsgType::TransactionStart,
-            Request::TransactionEnd { .. } => MsgType::TransactionEnd,
-            Request::Introduce { .. } => MsgType::Introduce,
-            Request::Release { .. } => MsgType::Release,
-            Request::GetDomainPath { .. } => MsgType::GetDomainPath,
-            Request::Write { .. } => MsgType::Write,
-            Request::Mkdir { .. } => MsgType::Mkdir,
-            Request::Rm { .. } => MsgType::Rm,
-            Request::SetPerms { .. } => MsgType::SetPerms,
-            Request::IsDomainIntroduced { .. } => MsgType::IsDomainIntroduced,
-            Request::Resume { .. } => MsgType::Resume,
-            Request::SetTarget { .. } => MsgType::SetTarget,
-            Request::ResetWatches => MsgType::ResetWatches,
-            Request::DirectoryPart { .. } => MsgType::DirectoryPart,
+        /// Every request is sent as the message type of the same name.
+        macro_rules! same_name {
+            ($($name:ident)*) => {
+                match self {
+                    $(Request::$name { .. } => MsgType::$name,)*
+                }
+            };
+        }
+        same_name! {
+            Control Directory Read GetPerms Watch Unwatch TransactionStart TransactionEnd
+            Introduce Release GetDomainPath Write Mkdir Rm SetPerms IsDomainIntroduced Resume
+            SetTarget ResetWatches DirectoryPart
         }
     }
 

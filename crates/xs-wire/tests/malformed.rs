@@ -22,114 +22,93 @@ fn reply(msg_type: u32, payload: &[u8]) -> Result<Reply, PayloadError> {
     Packet::<Reply>::decode(&frame(msg_type, payload)).map(|p| p.body)
 }
 
+/// `FieldCount`: the fields a type needs (a minimum for list types), and what was there.
+fn fields(expected: usize, found: usize) -> PayloadError {
+    PayloadError::FieldCount { expected, found }
+}
+
 #[test]
 fn requests() {
     use PayloadError::*;
-    assert_eq!(request(2, b"/a"), Err(MissingNul));
-    assert_eq!(
-        request(2, b""),
-        Err(FieldCount {
-            expected: 1,
-            found: 0
-        })
-    );
-    assert_eq!(
-        request(2, b"/a\0/b\0"),
-        Err(FieldCount {
-            expected: 1,
-            found: 2
-        })
-    );
-    assert_eq!(request(2, b"/\xff\0"), Err(NotUtf8));
-    assert_eq!(
-        request(4, b"/a\0tok\0\x31\0"),
-        Err(FieldCount {
-            expected: 2,
-            found: 3
-        })
-    );
-    assert_eq!(request(7, b"X\0"), Err(BadFlag("X".into())));
-    assert_eq!(request(10, b"01\0"), Err(BadNumber("01".into())));
-    assert_eq!(request(10, b"-1\0"), Err(BadNumber("-1".into())));
-    assert_eq!(request(11, b"/a"), Err(MissingNul));
-    assert_eq!(
-        request(14, b"/a\0"),
-        Err(FieldCount {
-            expected: 2,
-            found: 1
-        })
-    );
-    assert_eq!(
-        request(14, b"/a\0q1\0"),
-        Err(BadPerm {
-            text: "q1".into(),
-            source: PermError::BadLetter
-        })
-    );
+    let cases: &[(u32, &[u8], Result<Request, PayloadError>)] = &[
+        (2, b"/a", Err(MissingNul)),
+        (2, b"", Err(fields(1, 0))),
+        (2, b"/a\0/b\0", Err(fields(1, 2))),
+        (2, b"/\xff\0", Err(NotUtf8)),
+        (4, b"/a\0tok\0\x31\0", Err(fields(2, 3))),
+        (7, b"X\0", Err(BadFlag("X".into()))),
+        (10, b"01\0", Err(BadNumber("01".into()))),
+        (10, b"-1\0", Err(BadNumber("-1".into()))),
+        (11, b"/a", Err(MissingNul)),
+        (14, b"/a\0", Err(fields(2, 1))),
+        (
+            14,
+            b"/a\0q1\0",
+            Err(BadPerm {
+                text: "q1".into(),
+                source: PermError::BadLetter,
+            }),
+        ),
+        // Payloads daemons ignore.
+        (6, b"", Ok(Request::TransactionStart)),
+        (21, b"junk", Ok(Request::ResetWatches)),
+        // A value may hold NULs and need not end with one.
+        (
+            11,
+            b"/a\0b\0c",
+            Ok(Request::Write {
+                path: "/a".into(),
+                value: "b\0c".into(),
+            }),
+        ),
+    ];
+    for (msg_type, payload, expected) in cases {
+        assert_eq!(
+            &request(*msg_type, payload),
+            expected,
+            "type {msg_type} {payload:?}"
+        );
+    }
     for server_only in [15, 16, 20, 23, 26, 27, 0xffff, u32::MAX] {
         assert_eq!(
             request(server_only, b"\0"),
             Err(UnsupportedType(server_only))
         );
     }
-    // Payloads daemons ignore.
-    assert_eq!(request(6, b""), Ok(Request::TransactionStart));
-    assert_eq!(request(21, b"junk"), Ok(Request::ResetWatches));
-    // A value may hold NULs and need not end with one.
-    assert_eq!(
-        request(11, b"/a\0b\0c"),
-        Ok(Request::Write {
-            path: "/a".into(),
-            value: "b\0c".into()
-        })
-    );
 }
 
 #[test]
 fn replies() {
     use PayloadError::*;
-    assert_eq!(reply(11, b"OK"), Err(NotOk));
-    assert_eq!(reply(11, b"ok\0"), Err(NotOk));
-    assert_eq!(reply(16, b"ENOENT"), Err(MissingNul));
-    assert_eq!(reply(16, b"EWHAT\0"), Err(UnknownErrorName("EWHAT".into())));
-    assert_eq!(reply(16, b"EAGAIN\0"), Ok(Reply::Error(ErrorKind::Eagain)));
-    assert_eq!(
-        reply(15, b"/a\0"),
-        Err(FieldCount {
-            expected: 2,
-            found: 1
-        })
-    );
-    assert_eq!(reply(6, b"x\0"), Err(BadNumber("x".into())));
-    assert_eq!(
-        reply(3, b""),
-        Err(FieldCount {
-            expected: 1,
-            found: 0
-        })
-    );
-    assert_eq!(reply(22, b"5\0a\0\0b\0"), Err(DataAfterEnd));
-    assert_eq!(reply(1, b""), Ok(Reply::Directory(vec![])));
-    assert_eq!(
-        reply(22, b"5\0\0"),
+    let directory_part = |children: &[&str], complete| {
         Ok(Reply::DirectoryPart {
             generation: 5,
-            children: vec![],
-            complete: true
+            children: children.iter().map(|c| c.to_string()).collect(),
+            complete,
         })
-    );
-    assert_eq!(
-        reply(22, b"5\0a\0b\0"),
-        Ok(Reply::DirectoryPart {
-            generation: 5,
-            children: vec!["a".into(), "b".into()],
-            complete: false
-        })
-    );
-    assert_eq!(
-        reply(2, b"raw\0value"),
-        Ok(Reply::Read("raw\0value".into()))
-    );
+    };
+    let cases: &[(u32, &[u8], Result<Reply, PayloadError>)] = &[
+        (11, b"OK", Err(NotOk)),
+        (11, b"ok\0", Err(NotOk)),
+        (16, b"ENOENT", Err(MissingNul)),
+        (16, b"EWHAT\0", Err(UnknownErrorName("EWHAT".into()))),
+        (16, b"EAGAIN\0", Ok(Reply::Error(ErrorKind::Eagain))),
+        (15, b"/a\0", Err(fields(2, 1))),
+        (6, b"x\0", Err(BadNumber("x".into()))),
+        (3, b"", Err(fields(1, 0))),
+        (22, b"5\0a\0\0b\0", Err(DataAfterEnd)),
+        (1, b"", Ok(Reply::Directory(vec![]))),
+        (22, b"5\0\0", directory_part(&[], true)),
+        (22, b"5\0a\0b\0", directory_part(&["a", "b"], false)),
+        (2, b"raw\0value", Ok(Reply::Read("raw\0value".into()))),
+    ];
+    for (msg_type, payload, expected) in cases {
+        assert_eq!(
+            &reply(*msg_type, payload),
+            expected,
+            "type {msg_type} {payload:?}"
+        );
+    }
     for client_only in [20, 23, 0xffff, 1000] {
         assert_eq!(
             reply(client_only, b"OK\0"),

@@ -6,6 +6,7 @@ mod common;
 use bytes::BytesMut;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
+use proptest::test_runner::TestRunner;
 use xsio_xs_wire::Body;
 use xsio_xs_wire::{Frame, FrameDecoder, Packet, Reply, Request};
 
@@ -24,30 +25,38 @@ fn frames_of(chunks: &[&[u8]]) -> Vec<Frame> {
 
 fn wire(requests: &[Request], replies: &[Reply]) -> Vec<u8> {
     let mut out = BytesMut::new();
-    for (i, r) in requests.iter().enumerate() {
-        let _ = Packet::new(i as u32, 0, r.clone()).encode(&mut out);
-    }
-    for (i, r) in replies.iter().enumerate() {
-        let _ = Packet::new(i as u32, 0, r.clone()).encode(&mut out);
-    }
+    encode_numbered(&mut out, requests);
+    encode_numbered(&mut out, replies);
     out.to_vec()
+}
+
+/// Appends `bodies` as packets with req_ids from 0; what cannot be encoded is left out.
+fn encode_numbered<B: Body + Clone>(out: &mut BytesMut, bodies: &[B]) {
+    for (i, body) in bodies.iter().enumerate() {
+        let _ = Packet::new(i as u32, 0, body.clone()).encode(out);
+    }
+}
+
+/// One value of each message type among 400 drawn from `strategy`, by type.
+fn one_of_each_type<B: Body>(
+    runner: &mut TestRunner,
+    strategy: impl Strategy<Value = B>,
+) -> Vec<B> {
+    let mut bodies: Vec<B> = (0..400)
+        .map(|_| strategy.new_tree(runner).unwrap().current())
+        .collect();
+    bodies.sort_by_key(|b| b.msg_type());
+    bodies.dedup_by_key(|b| b.msg_type());
+    bodies
 }
 
 #[test]
 fn every_split_point_of_every_type() {
     // One message of each request and reply type, and the whole stream at once.
-    let mut runner = proptest::test_runner::TestRunner::deterministic();
-    let mut requests: Vec<Request> = (0..400)
-        .map(|_| common::request().new_tree(&mut runner).unwrap().current())
-        .collect();
-    requests.sort_by_key(|r| r.msg_type());
-    requests.dedup_by_key(|r| r.msg_type());
+    let mut runner = TestRunner::deterministic();
+    let requests = one_of_each_type(&mut runner, common::request());
     assert_eq!(requests.len(), 20, "one request of every type");
-    let mut replies: Vec<Reply> = (0..400)
-        .map(|_| common::reply().new_tree(&mut runner).unwrap().current())
-        .collect();
-    replies.sort_by_key(|r| r.msg_type());
-    replies.dedup_by_key(|r| r.msg_type());
+    let replies = one_of_each_type(&mut runner, common::reply());
     assert_eq!(replies.len(), 22, "one reply of every type");
     let bytes = wire(&requests, &replies);
     let whole = frames_of(&[&bytes]);

@@ -62,6 +62,13 @@ impl Harness {
         }
     }
 
+    /// A fresh server and one dom0 connection: how most tests begin.
+    pub fn with_dom0() -> (Self, ConnId) {
+        let mut h = Self::new();
+        let c = h.dom0();
+        (h, c)
+    }
+
     pub fn dom0(&mut self) -> ConnId {
         self.server.connect(self.now, Origin::Socket)
     }
@@ -122,14 +129,7 @@ impl Harness {
     pub fn raw(&mut self, conn: ConnId, kind: u32, tx_id: u32, payload: &[u8]) -> Reply {
         let req_id = self.next_req;
         self.next_req += 1;
-        let header = Header {
-            msg_type: kind,
-            req_id,
-            tx_id,
-            len: payload.len() as u32,
-        };
-        let mut wire = header.to_bytes().to_vec();
-        wire.extend_from_slice(payload);
+        let wire = frame(kind, req_id, tx_id, payload);
         self.server.handle_input(self.now, conn, &wire);
         let mut replies = Vec::new();
         self.drain(Some(conn), &mut replies);
@@ -153,6 +153,39 @@ impl Harness {
         payload.push(0);
         payload.extend_from_slice(value.as_bytes());
         self.raw(conn, WRITE, tx, &payload)
+    }
+
+    /// Writes each (path, value) outside any transaction; every write must succeed.
+    pub fn seed(&mut self, conn: ConnId, nodes: &[(&str, &str)]) {
+        for (path, value) in nodes {
+            self.write(conn, 0, path, value).unwrap();
+        }
+    }
+
+    /// Gives domain `domid` its home `/local/domain/<domid>`, owned by it, through `dom0`.
+    pub fn give_home(&mut self, dom0: ConnId, domid: u32) {
+        let home = format!("/local/domain/{domid}");
+        self.write(dom0, 0, &home, "").unwrap();
+        self.op(dom0, SET_PERMS, 0, &[&home, &format!("n{domid}")])
+            .unwrap();
+    }
+
+    /// Registers a watch and takes its initial event, which must be the only one pending.
+    pub fn watch(&mut self, conn: ConnId, path: &str, token: &str) {
+        assert_eq!(self.op(conn, WATCH, 0, &[path, token]), ok());
+        assert_eq!(
+            self.take_events(conn),
+            vec![ev(path, token)],
+            "initial event"
+        );
+    }
+
+    /// Sends each (type, arguments) request of a table and checks its reply.
+    pub fn answers(&mut self, conn: ConnId, cases: &[(u32, &[&str], Reply)]) {
+        for (kind, args, expected) in cases {
+            let reply = self.op(conn, *kind, 0, args);
+            assert_eq!(&reply, expected, "type {kind} {args:?}");
+        }
     }
 
     pub fn op(&mut self, conn: ConnId, kind: u32, tx: u32, args: &[&str]) -> Reply {
@@ -185,6 +218,27 @@ impl Harness {
     pub fn take_events(&mut self, conn: ConnId) -> Vec<(String, String)> {
         self.events.remove(&conn).unwrap_or_default()
     }
+}
+
+/// One message as wire bytes: header and payload.
+pub fn frame(msg_type: u32, req_id: u32, tx_id: u32, payload: &[u8]) -> Vec<u8> {
+    let header = Header {
+        msg_type,
+        req_id,
+        tx_id,
+        len: payload.len() as u32,
+    };
+    let mut wire = header.to_bytes().to_vec();
+    wire.extend_from_slice(payload);
+    wire
+}
+
+/// `count` messages back to back, req_ids from 0, no transaction, the payload of each
+/// made from its index: what a client sends when it floods.
+pub fn frames(msg_type: u32, count: u32, payload: impl Fn(u32) -> Vec<u8>) -> Vec<u8> {
+    (0..count)
+        .flat_map(|i| frame(msg_type, i, 0, &payload(i)))
+        .collect()
 }
 
 pub fn ok() -> Reply {

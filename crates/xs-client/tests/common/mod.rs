@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use xsio_core::{Input, OpId};
 use xsio_xs_client::{Client, CloseReason, Config, Error, Output, Response, WatchEvent};
-use xsio_xs_wire::{ErrorKind, FrameDecoder, Packet, Reply, Request};
+use xsio_xs_wire::{ErrorKind, FrameDecoder, Header, Packet, Reply, Request};
 
 #[allow(clippy::disallowed_methods)] // A test epoch.
 pub fn epoch() -> Instant {
@@ -34,6 +34,12 @@ pub struct Harness {
     pub seen: Seen,
     /// Requests sent by the client and not yet answered by the test.
     pub inbox: VecDeque<Packet<Request>>,
+}
+
+impl Default for Harness {
+    fn default() -> Harness {
+        Harness::new(Config::default())
+    }
 }
 
 impl Harness {
@@ -77,6 +83,41 @@ impl Harness {
     pub fn next_request(&mut self) -> Packet<Request> {
         self.drain();
         self.inbox.pop_front().expect("a request was sent")
+    }
+
+    /// Answers the next request the client sent with `body`; returns that request.
+    pub fn answer(&mut self, body: Reply) -> Packet<Request> {
+        let request = self.next_request();
+        self.reply(&request, body);
+        request
+    }
+
+    /// The next request the client sent, which must be `expected`.
+    pub fn expect_request(&mut self, expected: Request) -> Packet<Request> {
+        let request = self.next_request();
+        assert_eq!(request.body, expected);
+        request
+    }
+
+    /// A watch of `path` with `token`, acknowledged by the daemon at once.
+    pub fn acked_watch(&mut self, path: &str, token: &str) -> OpId {
+        let watch = self.client.watch(self.now, path, token);
+        self.answer(Reply::Watch);
+        assert_eq!(self.result_of(watch), &Ok(Response::Unit));
+        watch
+    }
+
+    /// Feeds one message of the daemon's as raw bytes: a header for `payload`, then it.
+    pub fn feed_raw(&mut self, msg_type: u32, req_id: u32, payload: &[u8]) {
+        let header = Header {
+            msg_type,
+            req_id,
+            tx_id: 0,
+            len: payload.len() as u32,
+        };
+        let mut bytes = header.to_bytes().to_vec();
+        bytes.extend_from_slice(payload);
+        self.feed(&bytes);
     }
 
     pub fn feed(&mut self, bytes: &[u8]) {
