@@ -14,10 +14,10 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::{Value, json};
 use xsio_cdrom::{Config, DeviceModel, Format, MediaChange, Medium};
 use xsio_core::{Machine, OpId};
-use xsio_fuzz::{advance, any_duration, take};
+use xsio_fuzz::{advance, answer_to_anything, any_duration, check_stray_answer, take};
 use xsio_ops::{
-    DomainState, FdHandle, FileOp, HostOp, Input, InputError, Op, OpError, OpErrorKind, Output,
-    PeerEvent, ProcessExit, QemuVersion, QmpErrorClass, QmpEvent, QmpOp, QmpSession, Reply,
+    DomainState, FdHandle, FileOp, HostOp, Input, Op, OpError, OpErrorKind, Output,
+    PeerEvent, ProcessExit, QemuVersion, QmpEvent, QmpOp, QmpSession, Reply,
     Request, TxnId, XsOp,
 };
 
@@ -61,41 +61,36 @@ fn read(path: &str, selector: u8) -> Option<String> {
 
 /// An answer for `request`: mostly one that fits, sometimes anything.
 fn answer(request: &Request, data: &mut &[u8], handles: &mut u64) -> Result<Reply, OpError> {
-    let kind = take(data);
-    let error = |k| Err(OpError::new(k, "fuzz"));
-    match kind % 14 {
-        0 => error(OpErrorKind::Connection),
-        1 => error(OpErrorKind::Qmp(QmpErrorClass::GenericError)),
-        2 => error(OpErrorKind::Conflict),
-        3 => Ok(Reply::Done),
-        4 => Ok(Reply::Qmp(value(take(data)))),
-        _ => Ok(match &request.op {
-            Op::Xs(XsOp::Read { path } | XsOp::TxnRead { path, .. }) => {
-                Reply::Value(read(path, take(data)))
-            }
-            Op::Xs(XsOp::TxnStart) => Reply::TxnStarted(TxnId(u32::from(take(data)))),
-            Op::Xs(XsOp::TxnEnd { commit: true, .. }) => Reply::Committed,
-            Op::Host(HostOp::DomainInfo { .. }) => Reply::Domain(match take(data) % 3 {
-                0 => DomainState::Running,
-                1 => DomainState::Absent,
-                _ => DomainState::Paused,
-            }),
-            Op::Qmp(QmpOp::Connect) => Reply::QmpConnected(QmpSession {
-                version: QemuVersion {
-                    major: u32::from(take(data) % 10),
-                    minor: u32::from(take(data) % 15),
-                    micro: 0,
-                },
-                package: String::new(),
-            }),
-            Op::File(FileOp::Open(_)) => {
-                *handles += 1;
-                Reply::Fd(FdHandle::from_raw(*handles))
-            }
-            Op::Qmp(QmpOp::Command(_)) => Reply::Qmp(value(take(data))),
-            _ => Reply::Done,
-        }),
+    let kind = take(data) % 14;
+    if let Some(any) = answer_to_anything(kind, OpErrorKind::Conflict, || value(take(data))) {
+        return any;
     }
+    Ok(match &request.op {
+        Op::Xs(XsOp::Read { path } | XsOp::TxnRead { path, .. }) => {
+            Reply::Value(read(path, take(data)))
+        }
+        Op::Xs(XsOp::TxnStart) => Reply::TxnStarted(TxnId(u32::from(take(data)))),
+        Op::Xs(XsOp::TxnEnd { commit: true, .. }) => Reply::Committed,
+        Op::Host(HostOp::DomainInfo { .. }) => Reply::Domain(match take(data) % 3 {
+            0 => DomainState::Running,
+            1 => DomainState::Absent,
+            _ => DomainState::Paused,
+        }),
+        Op::Qmp(QmpOp::Connect) => Reply::QmpConnected(QmpSession {
+            version: QemuVersion {
+                major: u32::from(take(data) % 10),
+                minor: u32::from(take(data) % 15),
+                micro: 0,
+            },
+            package: String::new(),
+        }),
+        Op::File(FileOp::Open(_)) => {
+            *handles += 1;
+            Reply::Fd(FdHandle::from_raw(*handles))
+        }
+        Op::Qmp(QmpOp::Command(_)) => Reply::Qmp(value(take(data))),
+        _ => Reply::Done,
+    })
 }
 
 fn peer_event(selector: u8) -> PeerEvent {
@@ -209,20 +204,9 @@ fuzz_target!(|input: &[u8]| {
                 answered.insert(request.id);
                 settle(&mut change, request, result, now);
             }
-            3 => {
-                let id = match answered.iter().next() {
-                    Some(id) if take(&mut data) & 1 == 0 => *id,
-                    _ => OpId::from_raw(u64::MAX - u64::from(take(&mut data))),
-                };
-                let refused = change.handle_input(
-                    now,
-                    Input::Reply {
-                        id,
-                        result: Ok(Reply::Done),
-                    },
-                );
-                assert_eq!(refused, Err(InputError::UnknownOp(id)));
-            }
+            3 => check_stray_answer(&answered, || take(&mut data), |input| {
+                change.handle_input(now, input)
+            }),
             4 => {
                 let event = peer_event(take(&mut data));
                 change.handle_input(now, Input::Peer(&event)).unwrap();

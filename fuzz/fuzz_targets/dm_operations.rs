@@ -16,10 +16,10 @@ use xsio_dm::{
     Action, Control, ControlConfig, Save, SaveConfig, Shutdown, ShutdownConfig, StartConfig,
     StartUp,
 };
-use xsio_fuzz::{Bytes, advance};
+use xsio_fuzz::{Bytes, advance, answer_to_anything, check_stray_answer};
 use xsio_ops::{
     FdHandle, FileOp, Input, InputError, Op, OpError, OpErrorKind, Output, PeerEvent,
-    ProcessExit, QemuVersion, QmpErrorClass, QmpEvent, QmpOp, QmpSession, Reply, Request,
+    ProcessExit, QemuVersion, QmpEvent, QmpOp, QmpSession, Reply, Request,
 };
 
 /// QMP return values a command may get: the real shapes and odd ones.
@@ -40,31 +40,26 @@ fn value(selector: u8) -> Value {
 
 /// An answer for `request`: mostly one that fits, sometimes anything.
 fn answer(request: &Request, data: &mut Bytes<'_>, handles: &mut u64) -> Result<Reply, OpError> {
-    let kind = data.byte();
-    let error = |k| Err(OpError::new(k, "fuzz"));
-    match kind % 12 {
-        0 => error(OpErrorKind::Connection),
-        1 => error(OpErrorKind::Qmp(QmpErrorClass::GenericError)),
-        2 => error(OpErrorKind::Timeout),
-        3 => Ok(Reply::Done),
-        4 => Ok(Reply::Qmp(value(data.byte()))),
-        _ => Ok(match &request.op {
-            Op::Qmp(QmpOp::Connect) => Reply::QmpConnected(QmpSession {
-                version: QemuVersion {
-                    major: u32::from(data.byte() % 10),
-                    minor: u32::from(data.byte() % 15),
-                    micro: 0,
-                },
-                package: String::new(),
-            }),
-            Op::File(FileOp::Open(_)) => {
-                *handles += 1;
-                Reply::Fd(FdHandle::from_raw(*handles))
-            }
-            Op::Qmp(QmpOp::Command(_)) => Reply::Qmp(value(data.byte())),
-            _ => Reply::Done,
-        }),
+    let kind = data.byte() % 12;
+    if let Some(any) = answer_to_anything(kind, OpErrorKind::Timeout, || value(data.byte())) {
+        return any;
     }
+    Ok(match &request.op {
+        Op::Qmp(QmpOp::Connect) => Reply::QmpConnected(QmpSession {
+            version: QemuVersion {
+                major: u32::from(data.byte() % 10),
+                minor: u32::from(data.byte() % 15),
+                micro: 0,
+            },
+            package: String::new(),
+        }),
+        Op::File(FileOp::Open(_)) => {
+            *handles += 1;
+            Reply::Fd(FdHandle::from_raw(*handles))
+        }
+        Op::Qmp(QmpOp::Command(_)) => Reply::Qmp(value(data.byte())),
+        _ => Reply::Done,
+    })
 }
 
 fn peer_event(selector: u8) -> PeerEvent {
@@ -223,20 +218,7 @@ fuzz_target!(|input: &[u8]| {
                 answered.insert(request.id);
             }
             // An answer to something never asked, or asked and already answered: refused.
-            3 => {
-                let id = match answered.iter().next() {
-                    Some(id) if data.byte() & 1 == 0 => *id,
-                    _ => OpId::from_raw(u64::MAX - u64::from(data.byte())),
-                };
-                let refused = operation.input(
-                    now,
-                    Input::Reply {
-                        id,
-                        result: Ok(Reply::Done),
-                    },
-                );
-                assert_eq!(refused, Err(InputError::UnknownOp(id)));
-            }
+            3 => check_stray_answer(&answered, || data.byte(), |input| operation.input(now, input)),
             4 => {
                 let event = peer_event(data.byte());
                 operation.input(now, Input::Peer(&event)).unwrap();

@@ -46,3 +46,40 @@ pub fn take(rest: &mut &[u8]) -> u8 {
     *rest = tail;
     byte
 }
+
+/// An answer to a request never made, or made and already answered, must be refused with
+/// `UnknownOp`: `deliver` is handed `Ok(Done)` for one of `answered` (when `byte` is even) or
+/// for an id no machine hands out, and this checks what it returns.
+pub fn check_stray_answer(
+    answered: &std::collections::BTreeSet<xsio_core::OpId>,
+    mut byte: impl FnMut() -> u8,
+    deliver: impl FnOnce(xsio_ops::Input<'_>) -> Result<(), xsio_ops::InputError>,
+) {
+    let id = match answered.iter().next() {
+        Some(id) if byte() & 1 == 0 => *id,
+        _ => xsio_core::OpId::from_raw(u64::MAX - u64::from(byte())),
+    };
+    let result = Ok(xsio_ops::Reply::Done);
+    let refused = deliver(xsio_ops::Input::Reply { id, result });
+    assert_eq!(refused, Err(xsio_ops::InputError::UnknownOp(id)));
+}
+
+/// The answers any request may get, whatever it asked (`kind` 0 to 4): a lost connection,
+/// QEMU's generic error, `third` (the error a target wants tried most), a bare `Done`, or a
+/// QMP `value`; `None` for the other kinds, which the target answers to fit the request.
+pub fn answer_to_anything(
+    kind: u8,
+    third: xsio_ops::OpErrorKind,
+    value: impl FnOnce() -> serde_json::Value,
+) -> Option<Result<xsio_ops::Reply, xsio_ops::OpError>> {
+    use xsio_ops::{OpError, OpErrorKind, QmpErrorClass, Reply};
+    let error = |k| Err(OpError::new(k, "fuzz"));
+    Some(match kind {
+        0 => error(OpErrorKind::Connection),
+        1 => error(OpErrorKind::Qmp(QmpErrorClass::GenericError)),
+        2 => error(third),
+        3 => Ok(Reply::Done),
+        4 => Ok(Reply::Qmp(value())),
+        _ => return None,
+    })
+}

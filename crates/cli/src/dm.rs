@@ -16,6 +16,7 @@ use xsio_dm::{
     Action, Control, ControlConfig, Save, SaveConfig, Shutdown, ShutdownConfig, StartConfig,
     StartUp,
 };
+use xsio_harness::dm::{Dm, DmEvent};
 use xsio_harness::{Conn, Harness, Record};
 use xsio_io_std::dm::QemuLinks;
 use xsio_io_std::l2::{run_until, run_until_with};
@@ -81,27 +82,6 @@ struct Target {
     /// Seconds the operation may take.
     #[arg(long, default_value_t = 10)]
     timeout: u64,
-}
-
-xsio_harness::actors! {
-    #[derive(Debug)]
-    enum Dm / DmEvent {
-        Start(StartUp, Result<xsio_dm::Ready, xsio_dm::StartError>),
-        Save(Save, Result<xsio_dm::Saved, xsio_dm::SaveError>),
-        Control(Control, Result<(), xsio_dm::ControlError>),
-        Shutdown(Shutdown, Result<xsio_dm::Stopped, xsio_dm::ShutdownError>),
-    }
-}
-
-impl Dm {
-    fn is_settled(&self) -> bool {
-        match self {
-            Dm::Start(m) => m.is_settled(),
-            Dm::Save(m) => m.is_settled(),
-            Dm::Control(m) => m.is_settled(),
-            Dm::Shutdown(m) => m.is_settled(),
-        }
-    }
 }
 
 /// Runs `xsio dm`.

@@ -10,24 +10,15 @@ use std::time::Instant;
 use serde_json::{Value, json};
 use xsio_core::{FdLedger, TrackedFd};
 use xsio_dm::{
-    Action, Control, ControlConfig, ControlError, Ready, Save, SaveConfig, SaveError, Saved,
-    Shutdown, ShutdownConfig, ShutdownError, StartConfig, StartError, StartUp, Stopped,
+    Action, Control, ControlConfig, Ready, Save, SaveConfig, Saved, Shutdown, ShutdownConfig,
+    StartConfig, StartUp, Stopped,
 };
+use xsio_harness::dm::{Dm, DmEvent};
 use xsio_harness::{Actor, Conn, Harness, HarnessError, Owner, Record, Store};
 use xsio_ops::{
     FdHandle, FileOp, Op, OpError, OpErrorKind, PeerEvent, ProcessExit, QemuVersion, QmpCommand,
     QmpErrorClass, QmpEvent, QmpOp, QmpSession, Reply,
 };
-
-xsio_harness::actors! {
-    #[derive(Debug)]
-    enum Dm / DmEvent {
-        Start(StartUp, Result<Ready, StartError>),
-        Save(Save, Result<Saved, SaveError>),
-        Control(Control, Result<(), ControlError>),
-        Shutdown(Shutdown, Result<Stopped, ShutdownError>),
-    }
-}
 
 /// One recorded line.
 #[derive(Clone, Debug)]

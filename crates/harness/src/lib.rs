@@ -64,6 +64,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod dm;
 mod harness;
 mod host;
 pub mod host_answers;

@@ -11,9 +11,10 @@ use std::time::Duration;
 use rustix::process::{Pid, Signal, kill_process};
 use serde_json::{Value, json};
 use xsio_dm::{
-    Action, Control, ControlConfig, ControlError, Ready, Save, SaveConfig, SaveError, Saved,
-    Shutdown, ShutdownConfig, ShutdownError, StartConfig, StartError, StartUp, Stopped,
+    Action, Control, ControlConfig, Ready, Save, SaveConfig, SaveError, Shutdown, ShutdownConfig,
+    StartConfig, StartError, StartUp, Stopped,
 };
+use xsio_harness::dm::{Dm, DmEvent};
 use xsio_harness::{ActorId, Conn, Harness, Owner, Record};
 use xsio_io_std::dm::QemuLinks;
 use xsio_io_std::l2::run_until;
@@ -32,27 +33,6 @@ const TESTS: &[(&str, fn())] = xsio_testkit::tests![
     a_qemu_that_ignores_quit_is_killed,
     an_attached_qemu_shuts_down_and_is_seen_to_exit
 ];
-
-xsio_harness::actors! {
-    #[derive(Debug)]
-    enum Dm / DmEvent {
-        Start(StartUp, Result<Ready, StartError>),
-        Save(Save, Result<Saved, SaveError>),
-        Control(Control, Result<(), ControlError>),
-        Shutdown(Shutdown, Result<Stopped, ShutdownError>),
-    }
-}
-
-impl Dm {
-    fn is_settled(&self) -> bool {
-        match self {
-            Dm::Start(m) => m.is_settled(),
-            Dm::Save(m) => m.is_settled(),
-            Dm::Control(m) => m.is_settled(),
-            Dm::Shutdown(m) => m.is_settled(),
-        }
-    }
-}
 
 /// A paused PC guest (TCG, `-S`) and a temp dir for its socket and files.
 struct World {
